@@ -1,0 +1,1 @@
+"""The HTTP gateway: a small Starlette app that authenticates, validates and enqueues."""

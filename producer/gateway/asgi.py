@@ -1,0 +1,16 @@
+"""ASGI entry point for uvicorn (``uvicorn --factory producer.gateway.asgi:build``)."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+
+from producer.gateway.app import create_app
+from shared.config import get_settings, set_settings, startup_settings
+from shared.logging import configure_logging
+
+
+def build() -> Starlette:
+    settings = startup_settings(get_settings())
+    set_settings(settings)
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,95 @@
+"""Who is calling: a server key from ``API_KEYS`` or a user token (JWT HS256 signed with
+``USER_TOKEN_SECRET``, ``sub`` = user id, ``exp`` required).
+
+Server keys are compared in constant time against every configured key (several may be
+valid at once, for rotation). A server key may act for a user with ``X-User-Id``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from enum import Enum
+
+import jwt
+from starlette.requests import Request
+
+from producer.gateway.errors import ApiError
+from shared.config import Settings
+
+#: Clock skew tolerated on ``exp``/``nbf``/``iat`` between the token issuer and us.
+TOKEN_LEEWAY_SECONDS = 30
+
+
+class Kind(Enum):
+    SERVER = "server"
+    USER = "user"
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: Kind
+    #: The user acted for: the token's ``sub``, or a server key's ``X-User-Id``.
+    user_id: str | None
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise ApiError(401, "unauthenticated", "missing Authorization header", headers=_challenge())
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise ApiError(
+            401, "unauthenticated", "use 'Authorization: Bearer <key or token>'", headers=_challenge()
+        )
+    return credential.strip()
+
+
+def _challenge() -> dict[str, str]:
+    return {"WWW-Authenticate": 'Bearer realm="kai-messaging"'}
+
+
+def _is_server_key(settings: Settings, credential: str) -> bool:
+    given = credential.encode()
+    # Check every key so the time taken does not reveal which one (or whether any) matched.
+    matched = False
+    for key in settings.api_keys:
+        matched |= hmac.compare_digest(given, key.encode())
+    return matched
+
+
+def authenticate(request: Request, settings: Settings) -> Principal:
+    credential = _bearer(request)
+    if _is_server_key(settings, credential):
+        return Principal(Kind.SERVER, request.headers.get("x-user-id") or None)
+    if credential.count(".") == 2 and settings.user_token_secret:
+        try:
+            claims = jwt.decode(
+                credential,
+                settings.user_token_secret,
+                algorithms=["HS256"],
+                options={"require": ["exp", "sub"], "verify_aud": False},
+                leeway=TOKEN_LEEWAY_SECONDS,
+            )
+        except jwt.PyJWTError as exc:
+            raise ApiError(401, "invalid_token", f"invalid user token: {exc}", headers=_challenge()) from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise ApiError(401, "invalid_token", "user token has no subject", headers=_challenge())
+        return Principal(Kind.USER, subject)
+    raise ApiError(401, "unauthenticated", "unknown API key or token", headers=_challenge())
+
+
+def require_server(request: Request, settings: Settings) -> Principal:
+    principal = authenticate(request, settings)
+    if principal.kind is not Kind.SERVER:
+        raise ApiError(403, "forbidden", "this endpoint needs a server API key, not a user token")
+    return principal
+
+
+def require_user(request: Request, settings: Settings) -> Principal:
+    """A user token, or a server key acting for a user through ``X-User-Id``."""
+    principal = authenticate(request, settings)
+    if principal.user_id is None:
+        raise ApiError(400, "user_required", "a server key must name the user with X-User-Id")
+    return principal

@@ -1,0 +1,38 @@
+"""Reading request bodies safely: a size cap enforced while streaming, JSON objects only."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+
+from producer.gateway.errors import ApiError
+
+#: Room for the JSON envelope around the largest payload we accept.
+ENVELOPE_BYTES = 16 * 1024
+
+
+async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+    limit = max_bytes + ENVELOPE_BYTES
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "payload_too_large", f"request body over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "payload_too_large", f"request body over {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    content_type = request.headers.get("content-type", "")
+    if raw and "json" not in content_type.lower():
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    try:
+        body = json.loads(raw) if raw else None
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "body must be a JSON object")
+    return body

@@ -1,0 +1,89 @@
+"""The gateway's error catalogue: every error leaves as
+``{"error": {"code": ..., "message": ..., "details": [...]}}`` with a stable code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from shared.errors import EnqueueError, NotFound, ValidationError
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class ApiError(Exception):
+    """An error the API answers with directly."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or []
+        self.headers = headers or {}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "details": details or []}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def api_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
+async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ValidationError)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details)
+
+
+async def not_found(_request: Request, exc: Exception) -> JSONResponse:
+    return error_response(404, "not_found", str(exc))
+
+
+async def enqueue_error(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("gateway.enqueue_failed", error=str(exc))
+    return error_response(
+        503, "broker_unavailable", "the message was not accepted; retry later", headers={"Retry-After": "1"}
+    )
+
+
+async def http_exception(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return error_response(
+        exc.status_code, codes.get(exc.status_code, f"http_{exc.status_code}"), str(exc.detail)
+    )
+
+
+async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("gateway.unexpected_error", error_type=type(exc).__name__)
+    return error_response(500, "internal_error", "internal error")
+
+
+HANDLERS = {
+    ApiError: api_error,
+    ValidationError: validation_error,
+    NotFound: not_found,
+    EnqueueError: enqueue_error,
+    HTTPException: http_exception,
+    Exception: unexpected,
+}

@@ -1,0 +1,187 @@
+"""The producer: validate → record → publish, for every channel. No HTTP here.
+
+A message is accepted once its ``notification_logs`` row is committed AND the broker has
+confirmed the publish of its id. If the broker refuses, the row is removed again and the
+caller gets :class:`~shared.errors.EnqueueError`: nothing half-accepted is left behind.
+Should the process die between the commit and the publish, the scheduler finds the row
+(queued, never picked up) and publishes it, so an accepted message is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pydantic
+
+from shared import tracking
+from shared.broker import get_broker, publish
+from shared.channels import Channel
+from shared.config import Settings, get_settings
+from shared.db.session import session_scope
+from shared.errors import EnqueueError, NotFound, PayloadTooLarge, ValidationError
+from shared.logging import get_logger
+from shared.messages import (
+    EmailRequest,
+    InAppRequest,
+    SmsRequest,
+    WebhookRequest,
+    _Request,
+    check_http_url,
+    json_size,
+)
+
+log = get_logger(__name__)
+
+
+def validation_error(exc: pydantic.ValidationError) -> ValidationError:
+    """A pydantic error as our ValidationError, with camelCase field paths."""
+    details = []
+    for item in exc.errors(include_url=False, include_input=False):
+        loc = [str(p) for p in item.get("loc", ())]
+        message = item.get("msg", "invalid value").removeprefix("Value error, ")
+        details.append({"field": ".".join(loc) or None, "message": message, "type": item.get("type")})
+    summary = "; ".join(f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details)
+    return ValidationError(summary or "invalid request", details)
+
+
+class NotificationService:
+    """Sends messages on every channel. Each ``send_*`` returns the message id as soon as the
+    message is enqueued (not delivered); ``get_status`` tells where it stands."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings or get_settings()
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send_email(self, **fields: Any) -> str:
+        return self.submit(Channel.EMAIL, fields)
+
+    def send_sms(self, **fields: Any) -> str:
+        return self.submit(Channel.SMS, fields)
+
+    def send_webhook(self, **fields: Any) -> str:
+        return self.submit(Channel.WEBHOOK, fields)
+
+    def send_in_app_notification(self, **fields: Any) -> str:
+        return self.submit(Channel.IN_APP, fields)
+
+    async def asend_email(self, **fields: Any) -> str:
+        return await asyncio.to_thread(self.send_email, **fields)
+
+    async def asend_sms(self, **fields: Any) -> str:
+        return await asyncio.to_thread(self.send_sms, **fields)
+
+    async def asend_webhook(self, **fields: Any) -> str:
+        return await asyncio.to_thread(self.send_webhook, **fields)
+
+    async def asend_in_app_notification(self, **fields: Any) -> str:
+        return await asyncio.to_thread(self.send_in_app_notification, **fields)
+
+    def submit(self, channel: Channel, fields: dict[str, Any]) -> str:
+        """Validate ``fields`` (snake_case or camelCase) for ``channel`` and enqueue it."""
+        request = self.validate(channel, fields)
+        return self.enqueue(channel, request)
+
+    def validate(self, channel: Channel, fields: dict[str, Any]) -> _Request:
+        model = _REQUEST_MODELS[channel]
+        try:
+            request = model.model_validate(fields)
+        except pydantic.ValidationError as exc:
+            raise validation_error(exc) from None
+        settings = self.settings
+        if isinstance(request, WebhookRequest) and not settings.webhook_allow_private_networks:
+            try:
+                check_http_url(request.url, allow_private=False)
+            except ValueError as exc:
+                raise ValidationError(str(exc), [{"field": "url", "message": str(exc)}]) from None
+        size = json_size(request.payload())  # type: ignore[attr-defined]
+        if size > settings.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"message is {size} bytes; the limit is {settings.max_payload_bytes} bytes",
+                [{"field": "payload", "message": "too large"}],
+            )
+        return request
+
+    def enqueue(self, channel: Channel, request: _Request) -> str:
+        settings = self.settings
+        payload: dict[str, Any] = request.payload()  # type: ignore[attr-defined]
+        new = tracking.NewMessage(
+            channel=channel,
+            recipient=_recipient(channel, request, payload),
+            payload=payload,
+            max_attempts=settings.retry_policy(channel).max_attempts,
+            user_id=request.user_id,
+            event_type=request.event_type,
+            idempotency_key=request.idempotency_key,
+        )
+        with session_scope(settings.database_url) as session:
+            message_id, created = tracking.create(session, new)
+        if not created:
+            log.info("message.idempotent_repeat", message_id=message_id, channel=channel.value)
+            return message_id
+        try:
+            publish(get_broker(settings), channel, message_id)
+        except EnqueueError:
+            with session_scope(settings.database_url) as session:
+                tracking.discard(session, message_id)
+            log.error("message.enqueue_failed", message_id=message_id, channel=channel.value)
+            raise
+        log.info("message.queued", message_id=message_id, channel=channel.value)
+        return message_id
+
+    # -- tracking ------------------------------------------------------------------------
+
+    def get_status(self, message_id: str) -> dict[str, Any]:
+        """The message's delivery status as the HTTP API shows it (camelCase keys)."""
+        with session_scope(self.settings.database_url) as session:
+            row = tracking.get(session, message_id)
+            if row is None:
+                raise NotFound(f"no message with id {message_id}")
+            return status_view(row)
+
+
+def status_view(row: Any) -> dict[str, Any]:
+    def iso(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "id": row.id,
+        "channel": row.channel,
+        "status": row.status,
+        "recipient": row.recipient,
+        "userId": row.user_id,
+        "eventType": row.event_type,
+        "attempts": row.attempts,
+        "maxAttempts": row.max_attempts,
+        "lastError": row.last_error,
+        "errorCode": row.error_code,
+        "providerMessageId": row.provider_message_id,
+        "idempotencyKey": row.idempotency_key,
+        "createdAt": iso(row.created_at),
+        "updatedAt": iso(row.updated_at),
+        "nextAttemptAt": iso(row.next_attempt_at) if row.status == "queued" else None,
+        "sentAt": iso(row.sent_at),
+        "deliveredAt": iso(row.delivered_at),
+        "completedAt": iso(row.completed_at),
+    }
+
+
+_REQUEST_MODELS: dict[Channel, type[_Request]] = {
+    Channel.EMAIL: EmailRequest,
+    Channel.SMS: SmsRequest,
+    Channel.WEBHOOK: WebhookRequest,
+    Channel.IN_APP: InAppRequest,
+}
+
+
+def _recipient(channel: Channel, request: _Request, payload: dict[str, Any]) -> str:
+    if channel is Channel.WEBHOOK:
+        return str(payload["url"])
+    if channel is Channel.IN_APP:
+        return str(request.user_id)
+    return str(payload["to"])

@@ -1,0 +1,1 @@
+"""Code shared by the producer (Python API and gateway) and the channel workers."""

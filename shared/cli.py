@@ -1,0 +1,197 @@
+"""``kai-messaging``: the one command for running and operating the service.
+
+kai-messaging run                      gateway + every channel worker in one process (dev)
+kai-messaging gateway [--port 8000]    the HTTP gateway (enqueue only)
+kai-messaging worker email [sms …] [--processes N] [--threads M]
+kai-messaging migrate                  apply database migrations
+kai-messaging send email --to … --subject … --text …
+kai-messaging status ID                a message's delivery status
+kai-messaging dlq list|replay CHANNEL  inspect or replay dead-lettered messages
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from shared.channels import Channel
+from shared.config import get_settings, set_settings, startup_settings
+from shared.errors import KaiError
+
+#: Gateway defaults: loopback only unless told otherwise.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def _migrate(_args: argparse.Namespace) -> int:
+    from shared.db.migrate import upgrade
+
+    upgrade(get_settings().database_url)
+    print("database is at the latest revision", file=sys.stderr)
+    return 0
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    startup_settings(get_settings())  # fail fast on missing secrets before forking workers
+    uvicorn.run(
+        "producer.gateway.asgi:build",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        access_log=False,
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Everything in one process on the embedded defaults (or on the configured services)."""
+    import uvicorn
+
+    from producer.gateway.app import create_app
+    from shared.db.migrate import upgrade
+    from shared.logging import configure_logging
+    from workers.embedded import EmbeddedWorkers
+
+    settings = startup_settings(get_settings())
+    set_settings(settings)
+    configure_logging(settings.log_level)
+    upgrade(settings.database_url)
+    workers = EmbeddedWorkers(settings)
+    workers.start()
+    try:
+        print(f"kai-messaging listening on http://{args.host}:{args.port}", file=sys.stderr)
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None, access_log=False)
+    finally:
+        workers.stop()
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if settings.embedded_broker:
+        print(
+            "kai-messaging worker needs BROKER_URL (RabbitMQ); on the embedded defaults "
+            "'kai-messaging run' runs the workers inside the gateway process",
+            file=sys.stderr,
+        )
+        return 2
+    channels = [Channel.parse(name) for name in args.channels]
+    queues = [c.queue_name for c in channels]
+    argv = [
+        "dramatiq",
+        "workers.fleet",
+        "--processes",
+        str(args.processes),
+        "--threads",
+        str(args.threads),
+        "--queues",
+        *queues,
+    ]
+    from dramatiq.cli import main as dramatiq_main
+
+    sys.argv = argv
+    code: int = dramatiq_main()
+    return code
+
+
+def _send(args: argparse.Namespace) -> int:
+    from producer import notification_service
+
+    fields = {
+        k: v for k, v in vars(args).items() if k not in {"func", "channel", "command"} and v is not None
+    }
+    if "payload" in fields:
+        fields["payload"] = json.loads(fields["payload"])
+    message_id = notification_service.submit(Channel.parse(args.channel), fields)
+    print(json.dumps({"id": message_id, "status": "queued"}))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from producer import notification_service
+
+    print(json.dumps(notification_service.get_status(args.message_id), indent=2))
+    return 0
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from shared.dlq import list_dead, replay_dead
+
+    channel = Channel.parse(args.channel)
+    if args.action == "list":
+        for entry in list_dead(get_settings(), channel, limit=args.limit):
+            print(json.dumps(entry))
+        return 0
+    replayed = replay_dead(get_settings(), channel, limit=args.limit)
+    print(json.dumps({"replayed": replayed}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kai-messaging", description=__doc__.splitlines()[0].strip("`: "))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("migrate", help="apply database migrations")
+    p.set_defaults(func=_migrate)
+
+    for name, func in (("gateway", _gateway), ("run", _run)):
+        p = sub.add_parser(name, help="run the HTTP gateway" + (" and all workers" if name == "run" else ""))
+        p.add_argument("--host", default=os.environ.get("HOST", DEFAULT_HOST))
+        p.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEFAULT_PORT)))
+        if name == "gateway":
+            p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("worker", help="run channel worker pools")
+    p.add_argument("channels", nargs="+", help="email, sms, webhook, in_app")
+    p.add_argument("--processes", "-p", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--threads", "-t", type=int, default=8)
+    p.set_defaults(func=_worker)
+
+    p = sub.add_parser("send", help="enqueue one message")
+    send_sub = p.add_subparsers(dest="channel", required=True)
+    for channel, flags in (
+        ("email", ("to", "subject", "text", "html")),
+        ("sms", ("to", "message")),
+        ("webhook", ("url", "payload")),
+        ("in-app", ("user_id", "title", "message", "type", "action_url")),
+    ):
+        c = send_sub.add_parser(channel)
+        for flag in flags:
+            c.add_argument(f"--{flag.replace('_', '-')}", dest=flag)
+        if channel != "in-app":
+            c.add_argument("--user-id", dest="user_id")
+        c.add_argument("--idempotency-key", dest="idempotency_key")
+    p.set_defaults(func=_send)
+
+    p = sub.add_parser("status", help="show a message's delivery status")
+    p.add_argument("message_id")
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("dlq", help="dead-lettered messages")
+    p.add_argument("action", choices=["list", "replay"])
+    p.add_argument("channel")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=_dlq)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KaiError as exc:
+        print(f"kai-messaging: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""Settings: one typed object read from the environment (and an optional ``.env``).
+
+Every real component is switched on by its URL; an unset URL means the embedded default
+(SQLite under ``./var/``, an in-process broker, in-process rate limiting and pub/sub).
+The product brief's variable names are used exactly; durations it gives in
+milliseconds stay in milliseconds. Reading settings has no side effects beyond
+parsing: directories and dev credentials are created by :func:`ensure_dev_credentials`
+when a command starts, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.channels import Channel
+from shared.errors import ConfigError
+
+#: Where the embedded defaults keep their files (SQLite database, outbox, dev credentials).
+DEFAULT_VAR_DIR = Path("var")
+
+#: Largest webhook payload / email body we accept, in bytes (the brief's "oversized payload").
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+
+#: Delays up to this long wait in the broker's delay queue; longer ones are persisted in
+#: PostgreSQL and re-enqueued by the scheduler, because RabbitMQ redelivers a message held
+#: unacknowledged past its consumer_timeout (30 min) and Dramatiq keeps delayed messages in
+#: worker memory.
+DEFAULT_BROKER_DELAY_LIMIT_MS = 60_000
+
+#: How long a worker owns a message it claimed. A redelivered copy of a message still under a
+#: live lease waits for the lease to run out instead of sending twice; a crashed worker's
+#: claim expires after this long and the message is sent by whoever holds it next.
+DEFAULT_DELIVERY_LEASE_MS = 60_000
+
+#: A message still queued this long after its planned time, or claimed by a worker whose lease
+#: ran out this long ago, is assumed lost by the broker (a crash between the row insert and
+#: the publish, a failed retry re-enqueue) and is published again. Claims make the extra copy
+#: harmless when the original was not lost after all.
+DEFAULT_RESCUE_AFTER_MS = 15 * 60_000
+
+
+def _bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _int(name: str, raw: str, *, minimum: int = 0) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a channel retries temporary failures: ``max_retries`` after the first attempt,
+    exponential backoff from ``base_delay_ms`` (doubling) capped at ``max_delay_ms``, ±20% jitter."""
+
+    max_retries: int
+    base_delay_ms: int
+    max_delay_ms: int
+
+    @property
+    def max_attempts(self) -> int:
+        return self.max_retries + 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gateway, producer and workers read from the environment."""
+
+    database_url: str
+    broker_url: str | None
+    redis_url: str | None
+    api_keys: tuple[str, ...]
+    user_token_secret: str
+    webhook_allow_private_networks: bool
+    var_dir: Path
+
+    email_service: str
+    email_host: str | None
+    email_port: int
+    email_secure: bool
+    email_user: str | None
+    email_password: str | None = field(repr=False)
+    email_from: str
+    email_timeout_ms: int
+    email_pool_size: int
+
+    sms_provider: str
+    twilio_account_sid: str | None
+    twilio_auth_token: str | None = field(repr=False)
+    twilio_phone_number: str | None
+    twilio_api_base: str
+    sms_timeout_ms: int
+
+    webhook_timeout_ms: int
+    webhook_secret: str = field(repr=False)
+
+    email_retry: RetryPolicy
+    sms_retry: RetryPolicy
+    webhook_retry: RetryPolicy
+    in_app_retry: RetryPolicy
+
+    max_payload_bytes: int
+    broker_delay_limit_ms: int
+    delivery_lease_ms: int
+    scheduler_interval_ms: int
+    rescue_after_ms: int
+    log_level: str
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url is None
+
+    @property
+    def is_production(self) -> bool:
+        """True when any real shared component is configured: dev conveniences are off."""
+        return self.broker_url is not None or not self.database_url.startswith("sqlite")
+
+    def retry_policy(self, channel: Channel) -> RetryPolicy:
+        return {
+            Channel.EMAIL: self.email_retry,
+            Channel.SMS: self.sms_retry,
+            Channel.WEBHOOK: self.webhook_retry,
+            Channel.IN_APP: self.in_app_retry,
+        }[channel]
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.var_dir / "outbox"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+
+        def get(name: str, default: str | None = None) -> str | None:
+            value = env.get(name)
+            return value if value not in (None, "") else default
+
+        var_dir = Path(get("KAI_VAR_DIR", str(DEFAULT_VAR_DIR)) or DEFAULT_VAR_DIR)
+        database_url = get("DATABASE_URL") or f"sqlite:///{var_dir / 'kai-messaging.db'}"
+        if database_url.startswith("postgresql://") or database_url.startswith("postgres://"):
+            # psycopg 3 is the driver we ship; accept the URL libpq users write.
+            database_url = "postgresql+psycopg://" + database_url.split("://", 1)[1]
+
+        broker_url = get("BROKER_URL")
+        if broker_url is not None and not broker_url.startswith(("amqp://", "amqps://")):
+            raise ConfigError(f"BROKER_URL must be an amqp:// or amqps:// URL, got {broker_url!r}")
+        redis_url = get("REDIS_URL")
+        if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"REDIS_URL must be a redis:// URL, got {redis_url!r}")
+
+        def policy(prefix: str, retries: int, base: int, cap: int) -> RetryPolicy:
+            return RetryPolicy(
+                max_retries=_int(f"{prefix}_MAX_RETRIES", get(f"{prefix}_MAX_RETRIES", str(retries)) or ""),
+                base_delay_ms=_int(
+                    f"{prefix}_RETRY_DELAY", get(f"{prefix}_RETRY_DELAY", str(base)) or "", minimum=1
+                ),
+                max_delay_ms=_int(
+                    f"{prefix}_MAX_RETRY_DELAY", get(f"{prefix}_MAX_RETRY_DELAY", str(cap)) or "", minimum=1
+                ),
+            )
+
+        email_secure = _bool("EMAIL_SECURE", get("EMAIL_SECURE", "false") or "false")
+        email_port = _int("EMAIL_PORT", get("EMAIL_PORT", "465" if email_secure else "587") or "", minimum=1)
+        email_service = (get("EMAIL_SERVICE", "smtp") or "smtp").lower()
+        if email_service != "smtp":
+            raise ConfigError(f"EMAIL_SERVICE {email_service!r} is not supported (supported: smtp)")
+        sms_provider = (get("SMS_PROVIDER", "twilio") or "twilio").lower()
+        if sms_provider != "twilio":
+            raise ConfigError(f"SMS_PROVIDER {sms_provider!r} is not supported (supported: twilio)")
+
+        return cls(
+            database_url=database_url,
+            broker_url=broker_url,
+            redis_url=redis_url,
+            api_keys=_csv(get("API_KEYS", "") or ""),
+            user_token_secret=get("USER_TOKEN_SECRET", "") or "",
+            webhook_allow_private_networks=_bool(
+                "WEBHOOK_ALLOW_PRIVATE_NETWORKS", get("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true") or "true"
+            ),
+            var_dir=var_dir,
+            email_service=email_service,
+            email_host=get("EMAIL_HOST"),
+            email_port=email_port,
+            email_secure=email_secure,
+            email_user=get("EMAIL_USER"),
+            email_password=get("EMAIL_PASSWORD"),
+            email_from=get("EMAIL_FROM", "noreply@localhost") or "noreply@localhost",
+            email_timeout_ms=_int("EMAIL_TIMEOUT", get("EMAIL_TIMEOUT", "10000") or "", minimum=1),
+            email_pool_size=_int("EMAIL_POOL_SIZE", get("EMAIL_POOL_SIZE", "4") or "", minimum=1),
+            sms_provider=sms_provider,
+            twilio_account_sid=get("TWILIO_ACCOUNT_SID"),
+            twilio_auth_token=get("TWILIO_AUTH_TOKEN"),
+            twilio_phone_number=get("TWILIO_PHONE_NUMBER"),
+            twilio_api_base=(get("TWILIO_API_BASE", "https://api.twilio.com") or "").rstrip("/"),
+            sms_timeout_ms=_int("SMS_TIMEOUT", get("SMS_TIMEOUT", "10000") or "", minimum=1),
+            webhook_timeout_ms=_int("WEBHOOK_TIMEOUT", get("WEBHOOK_TIMEOUT", "5000") or "", minimum=1),
+            webhook_secret=get("WEBHOOK_SECRET", "") or "",
+            email_retry=policy("EMAIL", 5, 5_000, 3_600_000),
+            sms_retry=policy("SMS", 5, 5_000, 3_600_000),
+            webhook_retry=policy("WEBHOOK", 3, 1_000, 3_600_000),
+            in_app_retry=policy("IN_APP", 5, 1_000, 600_000),
+            max_payload_bytes=_int(
+                "MAX_PAYLOAD_BYTES", get("MAX_PAYLOAD_BYTES", str(DEFAULT_MAX_PAYLOAD_BYTES)) or "", minimum=1
+            ),
+            broker_delay_limit_ms=_int(
+                "BROKER_DELAY_LIMIT",
+                get("BROKER_DELAY_LIMIT", str(DEFAULT_BROKER_DELAY_LIMIT_MS)) or "",
+            ),
+            delivery_lease_ms=_int(
+                "DELIVERY_LEASE", get("DELIVERY_LEASE", str(DEFAULT_DELIVERY_LEASE_MS)) or "", minimum=100
+            ),
+            scheduler_interval_ms=_int(
+                "SCHEDULER_INTERVAL", get("SCHEDULER_INTERVAL", "500") or "", minimum=10
+            ),
+            rescue_after_ms=_int(
+                "RESCUE_AFTER", get("RESCUE_AFTER", str(DEFAULT_RESCUE_AFTER_MS)) or "", minimum=1000
+            ),
+            log_level=(get("LOG_LEVEL", "INFO") or "INFO").upper(),
+        )
+
+    def require_production_secrets(self) -> None:
+        """Refuse to serve with generated dev credentials once real components are configured."""
+        if not self.is_production:
+            return
+        missing = [
+            name
+            for name, value in (
+                ("API_KEYS", self.api_keys),
+                ("USER_TOKEN_SECRET", self.user_token_secret),
+                ("WEBHOOK_SECRET", self.webhook_secret),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(
+                f"{', '.join(missing)} must be set when BROKER_URL or DATABASE_URL point at real services"
+            )
+
+
+@dataclass(frozen=True)
+class DevCredentials:
+    api_key: str
+    user_token_secret: str
+    webhook_secret: str
+
+
+def ensure_dev_credentials(settings: Settings) -> tuple[Settings, DevCredentials | None]:
+    """Fill unset credentials with dev values kept under ``var/`` (stable across restarts, so
+    the README's curl examples keep working). Returns the completed settings and the values
+    that were generated, if any, so the caller can print them once."""
+    if settings.api_keys and settings.user_token_secret and settings.webhook_secret:
+        return settings, None
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+
+    def stored(name: str, make: str) -> str:
+        path = settings.var_dir / name
+        if path.exists():
+            return path.read_text().strip()
+        path.write_text(make + "\n")
+        path.chmod(0o600)
+        return make
+
+    creds = DevCredentials(
+        api_key=stored("dev-api-key", "kai_dev_" + secrets.token_urlsafe(24)),
+        user_token_secret=stored("dev-user-token-secret", secrets.token_urlsafe(32)),
+        webhook_secret=stored("dev-webhook-secret", "whsec_" + _b64(secrets.token_bytes(32))),
+    )
+    from dataclasses import replace
+
+    completed = replace(
+        settings,
+        api_keys=settings.api_keys or (creds.api_key,),
+        user_token_secret=settings.user_token_secret or creds.user_token_secret,
+        webhook_secret=settings.webhook_secret or creds.webhook_secret,
+    )
+    return completed, creds
+
+
+def startup_settings(settings: Settings) -> Settings:
+    """Settings a serving process may start with: dev credentials filled in (and printed once)
+    on the embedded defaults, real ones required once production services are configured."""
+    if settings.is_production:
+        settings.require_production_secrets()
+        return settings
+    completed, generated = ensure_dev_credentials(settings)
+    if generated is not None:
+        import sys
+
+        print(
+            f"kai-messaging dev API key: {generated.api_key} (stored in {settings.var_dir / 'dev-api-key'})",
+            file=sys.stderr,
+        )
+    return completed
+
+
+def _b64(raw: bytes) -> str:
+    import base64
+
+    return base64.b64encode(raw).decode()
+
+
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read once (``.env`` first, the real environment wins)."""
+    global _settings
+    if _settings is None:
+        from dotenv import load_dotenv
+
+        load_dotenv(override=False)
+        _settings = Settings.from_env()
+    return _settings
+
+
+def set_settings(settings: Settings | None) -> None:
+    """Replace the process-wide settings (start-up code and tests)."""
+    global _settings
+    _settings = settings

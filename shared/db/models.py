@@ -1,0 +1,293 @@
+"""The eight tables of the product brief, as typed SQLAlchemy 2 models.
+
+``notification_logs`` is the source of truth for every message: the broker only carries
+message ids, so a message the broker loses can always be found (non-terminal status) and
+sent again from its row. Other tables serve templates, preferences, rules, webhooks and
+events; their behaviour lives in the modules that use them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: Constraint names Alembic can reproduce on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use datetime.now(UTC)")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+#: JSON documents: JSONB on PostgreSQL (indexable, compact), JSON text elsewhere.
+JSONDoc = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONDoc, list[Any]: JSONDoc}
+
+
+class NotificationLog(Base):
+    """One row per message on any channel: what to send, and where it stands."""
+
+    __tablename__ = "notification_logs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str] = mapped_column(Text)
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    event_type: Mapped[str | None] = mapped_column(String(255))
+    event_id: Mapped[str | None] = mapped_column(String(36))
+    template_key: Mapped[str | None] = mapped_column(String(255))
+    template_version: Mapped[int | None] = mapped_column(Integer)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    #: The message itself (subject/text/html, body, url/payload, title/message …).
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    #: When the next attempt is planned (informational, shown by the API).
+    next_attempt_at: Mapped[datetime | None] = mapped_column()
+    #: Set only while the scheduler, not the broker, holds the message: publish it at this time.
+    due_at: Mapped[datetime | None] = mapped_column()
+    #: A worker's claim on the message (see DELIVERY_LEASE).
+    locked_until: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column()
+    delivered_at: Mapped[datetime | None] = mapped_column()
+    completed_at: Mapped[datetime | None] = mapped_column()
+
+    __table_args__ = (
+        UniqueConstraint("idempotency_key", name="uq_notification_logs_idempotency_key"),
+        Index("ix_notification_logs_due_at", "due_at", postgresql_where=text("due_at IS NOT NULL")),
+        Index("ix_notification_logs_status_updated_at", "status", "updated_at"),
+        Index("ix_notification_logs_user_id_created_at", "user_id", "created_at"),
+        Index("ix_notification_logs_event_id", "event_id"),
+        Index("ix_notification_logs_channel_completed_at", "channel", "completed_at"),
+    )
+
+
+class UserNotificationPreference(Base):
+    """A user's choices: channel opt-outs, per event type and channel switches, quiet hours."""
+
+    __tablename__ = "user_notification_preferences"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    email_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    sms_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    in_app_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    webhook_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    #: ``{"order.shipped": {"sms": false}}``
+    event_preferences: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    quiet_hours_start: Mapped[str | None] = mapped_column(String(5))
+    quiet_hours_end: Mapped[str | None] = mapped_column(String(5))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default=text("'UTC'"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Notification(Base):
+    """An in-app notification in a user's inbox."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255))
+    #: The message that created it; unique so a redelivered message cannot insert twice.
+    notification_log_id: Mapped[str | None] = mapped_column(String(36), unique=True)
+    title: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(16), default="info")
+    action_url: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column()
+    deleted_at: Mapped[datetime | None] = mapped_column()
+
+    __table_args__ = (
+        Index("ix_notifications_user_id_created_at", "user_id", "created_at", "id"),
+        Index(
+            "ix_notifications_unread",
+            "user_id",
+            postgresql_where=text("read_at IS NULL AND deleted_at IS NULL"),
+            sqlite_where=text("read_at IS NULL AND deleted_at IS NULL"),
+        ),
+    )
+
+
+class MessageTemplate(Base):
+    """One version of a template for a key, channel and locale. Editing adds a version."""
+
+    __tablename__ = "message_templates"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255))
+    channel: Mapped[str] = mapped_column(String(16))
+    locale: Mapped[str] = mapped_column(String(35), default="en", server_default=text("'en'"))
+    version: Mapped[int] = mapped_column(Integer)
+    subject: Mapped[str | None] = mapped_column(Text)
+    text_body: Mapped[str | None] = mapped_column(Text)
+    html_body: Mapped[str | None] = mapped_column(Text)
+    sms_body: Mapped[str | None] = mapped_column(Text)
+    title: Mapped[str | None] = mapped_column(Text)
+    message: Mapped[str | None] = mapped_column(Text)
+    action_url: Mapped[str | None] = mapped_column(Text)
+    webhook_payload: Mapped[str | None] = mapped_column(Text)
+    sample_data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    is_current: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    deleted_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("key", "channel", "locale", "version", name="uq_message_templates_version"),
+        Index("ix_message_templates_key_current", "key", "channel", "locale", "is_current"),
+    )
+
+
+class NotificationRule(Base):
+    """When an event of ``event_type`` matches ``conditions``, send on ``channels`` with ``template_key``."""
+
+    __tablename__ = "notification_rules"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    event_type: Mapped[str] = mapped_column(String(255))
+    channels: Mapped[list[Any]] = mapped_column(default=list)
+    template_key: Mapped[str | None] = mapped_column(String(255))
+    conditions: Mapped[list[Any]] = mapped_column(default=list)
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    critical: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    delay_ms: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_notification_rules_event_type_active", "event_type", "active"),)
+
+
+class WebhookConfiguration(Base):
+    """A subscriber endpoint: where events go, signed with its own secret."""
+
+    __tablename__ = "webhook_configurations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    #: Event types it receives; empty means all.
+    event_types: Mapped[list[Any]] = mapped_column(default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    secret: Mapped[str] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column()
+    rate_limit_per_second: Mapped[int | None] = mapped_column(Integer)
+    max_retries: Mapped[int | None] = mapped_column(Integer)
+    retry_schedule_ms: Mapped[list[Any] | None] = mapped_column(JSONDoc)
+    ordered: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    failing_since: Mapped[datetime | None] = mapped_column()
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    disabled_at: Mapped[datetime | None] = mapped_column()
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_webhook_configurations_active", "active"),)
+
+
+class WebhookDeliveryLog(Base):
+    """One row per HTTP attempt of a webhook message."""
+
+    __tablename__ = "webhook_delivery_logs"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    notification_log_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("notification_logs.id", ondelete="CASCADE")
+    )
+    configuration_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("webhook_configurations.id", ondelete="SET NULL")
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(Text)
+    request_headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    request_body: Mapped[str | None] = mapped_column(Text)
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_headers: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    response_body: Mapped[str | None] = mapped_column(Text)
+    error_class: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float | None] = mapped_column()
+    success: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index("ix_webhook_delivery_logs_configuration_id_created_at", "configuration_id", "created_at"),
+        Index("ix_webhook_delivery_logs_notification_log_id", "notification_log_id"),
+    )
+
+
+class EventLog(Base):
+    """A system event as received, and what processing it produced."""
+
+    __tablename__ = "event_logs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    matched_rules: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column()
+
+    __table_args__ = (Index("ix_event_logs_event_type_created_at", "event_type", "created_at"),)

@@ -1,0 +1,73 @@
+"""The error tree. Its shape decides what happens to a message:
+
+    KaiError
+    ├── ConfigError                 settings are missing or malformed; the process refuses to start
+    ├── ValidationError             bad input from a caller; nothing is enqueued (HTTP 400/413/422)
+    │   └── PayloadTooLarge         a body or payload over the size cap (HTTP 413)
+    ├── EnqueueError                the broker did not confirm the message; the caller may retry (HTTP 503)
+    ├── NotFound                    the addressed record does not exist (HTTP 404)
+    └── DeliveryError               a provider refused or failed a send
+        ├── TemporaryDeliveryError  worth retrying: SMTP 4xx, timeouts, HTTP 408/429/5xx, Twilio 5xx/20429
+        └── PermanentDeliveryError  retrying cannot help: SMTP 5xx, HTTP 4xx, Twilio 21211 …
+
+Providers wrap their vendor's exceptions into the two delivery errors at the edge
+(``raise TemporaryDeliveryError(...) from exc``); the delivery pipeline reads only these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class KaiError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ConfigError(KaiError):
+    """A setting is missing or malformed."""
+
+
+class ValidationError(KaiError):
+    """Caller input was refused. ``details`` lists ``{"field": ..., "message": ...}`` items."""
+
+    status_code = 422
+    code = "validation_error"
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class PayloadTooLarge(ValidationError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class EnqueueError(KaiError):
+    """The broker did not confirm the message, so it was not accepted."""
+
+
+class NotFound(KaiError):
+    """The addressed record does not exist (or is not visible to the caller)."""
+
+
+class DeliveryError(KaiError):
+    """A provider could not deliver. ``code`` is a short stable reason (``smtp_550``, ``http_503``…)."""
+
+    def __init__(self, message: str, *, code: str = "delivery_error") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class TemporaryDeliveryError(DeliveryError):
+    """Retry later. ``retry_after_ms`` carries a provider's own hint (HTTP ``Retry-After``)."""
+
+    def __init__(self, message: str, *, code: str = "temporary", retry_after_ms: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_ms = retry_after_ms
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Fail now: the same request would fail again."""

@@ -1,0 +1,179 @@
+"""The schemas of messages: what a caller may ask to send, validated once at the door.
+
+The same models serve the Python API (snake_case keywords) and the HTTP gateway (camelCase
+JSON). A request that passes becomes the ``payload`` stored in its ``notification_logs``
+row; workers read that payload back and trust it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+#: RFC 5322 caps a header line at 998 characters; a subject longer than that is not an email.
+EMAIL_SUBJECT_MAX_CHARS = 998
+#: Twilio refuses bodies over 1,600 characters (concatenated segments).
+SMS_BODY_MAX_CHARS = 1600
+#: Inbox items are for reading at a glance.
+IN_APP_TITLE_MAX_CHARS = 255
+IN_APP_MESSAGE_MAX_CHARS = 5000
+#: Identifiers chosen by callers.
+ID_MAX_CHARS = 255
+URL_MAX_CHARS = 2048
+
+InAppType = Literal["info", "success", "warning", "error"]
+Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=ID_MAX_CHARS)]
+
+
+def _no_line_breaks(value: str, what: str) -> str:
+    if "\r" in value or "\n" in value or "\x00" in value:
+        raise ValueError(f"{what} must not contain line breaks or NUL (header injection)")
+    return value
+
+
+def normalize_email(raw: str) -> str:
+    """A deliverable-looking address in normalized form, or ValueError saying why not."""
+    _no_line_breaks(raw, "email address")
+    try:
+        return validate_email(raw, check_deliverability=False, allow_smtputf8=True).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(f"invalid email address: {exc}") from None
+
+
+def normalize_phone(raw: str) -> str:
+    """E.164 (``+15551234567``) or ValueError. Numbers must carry their country code."""
+    try:
+        number = phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException:
+        raise ValueError("phone number must be in E.164 format, e.g. +14155550100") from None
+    if not phonenumbers.is_possible_number(number) or not phonenumbers.is_valid_number(number):
+        raise ValueError("phone number is not a valid number for its country code")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def check_http_url(raw: str, *, allow_private: bool = True) -> str:
+    if len(raw) > URL_MAX_CHARS:
+        raise ValueError(f"URL longer than {URL_MAX_CHARS} characters")
+    _no_line_breaks(raw, "URL")
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("URL must use http or https")
+    if not parts.hostname:
+        raise ValueError("URL must name a host")
+    if parts.username or parts.password:
+        raise ValueError("URL must not carry credentials; use custom headers instead")
+    if not allow_private:
+        host = parts.hostname
+        if host == "localhost" or host.endswith(".localhost"):
+            raise ValueError("URL points at this machine (WEBHOOK_ALLOW_PRIVATE_NETWORKS is false)")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            address = None
+        if address is not None and not address.is_global:
+            raise ValueError(
+                f"URL points at a non-public address {address} (WEBHOOK_ALLOW_PRIVATE_NETWORKS is false)"
+            )
+    return raw
+
+
+def json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        str_strip_whitespace=False,
+        frozen=True,
+    )
+
+    user_id: Identifier | None = None
+    event_type: Identifier | None = None
+    idempotency_key: Identifier | None = None
+
+
+class EmailRequest(_Request):
+    to: str
+    subject: str = Field(min_length=1, max_length=EMAIL_SUBJECT_MAX_CHARS)
+    text: str | None = None
+    html: str | None = None
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: str) -> str:
+        return normalize_email(value)
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        return _no_line_breaks(value, "subject")
+
+    @model_validator(mode="after")
+    def _body(self) -> EmailRequest:
+        if not (self.text or self.html):
+            raise ValueError("an email needs text or html (or both)")
+        return self
+
+    def payload(self) -> dict[str, Any]:
+        return {"to": self.to, "subject": self.subject, "text": self.text, "html": self.html}
+
+
+class SmsRequest(_Request):
+    to: str
+    message: str = Field(min_length=1, max_length=SMS_BODY_MAX_CHARS)
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: str) -> str:
+        return normalize_phone(value)
+
+    def payload(self) -> dict[str, Any]:
+        return {"to": self.to, "message": self.message}
+
+
+class WebhookRequest(_Request):
+    url: str
+    payload_: dict[str, Any] | list[Any] = Field(alias="payload")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_http_url(value)
+
+    def payload(self) -> dict[str, Any]:
+        return {"url": self.url, "payload": self.payload_}
+
+
+class InAppRequest(_Request):
+    user_id: Identifier
+    title: str = Field(min_length=1, max_length=IN_APP_TITLE_MAX_CHARS)
+    message: str = Field(min_length=1, max_length=IN_APP_MESSAGE_MAX_CHARS)
+    type: InAppType = "info"
+    action_url: str | None = Field(default=None, max_length=URL_MAX_CHARS)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("action_url")
+    @classmethod
+    def _action_url(cls, value: str | None) -> str | None:
+        if value is None or (value.startswith("/") and not value.startswith("//")):
+            return value  # a path inside the host application
+        return check_http_url(value)
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "message": self.message,
+            "type": self.type,
+            "actionUrl": self.action_url,
+            "data": self.data,
+        }

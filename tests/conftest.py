@@ -1,0 +1,275 @@
+"""Service fixtures: the real PostgreSQL, RabbitMQ and Redis of this machine.
+
+Each test run gets its own PostgreSQL database (migrated with Alembic) and its own RabbitMQ
+virtual host, both removed at the end, so runs never see each other's data or messages.
+Between tests every table is emptied and every queue purged. If a service is down the run
+fails at once with the command that starts it: a skipped integration test proves nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pika
+import psycopg
+import pytest
+import redis as redis_lib
+from sqlalchemy import text
+
+from shared.broker import amqp_url_with_defaults, get_broker, reset_broker
+from shared.channels import Channel
+from shared.config import Settings, set_settings
+from shared.db.migrate import upgrade
+from shared.db.models import Base
+from shared.db.session import dispose_all, get_engine
+from tests.waiting import wait_until
+
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_HOST = os.environ.get("TEST_AMQP_HOST", "127.0.0.1")
+AMQP_PORT = int(os.environ.get("TEST_AMQP_PORT", "5672"))
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+HOW_TO_START = {
+    "PostgreSQL": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+    "RabbitMQ": "rabbitmq-server -detached",
+    "Redis": 'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no',
+}
+
+SERVER_KEY = "test-server-key-" + secrets.token_hex(8)
+ROTATED_KEY = "test-rotated-key-" + secrets.token_hex(8)
+USER_TOKEN_SECRET = secrets.token_urlsafe(32)
+WEBHOOK_SECRET = "whsec_" + __import__("base64").b64encode(secrets.token_bytes(32)).decode()
+
+#: Every queue the fleet uses, with its delay and dead-letter queues.
+ALL_QUEUES = [q for c in Channel for q in (c.queue_name, f"{c.queue_name}.DQ", f"{c.queue_name}.XQ")]
+
+
+def _require(name: str, host: str, port: int) -> None:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError:
+        pytest.exit(f"{name} is not reachable on {host}:{port}; start it with: {HOW_TO_START[name]}", returncode=3)
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return secrets.token_hex(4)
+
+
+@pytest.fixture(scope="session")
+def database_url(run_id: str) -> Iterator[str]:
+    _require("PostgreSQL", "127.0.0.1", 5432)
+    name = f"kai_test_{run_id}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+    upgrade(url)
+    yield url
+    dispose_all()
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def broker_url(run_id: str) -> Iterator[str]:
+    _require("RabbitMQ", AMQP_HOST, AMQP_PORT)
+    vhost = f"kai_test_{run_id}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+    yield f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}/{quote(vhost, safe='')}"
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    host, port = "127.0.0.1", 6379
+    _require("Redis", host, port)
+    client = redis_lib.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    client.close()
+    yield REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def base_env(database_url: str, broker_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of a production-shaped deployment on the local services, with retry
+    delays shortened so retry paths finish in test time."""
+    return {
+        "DATABASE_URL": database_url,
+        "BROKER_URL": broker_url,
+        "REDIS_URL": redis_url,
+        "API_KEYS": f"{SERVER_KEY},{ROTATED_KEY}",
+        "USER_TOKEN_SECRET": USER_TOKEN_SECRET,
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "KAI_VAR_DIR": str(tmp_path_factory.mktemp("var")),
+        "EMAIL_FROM": "KAI Tests <noreply@kai.test>",
+        "EMAIL_RETRY_DELAY": "50",
+        "SMS_RETRY_DELAY": "50",
+        "WEBHOOK_RETRY_DELAY": "50",
+        "IN_APP_RETRY_DELAY": "50",
+        "EMAIL_MAX_RETRIES": "2",
+        "SMS_MAX_RETRIES": "2",
+        "WEBHOOK_MAX_RETRIES": "2",
+        "IN_APP_MAX_RETRIES": "2",
+        "WEBHOOK_TIMEOUT": "2000",
+        "EMAIL_TIMEOUT": "3000",
+        "SMS_TIMEOUT": "3000",
+        "DELIVERY_LEASE": "3000",
+        "SCHEDULER_INTERVAL": "100",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+@pytest.fixture
+def make_settings(base_env: dict[str, str]) -> Callable[..., Settings]:
+    def make(**overrides: str) -> Settings:
+        env = {**base_env, **overrides}
+        return Settings.from_env(env)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Iterator[Settings]:
+    value = make_settings()
+    set_settings(value)
+    yield value
+    set_settings(None)
+
+
+def _amqp(broker_url: str) -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.URLParameters(amqp_url_with_defaults(broker_url)))
+
+
+class Queues:
+    """Looks at the test virtual host's queues directly, beside Dramatiq."""
+
+    def __init__(self, broker_url: str) -> None:
+        self.broker_url = broker_url
+
+    def depth(self, name: str) -> int:
+        connection = _amqp(self.broker_url)
+        try:
+            channel = connection.channel()
+            return int(channel.queue_declare(name, passive=True).method.message_count)
+        except pika.exceptions.ChannelClosedByBroker:
+            return 0  # never declared: empty
+        finally:
+            if connection.is_open:
+                connection.close()
+
+    def depths(self) -> dict[str, int]:
+        return {name: self.depth(name) for name in ALL_QUEUES}
+
+    def purge_all(self) -> None:
+        connection = _amqp(self.broker_url)
+        try:
+            for name in ALL_QUEUES:
+                channel = connection.channel()
+                try:
+                    channel.queue_purge(name)
+                    channel.close()
+                except pika.exceptions.ChannelClosedByBroker:
+                    pass
+        finally:
+            connection.close()
+
+
+@pytest.fixture
+def queues(broker_url: str) -> Queues:
+    return Queues(broker_url)
+
+
+@pytest.fixture(autouse=True)
+def _clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Empty tables and queues before each test that uses the services."""
+    if "database_url" in request.fixturenames:
+        engine = get_engine(request.getfixturevalue("database_url"))
+        with engine.begin() as conn:
+            names = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
+            conn.execute(text(f"TRUNCATE {names} CASCADE"))
+    if "broker_url" in request.fixturenames:
+        Queues(request.getfixturevalue("broker_url")).purge_all()
+    yield
+    reset_broker()
+
+
+class Fleet:
+    """The channel actors running in this process on the real RabbitMQ broker: the same
+    actors ``kai-messaging worker`` runs, consuming the test virtual host's queues."""
+
+    def __init__(self, settings: Settings, channels: list[Channel], threads: int) -> None:
+        import dramatiq
+
+        from workers.actors import declare_all
+        from workers.scheduler import SchedulerMiddleware
+
+        reset_broker()
+        self.settings = settings
+        self.broker = get_broker(settings)
+        self.broker.add_middleware(SchedulerMiddleware(settings))
+        self.pipelines = declare_all(self.broker, settings)
+        self.worker = dramatiq.Worker(
+            self.broker,
+            queues={q for c in channels for q in (c.queue_name, f"{c.queue_name}.DQ")},
+            worker_threads=threads,
+            worker_timeout=100,
+        )
+
+    def start(self) -> Fleet:
+        self.worker.start()
+        return self
+
+    def stop(self) -> None:
+        self.worker.stop()
+        for pipeline in self.pipelines.values():
+            pipeline.close()
+        reset_broker()
+
+
+@pytest.fixture
+def fleet(request: pytest.FixtureRequest) -> Iterator[Callable[..., Fleet]]:
+    started: list[Fleet] = []
+
+    def start(settings: Settings, channels: list[Channel] | None = None, threads: int = 4) -> Fleet:
+        set_settings(settings)
+        f = Fleet(settings, channels or list(Channel), threads).start()
+        started.append(f)
+        return f
+
+    yield start
+    for f in started:
+        f.stop()
+
+
+def final_status(service: Any, message_id: str, timeout: float = 20) -> dict[str, Any]:
+    """Wait until the message reaches a terminal state and return its status view."""
+    terminal = {"sent", "delivered", "failed", "skipped"}
+    view: dict[str, Any] = {}
+
+    def done() -> bool:
+        nonlocal view
+        view = service.get_status(message_id)
+        return view["status"] in terminal
+
+    wait_until(done, timeout=timeout, message=lambda: f"message {message_id} still {view.get('status')}")
+    return view
+
+
+def settings_with(settings: Settings, **changes: Any) -> Settings:
+    return dataclasses.replace(settings, **changes)
+
+
+__all__ = ["Fleet", "Path", "Queues", "final_status", "settings_with"]

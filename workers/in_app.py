@@ -1,0 +1,65 @@
+"""The in-app pool: a message becomes a row in the user's inbox (``notifications``).
+
+The row is keyed by the message id, so a redelivered message finds its row already there
+and counts as delivered instead of inserting a second one.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from shared.channels import Channel
+from shared.config import Settings
+from shared.db.models import Notification, utcnow
+from shared.db.session import session_scope
+from shared.delivery import Pipeline
+from shared.errors import TemporaryDeliveryError
+from shared.providers.base import SendResult
+from shared.tracking import Claimed
+
+
+class InboxProvider:
+    """Delivers by inserting the inbox row."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def send(self, message: Claimed) -> SendResult:
+        payload = message.payload
+        notification_id = str(uuid.uuid4())
+        try:
+            with session_scope(self.settings.database_url) as session:
+                session.add(
+                    Notification(
+                        id=notification_id,
+                        user_id=message.user_id or message.recipient,
+                        notification_log_id=message.id,
+                        title=payload["title"],
+                        message=payload["message"],
+                        type=payload.get("type") or "info",
+                        action_url=payload.get("actionUrl"),
+                        data=payload.get("data") or {},
+                        created_at=utcnow(),
+                    )
+                )
+        except IntegrityError:
+            with session_scope(self.settings.database_url) as session:
+                existing = session.scalar(
+                    select(Notification.id).where(Notification.notification_log_id == message.id)
+                )
+            if existing is None:
+                raise
+            notification_id = existing
+        except OperationalError as exc:
+            raise TemporaryDeliveryError(f"database unavailable: {exc.orig}", code="db_unavailable") from exc
+        return SendResult(provider_message_id=notification_id, delivered=True)
+
+    def close(self) -> None:
+        pass
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    return Pipeline(Channel.IN_APP, InboxProvider(settings), settings)

@@ -1,0 +1,94 @@
+"""The scheduler: publishes messages whose time has come and rescues messages the broker lost.
+
+Long retry delays are parked in ``notification_logs`` (``due_at``) instead of the broker, so
+a fleet restart loses none of them. Every worker process runs one scheduler thread for the
+channels it consumes; on PostgreSQL, ``FOR UPDATE SKIP LOCKED`` lets any number of them run
+side by side without publishing a row twice. Rows are published before the transaction that
+marks them commits: if the broker refuses, the transaction rolls back and the next tick
+tries again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import Middleware
+
+from shared import tracking
+from shared.broker import publish
+from shared.channels import Channel
+from shared.config import Settings
+from shared.db.session import session_scope
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+#: Rows published per tick; a backlog drains over consecutive ticks without a pause.
+BATCH_SIZE = 500
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, broker: dramatiq.Broker, channels: Iterable[Channel]) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.channels = sorted(set(channels))
+        self.interval = settings.scheduler_interval_ms / 1000
+        self.rescue_after = timedelta(milliseconds=settings.rescue_after_ms)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def tick(self) -> int:
+        """Publish what is due now. Returns how many messages were published."""
+        with session_scope(self.settings.database_url) as session:
+            due = tracking.take_due(
+                session, channels=self.channels, limit=BATCH_SIZE, stale_after=self.rescue_after
+            )
+            for message_id, channel in due:
+                publish(self.broker, channel, message_id)
+        if due:
+            log.info("scheduler.published", count=len(due))
+        return len(due)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                published = self.tick()
+            except Exception:
+                log.exception("scheduler.tick_failed")
+                published = 0
+            if published < BATCH_SIZE:
+                self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        if self._thread is not None or not self.channels:
+            return
+        self._thread = threading.Thread(target=self._loop, name="kai-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+
+class SchedulerMiddleware(Middleware):  # type: ignore[misc]
+    """Runs a :class:`Scheduler` inside each worker process for the queues it consumes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.scheduler: Scheduler | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        queues: set[str] | None = worker.queues
+        channels = [c for c in Channel if queues is None or c.queue_name in queues]
+        self.scheduler = Scheduler(self.settings, broker, channels)
+        self.scheduler.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()

@@ -1,0 +1,23 @@
+"""The SMS pool: Twilio's Messages API through the twilio SDK (``TWILIO_API_BASE`` may point it
+at any Twilio-compatible server), or ``var/outbox/`` when no Twilio credentials are set."""
+
+from __future__ import annotations
+
+from shared.channels import Channel
+from shared.config import Settings
+from shared.delivery import Pipeline
+from shared.providers.base import Provider
+
+
+def build_provider(settings: Settings) -> Provider:
+    if not (settings.twilio_account_sid and settings.twilio_auth_token):
+        from shared.providers.outbox import OutboxSmsProvider
+
+        return OutboxSmsProvider(settings)
+    from shared.providers.twilio import TwilioProvider
+
+    return TwilioProvider(settings)
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    return Pipeline(Channel.SMS, build_provider(settings), settings)
