@@ -56,7 +56,9 @@ def _require(name: str, host: str, port: int) -> None:
     try:
         socket.create_connection((host, port), timeout=2).close()
     except OSError:
-        pytest.exit(f"{name} is not reachable on {host}:{port}; start it with: {HOW_TO_START[name]}", returncode=3)
+        pytest.exit(
+            f"{name} is not reachable on {host}:{port}; start it with: {HOW_TO_START[name]}", returncode=3
+        )
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +105,9 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def base_env(database_url: str, broker_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def base_env(
+    database_url: str, broker_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     """The environment of a production-shaped deployment on the local services, with retry
     delays shortened so retry paths finish in test time."""
     return {
@@ -160,18 +164,22 @@ class Queues:
         self.broker_url = broker_url
 
     def depth(self, name: str) -> int:
-        connection = _amqp(self.broker_url)
-        try:
-            channel = connection.channel()
-            return int(channel.queue_declare(name, passive=True).method.message_count)
-        except pika.exceptions.ChannelClosedByBroker:
-            return 0  # never declared: empty
-        finally:
-            if connection.is_open:
-                connection.close()
+        return self.depths([name])[name]
 
-    def depths(self) -> dict[str, int]:
-        return {name: self.depth(name) for name in ALL_QUEUES}
+    def depths(self, names: list[str] | None = None) -> dict[str, int]:
+        connection = _amqp(self.broker_url)
+        result: dict[str, int] = {}
+        try:
+            for name in names or ALL_QUEUES:
+                channel = connection.channel()
+                try:
+                    result[name] = int(channel.queue_declare(name, passive=True).method.message_count)
+                    channel.close()
+                except pika.exceptions.ChannelClosedByBroker:
+                    result[name] = 0  # never declared: empty
+        finally:
+            connection.close()
+        return result
 
     def purge_all(self) -> None:
         connection = _amqp(self.broker_url)

@@ -21,7 +21,11 @@ def test_in_app_message_lands_in_the_inbox(settings: Settings, fleet: Callable[.
     service = NotificationService(settings)
 
     message_id = service.send_in_app_notification(
-        user_id="user-123", title="New Message", message="You have a new message", type="info", action_url="/m/1"
+        user_id="user-123",
+        title="New Message",
+        message="You have a new message",
+        type="info",
+        action_url="/m/1",
     )
 
     view = final_status(service, message_id)
@@ -52,6 +56,8 @@ def test_a_duplicate_delivery_inserts_once(settings: Settings, fleet: Callable[.
     running.broker.join(Channel.IN_APP.queue_name, timeout=10_000)
 
     with session_scope(settings.database_url) as session:
-        count = session.scalar(select(func.count()).select_from(Notification).where(Notification.user_id == "u-dup"))
+        count = session.scalar(
+            select(func.count()).select_from(Notification).where(Notification.user_id == "u-dup")
+        )
     assert count == 1
     assert service.get_status(message_id)["attempts"] == 1

@@ -1,0 +1,40 @@
+# KAI Messaging — the commands of the README. Everything installs into .venv from this
+# repository's own files (pyproject.toml, pinned by constraints.txt).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint typecheck bench chaos clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the gateway on 127.0.0.1:8000 and every channel worker, on the embedded defaults.
+run: install
+	$(BIN)/kai-messaging run
+
+## The whole test suite against the local RabbitMQ, PostgreSQL and Redis.
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+## Enqueue throughput and enqueue-to-delivery latency on the local services.
+bench: install
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Provider tests against the real protocol peers in tests/sinks."""
