@@ -76,7 +76,7 @@ class Scheduler:
             self._thread = None
 
 
-class SchedulerMiddleware(Middleware):  # type: ignore[misc]
+class SchedulerMiddleware(Middleware):
     """Runs a :class:`Scheduler` inside each worker process for the queues it consumes."""
 
     def __init__(self, settings: Settings) -> None:
@@ -84,7 +84,7 @@ class SchedulerMiddleware(Middleware):  # type: ignore[misc]
         self.scheduler: Scheduler | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        queues: set[str] | None = worker.queues
+        queues: set[str] | None = worker.consumer_whitelist
         channels = [c for c in Channel if queues is None or c.queue_name in queues]
         self.scheduler = Scheduler(self.settings, broker, channels)
         self.scheduler.start()

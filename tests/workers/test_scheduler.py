@@ -1,0 +1,94 @@
+"""The scheduler: parked messages are published when due, lost ones are rescued."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from producer.service import NotificationService
+from shared import tracking
+from shared.channels import Channel
+from shared.config import Settings
+from shared.db.models import utcnow
+from shared.db.session import session_scope
+from tests.conftest import Fleet, Queues, final_status
+
+
+def insert_without_publishing(settings: Settings, **changes: object) -> str:
+    """A row as the producer writes it, but never published: what a crash between the
+    insert and the publish leaves behind."""
+    new = tracking.NewMessage(
+        channel=Channel.IN_APP,
+        recipient="user-lost",
+        user_id="user-lost",
+        payload={"title": "Lost", "message": "and found", "type": "info", "actionUrl": None, "data": {}},
+        max_attempts=3,
+    )
+    with session_scope(settings.database_url) as session:
+        message_id, _ = tracking.create(session, new)
+        row = tracking.get(session, message_id)
+        assert row is not None
+        for key, value in changes.items():
+            setattr(row, key, value)
+    return message_id
+
+
+def test_a_message_the_broker_never_got_is_rescued(
+    make_settings: Callable[..., Settings], fleet: Callable[..., Fleet]
+) -> None:
+    """Given a queued row that was never published, when it is older than RESCUE_AFTER, then
+    the scheduler publishes it and it is delivered."""
+    settings = make_settings(RESCUE_AFTER="1000")
+    message_id = insert_without_publishing(settings)
+    fleet(settings, [Channel.IN_APP])
+
+    view = final_status(NotificationService(settings), message_id, timeout=15)
+
+    assert view["status"] == "delivered"
+    assert view["attempts"] == 1
+
+
+def test_a_parked_message_is_published_when_due(
+    settings: Settings, fleet: Callable[..., Fleet], queues: Queues
+) -> None:
+    """Given a message parked for later, then nothing is on the broker until it is due, and it
+    is delivered once the time comes."""
+    due = utcnow() + timedelta(seconds=1)
+    message_id = insert_without_publishing(settings, due_at=due, next_attempt_at=due)
+    fleet(settings, [Channel.IN_APP])
+    service = NotificationService(settings)
+
+    assert service.get_status(message_id)["status"] == "queued"
+    assert queues.depth("in_app") == 0
+
+    view = final_status(service, message_id, timeout=15)
+    assert view["status"] == "delivered"
+    with session_scope(settings.database_url) as session:
+        row = tracking.get(session, message_id)
+        assert row is not None and row.sent_at is not None
+        assert row.sent_at >= due
+
+
+def test_a_poison_message_is_dead_lettered_and_failed(
+    settings: Settings, fleet: Callable[..., Fleet], queues: Queues
+) -> None:
+    """Given a message whose handling crashes every time, then it is retried up to its limit,
+    marked failed with the reason, lands in the dead-letter queue, and the queue keeps
+    flowing for other messages."""
+    running = fleet(settings, [Channel.IN_APP])
+    poison = insert_without_publishing(settings, payload={"no": "title"})
+    from shared.broker import publish
+
+    publish(running.broker, Channel.IN_APP, poison)
+    service = NotificationService(settings)
+    healthy = service.send_in_app_notification(user_id="u-healthy", title="fine", message="fine")
+
+    view = final_status(service, poison, timeout=20)
+    assert view["status"] == "failed"
+    assert view["attempts"] == 3
+    assert view["errorCode"] == "internal_error"
+    assert "KeyError" in (view["lastError"] or "")
+    assert final_status(service, healthy)["status"] == "delivered"
+    from tests.waiting import wait_until
+
+    wait_until(lambda: queues.depth("in_app.XQ") == 1, timeout=10, message="poison message not dead-lettered")
