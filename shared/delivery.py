@@ -81,7 +81,8 @@ class Pipeline:
             return self.record_failure(claim, exc)
         except Exception as exc:  # a bug or an unexpected library error: retry, then dead-letter
             log.exception("delivery.unexpected_error", message_id=message_id, channel=self.channel.value)
-            error = TemporaryDeliveryError(f"{type(exc).__name__}: {exc}", code="internal_error")
+            first_line = (str(exc).splitlines() or [""])[0]
+            error = TemporaryDeliveryError(f"{type(exc).__name__}: {first_line}", code="internal_error")
             return self.record_failure(claim, error)
         return self.record_success(claim, result)
 

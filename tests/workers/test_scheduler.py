@@ -92,3 +92,37 @@ def test_a_poison_message_is_dead_lettered_and_failed(
     from tests.waiting import wait_until
 
     wait_until(lambda: queues.depth("in_app.XQ") == 1, timeout=10, message="poison message not dead-lettered")
+
+
+def test_a_long_retry_delay_survives_a_fleet_restart(
+    make_settings: Callable[..., Settings], fleet: Callable[..., Fleet], queues: Queues
+) -> None:
+    """Given a retry delay longer than BROKER_DELAY_LIMIT, the message is parked in the
+    database, not the broker; with the whole fleet stopped and started again, it is still
+    delivered when due."""
+    from tests.conftest import WEBHOOK_SECRET
+    from tests.sinks.webhook_receiver import WebhookReceiver
+    from tests.waiting import wait_until
+
+    settings = make_settings(BROKER_DELAY_LIMIT="100", WEBHOOK_RETRY_DELAY="1500")
+    with WebhookReceiver(WEBHOOK_SECRET) as receiver:
+        receiver.respond_next(503, times=1)
+        first = fleet(settings, [Channel.WEBHOOK])
+        service = NotificationService(settings)
+        message_id = service.send_webhook(url=receiver.url, payload={"order": 1})
+
+        def parked() -> bool:
+            with session_scope(settings.database_url) as session:
+                row = tracking.get(session, message_id)
+                return row is not None and row.due_at is not None
+
+        wait_until(parked, timeout=10, message="message was not parked")
+        first.stop()
+        assert sum(queues.depths().values()) == 0  # nothing waits in the broker
+
+        fleet(settings, [Channel.WEBHOOK])
+        view = final_status(service, message_id, timeout=20)
+
+        assert view["status"] == "delivered"
+        assert view["attempts"] == 2
+        assert receiver.count(message_id) == 2
