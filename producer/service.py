@@ -41,7 +41,7 @@ def validation_error(exc: pydantic.ValidationError) -> ValidationError:
         loc = [str(p) for p in item.get("loc", ())]
         message = item.get("msg", "invalid value").removeprefix("Value error, ")
         details.append({"field": ".".join(loc) or None, "message": message, "type": item.get("type")})
-    summary = "; ".join(f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details)
+    summary = "; ".join(f"{d['field']}: {d['message']}" if d["field"] else str(d["message"]) for d in details)
     return ValidationError(summary or "invalid request", details)
 
 

@@ -97,7 +97,7 @@ def _worker(args: argparse.Namespace) -> int:
     from dramatiq.cli import main as dramatiq_main
 
     sys.argv = argv
-    code: int = dramatiq_main()
+    code: int = dramatiq_main()  # type: ignore[no-untyped-call]
     return code
 
 

@@ -56,7 +56,9 @@ class LazyPipeline:
             self._pipeline = None
 
 
-def declare_actor(broker: dramatiq.Broker, channel: Channel, pipeline: LazyPipeline) -> dramatiq.Actor:
+def declare_actor(
+    broker: dramatiq.Broker, channel: Channel, pipeline: LazyPipeline
+) -> dramatiq.Actor[[str], None]:
     def deliver(message_id: str) -> None:
         outcome = pipeline.get().run(message_id)
         if outcome.action is Action.RETRY:

@@ -7,7 +7,7 @@ import dramatiq
 
 from shared.broker import get_broker
 from shared.config import Settings
-from workers.actors import LazyPipeline, declare_all
+from workers.actors import declare_all
 from workers.scheduler import SchedulerMiddleware
 
 #: Worker threads for all channels together in the embedded process.
@@ -20,7 +20,7 @@ class EmbeddedWorkers:
         self.broker = get_broker(settings)
         if not any(isinstance(m, SchedulerMiddleware) for m in self.broker.middleware):
             self.broker.add_middleware(SchedulerMiddleware(settings))
-        self.pipelines: dict[object, LazyPipeline] = dict(declare_all(self.broker, settings))
+        self.pipelines = declare_all(self.broker, settings)
         self.worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=100)
 
     def start(self) -> None:

@@ -20,7 +20,7 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=[*health.routes, *messages.routes],
-        exception_handlers=HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
     app.state.service = NotificationService(settings)

@@ -1,0 +1,232 @@
+"""Webhooks: a signed JSON POST to the caller's URL, with httpx.
+
+One ``httpx.Client`` (thread-safe, pooled) serves every worker thread of the process. Each
+request is signed with Standard Webhooks headers whose ``webhook-id`` is our message id, the
+same on every retry, so receivers can drop duplicates. Redirects are not followed: a signed
+request must not be replayed to a host the caller did not name.
+
+Every attempt, successful or not, yields a ``details`` dict (status, request body, request and
+response headers with secrets redacted, a capped excerpt of the answer, timing): on
+``SendResult.details`` for a success, as the ``details`` attribute of the raised error
+otherwise, so the pipeline can write one delivery log row per attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from shared.config import Settings
+from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from shared.messages import check_http_url
+from shared.providers.base import SendResult
+from shared.signing import SIGNATURE_HEADER, signed_headers
+from shared.tracking import Claimed
+
+#: We read at most this much of a receiver's answer; the rest is dropped with the connection.
+RESPONSE_BODY_MAX_BYTES = 64 * 1024
+
+#: Connections the shared client may hold open at once (all hosts together) and keep idle.
+MAX_CONNECTIONS = 100
+MAX_KEEPALIVE_CONNECTIONS = 20
+
+#: Longest Retry-After we honour; a receiver asking for more is retried after a day anyway.
+RETRY_AFTER_MAX_MS = 24 * 60 * 60 * 1000
+
+#: Statuses that mean "try again later" besides 5xx.
+TEMPORARY_STATUSES = frozenset({408, 425, 429})
+
+USER_AGENT = "KAI-Messaging-Webhooks/1.0"
+
+#: RFC 9110 token: what a header name may consist of.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+#: Headers a caller's custom headers may not set: we own framing, content and signature.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "user-agent",
+        "accept-encoding",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+
+#: Request headers never written to logs as they are (names matched case-insensitively; any
+#: name containing one of SENSITIVE_HEADER_PARTS is redacted too).
+SENSITIVE_HEADERS = frozenset(
+    {SIGNATURE_HEADER, "authorization", "proxy-authorization", "cookie", "set-cookie"}
+)
+SENSITIVE_HEADER_PARTS = ("secret", "token", "password", "api-key", "apikey", "signature")
+REDACTED = "[redacted]"
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> int | None:
+    """Milliseconds asked for by a ``Retry-After`` header (delay-seconds or an HTTP-date),
+    clamped to ``[0, RETRY_AFTER_MAX_MS]``; None when absent or unreadable."""
+    if value is None:
+        return None
+    raw = value.strip()
+    if not raw:
+        return None
+    if raw.isascii() and raw.isdigit():
+        millis = int(raw) * 1000
+    else:
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)  # HTTP-dates are GMT
+        millis = int((when - (now or datetime.now(UTC))).total_seconds() * 1000)
+    return max(0, min(millis, RETRY_AFTER_MAX_MS))
+
+
+def redact_headers(headers: httpx.Headers) -> dict[str, str]:
+    """The headers as they may appear in logs and the database."""
+    shown: dict[str, str] = {}
+    for name, value in headers.items():
+        lowered = name.lower()
+        sensitive = lowered in SENSITIVE_HEADERS or any(part in lowered for part in SENSITIVE_HEADER_PARTS)
+        shown[lowered] = REDACTED if sensitive else value
+    return shown
+
+
+def _attach(err: DeliveryError, details: dict[str, Any]) -> DeliveryError:
+    # errors.py has no ``details`` field; the pipeline reads this with getattr(err, "details").
+    err.details = details  # type: ignore[attr-defined]
+    return err
+
+
+def _transport_error(exc: httpx.HTTPError | httpx.InvalidURL) -> DeliveryError:
+    """A request that got no (complete) answer: timeouts, refused or reset connections, DNS."""
+    if isinstance(exc, httpx.TimeoutException):
+        return TemporaryDeliveryError(f"webhook timed out: {type(exc).__name__}", code="http_timeout")
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return PermanentDeliveryError(f"webhook URL refused: {exc}", code="http_invalid_url")
+    return TemporaryDeliveryError(f"webhook connection failed: {exc}", code="http_connection")
+
+
+def _read_capped(response: httpx.Response, deadline: float) -> tuple[bytes, bool]:
+    """Up to RESPONSE_BODY_MAX_BYTES of the body, and whether there was more (or the read
+    broke off). The status is already known, so a body that fails to arrive is not a failure.
+    ``deadline`` (monotonic) stops a receiver that drips its body slower than the read timeout."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > RESPONSE_BODY_MAX_BYTES or time.monotonic() > deadline:
+                return b"".join(chunks)[:RESPONSE_BODY_MAX_BYTES], True
+    except httpx.HTTPError:
+        return b"".join(chunks)[:RESPONSE_BODY_MAX_BYTES], True
+    return b"".join(chunks), False
+
+
+class WebhookProvider:
+    """POST signed webhooks; thread-safe, one pooled client per process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._secrets = [settings.webhook_secret]
+        try:
+            signed_headers("probe", "", self._secrets)
+        except ValueError as exc:
+            raise ConfigError("WEBHOOK_SECRET must be a whsec_<base64> secret") from exc
+        self._allow_private = settings.webhook_allow_private_networks
+        self._timeout_s = settings.webhook_timeout_ms / 1000
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(settings.webhook_timeout_ms / 1000),
+            limits=httpx.Limits(
+                max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS
+            ),
+            follow_redirects=False,
+            # Proxies for webhooks are infrastructure, not something a worker's shell may inject.
+            trust_env=False,
+        )
+
+    def _request(self, message: Claimed) -> tuple[str, bytes, httpx.Headers]:
+        payload = message.payload
+        url = payload.get("url")
+        if not isinstance(url, str):
+            raise PermanentDeliveryError("webhook payload has no url", code="http_invalid_url")
+        try:
+            check_http_url(url, allow_private=self._allow_private)
+        except ValueError as exc:
+            raise PermanentDeliveryError(f"webhook URL refused: {exc}", code="http_invalid_url") from exc
+        try:
+            body = json.dumps(payload.get("payload"), separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise PermanentDeliveryError(
+                f"webhook payload is not JSON: {exc}", code="http_invalid_body"
+            ) from exc
+        headers = httpx.Headers()
+        custom = payload.get("headers") or {}
+        if not isinstance(custom, dict):
+            raise PermanentDeliveryError("webhook headers must be an object", code="http_invalid_header")
+        for name, value in custom.items():
+            if not (isinstance(name, str) and _HEADER_NAME.fullmatch(name)):
+                raise PermanentDeliveryError(f"invalid header name {name!r}", code="http_invalid_header")
+            if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+                raise PermanentDeliveryError(f"invalid value for header {name}", code="http_invalid_header")
+            if name.lower() not in RESERVED_HEADERS:
+                headers[name] = value
+        headers["content-type"] = "application/json"
+        headers["user-agent"] = USER_AGENT
+        # An uncompressed answer keeps the 64 KiB read cap a real memory cap (a small gzip
+        # chunk can inflate to megabytes).
+        headers["accept-encoding"] = "identity"
+        headers.update(signed_headers(message.id, body, self._secrets))
+        return url, body.encode(), headers
+
+    def send(self, message: Claimed) -> SendResult:
+        url, body, headers = self._request(message)
+        # No URL here: it may carry a token in its path or query, and the message row has it.
+        details: dict[str, Any] = {
+            "request_headers": redact_headers(headers),
+            "request_body": body.decode(),
+        }
+        started = time.monotonic()
+
+        def elapsed_ms() -> int:
+            return int((time.monotonic() - started) * 1000)
+
+        try:
+            with self._client.stream("POST", url, content=body, headers=headers) as response:
+                excerpt, truncated = _read_capped(response, started + self._timeout_s)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            details.update(status=None, duration_ms=elapsed_ms(), error=str(exc) or type(exc).__name__)
+            raise _attach(_transport_error(exc), details) from exc
+
+        status = response.status_code
+        details.update(
+            status=status,
+            response_headers=redact_headers(response.headers),
+            duration_ms=elapsed_ms(),
+            response_excerpt=excerpt.decode("utf-8", errors="replace"),
+            response_truncated=truncated,
+        )
+        if 200 <= status < 300:
+            return SendResult(provider_message_id=str(status), delivered=True, details=details)
+        reason = f"http_{status}"
+        summary = f"webhook answered HTTP {status}"
+        if 400 <= status < 500 and status not in TEMPORARY_STATUSES:
+            raise _attach(PermanentDeliveryError(summary, code=reason), details)
+        # 3xx (redirects are not followed), 408/425/429, 5xx and anything unexpected.
+        retry_after_ms = parse_retry_after(response.headers.get("retry-after"))
+        details["retry_after_ms"] = retry_after_ms
+        raise _attach(TemporaryDeliveryError(summary, code=reason, retry_after_ms=retry_after_ms), details)
+
+    def close(self) -> None:
+        self._client.close()

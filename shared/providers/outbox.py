@@ -1,0 +1,103 @@
+"""The embedded default for email and SMS: write each message to a file instead of sending it.
+
+Used when ``EMAIL_HOST`` is unset (email) or the Twilio credentials are unset (SMS), so a
+developer can run the whole service without accounts and open what would have been sent:
+``var/outbox/<message id>.eml`` is the exact RFC 5322 message the SMTP provider would relay
+(any mail client opens it), ``<message id>.sms.json`` holds the SMS. Files are written
+atomically, so a reader never sees half a message, and a retry of the same message simply
+replaces its file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from shared.config import Settings
+from shared.errors import PermanentDeliveryError, TemporaryDeliveryError
+from shared.providers.base import SendResult
+from shared.providers.mime import build_email, to_bytes
+from shared.tracking import Claimed
+
+#: File name endings, so the two channels can share one directory.
+EMAIL_SUFFIX = ".eml"
+SMS_SUFFIX = ".sms.json"
+
+#: Characters allowed in a file name taken from a message id (ids are UUIDs; anything else is
+#: replaced so an id can never name a path outside the outbox).
+_SAFE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def _file_name(message_id: str, suffix: str) -> str:
+    stem = "".join(c if c in _SAFE_NAME_CHARS else "_" for c in message_id).lstrip(".")
+    return (stem or "message") + suffix
+
+
+def write_atomically(directory: Path, name: str, data: bytes) -> Path:
+    """Write ``data`` to ``directory/name`` via a temporary file and a rename."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / name
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _write(directory: Path, name: str, data: bytes) -> SendResult:
+    try:
+        path = write_atomically(directory, name, data)
+    except OSError as exc:
+        # A full or read-only disk may be fixed by an operator; keep the message for later.
+        raise TemporaryDeliveryError(f"cannot write outbox file {name}: {exc}", code="outbox_io") from exc
+    return SendResult(provider_message_id=path.name, delivered=False, details={"file": path.name})
+
+
+class OutboxEmailProvider:
+    """Email to ``<outbox>/<message id>.eml``; thread-safe (one file per message)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._directory = settings.outbox_dir
+        self._sender = settings.email_from
+
+    def send(self, message: Claimed) -> SendResult:
+        mime = build_email(message, self._sender)
+        return _write(self._directory, _file_name(message.id, EMAIL_SUFFIX), to_bytes(mime))
+
+    def close(self) -> None:
+        pass  # nothing held open between sends
+
+
+class OutboxSmsProvider:
+    """SMS to ``<outbox>/<message id>.sms.json``; thread-safe (one file per message)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._directory = settings.outbox_dir
+        self._from = settings.twilio_phone_number
+
+    def send(self, message: Claimed) -> SendResult:
+        to = message.payload.get("to") or message.recipient
+        body = message.payload.get("message")
+        if not isinstance(to, str) or not to or not isinstance(body, str) or not body:
+            raise PermanentDeliveryError("SMS payload needs 'to' and 'message'", code="sms_invalid")
+        record = {
+            "id": message.id,
+            "to": to,
+            "from": self._from,
+            "body": body,
+            "written_at": datetime.now(UTC).isoformat(),
+        }
+        data = (json.dumps(record, ensure_ascii=False, indent=2) + "\n").encode()
+        return _write(self._directory, _file_name(message.id, SMS_SUFFIX), data)
+
+    def close(self) -> None:
+        pass  # nothing held open between sends

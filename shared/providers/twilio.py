@@ -1,0 +1,150 @@
+"""SMS through Twilio's Messages API, with the official ``twilio`` SDK.
+
+The SDK is synchronous (requests) and its client keeps a ``requests.Session``, which is not
+documented as thread-safe, so every worker thread gets its own client. Each client has an
+explicit timeout (the SDK's default is none, and a hung socket would hold a worker thread
+forever) and is pointed at ``TWILIO_API_BASE``, which tests and staging set to a local server.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import requests
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from shared.config import Settings
+from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from shared.messages import SMS_BODY_MAX_CHARS as MESSAGES_SMS_BODY_MAX_CHARS
+from shared.providers.base import SendResult
+from shared.tracking import Claimed
+
+#: Twilio refuses bodies longer than this (1,600 characters, up to 10 segments); the same
+#: limit the request schema enforces at the door.
+SMS_BODY_MAX_CHARS = MESSAGES_SMS_BODY_MAX_CHARS
+
+#: Twilio's "too many requests" error code (it may come with HTTP 429 or another status).
+TWILIO_RATE_LIMITED = 20429
+
+#: HTTP statuses that say "not now" rather than "not this request".
+TEMPORARY_STATUSES = frozenset({408, 429})
+
+#: 401 means our credentials are wrong: the message is fine and should wait for a fix
+#: instead of being failed for good.
+CREDENTIAL_STATUSES = frozenset({401})
+
+
+def classify(exc: BaseException) -> DeliveryError:
+    """Translate an SDK or transport failure into one of our two delivery errors."""
+    if isinstance(exc, DeliveryError):
+        return exc
+    if isinstance(exc, TwilioRestException | TwilioServiceException):
+        status = int(exc.status or 0)
+        code = int(exc.code) if exc.code is not None else None
+        if isinstance(exc, TwilioRestException):
+            text = str(exc.msg)  # not str(exc): that adds ANSI colours when stderr is a TTY
+        else:
+            text = exc.title + (f" - {exc.detail}" if exc.detail else "")
+        reason = f"twilio_{code}" if code is not None and code != status else f"twilio_{status}"
+        message = f"Twilio HTTP {status}" + (f" error {code}" if code is not None else "") + f": {text}"
+        if (
+            status >= 500
+            or status in TEMPORARY_STATUSES
+            or status in CREDENTIAL_STATUSES
+            or code == TWILIO_RATE_LIMITED
+        ):
+            return TemporaryDeliveryError(message, code=reason)
+        return PermanentDeliveryError(message, code=reason)
+    # ConnectTimeout is both a ConnectionError and a Timeout: nothing was sent, so it is a
+    # connection failure. A read timeout is different: Twilio may have created the message.
+    if isinstance(exc, requests.ConnectionError):
+        return TemporaryDeliveryError(f"Twilio unreachable: {exc}", code="twilio_connection")
+    if isinstance(exc, requests.Timeout):
+        return TemporaryDeliveryError(f"Twilio did not answer in time: {exc}", code="twilio_timeout")
+    if isinstance(exc, requests.RequestException | OSError):
+        return TemporaryDeliveryError(f"Twilio request failed: {exc}", code="twilio_connection")
+    if isinstance(exc, TwilioException | ValueError):
+        # Unparseable answers (a proxy's HTML page, truncated JSON) and other SDK surprises.
+        return TemporaryDeliveryError(f"Twilio answered unexpectedly: {exc}", code="twilio_error")
+    return TemporaryDeliveryError(
+        f"Twilio failed unexpectedly: {type(exc).__name__}: {exc}", code="twilio_error"
+    )
+
+
+class TwilioProvider:
+    """Send SMS from ``TWILIO_PHONE_NUMBER`` through the Twilio REST API; thread-safe."""
+
+    def __init__(self, settings: Settings) -> None:
+        missing = [
+            name
+            for name, value in (
+                ("TWILIO_ACCOUNT_SID", settings.twilio_account_sid),
+                ("TWILIO_AUTH_TOKEN", settings.twilio_auth_token),
+                ("TWILIO_PHONE_NUMBER", settings.twilio_phone_number),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} must be set to send SMS through Twilio")
+        self._account_sid = str(settings.twilio_account_sid)
+        self._auth_token = str(settings.twilio_auth_token)
+        self._from = str(settings.twilio_phone_number)
+        self._api_base = settings.twilio_api_base
+        self._timeout_s = settings.sms_timeout_ms / 1000
+        self._local = threading.local()
+        self._clients: list[Client] = []
+        self._clients_lock = threading.Lock()
+
+    def _client(self) -> Client:
+        client: Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = Client(
+                username=self._account_sid,
+                password=self._auth_token,
+                account_sid=self._account_sid,
+                http_client=TwilioHttpClient(timeout=self._timeout_s),
+                # The SDK falls back to os.environ when this mapping is empty, and would then
+                # pick up TWILIO_EDGE / TWILIO_REGION, which rewrite the host we point it at.
+                environment={"TWILIO_ACCOUNT_SID": self._account_sid},
+            )
+            # Every API domain takes its base URL from here (the Messages API lives on "api").
+            client.api.base_url = self._api_base
+            self._local.client = client
+            with self._clients_lock:
+                self._clients.append(client)
+        return client
+
+    def send(self, message: Claimed) -> SendResult:
+        to = message.payload.get("to") or message.recipient
+        body = message.payload.get("message")
+        if not isinstance(to, str) or not to:
+            raise PermanentDeliveryError("SMS payload has no recipient", code="sms_invalid")
+        if not isinstance(body, str) or not body:
+            raise PermanentDeliveryError("SMS payload has no message", code="sms_invalid")
+        if len(body) > SMS_BODY_MAX_CHARS:
+            raise PermanentDeliveryError(
+                f"SMS body has {len(body)} characters, Twilio takes at most {SMS_BODY_MAX_CHARS}",
+                code="sms_too_long",
+            )
+        try:
+            created: Any = self._client().messages.create(to=to, from_=self._from, body=body)
+        except Exception as exc:
+            raise classify(exc) from exc
+        sid = getattr(created, "sid", None)
+        details = {"status": getattr(created, "status", None)}
+        return SendResult(provider_message_id=str(sid) if sid else None, delivered=False, details=details)
+
+    def close(self) -> None:
+        """Close every thread's HTTP session (their pooled sockets)."""
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            http_client = client.http_client
+            session = getattr(http_client, "session", None)
+            if session is not None:
+                session.close()
+        # Threads that send again after close() build fresh clients.
+        self._local = threading.local()

@@ -1,0 +1,397 @@
+"""The webhook provider against a receiver that verifies Standard Webhooks signatures."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.channels import Channel
+from shared.config import Settings
+from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from shared.providers.http import (
+    REDACTED,
+    RESPONSE_BODY_MAX_BYTES,
+    RETRY_AFTER_MAX_MS,
+    WebhookProvider,
+    parse_retry_after,
+    redact_headers,
+)
+from shared.tracking import Claimed
+from tests.sinks.webhook_receiver import WebhookReceiver
+
+SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+EVENT = {
+    "type": "invoice.paid",
+    "data": {"id": "inv_42", "amount": 1999, "currency": "EUR", "note": "merci ✓"},
+}
+
+
+def webhook(url: str, payload: Any = None, *, headers: dict[str, str] | None = None) -> Claimed:
+    body: dict[str, Any] = {"url": url, "payload": EVENT if payload is None else payload}
+    if headers is not None:
+        body["headers"] = headers
+    return Claimed(
+        id=str(uuid.uuid4()),
+        channel=Channel.WEBHOOK,
+        recipient=url,
+        payload=body,
+        attempt=1,
+        max_attempts=3,
+        user_id=None,
+        event_type="invoice.paid",
+    )
+
+
+def closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver(SECRET) as running:
+        yield running
+
+
+@pytest.fixture
+def make_provider(tmp_path: Path) -> Iterator[Callable[..., WebhookProvider]]:
+    made: list[WebhookProvider] = []
+
+    def make(**env: str) -> WebhookProvider:
+        settings = Settings.from_env(
+            {"WEBHOOK_SECRET": SECRET, "WEBHOOK_TIMEOUT": "2000", "KAI_VAR_DIR": str(tmp_path), **env}
+        )
+        provider = WebhookProvider(settings)
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        provider.close()
+
+
+@pytest.fixture
+def provider(make_provider: Callable[..., WebhookProvider]) -> WebhookProvider:
+    return make_provider()
+
+
+def details_of(error: DeliveryError) -> dict[str, Any]:
+    details = getattr(error, "details", None)
+    assert isinstance(details, dict), "a webhook failure must carry details for the delivery log"
+    return details
+
+
+# -- success -----------------------------------------------------------------------------------
+
+
+def test_a_webhook_arrives_signed_and_verifies(receiver: WebhookReceiver, provider: WebhookProvider) -> None:
+    """Given a payload, when it is posted, then the receiver gets the exact JSON with a
+    signature that verifies with the shared secret, and the result counts as delivered."""
+    message = webhook(receiver.url)
+
+    result = provider.send(message)
+
+    (delivery,) = receiver.wait_for(1)
+    assert delivery.verified, delivery.error
+    assert delivery.json == EVENT
+    assert (
+        delivery.body
+        == b'{"type":"invoice.paid","data":{"id":"inv_42","amount":1999,"currency":"EUR",'
+        + ('"note":"merci ✓"}}'.encode())
+    )
+    assert delivery.headers["webhook-id"] == message.id
+    assert delivery.headers["content-type"] == "application/json"
+    assert delivery.headers["user-agent"] == "KAI-Messaging-Webhooks/1.0"
+    assert result.delivered is True
+    assert result.provider_message_id == "200"
+    assert result.details["status"] == 200
+    assert result.details["response_excerpt"] == '{"ok":true}'
+    assert result.details["response_truncated"] is False
+    assert isinstance(result.details["duration_ms"], int)
+    assert result.details["request_headers"]["webhook-signature"] == REDACTED
+    assert result.details["request_headers"]["webhook-id"] == message.id
+    assert result.details["request_body"].encode() == delivery.body
+    assert result.details["response_headers"]["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("payload", [{"a": 1}, [1, "two", {"three": None}], {}, []])
+def test_any_json_object_or_array_is_sent(
+    receiver: WebhookReceiver, provider: WebhookProvider, payload: Any
+) -> None:
+    """Given a JSON object or array payload, when posted, then it arrives unchanged and signed."""
+    provider.send(webhook(receiver.url, payload))
+
+    (delivery,) = receiver.wait_for(1)
+    assert delivery.verified and delivery.json == payload
+
+
+def test_custom_headers_are_sent_but_cannot_override_ours(
+    receiver: WebhookReceiver, provider: WebhookProvider
+) -> None:
+    """Given custom headers including forged signature and content-type, when posted, then the
+    custom ones arrive, ours win, the signature still verifies and secrets are redacted."""
+    message = webhook(
+        receiver.url,
+        headers={
+            "Authorization": "Bearer customer-token",
+            "X-Tenant": "acme",
+            "webhook-signature": "v1,forged",
+            "Content-Type": "text/plain",
+        },
+    )
+
+    result = provider.send(message)
+
+    (delivery,) = receiver.wait_for(1)
+    assert delivery.verified, delivery.error
+    assert delivery.headers["authorization"] == "Bearer customer-token"
+    assert delivery.headers["x-tenant"] == "acme"
+    assert delivery.headers["content-type"] == "application/json"
+    assert "forged" not in delivery.headers["webhook-signature"]
+    assert result.details["request_headers"]["authorization"] == REDACTED
+    assert result.details["request_headers"]["x-tenant"] == "acme"
+
+
+def test_a_retry_carries_the_same_webhook_id(receiver: WebhookReceiver, provider: WebhookProvider) -> None:
+    """Given a first attempt answered 500, when the message is sent again, then both requests
+    carry the same webhook-id, so the receiver can tell a retry from a new event."""
+    message = webhook(receiver.url)
+    receiver.respond_next(500)
+
+    with pytest.raises(TemporaryDeliveryError):
+        provider.send(message)
+    provider.send(message)
+
+    assert receiver.count(message.id) == 2
+    assert all(d.verified for d in receiver.wait_for(2))
+
+
+# -- classification ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (500, TemporaryDeliveryError),
+        (502, TemporaryDeliveryError),
+        (503, TemporaryDeliveryError),
+        (429, TemporaryDeliveryError),
+        (408, TemporaryDeliveryError),
+        (400, PermanentDeliveryError),
+        (401, PermanentDeliveryError),
+        (404, PermanentDeliveryError),
+        (410, PermanentDeliveryError),
+        (422, PermanentDeliveryError),
+    ],
+)
+def test_statuses_are_classified(
+    receiver: WebhookReceiver, provider: WebhookProvider, status: int, kind: type[DeliveryError]
+) -> None:
+    """Given a receiver answering ``status``, when posted, then 408/429/5xx fail temporarily
+    and other 4xx permanently, with ``http_<status>`` and the attempt's details attached."""
+    receiver.respond_next(status, body=b'{"error":"nope"}')
+
+    with pytest.raises(kind) as caught:
+        provider.send(webhook(receiver.url))
+
+    assert caught.value.code == f"http_{status}"
+    details = details_of(caught.value)
+    assert details["status"] == status
+    assert details["response_excerpt"] == '{"error":"nope"}'
+    assert details["request_headers"]["webhook-signature"] == REDACTED
+
+
+def test_redirects_are_not_followed(receiver: WebhookReceiver, provider: WebhookProvider) -> None:
+    """Given a receiver answering 301 to another location, when posted, then the redirect is
+    not followed (one request only) and the failure is temporary."""
+    receiver.respond_next(301, headers={"Location": receiver.url + "/elsewhere"})
+
+    with pytest.raises(TemporaryDeliveryError) as caught:
+        provider.send(webhook(receiver.url))
+
+    assert caught.value.code == "http_301"
+    assert len(receiver.deliveries) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "expected_ms"),
+    [
+        (503, "7", 7_000),
+        (429, "0", 0),
+        (503, "99999999", RETRY_AFTER_MAX_MS),
+        (500, "soon", None),
+        (500, None, None),
+    ],
+)
+def test_retry_after_is_passed_on(
+    receiver: WebhookReceiver,
+    provider: WebhookProvider,
+    status: int,
+    retry_after: str | None,
+    expected_ms: int | None,
+) -> None:
+    """Given a temporary answer with Retry-After, when posted, then the error carries the
+    wait in milliseconds (clamped to a day, None when absent or unreadable)."""
+    receiver.respond_next(status, headers={"Retry-After": retry_after} if retry_after else {})
+
+    with pytest.raises(TemporaryDeliveryError) as caught:
+        provider.send(webhook(receiver.url))
+
+    assert caught.value.retry_after_ms == expected_ms
+
+
+def test_retry_after_as_an_http_date(receiver: WebhookReceiver, provider: WebhookProvider) -> None:
+    """Given 503 with Retry-After as an HTTP-date 30 s ahead, when posted, then the error asks
+    for about 30 s."""
+    when = datetime.now(UTC) + timedelta(seconds=30)
+    receiver.respond_next(503, headers={"Retry-After": format_datetime(when, usegmt=True)})
+
+    with pytest.raises(TemporaryDeliveryError) as caught:
+        provider.send(webhook(receiver.url))
+
+    assert caught.value.retry_after_ms is not None
+    assert 25_000 <= caught.value.retry_after_ms <= 30_000
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("120", 120_000),
+        (" 3 ", 3_000),
+        ("Wed, 01 Jan 2031 00:00:30 GMT", 30_000),
+        ("Tue, 31 Dec 2030 23:00:00 GMT", 0),  # in the past
+        ("Sat, 01 Feb 2031 00:00:00 GMT", RETRY_AFTER_MAX_MS),
+        ("-5", None),
+        ("²", None),
+        ("1.5", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(header: str | None, expected: int | None) -> None:
+    """Given a Retry-After value at a fixed now, then it becomes clamped milliseconds or None."""
+    now = datetime(2031, 1, 1, tzinfo=UTC)
+
+    assert parse_retry_after(header, now=now) == expected
+
+
+def test_a_slow_receiver_times_out(
+    receiver: WebhookReceiver, make_provider: Callable[..., WebhookProvider]
+) -> None:
+    """Given a receiver that takes two seconds, when posted with a 300 ms timeout, then the
+    attempt fails temporarily as a timeout within well under two seconds."""
+    provider = make_provider(WEBHOOK_TIMEOUT="300")
+    receiver.delay = 2.0
+    started = time.monotonic()
+
+    with pytest.raises(TemporaryDeliveryError) as caught:
+        provider.send(webhook(receiver.url))
+
+    assert caught.value.code == "http_timeout"
+    assert time.monotonic() - started < 1.5
+    details = details_of(caught.value)
+    assert details["status"] is None and details["duration_ms"] >= 250
+
+
+def test_connection_refused_is_temporary(provider: WebhookProvider) -> None:
+    """Given nothing listening at the URL, when posted, then it fails temporarily."""
+    with pytest.raises(TemporaryDeliveryError) as caught:
+        provider.send(webhook(f"http://127.0.0.1:{closed_port()}/hooks"))
+
+    assert caught.value.code == "http_connection"
+    assert details_of(caught.value)["status"] is None
+
+
+def test_only_64_kib_of_the_answer_is_read(receiver: WebhookReceiver, provider: WebhookProvider) -> None:
+    """Given a receiver answering 200 with a 1 MiB body, when posted, then the attempt succeeds
+    and keeps only the first 64 KiB, marked truncated."""
+    receiver.respond_next(200, body=b"a" * (1024 * 1024))
+
+    result = provider.send(webhook(receiver.url))
+
+    assert len(result.details["response_excerpt"]) == RESPONSE_BODY_MAX_BYTES
+    assert result.details["response_truncated"] is True
+
+
+@pytest.mark.parametrize(
+    ("url", "headers", "error_code"),
+    [
+        ("ftp://127.0.0.1/hooks", None, "http_invalid_url"),
+        ("http://user:pw@127.0.0.1/hooks", None, "http_invalid_url"),
+        ("{receiver}", {"X-Bad": "line\r\nbreak"}, "http_invalid_header"),
+        ("{receiver}", {"Bad Name": "x"}, "http_invalid_header"),
+    ],
+)
+def test_unsendable_requests_fail_permanently_without_a_request(
+    receiver: WebhookReceiver,
+    provider: WebhookProvider,
+    url: str,
+    headers: dict[str, str] | None,
+    error_code: str,
+) -> None:
+    """Given a URL or header that cannot be sent, when posted, then it fails permanently and
+    nothing reaches the receiver."""
+    with pytest.raises(PermanentDeliveryError) as caught:
+        provider.send(webhook(url.format(receiver=receiver.url), headers=headers))
+
+    assert caught.value.code == error_code
+    assert receiver.deliveries == []
+
+
+def test_private_networks_can_be_refused(
+    receiver: WebhookReceiver, make_provider: Callable[..., WebhookProvider]
+) -> None:
+    """Given WEBHOOK_ALLOW_PRIVATE_NETWORKS=false, when posting to 127.0.0.1, then it fails
+    permanently before any request."""
+    provider = make_provider(WEBHOOK_ALLOW_PRIVATE_NETWORKS="false")
+
+    with pytest.raises(PermanentDeliveryError) as caught:
+        provider.send(webhook(receiver.url))
+
+    assert caught.value.code == "http_invalid_url"
+    assert receiver.deliveries == []
+
+
+@pytest.mark.parametrize("secret", ["", "not-base64-!"])
+def test_a_missing_or_malformed_secret_is_a_configuration_error(secret: str) -> None:
+    """Given no usable WEBHOOK_SECRET, when the provider is built, then ConfigError."""
+    with pytest.raises(ConfigError):
+        WebhookProvider(Settings.from_env({"WEBHOOK_SECRET": secret}))
+
+
+def test_redact_headers_hides_credentials() -> None:
+    """Given request headers, then signature and credential-looking headers are redacted and
+    the rest shown as sent."""
+    shown = redact_headers(
+        httpx.Headers(
+            {
+                "webhook-signature": "v1,abc",
+                "Authorization": "Bearer x",
+                "X-Api-Key": "k",
+                "X-Client-Secret": "s",
+                "webhook-id": "m1",
+                "X-Tenant": "acme",
+            }
+        )
+    )
+
+    assert shown == {
+        "webhook-signature": REDACTED,
+        "authorization": REDACTED,
+        "x-api-key": REDACTED,
+        "x-client-secret": REDACTED,
+        "webhook-id": "m1",
+        "x-tenant": "acme",
+    }

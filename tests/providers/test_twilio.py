@@ -1,0 +1,302 @@
+"""The Twilio provider (the real twilio SDK) against a local Messages API."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+
+from shared.channels import Channel
+from shared.config import Settings
+from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from shared.providers.twilio import SMS_BODY_MAX_CHARS, TwilioProvider, classify
+from shared.tracking import Claimed
+from tests.sinks.twilio_sink import TwilioSink
+
+ACCOUNT_SID = "AC" + "0" * 32
+AUTH_TOKEN = "test-auth-token"
+FROM_NUMBER = "+15005550006"
+
+
+def sms(to: str = "+14155550100", body: str = "Your code is 123456") -> Claimed:
+    return Claimed(
+        id=str(uuid.uuid4()),
+        channel=Channel.SMS,
+        recipient=to,
+        payload={"to": to, "message": body},
+        attempt=1,
+        max_attempts=3,
+        user_id=None,
+        event_type=None,
+    )
+
+
+def closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def sink() -> Iterator[TwilioSink]:
+    with TwilioSink(ACCOUNT_SID, AUTH_TOKEN) as running:
+        yield running
+
+
+@pytest.fixture
+def make_provider(tmp_path: Path) -> Iterator[Callable[..., TwilioProvider]]:
+    made: list[TwilioProvider] = []
+
+    def make(api_base: str, **env: str) -> TwilioProvider:
+        settings = Settings.from_env(
+            {
+                "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+                "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+                "TWILIO_PHONE_NUMBER": FROM_NUMBER,
+                "TWILIO_API_BASE": api_base,
+                "SMS_TIMEOUT": "2000",
+                "KAI_VAR_DIR": str(tmp_path),
+                **env,
+            }
+        )
+        provider = TwilioProvider(settings)
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        provider.close()
+
+
+@pytest.fixture
+def provider(sink: TwilioSink, make_provider: Callable[..., TwilioProvider]) -> TwilioProvider:
+    return make_provider(sink.base_url)
+
+
+def test_an_sms_is_created_with_the_right_form_fields(sink: TwilioSink, provider: TwilioProvider) -> None:
+    """Given an SMS, when it is sent, then Twilio's API receives To, From and Body as form
+    fields under our account with our credentials, and the result carries the message SID."""
+    message = sms("+447700900123", "Café opens at 9 ✓")
+
+    result = provider.send(message)
+
+    (request,) = sink.wait_for(1)
+    assert (request.to, request.from_, request.body) == ("+447700900123", FROM_NUMBER, "Café opens at 9 ✓")
+    assert request.account_sid == ACCOUNT_SID
+    assert result.provider_message_id == request.sid
+    assert result.provider_message_id is not None and result.provider_message_id.startswith("SM")
+    assert result.delivered is False
+    assert result.details == {"status": "queued"}
+    assert sink.unauthorized == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error_code"),
+    [
+        (500, 20500, "twilio_20500"),
+        (503, 20503, "twilio_20503"),
+        (429, 20429, "twilio_20429"),
+        (400, 20429, "twilio_20429"),  # Twilio's rate-limit code wins over the status
+    ],
+)
+def test_server_errors_and_rate_limits_are_temporary(
+    sink: TwilioSink, provider: TwilioProvider, status: int, code: int, error_code: str
+) -> None:
+    """Given Twilio answering ``status`` with error ``code``, when an SMS is sent, then the
+    failure is temporary and names Twilio's code."""
+    sink.fail_next(status, code, "try again later")
+
+    with pytest.raises(TemporaryDeliveryError) as caught:
+        provider.send(sms())
+
+    assert caught.value.code == error_code
+    assert "try again later" in caught.value.message
+    assert sink.requests == []
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (21211, "The 'To' number +1555 is not a valid phone number."),
+        (21610, "Attempt to send to unsubscribed recipient"),
+        (21614, "'To' number is not a valid mobile number"),
+    ],
+)
+def test_request_errors_are_permanent(
+    sink: TwilioSink, provider: TwilioProvider, code: int, text: str
+) -> None:
+    """Given Twilio refusing the request with 400 and ``code``, when an SMS is sent, then the
+    failure is permanent, with Twilio's code and message."""
+    sink.fail_next(400, code, text)
+
+    with pytest.raises(PermanentDeliveryError) as caught:
+        provider.send(sms())
+
+    assert caught.value.code == f"twilio_{code}"
+    assert text in caught.value.message
+
+
+def test_a_failure_then_success_on_retry(sink: TwilioSink, provider: TwilioProvider) -> None:
+    """Given one 500, when the same SMS is sent twice, then the first attempt fails
+    temporarily and the second is created."""
+    message = sms()
+    sink.fail_next(500, 20500)
+
+    with pytest.raises(TemporaryDeliveryError):
+        provider.send(message)
+    provider.send(message)
+
+    assert len(sink.wait_for(1)) == 1
+
+
+def test_wrong_credentials_are_temporary(
+    sink: TwilioSink, make_provider: Callable[..., TwilioProvider]
+) -> None:
+    """Given a wrong auth token, when an SMS is sent, then Twilio answers 401/20003 and the
+    failure is temporary (the configuration is wrong, not the message)."""
+    provider = make_provider(sink.base_url, TWILIO_AUTH_TOKEN="wrong")
+
+    with pytest.raises(TemporaryDeliveryError) as caught:
+        provider.send(sms())
+
+    assert caught.value.code == "twilio_20003"
+    assert sink.unauthorized == 1
+
+
+def test_a_slow_api_times_out(sink: TwilioSink, make_provider: Callable[..., TwilioProvider]) -> None:
+    """Given an API that takes two seconds, when an SMS is sent with a 300 ms timeout, then it
+    fails temporarily as a timeout instead of holding the worker thread."""
+    provider = make_provider(sink.base_url, SMS_TIMEOUT="300")
+    sink.delay = 2.0
+
+    with pytest.raises(TemporaryDeliveryError) as caught:
+        provider.send(sms())
+
+    assert caught.value.code == "twilio_timeout"
+
+
+def test_connection_refused_is_temporary(make_provider: Callable[..., TwilioProvider]) -> None:
+    """Given nothing listening at the API base, when an SMS is sent, then it fails
+    temporarily as a connection failure."""
+    provider = make_provider(f"http://127.0.0.1:{closed_port()}")
+
+    with pytest.raises(TemporaryDeliveryError) as caught:
+        provider.send(sms())
+
+    assert caught.value.code == "twilio_connection"
+
+
+def test_a_body_over_the_limit_fails_permanently_without_a_request(
+    sink: TwilioSink, provider: TwilioProvider
+) -> None:
+    """Given a body longer than Twilio accepts, when sent, then it fails permanently and
+    Twilio is not called."""
+    with pytest.raises(PermanentDeliveryError) as caught:
+        provider.send(sms(body="x" * (SMS_BODY_MAX_CHARS + 1)))
+
+    assert caught.value.code == "sms_too_long"
+    assert sink.requests == [] and sink.unauthorized == 0
+
+
+def test_threads_send_concurrently(sink: TwilioSink, provider: TwilioProvider) -> None:
+    """Given eight worker threads, when each sends five SMS at once, then all forty are
+    created with distinct SIDs."""
+    sids: list[str | None] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        try:
+            for _ in range(5):
+                result = provider.send(sms())
+                with lock:
+                    sids.append(result.provider_message_id)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    assert len(sink.wait_for(40)) == 40
+    assert len(set(sids)) == 40
+
+
+@pytest.mark.parametrize("missing", ["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_PHONE_NUMBER"])
+def test_missing_credentials_are_a_configuration_error(missing: str) -> None:
+    """Given a Twilio setting left empty, when the provider is built, then ConfigError names it."""
+    env = {
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_PHONE_NUMBER": FROM_NUMBER,
+    }
+    env[missing] = ""
+
+    with pytest.raises(ConfigError, match=missing):
+        TwilioProvider(Settings.from_env(env))
+
+
+def test_twilio_edge_in_the_environment_does_not_redirect_requests(
+    sink: TwilioSink, provider: TwilioProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given TWILIO_EDGE/TWILIO_REGION in the process environment (which the SDK reads on its
+    own), when an SMS is sent, then it still goes to TWILIO_API_BASE."""
+    monkeypatch.setenv("TWILIO_EDGE", "sydney")
+    monkeypatch.setenv("TWILIO_REGION", "au1")
+
+    provider.send(sms())
+
+    assert len(sink.wait_for(1)) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "error_code"),
+    [
+        (
+            TwilioRestException(502, "/Messages.json", "Bad Gateway", 502, "POST"),
+            TemporaryDeliveryError,
+            "twilio_502",
+        ),
+        (
+            TwilioRestException(400, "/Messages.json", "invalid", 21211, "POST"),
+            PermanentDeliveryError,
+            "twilio_21211",
+        ),
+        (
+            TwilioRestException(404, "/Messages.json", "no account", 20404, "POST"),
+            PermanentDeliveryError,
+            "twilio_20404",
+        ),
+        (
+            TwilioServiceException(
+                "https://www.twilio.com/docs/errors/20429", "Too Many Requests", 429, 20429
+            ),
+            TemporaryDeliveryError,
+            "twilio_20429",
+        ),
+        (
+            TwilioServiceException("https://www.twilio.com/docs/errors/21211", "Invalid 'To'", 400, 21211),
+            PermanentDeliveryError,
+            "twilio_21211",
+        ),
+        (requests.ConnectTimeout("connect timed out"), TemporaryDeliveryError, "twilio_connection"),
+        (requests.ReadTimeout("read timed out"), TemporaryDeliveryError, "twilio_timeout"),
+        (requests.ConnectionError("reset"), TemporaryDeliveryError, "twilio_connection"),
+        (ValueError("Expecting value: line 1 column 1"), TemporaryDeliveryError, "twilio_error"),
+    ],
+)
+def test_classify_maps_sdk_errors(error: BaseException, kind: type[DeliveryError], error_code: str) -> None:
+    """Given an SDK or transport failure, including the newer RFC 9457 error shape the SDK
+    raises as a separate exception class, then it maps to the right delivery error."""
+    mapped = classify(error)
+
+    assert type(mapped) is kind
+    assert mapped.code == error_code
