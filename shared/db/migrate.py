@@ -20,7 +20,9 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
+def upgrade(database_url: str, revision: str = "heads") -> None:
+    """Apply every pending revision. ``heads``: features may add independent branches of
+    revisions (each from the revision it needs), and all of them are applied."""
     command.upgrade(alembic_config(database_url), revision)
 
 
