@@ -115,10 +115,28 @@ def _send(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from producer import notification_service
+    if args.message_id:
+        from producer import notification_service
 
-    print(json.dumps(notification_service.get_status(args.message_id), indent=2))
+        print(json.dumps(notification_service.get_status(args.message_id), indent=2))
+        return 0
+    from shared.fleet_status import as_dicts, fleet_status, render
+
+    statuses = fleet_status(get_settings())
+    if args.json:
+        print(json.dumps(as_dicts(statuses), indent=2))
+    else:
+        render(statuses)
     return 0
+
+
+def _health(_args: argparse.Namespace) -> int:
+    """Exit 0 when the database, the broker and Redis answer (a probe for workers)."""
+    from shared.health import readiness
+
+    checks = readiness(get_settings())
+    print(json.dumps(checks))
+    return 0 if all(v == "ok" for v in checks.values()) else 1
 
 
 def _dlq(args: argparse.Namespace) -> int:
@@ -171,9 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--idempotency-key", dest="idempotency_key")
     p.set_defaults(func=_send)
 
-    p = sub.add_parser("status", help="show a message's delivery status")
-    p.add_argument("message_id")
+    p = sub.add_parser("status", help="queue depths, consumers and recent outcomes; or one message's status")
+    p.add_argument("message_id", nargs="?")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_status)
+
+    p = sub.add_parser("health", help="check the database, broker and Redis (exit 1 if any is down)")
+    p.set_defaults(func=_health)
 
     p = sub.add_parser("dlq", help="dead-lettered messages")
     p.add_argument("action", choices=["list", "replay"])
@@ -184,7 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from shared.logging import configure_logging
+
     args = build_parser().parse_args(argv)
+    # Logs go to stderr as JSON, so a command's own output on stdout stays parseable.
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
     try:
         code: int = args.func(args)
     except KaiError as exc:

@@ -52,6 +52,14 @@ WEBHOOK_SECRET = "whsec_" + __import__("base64").b64encode(secrets.token_bytes(3
 ALL_QUEUES = [q for c in Channel for q in (c.queue_name, f"{c.queue_name}.DQ", f"{c.queue_name}.XQ")]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _json_logs_on_stderr() -> None:
+    """Logs as in production (JSON on stderr), keeping stdout for what commands print."""
+    from shared.logging import configure_logging
+
+    configure_logging("WARNING")
+
+
 def _require(name: str, host: str, port: int) -> None:
     try:
         socket.create_connection((host, port), timeout=2).close()
