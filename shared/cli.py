@@ -84,6 +84,7 @@ def _worker(args: argparse.Namespace) -> int:
         return 2
     channels = [Channel.parse(name) for name in args.channels]
     queues = [c.queue_name for c in channels]
+    _prepare_worker_metrics(queues, args.metrics_port)
     argv = [
         "dramatiq",
         "workers.fleet",
@@ -99,6 +100,23 @@ def _worker(args: argparse.Namespace) -> int:
     sys.argv = argv
     code: int = dramatiq_main()  # type: ignore[no-untyped-call]
     return code
+
+
+def _prepare_worker_metrics(queues: list[str], port: int) -> None:
+    """Before any worker process starts: one multiprocess metrics directory per pool (two pools
+    on a host must not share or clear each other's), and the port its exposition server
+    listens on (Dramatiq's Prometheus middleware serves the merged view from the main process)."""
+    import tempfile
+
+    directory = os.path.join(tempfile.gettempdir(), f"kai-metrics-{'-'.join(queues)}-{port}")
+    os.makedirs(directory, exist_ok=True)
+    for stale in os.listdir(directory):  # a previous run's processes are gone
+        os.unlink(os.path.join(directory, stale))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    # Dramatiq reads these lower-case names.
+    os.environ["dramatiq_prom_db"] = directory  # noqa: SIM112
+    os.environ["dramatiq_prom_port"] = str(port)  # noqa: SIM112
+    os.environ.setdefault("dramatiq_prom_host", os.environ.get("METRICS_HOST", "0.0.0.0"))
 
 
 def _send(args: argparse.Namespace) -> int:
@@ -171,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("channels", nargs="+", help="email, sms, webhook, in_app")
     p.add_argument("--processes", "-p", type=int, default=os.cpu_count() or 1)
     p.add_argument("--threads", "-t", type=int, default=8)
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("METRICS_PORT", "9191")),
+        help="Prometheus port",
+    )
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("send", help="enqueue one message")

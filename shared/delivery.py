@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import enum
 import random
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from shared import tracking
+from shared import metrics, tracking
 from shared.channels import Channel
 from shared.config import RetryPolicy, Settings
 from shared.db.models import utcnow
@@ -75,16 +76,26 @@ class Pipeline:
         claim = self.claim(message_id)
         if not isinstance(claim, tracking.Claimed):
             return self.not_claimed(message_id, claim)
+        started = time.perf_counter()
         try:
             result = self.provider.send(claim)
         except DeliveryError as exc:
+            self.observe_provider(
+                started, "permanent" if isinstance(exc, PermanentDeliveryError) else "temporary"
+            )
             return self.record_failure(claim, exc)
         except Exception as exc:  # a bug or an unexpected library error: retry, then dead-letter
+            self.observe_provider(started, "error")
             log.exception("delivery.unexpected_error", message_id=message_id, channel=self.channel.value)
             first_line = (str(exc).splitlines() or [""])[0]
             error = TemporaryDeliveryError(f"{type(exc).__name__}: {first_line}", code="internal_error")
             return self.record_failure(claim, error)
+        self.observe_provider(started, "success")
         return self.record_success(claim, result)
+
+    def observe_provider(self, started: float, outcome: str) -> None:
+        elapsed = time.perf_counter() - started
+        metrics.PROVIDER_LATENCY.labels(self.channel.value, outcome).observe(elapsed)
 
     def claim(self, message_id: str) -> tracking.ClaimResult:
         with session_scope(self.settings.database_url) as session:

@@ -18,6 +18,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared import metrics
 from shared.channels import Channel, Status
 from shared.db.models import NotificationLog, utcnow
 
@@ -77,6 +78,7 @@ def create(session: Session, message: NewMessage) -> tuple[str, bool]:
     if message.idempotency_key is None:
         session.add(row)
         session.flush()
+        metrics.ENQUEUED.labels(message.channel.value).inc()
         return row.id, True
     try:
         with session.begin_nested():
@@ -90,6 +92,7 @@ def create(session: Session, message: NewMessage) -> tuple[str, bool]:
         if winner is None:
             raise
         return winner, False
+    metrics.ENQUEUED.labels(message.channel.value).inc()
     return row.id, True
 
 
@@ -164,6 +167,7 @@ def claim(session: Session, message_id: str, lease: timedelta) -> ClaimResult:
         )
     ).one_or_none()
     if row is not None:
+        metrics.ATTEMPTS.labels(row.channel).inc()
         return Claimed(
             id=row.id,
             channel=Channel(row.channel),
@@ -189,7 +193,7 @@ def _finish(session: Session, message_id: str, attempt: int, values: dict[str, A
     """Apply a result, but only for the attempt that holds the claim (a late, superseded
     attempt must not overwrite a newer outcome)."""
     now = utcnow()
-    result = session.execute(
+    row = session.execute(
         update(NotificationLog)
         .where(
             NotificationLog.id == message_id,
@@ -197,8 +201,20 @@ def _finish(session: Session, message_id: str, attempt: int, values: dict[str, A
             NotificationLog.attempts == attempt,
         )
         .values(updated_at=now, locked_until=None, **values)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+        .returning(NotificationLog.channel, NotificationLog.created_at)
+    ).one_or_none()
+    if row is None:
+        return False
+    status = Status(values["status"])
+    reason = values.get("error_code") or "ok"
+    if status.is_terminal:
+        metrics.COMPLETED.labels(row.channel, status.value, reason).inc()
+        metrics.DELIVERY_LATENCY.labels(row.channel, status.value).observe(
+            (now - row.created_at).total_seconds()
+        )
+    else:
+        metrics.RETRIES.labels(row.channel, reason).inc()
+    return True
 
 
 def mark_sent(

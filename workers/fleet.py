@@ -4,6 +4,8 @@ the scheduler. ``kai-messaging worker email`` runs the Dramatiq CLI on this modu
 
 from __future__ import annotations
 
+import os
+
 from shared.broker import get_broker
 from shared.config import get_settings
 from shared.logging import configure_logging
@@ -14,4 +16,10 @@ settings = get_settings()
 configure_logging(settings.log_level)
 broker = get_broker(settings)
 broker.add_middleware(SchedulerMiddleware(settings))
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Per-actor in-progress, retry and dead-letter counts, and the exposition server that
+    # merges every process's metrics (ours included) on the pool's metrics port.
+    from dramatiq.middleware.prometheus import Prometheus
+
+    broker.add_middleware(Prometheus())
 pipelines = declare_all(broker, settings)

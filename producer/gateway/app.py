@@ -7,10 +7,11 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
-from producer.gateway import health, messages
+from producer.gateway import health, messages, metrics
 from producer.gateway.errors import HANDLERS
 from producer.service import NotificationService
 from shared.config import Settings
+from shared.metrics import QueueDepthCollector
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -19,9 +20,10 @@ def create_app(settings: Settings) -> Starlette:
         yield
 
     app = Starlette(
-        routes=[*health.routes, *messages.routes],
+        routes=[*health.routes, *metrics.routes, *messages.routes],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
     app.state.service = NotificationService(settings)
+    app.state.queue_depths = QueueDepthCollector(settings)
     return app
