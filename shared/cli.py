@@ -38,6 +38,11 @@ def _gateway(args: argparse.Namespace) -> int:
     import uvicorn
 
     startup_settings(get_settings())  # fail fast on missing secrets before forking workers
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        import tempfile
+
+        # Each uvicorn worker is its own process: merge their metrics on every /metrics call.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kai-metrics-gateway-")
     uvicorn.run(
         "producer.gateway.asgi:build",
         factory=True,
