@@ -29,7 +29,7 @@ DEFAULT_PORT = 8000
 def _migrate(_args: argparse.Namespace) -> int:
     from shared.db.migrate import upgrade
 
-    upgrade(get_settings().database_url)
+    upgrade(get_settings().owner_database_url)
     print("database is at the latest revision", file=sys.stderr)
     return 0
 
@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = startup_settings(get_settings())
     set_settings(settings)
     configure_logging(settings.log_level)
-    upgrade(settings.database_url)
+    upgrade(settings.owner_database_url)
     workers = EmbeddedWorkers(settings)
     workers.start()
     try:

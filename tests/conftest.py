@@ -2,6 +2,10 @@
 
 Each test run gets its own PostgreSQL database (migrated with Alembic) and its own RabbitMQ
 virtual host, both removed at the end, so runs never see each other's data or messages.
+As in production, the tables belong to the migrating role (``database_url``, the owner) and
+the application connects as another role (``app_database_url``: not the owner, not a
+superuser, NOBYPASSRLS), so PostgreSQL row-level security applies to everything the code
+under test does.
 Between tests every table is emptied and every queue purged. If a service is down the run
 fails at once with the command that starts it: a skipped integration test proves nothing.
 """
@@ -36,6 +40,8 @@ PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.
 AMQP_HOST = os.environ.get("TEST_AMQP_HOST", "127.0.0.1")
 AMQP_PORT = int(os.environ.get("TEST_AMQP_PORT", "5672"))
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+#: The application's database role in tests (shared by runs; each run grants it its own database).
+APP_ROLE = os.environ.get("TEST_PG_APP_ROLE", "kai_app_test")
 
 HOW_TO_START = {
     "PostgreSQL": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
@@ -74,10 +80,38 @@ def database_url(run_id: str) -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
     upgrade(url)
+    _grant_app_role(url.replace("postgresql+psycopg://", "postgresql://"), name)
     yield url
     dispose_all()
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _grant_app_role(owner_url: str, database: str) -> None:
+    """Create the application role if missing (idempotent, concurrent runs race here) and
+    give it data access to this run's database, but no ownership."""
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        conn.execute(
+            f"""
+            DO $$ BEGIN
+              IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+                CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+              END IF;
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+            END $$
+            """
+        )
+        conn.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {APP_ROLE}')
+        conn.execute(f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}")
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_ROLE}")
+        conn.execute(f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {APP_ROLE}")
+
+
+@pytest.fixture(scope="session")
+def app_database_url(database_url: str) -> str:
+    """The same database as the application sees it: through the non-owner application role."""
+    scheme, rest = database_url.split("://", 1)
+    return f"{scheme}://{APP_ROLE}@{rest.split('@', 1)[1]}"
 
 
 @pytest.fixture(scope="session")
@@ -106,12 +140,17 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def base_env(
-    database_url: str, broker_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    database_url: str,
+    app_database_url: str,
+    broker_url: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, str]:
     """The environment of a production-shaped deployment on the local services, with retry
     delays shortened so retry paths finish in test time."""
     return {
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": app_database_url,
+        "MIGRATION_DATABASE_URL": database_url,
         "BROKER_URL": broker_url,
         "REDIS_URL": redis_url,
         "API_KEYS": f"{SERVER_KEY},{ROTATED_KEY}",
