@@ -2,7 +2,7 @@
 
 kai-messaging run                      gateway + every channel worker in one process (dev)
 kai-messaging gateway [--port 8000]    the HTTP gateway (enqueue only)
-kai-messaging worker email [sms …] [--processes N] [--threads M]
+kai-messaging worker email [sms …|events] [--processes N] [--threads M]
 kai-messaging migrate                  apply database migrations
 kai-messaging send email --to … --subject … --text …
 kai-messaging status ID                a message's delivery status
@@ -82,8 +82,11 @@ def _worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    channels = [Channel.parse(name) for name in args.channels]
-    queues = [c.queue_name for c in channels]
+    from shared.events.queue import EVENTS_QUEUE
+
+    queues = [
+        EVENTS_QUEUE if name == EVENTS_QUEUE else Channel.parse(name).queue_name for name in args.channels
+    ]
     argv = [
         "dramatiq",
         "workers.fleet",
@@ -150,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     p = sub.add_parser("worker", help="run channel worker pools")
-    p.add_argument("channels", nargs="+", help="email, sms, webhook, in_app")
+    p.add_argument("channels", nargs="+", help="email, sms, webhook, in_app, events")
     p.add_argument("--processes", "-p", type=int, default=os.cpu_count() or 1)
     p.add_argument("--threads", "-t", type=int, default=8)
     p.set_defaults(func=_worker)

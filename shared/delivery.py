@@ -1,8 +1,8 @@
 """The delivery pipeline every channel runs, as named stages with typed outcomes:
 
-    claim → provider.send → record_success
-                          ↘ record_failure → retry (broker delay | parked for the scheduler)
-                                           ↘ failed (+ dead-letter queue when retries ran out)
+    claim → preferences → render → provider.send → record_success
+              ↘ skipped      ↘ failed         ↘ record_failure → retry (broker delay | parked)
+              ↘ deferred (quiet hours: parked)                  ↘ failed (+ dead-letter queue)
 
 It is broker-agnostic: the actor gives it a message id and a provider, and acts on the
 :class:`Outcome` (acknowledge, retry after a delay, or dead-letter). Every decision is first
@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import enum
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from shared import tracking
+from shared import preferences, tracking
 from shared.channels import Channel
 from shared.config import RetryPolicy, Settings
 from shared.db.models import utcnow
+from shared.db.rls import user_scope
 from shared.db.session import session_scope
-from shared.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from shared.errors import DeliveryError, PermanentDeliveryError, RenderError, TemporaryDeliveryError
 from shared.logging import get_logger
 from shared.providers.base import Provider, SendResult
+from shared.templates import messages as template_messages
 
 log = get_logger(__name__)
 
@@ -76,6 +78,13 @@ class Pipeline:
         if not isinstance(claim, tracking.Claimed):
             return self.not_claimed(message_id, claim)
         try:
+            stopped = self.check_preferences(claim)
+            if stopped is not None:
+                return stopped
+            claim = self.render(claim)
+        except RenderError as exc:
+            return self.record_failure(claim, PermanentDeliveryError(str(exc), code="template_render_error"))
+        try:
             result = self.provider.send(claim)
         except DeliveryError as exc:
             return self.record_failure(claim, exc)
@@ -89,6 +98,40 @@ class Pipeline:
     def claim(self, message_id: str) -> tracking.ClaimResult:
         with session_scope(self.settings.database_url) as session:
             return tracking.claim(session, message_id, self.lease)
+
+    def check_preferences(self, claim: tracking.Claimed) -> Outcome | None:
+        """The user's preferences as they are now: None to go on, or the outcome of a
+        message skipped (opted out) or deferred (quiet hours)."""
+        if not claim.user_id:
+            return None
+        critical = bool(claim.payload.get("critical"))
+        with user_scope(self.settings.database_url, claim.user_id) as session:
+            decision = preferences.decide(
+                preferences.load(session, claim.user_id), self.channel, claim.event_type, critical=critical
+            )
+            if isinstance(decision, preferences.Suppress):
+                tracking.mark_skipped(
+                    session, claim.id, claim.attempt, reason=decision.reason, code=decision.code
+                )
+            elif isinstance(decision, preferences.Defer):
+                tracking.defer(session, claim.id, claim.attempt, until=decision.until, reason=decision.reason)
+        if isinstance(decision, preferences.Suppress):
+            log.info("delivery.skipped", message_id=claim.id, channel=self.channel.value, code=decision.code)
+            return Outcome(Action.ACK, reason=decision.code)
+        if isinstance(decision, preferences.Defer):
+            log.info("delivery.deferred", message_id=claim.id, until=decision.until.isoformat())
+            return Outcome(Action.ACK, reason="deferred by quiet hours")
+        return None
+
+    def render(self, claim: tracking.Claimed) -> tracking.Claimed:
+        """A templated message's provider payload, rendered from its pinned version."""
+        if not template_messages.is_templated(claim.payload):
+            return claim
+        with session_scope(self.settings.database_url) as session:
+            payload = template_messages.render_payload(
+                session, self.channel, claim.payload, strict=self.settings.template_strict
+            )
+        return replace(claim, payload=payload)
 
     def not_claimed(self, message_id: str, claim: tracking.ClaimResult) -> Outcome:
         if isinstance(claim, tracking.AlreadyFinal):

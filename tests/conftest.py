@@ -34,6 +34,7 @@ from shared.config import Settings, set_settings
 from shared.db.migrate import upgrade
 from shared.db.models import Base
 from shared.db.session import dispose_all, get_engine
+from shared.templates.store import forget_cache as forget_templates
 from tests.waiting import wait_until
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -55,7 +56,9 @@ USER_TOKEN_SECRET = secrets.token_urlsafe(32)
 WEBHOOK_SECRET = "whsec_" + __import__("base64").b64encode(secrets.token_bytes(32)).decode()
 
 #: Every queue the fleet uses, with its delay and dead-letter queues.
-ALL_QUEUES = [q for c in Channel for q in (c.queue_name, f"{c.queue_name}.DQ", f"{c.queue_name}.XQ")]
+ALL_QUEUES = [
+    q for name in [*(c.queue_name for c in Channel), "events"] for q in (name, f"{name}.DQ", f"{name}.XQ")
+]
 
 
 def _require(name: str, host: str, port: int) -> None:
@@ -247,6 +250,7 @@ def _clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
         with engine.begin() as conn:
             names = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
             conn.execute(text(f"TRUNCATE {names} CASCADE"))
+        forget_templates()
     if "broker_url" in request.fixturenames:
         Queues(request.getfixturevalue("broker_url")).purge_all()
     yield
@@ -257,7 +261,9 @@ class Fleet:
     """The channel actors running in this process on the real RabbitMQ broker: the same
     actors ``kai-messaging worker`` runs, consuming the test virtual host's queues."""
 
-    def __init__(self, settings: Settings, channels: list[Channel], threads: int) -> None:
+    def __init__(
+        self, settings: Settings, channels: list[Channel], threads: int, events: bool = False
+    ) -> None:
         import dramatiq
 
         from workers.actors import declare_all
@@ -268,9 +274,10 @@ class Fleet:
         self.broker = get_broker(settings)
         self.broker.add_middleware(SchedulerMiddleware(settings))
         self.pipelines = declare_all(self.broker, settings)
+        names = [c.queue_name for c in channels] + (["events"] if events else [])
         self.worker = dramatiq.Worker(
             self.broker,
-            queues={q for c in channels for q in (c.queue_name, f"{c.queue_name}.DQ")},
+            queues={q for name in names for q in (name, f"{name}.DQ")},
             worker_threads=threads,
             worker_timeout=100,
         )
@@ -290,9 +297,12 @@ class Fleet:
 def fleet(request: pytest.FixtureRequest) -> Iterator[Callable[..., Fleet]]:
     started: list[Fleet] = []
 
-    def start(settings: Settings, channels: list[Channel] | None = None, threads: int = 4) -> Fleet:
+    def start(
+        settings: Settings, channels: list[Channel] | None = None, threads: int = 4, events: bool = False
+    ) -> Fleet:
+        """Run the actors of ``channels`` (all by default), and of events with ``events=True``."""
         set_settings(settings)
-        f = Fleet(settings, channels or list(Channel), threads).start()
+        f = Fleet(settings, channels or list(Channel), threads, events).start()
         started.append(f)
         return f
 

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
-from producer.gateway import health, messages
+from producer.gateway import events, health, messages, preferences, rules, templates
 from producer.gateway.errors import HANDLERS
 from producer.service import NotificationService
 from shared.config import Settings
@@ -19,7 +19,14 @@ def create_app(settings: Settings) -> Starlette:
         yield
 
     app = Starlette(
-        routes=[*health.routes, *messages.routes],
+        routes=[
+            *health.routes,
+            *messages.routes,
+            *templates.routes,
+            *preferences.routes,
+            *rules.routes,
+            *events.routes,
+        ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
