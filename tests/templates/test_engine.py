@@ -36,7 +36,7 @@ REFUSED = [
     ("{{#items}}x{{/items}}", "unknown block helper"),
     ("{{^x}}y{{/x}}", "inverted sections"),
     ("{{{{raw}}}}x{{{{/raw}}}}", "raw blocks"),
-    ("{{default name \"a'b\"}}", "string literals"),
+    ('{{default name "a\'b"}}', "string literals"),
     ('{{default name "a\\"b"}}', "cannot read"),
     ("{{name}", "unclosed"),
     ("{{ }}", "empty"),
@@ -67,14 +67,14 @@ def test_a_refusal_names_the_part_and_line() -> None:
 def test_html_parts_escape_and_text_parts_do_not() -> None:
     """``{{x}}`` is HTML-escaped only in HTML parts; ``{{{x}}}`` and ``{{&x}}`` never are."""
     out = rendered(
-        email(subject="{{name}} & co", text="{{name}} {{{name}}}", html="<b>{{name}}</b> {{{name}}} {{&name}}"),
+        email(
+            subject="{{name}} & co", text="{{name}} {{{name}}}", html="<b>{{name}}</b> {{{name}}} {{&name}}"
+        ),
         {"name": "<Tom & 'Jerry'>"},
     )
     assert out["subject"] == "<Tom & 'Jerry'> & co"
     assert out["text"] == "<Tom & 'Jerry'> <Tom & 'Jerry'>"
-    assert out["html"] == (
-        "<b>&lt;Tom &amp; &#x27;Jerry&#x27;&gt;</b> <Tom & 'Jerry'> <Tom & 'Jerry'>"
-    )
+    assert out["html"] == ("<b>&lt;Tom &amp; &#x27;Jerry&#x27;&gt;</b> <Tom & 'Jerry'> <Tom & 'Jerry'>")
 
 
 def test_blocks_and_helpers() -> None:
