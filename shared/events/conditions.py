@@ -31,6 +31,7 @@ MAX_CONDITIONS = 20
 
 _FIELD_RE = re.compile(r"^(?:data(?:\.[A-Za-z0-9_-]+)+|userId|eventType)$")
 _TEXT_RE = re.compile(r"^\s*(\S+)\s*(==|!=|>=|<=|>|<|in|contains|exists|not_exists)\s*(.*?)\s*$")
+_BAREWORD_RE = re.compile(r"^(?:'[^']*'|[A-Za-z0-9_.@:+-]+)$")
 _MISSING = object()
 
 
@@ -47,7 +48,9 @@ def parse(raw: Any) -> dict[str, Any]:
             try:
                 value = json.loads(literal)
             except ValueError:
-                value = literal.strip("'\"")
+                if not _BAREWORD_RE.match(literal):
+                    raise ValueError(f"cannot read the value {literal!r} of condition {raw!r}") from None
+                value = literal.strip("'")
             raw = {"field": field, "op": op, "value": value}
     if not isinstance(raw, dict):
         raise ValueError("a condition is an object {field, op, value} or a string 'data.x > 1'")
