@@ -379,3 +379,43 @@ def test_a_user_without_a_phone_number_gets_a_skipped_sms(
 
     (sms,) = event_messages(flow_settings, event_id, 1)
     assert (sms.status, sms.error_code) == ("skipped", "no_recipient")
+
+
+@pytest.mark.usefixtures("payment_failed")
+def test_a_queued_message_renders_the_version_it_was_enqueued_with(
+    flow_settings: Settings, fleet: Callable[..., Fleet], smtp: SmtpSink
+) -> None:
+    """Given an email queued with template version 1, when the template is edited before a
+    worker sends it, then the email still renders version 1; new sends use version 2."""
+    service = NotificationService(flow_settings)
+    first = service.send_email(to="ann@example.com", template="payment-failed", data=EVENT_DATA)
+    save_template(
+        flow_settings,
+        key="payment-failed",
+        channel="email",
+        subject="Edited: {{plan}}",
+        text="Edited",
+        sampleData={"plan": "Pro"},
+    )
+    second = service.send_email(to="ann@example.com", template="payment-failed", data=EVENT_DATA)
+    fleet(flow_settings, [Channel.EMAIL])
+
+    final_status(service, first)
+    final_status(service, second)
+
+    subjects = sorted(m["Subject"] for m in smtp.wait_for(2))
+    assert subjects == ["Edited: Pro", "Payment of €49.50 failed"]
+
+
+def test_an_in_app_notification_can_be_sent_from_a_template(
+    flow_settings: Settings, fleet: Callable[..., Fleet], payment_failed: None
+) -> None:
+    fleet(flow_settings, [Channel.IN_APP])
+    service = NotificationService(flow_settings)
+
+    message_id = service.send_in_app_notification(user_id=USER, template="payment-failed", data=EVENT_DATA)
+
+    assert final_status(service, message_id)["status"] == "delivered"
+    with user_scope(flow_settings.database_url, USER) as session:
+        inbox = session.scalars(select(Notification)).one()
+    assert (inbox.title, inbox.action_url) == ("Payment failed", "/billing/inv-7")

@@ -130,3 +130,36 @@ def test_partials_render_in_the_mode_of_the_part_using_them() -> None:
 def test_data_must_be_plain_json() -> None:
     with pytest.raises(RenderError, match="not JSON"):
         rendered(email(text="{{name}}"), {"name": object()})
+
+
+def test_a_webhook_payload_renders_its_strings_and_keeps_its_shape() -> None:
+    source = TemplateSource(
+        "hook",
+        "webhook",
+        "en",
+        1,
+        {},
+        payload={
+            "event": "{{type}}",
+            "amount": 5,
+            "tags": ["{{name}}", True],
+            "nested": {"html": "<{{name}}>"},
+        },
+    )
+
+    out = render(
+        compile_source(source, known_partials=set()), {"type": "t", "name": "<b>"}, strict=True, partials={}
+    )
+
+    assert out["payload"] == {"event": "t", "amount": 5, "tags": ["<b>", True], "nested": {"html": "<<b>>"}}
+
+
+def test_a_template_is_compiled_once_per_version() -> None:
+    from shared.templates import engine
+
+    source = TemplateSource("cached", "sms", "en", 7, {"sms": "{{x}}"})
+    engine.forget_cache()
+
+    first, second = engine.cached(source), engine.cached(source)
+
+    assert first is second
