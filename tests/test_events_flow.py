@@ -419,3 +419,18 @@ def test_an_in_app_notification_can_be_sent_from_a_template(
     with user_scope(flow_settings.database_url, USER) as session:
         inbox = session.scalars(select(Notification)).one()
     assert (inbox.title, inbox.action_url) == ("Payment failed", "/billing/inv-7")
+
+
+@pytest.mark.usefixtures("payment_failed")
+def test_a_malformed_address_in_the_event_data_is_skipped_with_the_reason(
+    flow_settings: Settings, events: EventNotificationService
+) -> None:
+    add_rule(flow_settings, eventType="subscription.payment_failed", channels=["email", "sms"])
+
+    event_id = events.process_event(
+        "subscription.payment_failed", user_id=USER, data={**EVENT_DATA, "email": "nope", "phone": "12"}
+    )
+
+    messages = by_channel(event_messages(flow_settings, event_id, 2))
+    assert {(m.status, m.error_code) for m in messages.values()} == {("skipped", "invalid_recipient")}
+    assert "invalid email address" in (messages["email"].last_error or "")

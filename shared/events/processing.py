@@ -23,6 +23,7 @@ from shared.db.models import EventLog, NotificationLog, NotificationRule, UserCo
 from shared.errors import NotFound
 from shared.events import conditions, contacts, rules
 from shared.logging import get_logger
+from shared.messages import normalize_email, normalize_phone
 from shared.templates import messages as template_messages
 from shared.templates import store as template_store
 from shared.webhook_fanout import fan_out
@@ -61,11 +62,17 @@ def template_data(event: EventLog) -> dict[str, Any]:
 
 
 def _recipient(channel: Channel, event: EventLog, contact: UserContact | None) -> str | None:
+    """The address to send to, or None. Addresses from the event's data are validated here
+    (contacts were validated when stored); ValueError names a malformed one."""
     data = event.data or {}
     if channel is Channel.EMAIL:
-        return str(data.get("email") or (contact.email if contact else None) or "") or None
+        if data.get("email"):
+            return normalize_email(str(data["email"]))
+        return contact.email if contact else None
     if channel is Channel.SMS:
-        return str(data.get("phone") or (contact.phone if contact else None) or "") or None
+        if data.get("phone"):
+            return normalize_phone(str(data["phone"]))
+        return contact.phone if contact else None
     return event.user_id
 
 
@@ -93,9 +100,13 @@ def _message(
     contact: UserContact | None,
 ) -> tuple[str, bool, bool]:
     """Create the rule's message on ``channel``: ``(id, created, publish_now)``."""
-    recipient = _recipient(channel, event, contact)
-    locale = (event.data or {}).get("locale") or (contact.locale if contact else None)
     problem: tuple[Status, str, str] | None = None
+    try:
+        recipient = _recipient(channel, event, contact)
+    except ValueError as exc:
+        recipient, problem = None, (Status.SKIPPED, str(exc), "invalid_recipient")
+    given_locale = (event.data or {}).get("locale")
+    locale = str(given_locale) if given_locale else (contact.locale if contact else None)
     ref: dict[str, Any] | None = None
     try:
         found_locale, version = template_store.resolve(
@@ -105,8 +116,8 @@ def _message(
             rule.template_key or "", found_locale, version, template_data(event)
         )
     except NotFound as exc:
-        problem = (Status.FAILED, str(exc), "template_not_found")
-    if recipient is None:
+        problem = problem or (Status.FAILED, str(exc), "template_not_found")
+    if recipient is None and problem is None:
         what = {Channel.EMAIL: "email address", Channel.SMS: "phone number"}.get(channel, "user")
         problem = (Status.SKIPPED, f"no {what} for user {event.user_id!r}", "no_recipient")
     payload: dict[str, Any] = {"template": ref, "critical": rule.critical}
