@@ -23,7 +23,7 @@ from shared.events import contacts, rules
 from shared.events.queue import publish_event
 from shared.preferences import PreferencesUpdate, apply
 from shared.templates import store
-from tests.conftest import Fleet, final_status
+from tests.conftest import Fleet, final_status, settings_with
 from tests.sinks.smtp_sink import SmtpSink
 from tests.sinks.twilio_sink import TwilioSink
 from tests.waiting import wait_until
@@ -434,3 +434,28 @@ def test_a_malformed_address_in_the_event_data_is_skipped_with_the_reason(
     messages = by_channel(event_messages(flow_settings, event_id, 2))
     assert {(m.status, m.error_code) for m in messages.values()} == {("skipped", "invalid_recipient")}
     assert "invalid email address" in (messages["email"].last_error or "")
+
+
+@pytest.mark.usefixtures("payment_failed")
+def test_an_event_the_broker_lost_is_published_again(
+    flow_settings: Settings, fleet: Callable[..., Fleet]
+) -> None:
+    """Given an accepted event whose publish never happened (a crash between the row insert
+    and the publish), when it is still queued after RESCUE_AFTER, then an events worker
+    publishes it again and it is processed."""
+    add_rule(flow_settings, eventType="subscription.payment_failed", channels=["in_app"])
+    with session_scope(flow_settings.database_url) as session:
+        session.add(
+            EventLog(
+                id="lost-event",
+                event_type="subscription.payment_failed",
+                user_id=USER,
+                data=EVENT_DATA,
+                status="queued",
+                created_at=utcnow() - timedelta(minutes=5),
+            )
+        )
+    fleet(settings_with(flow_settings, rescue_after_ms=1000), [Channel.IN_APP], events=True)
+
+    (message,) = event_messages(flow_settings, "lost-event", 1)
+    assert final_status(NotificationService(flow_settings), message.id)["status"] == "delivered"

@@ -94,4 +94,5 @@ def declare_all(broker: dramatiq.Broker, settings: Settings) -> dict[Channel, La
         from workers import events
 
         events.declare_actor(broker, settings)
+        broker.add_middleware(events.EventRescueMiddleware(settings))
     return pipelines

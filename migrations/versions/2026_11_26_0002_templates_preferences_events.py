@@ -1,5 +1,7 @@
-"""Templates, preferences and events: the ``user_contacts`` table, and row-level security on
-the per-user tables (``user_notification_preferences``, ``notifications``) on PostgreSQL.
+"""Templates, preferences and events: the ``user_contacts`` table, ``event_logs.rescued_at``
+(events the broker lost are published again, at most once per RESCUE_AFTER), and row-level
+security on the per-user tables (``user_notification_preferences``, ``notifications``) on
+PostgreSQL.
 
 The policies let a transaction see a row only when it acts for the row's user
 (``app.user_id``) or explicitly as the system (``app.system = 'on'``, workers acting across
@@ -43,6 +45,15 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("user_id", name=op.f("pk_user_contacts")),
     )
+    with op.batch_alter_table("event_logs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("rescued_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.create_index(
+            "ix_event_logs_queued_created_at",
+            ["created_at"],
+            unique=False,
+            postgresql_where=sa.text("status = 'queued'"),
+            sqlite_where=sa.text("status = 'queued'"),
+        )
     if op.get_bind().dialect.name != "postgresql":
         return
     for table in USER_TABLES:
@@ -60,4 +71,7 @@ def downgrade() -> None:
             op.execute(f"DROP POLICY IF EXISTS {table}_per_user ON {table}")
             op.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
             op.execute(f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
+    with op.batch_alter_table("event_logs", schema=None) as batch_op:
+        batch_op.drop_index("ix_event_logs_queued_created_at")
+        batch_op.drop_column("rescued_at")
     op.drop_table("user_contacts")

@@ -290,8 +290,18 @@ class EventLog(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column()
+    #: When a queued event presumed lost by the broker was last published again.
+    rescued_at: Mapped[datetime | None] = mapped_column()
 
-    __table_args__ = (Index("ix_event_logs_event_type_created_at", "event_type", "created_at"),)
+    __table_args__ = (
+        Index("ix_event_logs_event_type_created_at", "event_type", "created_at"),
+        Index(
+            "ix_event_logs_queued_created_at",
+            "created_at",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
+    )
 
 
 class UserContact(Base):

@@ -198,3 +198,27 @@ def process(session: Session, settings: Settings, event_id: str) -> Result:
     if matched == 0:
         log.info("event.no_matching_rules", event_id=event.id, event_type=event.event_type)
     return Result(event_id, publish)
+
+
+def take_lost(session: Session, *, stale_after: timedelta, limit: int) -> list[str]:
+    """Events still queued ``stale_after`` after they were accepted (or last rescued): the
+    broker evidently lost them (a crash between the row insert and the publish). Marks them
+    rescued now, so each is published again at most once per ``stale_after``."""
+    now = utcnow()
+    stale = now - stale_after
+    ids = list(
+        session.scalars(
+            select(EventLog.id)
+            .where(
+                EventLog.status == QUEUED,
+                EventLog.created_at < stale,
+                (EventLog.rescued_at.is_(None)) | (EventLog.rescued_at < stale),
+            )
+            .order_by(EventLog.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if ids:
+        session.execute(update(EventLog).where(EventLog.id.in_(ids)).values(rescued_at=now))
+    return ids
