@@ -84,16 +84,20 @@ class Pipeline:
             claim = self.render(claim)
         except RenderError as exc:
             return self.record_failure(claim, PermanentDeliveryError(str(exc), code="template_render_error"))
+        except Exception as exc:  # e.g. the database failing mid-stage: retry, then dead-letter
+            return self.record_failure(claim, self.unexpected(claim, exc))
         try:
             result = self.provider.send(claim)
         except DeliveryError as exc:
             return self.record_failure(claim, exc)
         except Exception as exc:  # a bug or an unexpected library error: retry, then dead-letter
-            log.exception("delivery.unexpected_error", message_id=message_id, channel=self.channel.value)
-            first_line = (str(exc).splitlines() or [""])[0]
-            error = TemporaryDeliveryError(f"{type(exc).__name__}: {first_line}", code="internal_error")
-            return self.record_failure(claim, error)
+            return self.record_failure(claim, self.unexpected(claim, exc))
         return self.record_success(claim, result)
+
+    def unexpected(self, claim: tracking.Claimed, exc: Exception) -> TemporaryDeliveryError:
+        log.exception("delivery.unexpected_error", message_id=claim.id, channel=self.channel.value)
+        first_line = (str(exc).splitlines() or [""])[0]
+        return TemporaryDeliveryError(f"{type(exc).__name__}: {first_line}", code="internal_error")
 
     def claim(self, message_id: str) -> tracking.ClaimResult:
         with session_scope(self.settings.database_url) as session:
