@@ -4,7 +4,8 @@ kai-messaging run                      gateway + every channel worker in one pro
 kai-messaging gateway [--port 8000]    the HTTP gateway (enqueue only)
 kai-messaging worker email [sms …|events] [--processes N] [--threads M]
 kai-messaging migrate                  apply database migrations
-kai-messaging send email --to … --subject … --text …
+kai-messaging send email --to … --subject … --text …   (or --template KEY --data JSON)
+kai-messaging event TYPE [--user-id U] [--data JSON]   queue an event for the rules
 kai-messaging status ID                a message's delivery status
 kai-messaging dlq list|replay CHANNEL  inspect or replay dead-lettered messages
 """
@@ -110,10 +111,24 @@ def _send(args: argparse.Namespace) -> int:
     fields = {
         k: v for k, v in vars(args).items() if k not in {"func", "channel", "command"} and v is not None
     }
-    if "payload" in fields:
-        fields["payload"] = json.loads(fields["payload"])
+    for name in ("payload", "data"):
+        if name in fields:
+            fields[name] = json.loads(fields[name])
     message_id = notification_service.submit(Channel.parse(args.channel), fields)
     print(json.dumps({"id": message_id, "status": "queued"}))
+    return 0
+
+
+def _event(args: argparse.Namespace) -> int:
+    from producer import event_notification_service
+
+    event_id = event_notification_service.process_event(
+        args.event_type,
+        user_id=args.user_id,
+        data=json.loads(args.data) if args.data else None,
+        idempotency_key=args.idempotency_key,
+    )
+    print(json.dumps({"id": event_id, "status": "queued"}))
     return 0
 
 
@@ -172,7 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
         if channel != "in-app":
             c.add_argument("--user-id", dest="user_id")
         c.add_argument("--idempotency-key", dest="idempotency_key")
+        c.add_argument("--template", help="a template key instead of literal content")
+        c.add_argument("--data", help="the template's data, as JSON")
+        c.add_argument("--locale")
     p.set_defaults(func=_send)
+
+    p = sub.add_parser("event", help="queue an event for the notification rules")
+    p.add_argument("event_type")
+    p.add_argument("--user-id", dest="user_id")
+    p.add_argument("--data", help="the event's data, as JSON")
+    p.add_argument("--idempotency-key", dest="idempotency_key")
+    p.set_defaults(func=_event)
 
     p = sub.add_parser("status", help="show a message's delivery status")
     p.add_argument("message_id")

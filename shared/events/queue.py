@@ -21,6 +21,8 @@ def publish_event(broker: dramatiq.Broker, event_id: str) -> None:
         options={},
         message_id=event_id,
     )
+    if EVENTS_QUEUE not in broker.get_declared_queues():
+        broker.declare_queue(EVENTS_QUEUE)
     try:
         broker.enqueue(message)
     except Exception as exc:  # pika raises a wide family; all mean "not accepted"
