@@ -110,9 +110,9 @@ def _mustaches(source: str) -> list[tuple[int, int, str]]:
         if source.startswith("{{{{", start):
             raise TemplateSyntaxError(Problem(line, "raw blocks ({{{{…}}}}) are not allowed"))
         if source.startswith("{{!", start):
-            end = source.find("--}}", start) + 4 if source.startswith("{{!--", start) else -1
-            if end < 4:
-                end = source.find("}}", start) + 2
+            # A comment ends at the first "}}", even in the {{!-- … --}} form, because that is
+            # where pybars ends it: reading further would hide the rest from this check.
+            end = source.find("}}", start) + 2
             if end < 2:
                 raise TemplateSyntaxError(Problem(line, "unclosed comment"))
             found.append((start, end, source[start + 2 : end - 2]))

@@ -40,6 +40,7 @@ REFUSED = [
     ('{{default name "a\\"b"}}', "cannot read"),
     ("{{name}", "unclosed"),
     ("{{ }}", "empty"),
+    ("{{!-- }} {{['+exit(1)+']}} --}}", "path literals"),
 ]
 
 
