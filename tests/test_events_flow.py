@@ -459,3 +459,24 @@ def test_an_event_the_broker_lost_is_published_again(
 
     (message,) = event_messages(flow_settings, "lost-event", 1)
     assert final_status(NotificationService(flow_settings), message.id)["status"] == "delivered"
+
+
+@pytest.mark.usefixtures("payment_failed")
+def test_a_delayed_rule_parks_its_message_until_due(
+    flow_settings: Settings, events: EventNotificationService, running: Fleet
+) -> None:
+    """Given a rule with a one-hour delay, the message is created parked (due in an hour) and
+    not handed to the broker."""
+    add_rule(flow_settings, eventType="subscription.payment_failed", channels=["in_app"], delayMs=3_600_000)
+    before = datetime.now(UTC)
+
+    event_id = events.process_event("subscription.payment_failed", user_id=USER, data=EVENT_DATA)
+
+    event_messages(flow_settings, event_id, 1)
+    running.broker.join("events", timeout=10_000)
+    running.broker.join(Channel.IN_APP.queue_name, timeout=10_000)
+
+    (message,) = event_messages(flow_settings, event_id, 1)
+    assert (message.status, message.attempts) == ("queued", 0)
+    assert message.due_at is not None
+    assert before + timedelta(minutes=59) < message.due_at < before + timedelta(minutes=61)
