@@ -30,6 +30,9 @@ from shared.messages import (
     check_http_url,
     json_size,
 )
+from shared.templates import messages as template_messages
+from shared.templates import store as template_store
+from shared.templates.requests import TEMPLATED_MODELS, TemplatedRequest
 
 log = get_logger(__name__)
 
@@ -88,7 +91,7 @@ class NotificationService:
         return self.enqueue(channel, request)
 
     def validate(self, channel: Channel, fields: dict[str, Any]) -> _Request:
-        model = _REQUEST_MODELS[channel]
+        model = TEMPLATED_MODELS[channel] if "template" in fields else _REQUEST_MODELS[channel]
         try:
             request = model.model_validate(fields)
         except pydantic.ValidationError as exc:
@@ -99,6 +102,8 @@ class NotificationService:
                 check_http_url(request.url, allow_private=False)
             except ValueError as exc:
                 raise ValidationError(str(exc), [{"field": "url", "message": str(exc)}]) from None
+        if isinstance(request, TemplatedRequest):
+            request = self.pin_template(channel, request)
         size = json_size(request.payload())  # type: ignore[attr-defined]
         if size > settings.max_payload_bytes:
             raise PayloadTooLarge(
@@ -106,6 +111,20 @@ class NotificationService:
                 [{"field": "payload", "message": "too large"}],
             )
         return request
+
+    def pin_template(self, channel: Channel, request: TemplatedRequest) -> TemplatedRequest:
+        """Find the template version this message will render (its locale's, else the
+        default locale's); an unknown template refuses the message now, not at send time."""
+        settings = self.settings
+        with session_scope(settings.database_url) as session:
+            try:
+                locale, version = template_store.resolve(
+                    session, request.template, channel.value, request.locale, settings.template_default_locale
+                )
+            except NotFound as exc:
+                raise ValidationError(str(exc), [{"field": "template", "message": str(exc)}]) from None
+        ref = template_messages.reference(request.template, locale, version, request.data)
+        return request.model_copy(update={"template_ref": ref})
 
     def enqueue(self, channel: Channel, request: _Request) -> str:
         settings = self.settings
@@ -118,6 +137,12 @@ class NotificationService:
             user_id=request.user_id,
             event_type=request.event_type,
             idempotency_key=request.idempotency_key,
+            template_key=request.template if isinstance(request, TemplatedRequest) else None,
+            template_version=(
+                request.template_ref["version"]
+                if isinstance(request, TemplatedRequest) and request.template_ref
+                else None
+            ),
         )
         with session_scope(settings.database_url) as session:
             message_id, created = tracking.create(session, new)

@@ -2,9 +2,10 @@
 
 kai-messaging run                      gateway + every channel worker in one process (dev)
 kai-messaging gateway [--port 8000]    the HTTP gateway (enqueue only)
-kai-messaging worker email [sms …] [--processes N] [--threads M]
+kai-messaging worker email [sms …|events] [--processes N] [--threads M]
 kai-messaging migrate                  apply database migrations
-kai-messaging send email --to … --subject … --text …
+kai-messaging send email --to … --subject … --text …   (or --template KEY --data JSON)
+kai-messaging event TYPE [--user-id U] [--data JSON]   queue an event for the rules
 kai-messaging status ID                a message's delivery status
 kai-messaging dlq list|replay CHANNEL  inspect or replay dead-lettered messages
 """
@@ -29,7 +30,7 @@ DEFAULT_PORT = 8000
 def _migrate(_args: argparse.Namespace) -> int:
     from shared.db.migrate import upgrade
 
-    upgrade(get_settings().database_url)
+    upgrade(get_settings().owner_database_url)
     print("database is at the latest revision", file=sys.stderr)
     return 0
 
@@ -67,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = startup_settings(get_settings())
     set_settings(settings)
     configure_logging(settings.log_level)
-    upgrade(settings.database_url)
+    upgrade(settings.owner_database_url)
     workers = EmbeddedWorkers(settings)
     workers.start()
     try:
@@ -87,8 +88,11 @@ def _worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    channels = [Channel.parse(name) for name in args.channels]
-    queues = [c.queue_name for c in channels]
+    from shared.events.queue import EVENTS_QUEUE
+
+    queues = [
+        EVENTS_QUEUE if name == EVENTS_QUEUE else Channel.parse(name).queue_name for name in args.channels
+    ]
     _prepare_worker_metrics(queues, args.metrics_port)
     argv = [
         "dramatiq",
@@ -130,10 +134,24 @@ def _send(args: argparse.Namespace) -> int:
     fields = {
         k: v for k, v in vars(args).items() if k not in {"func", "channel", "command"} and v is not None
     }
-    if "payload" in fields:
-        fields["payload"] = json.loads(fields["payload"])
+    for name in ("payload", "data"):
+        if name in fields:
+            fields[name] = json.loads(fields[name])
     message_id = notification_service.submit(Channel.parse(args.channel), fields)
     print(json.dumps({"id": message_id, "status": "queued"}))
+    return 0
+
+
+def _event(args: argparse.Namespace) -> int:
+    from producer import event_notification_service
+
+    event_id = event_notification_service.process_event(
+        args.event_type,
+        user_id=args.user_id,
+        data=json.loads(args.data) if args.data else None,
+        idempotency_key=args.idempotency_key,
+    )
+    print(json.dumps({"id": event_id, "status": "queued"}))
     return 0
 
 
@@ -191,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     p = sub.add_parser("worker", help="run channel worker pools")
-    p.add_argument("channels", nargs="+", help="email, sms, webhook, in_app")
+    p.add_argument("channels", nargs="+", help="email, sms, webhook, in_app, events")
     p.add_argument("--processes", "-p", type=int, default=os.cpu_count() or 1)
     p.add_argument("--threads", "-t", type=int, default=8)
     p.add_argument(
@@ -216,7 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
         if channel != "in-app":
             c.add_argument("--user-id", dest="user_id")
         c.add_argument("--idempotency-key", dest="idempotency_key")
+        c.add_argument("--template", help="a template key instead of literal content")
+        c.add_argument("--data", help="the template's data, as JSON")
+        c.add_argument("--locale")
     p.set_defaults(func=_send)
+
+    p = sub.add_parser("event", help="queue an event for the notification rules")
+    p.add_argument("event_type")
+    p.add_argument("--user-id", dest="user_id")
+    p.add_argument("--data", help="the event's data, as JSON")
+    p.add_argument("--idempotency-key", dest="idempotency_key")
+    p.set_defaults(func=_event)
 
     p = sub.add_parser("status", help="queue depths, consumers and recent outcomes; or one message's status")
     p.add_argument("message_id", nargs="?")

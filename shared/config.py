@@ -42,6 +42,13 @@ DEFAULT_DELIVERY_LEASE_MS = 60_000
 #: harmless when the original was not lost after all.
 DEFAULT_RESCUE_AFTER_MS = 15 * 60_000
 
+#: The locale a template falls back to when it has no version in the message's locale.
+DEFAULT_TEMPLATE_LOCALE = "en"
+
+#: A template naming a variable the message's data lacks fails that message (``{{#if}}`` and
+#: the ``default`` helper still treat a missing value as empty). pybars itself renders "".
+DEFAULT_TEMPLATE_STRICT = True
+
 
 def _bool(name: str, raw: str) -> bool:
     lowered = raw.strip().lower()
@@ -60,6 +67,13 @@ def _int(name: str, raw: str, *, minimum: int = 0) -> int:
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def _postgres_driver(url: str | None) -> str | None:
+    """psycopg 3 is the driver we ship; accept the URL libpq users write."""
+    if url is not None and url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
 
 
 def _csv(raw: str) -> tuple[str, ...]:
@@ -124,6 +138,12 @@ class Settings:
     rescue_after_ms: int
     log_level: str
 
+    template_default_locale: str = DEFAULT_TEMPLATE_LOCALE
+    template_strict: bool = DEFAULT_TEMPLATE_STRICT
+    #: Migrations run as the tables' owner; the application's own role (DATABASE_URL) must
+    #: not own them, or PostgreSQL row-level security would not apply to it.
+    migration_database_url: str | None = None
+
     @property
     def embedded_broker(self) -> bool:
         return self.broker_url is None
@@ -142,6 +162,11 @@ class Settings:
         }[channel]
 
     @property
+    def owner_database_url(self) -> str:
+        """Where migrations run: ``MIGRATION_DATABASE_URL``, else ``DATABASE_URL``."""
+        return self.migration_database_url or self.database_url
+
+    @property
     def outbox_dir(self) -> Path:
         return self.var_dir / "outbox"
 
@@ -154,10 +179,7 @@ class Settings:
             return value if value not in (None, "") else default
 
         var_dir = Path(get("KAI_VAR_DIR", str(DEFAULT_VAR_DIR)) or DEFAULT_VAR_DIR)
-        database_url = get("DATABASE_URL") or f"sqlite:///{var_dir / 'kai-messaging.db'}"
-        if database_url.startswith("postgresql://") or database_url.startswith("postgres://"):
-            # psycopg 3 is the driver we ship; accept the URL libpq users write.
-            database_url = "postgresql+psycopg://" + database_url.split("://", 1)[1]
+        database_url = _postgres_driver(get("DATABASE_URL")) or f"sqlite:///{var_dir / 'kai-messaging.db'}"
 
         broker_url = get("BROKER_URL")
         if broker_url is not None and not broker_url.startswith(("amqp://", "amqps://")):
@@ -234,6 +256,10 @@ class Settings:
                 "RESCUE_AFTER", get("RESCUE_AFTER", str(DEFAULT_RESCUE_AFTER_MS)) or "", minimum=1000
             ),
             log_level=(get("LOG_LEVEL", "INFO") or "INFO").upper(),
+            template_default_locale=get("TEMPLATE_DEFAULT_LOCALE", DEFAULT_TEMPLATE_LOCALE)
+            or DEFAULT_TEMPLATE_LOCALE,
+            template_strict=_bool("TEMPLATE_STRICT", get("TEMPLATE_STRICT", "true") or "true"),
+            migration_database_url=_postgres_driver(get("MIGRATION_DATABASE_URL")),
         )
 
     def require_production_secrets(self) -> None:

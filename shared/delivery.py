@@ -1,8 +1,8 @@
 """The delivery pipeline every channel runs, as named stages with typed outcomes:
 
-    claim → provider.send → record_success
-                          ↘ record_failure → retry (broker delay | parked for the scheduler)
-                                           ↘ failed (+ dead-letter queue when retries ran out)
+    claim → preferences → render → provider.send → record_success
+              ↘ skipped      ↘ failed         ↘ record_failure → retry (broker delay | parked)
+              ↘ deferred (quiet hours: parked)                  ↘ failed (+ dead-letter queue)
 
 It is broker-agnostic: the actor gives it a message id and a provider, and acts on the
 :class:`Outcome` (acknowledge, retry after a delay, or dead-letter). Every decision is first
@@ -15,18 +15,20 @@ from __future__ import annotations
 import enum
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from shared import metrics, tracking
+from shared import metrics, preferences, tracking
 from shared.channels import Channel
 from shared.config import RetryPolicy, Settings
 from shared.db.models import utcnow
+from shared.db.rls import user_scope
 from shared.db.session import session_scope
-from shared.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from shared.errors import DeliveryError, PermanentDeliveryError, RenderError, TemporaryDeliveryError
 from shared.logging import get_logger
 from shared.providers.base import Provider, SendResult
+from shared.templates import messages as template_messages
 
 log = get_logger(__name__)
 
@@ -76,6 +78,15 @@ class Pipeline:
         claim = self.claim(message_id)
         if not isinstance(claim, tracking.Claimed):
             return self.not_claimed(message_id, claim)
+        try:
+            stopped = self.check_preferences(claim)
+            if stopped is not None:
+                return stopped
+            claim = self.render(claim)
+        except RenderError as exc:
+            return self.record_failure(claim, PermanentDeliveryError(str(exc), code="template_render_error"))
+        except Exception as exc:  # e.g. the database failing mid-stage: retry, then dead-letter
+            return self.record_failure(claim, self.unexpected(claim, exc))
         started = time.perf_counter()
         try:
             result = self.provider.send(claim)
@@ -86,10 +97,7 @@ class Pipeline:
             return self.record_failure(claim, exc)
         except Exception as exc:  # a bug or an unexpected library error: retry, then dead-letter
             self.observe_provider(started, "error")
-            log.exception("delivery.unexpected_error", message_id=message_id, channel=self.channel.value)
-            first_line = (str(exc).splitlines() or [""])[0]
-            error = TemporaryDeliveryError(f"{type(exc).__name__}: {first_line}", code="internal_error")
-            return self.record_failure(claim, error)
+            return self.record_failure(claim, self.unexpected(claim, exc))
         self.observe_provider(started, "success")
         return self.record_success(claim, result)
 
@@ -97,9 +105,48 @@ class Pipeline:
         elapsed = time.perf_counter() - started
         metrics.PROVIDER_LATENCY.labels(self.channel.value, outcome).observe(elapsed)
 
+    def unexpected(self, claim: tracking.Claimed, exc: Exception) -> TemporaryDeliveryError:
+        log.exception("delivery.unexpected_error", message_id=claim.id, channel=self.channel.value)
+        first_line = (str(exc).splitlines() or [""])[0]
+        return TemporaryDeliveryError(f"{type(exc).__name__}: {first_line}", code="internal_error")
+
     def claim(self, message_id: str) -> tracking.ClaimResult:
         with session_scope(self.settings.database_url) as session:
             return tracking.claim(session, message_id, self.lease)
+
+    def check_preferences(self, claim: tracking.Claimed) -> Outcome | None:
+        """The user's preferences as they are now: None to go on, or the outcome of a
+        message skipped (opted out) or deferred (quiet hours)."""
+        if not claim.user_id:
+            return None
+        critical = bool(claim.payload.get("critical"))
+        with user_scope(self.settings.database_url, claim.user_id) as session:
+            decision = preferences.decide(
+                preferences.load(session, claim.user_id), self.channel, claim.event_type, critical=critical
+            )
+            if isinstance(decision, preferences.Suppress):
+                tracking.mark_skipped(
+                    session, claim.id, claim.attempt, reason=decision.reason, code=decision.code
+                )
+            elif isinstance(decision, preferences.Defer):
+                tracking.defer(session, claim.id, claim.attempt, until=decision.until, reason=decision.reason)
+        if isinstance(decision, preferences.Suppress):
+            log.info("delivery.skipped", message_id=claim.id, channel=self.channel.value, code=decision.code)
+            return Outcome(Action.ACK, reason=decision.code)
+        if isinstance(decision, preferences.Defer):
+            log.info("delivery.deferred", message_id=claim.id, until=decision.until.isoformat())
+            return Outcome(Action.ACK, reason="deferred by quiet hours")
+        return None
+
+    def render(self, claim: tracking.Claimed) -> tracking.Claimed:
+        """A templated message's provider payload, rendered from its pinned version."""
+        if not template_messages.is_templated(claim.payload):
+            return claim
+        with session_scope(self.settings.database_url) as session:
+            payload = template_messages.render_payload(
+                session, self.channel, claim.payload, strict=self.settings.template_strict
+            )
+        return replace(claim, payload=payload)
 
     def not_claimed(self, message_id: str, claim: tracking.ClaimResult) -> Outcome:
         if isinstance(claim, tracking.AlreadyFinal):

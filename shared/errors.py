@@ -3,9 +3,11 @@
     KaiError
     ├── ConfigError                 settings are missing or malformed; the process refuses to start
     ├── ValidationError             bad input from a caller; nothing is enqueued (HTTP 400/413/422)
-    │   └── PayloadTooLarge         a body or payload over the size cap (HTTP 413)
+    │   ├── PayloadTooLarge         a body or payload over the size cap (HTTP 413)
+    │   └── TemplateError           a template refused when saved: syntax, unknown helper/partial (HTTP 400)
     ├── EnqueueError                the broker did not confirm the message; the caller may retry (HTTP 503)
     ├── NotFound                    the addressed record does not exist (HTTP 404)
+    ├── RenderError                 a stored template could not render one message (that message fails)
     └── DeliveryError               a provider refused or failed a send
         ├── TemporaryDeliveryError  worth retrying: SMTP 4xx, timeouts, HTTP 408/429/5xx, Twilio 5xx/20429
         └── PermanentDeliveryError  retrying cannot help: SMTP 5xx, HTTP 4xx, Twilio 21211 …
@@ -42,6 +44,17 @@ class ValidationError(KaiError):
 class PayloadTooLarge(ValidationError):
     status_code = 413
     code = "payload_too_large"
+
+
+class TemplateError(ValidationError):
+    """A template was refused. ``details`` items carry ``part``, ``line`` and ``message``."""
+
+    status_code = 400
+    code = "invalid_template"
+
+
+class RenderError(KaiError):
+    """Rendering a message from its template failed (a missing variable, a bad value)."""
 
 
 class EnqueueError(KaiError):

@@ -289,6 +289,24 @@ def mark_retry(
     )
 
 
+def defer(session: Session, message_id: str, attempt: int, *, until: datetime, reason: str) -> bool:
+    """Hold a claimed message until ``until`` without counting an attempt (quiet hours): it
+    is parked for the scheduler like a long retry delay."""
+    return _finish(
+        session,
+        message_id,
+        attempt,
+        {
+            "status": Status.QUEUED.value,
+            "attempts": NotificationLog.attempts - 1,
+            "last_error": f"delayed: {reason}",
+            "error_code": "deferred",
+            "next_attempt_at": until,
+            "due_at": until,
+        },
+    )
+
+
 def get(session: Session, message_id: str) -> NotificationLog | None:
     return session.get(NotificationLog, message_id)
 

@@ -2,6 +2,10 @@
 
 Each test run gets its own PostgreSQL database (migrated with Alembic) and its own RabbitMQ
 virtual host, both removed at the end, so runs never see each other's data or messages.
+As in production, the tables belong to the migrating role (``database_url``, the owner) and
+the application connects as another role (``app_database_url``: not the owner, not a
+superuser, NOBYPASSRLS), so PostgreSQL row-level security applies to everything the code
+under test does.
 Between tests every table is emptied and every queue purged. If a service is down the run
 fails at once with the command that starts it: a skipped integration test proves nothing.
 """
@@ -30,12 +34,15 @@ from shared.config import Settings, set_settings
 from shared.db.migrate import upgrade
 from shared.db.models import Base
 from shared.db.session import dispose_all, get_engine
+from shared.templates.store import forget_cache as forget_templates
 from tests.waiting import wait_until
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_HOST = os.environ.get("TEST_AMQP_HOST", "127.0.0.1")
 AMQP_PORT = int(os.environ.get("TEST_AMQP_PORT", "5672"))
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+#: The application's database role in tests (shared by runs; each run grants it its own database).
+APP_ROLE = os.environ.get("TEST_PG_APP_ROLE", "kai_app_test")
 
 HOW_TO_START = {
     "PostgreSQL": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
@@ -49,7 +56,9 @@ USER_TOKEN_SECRET = secrets.token_urlsafe(32)
 WEBHOOK_SECRET = "whsec_" + __import__("base64").b64encode(secrets.token_bytes(32)).decode()
 
 #: Every queue the fleet uses, with its delay and dead-letter queues.
-ALL_QUEUES = [q for c in Channel for q in (c.queue_name, f"{c.queue_name}.DQ", f"{c.queue_name}.XQ")]
+ALL_QUEUES = [
+    q for name in [*(c.queue_name for c in Channel), "events"] for q in (name, f"{name}.DQ", f"{name}.XQ")
+]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -82,10 +91,38 @@ def database_url(run_id: str) -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
     upgrade(url)
+    _grant_app_role(url.replace("postgresql+psycopg://", "postgresql://"), name)
     yield url
     dispose_all()
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _grant_app_role(owner_url: str, database: str) -> None:
+    """Create the application role if missing (idempotent, concurrent runs race here) and
+    give it data access to this run's database, but no ownership."""
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        conn.execute(
+            f"""
+            DO $$ BEGIN
+              IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+                CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+              END IF;
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+            END $$
+            """
+        )
+        conn.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {APP_ROLE}')
+        conn.execute(f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}")
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_ROLE}")
+        conn.execute(f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {APP_ROLE}")
+
+
+@pytest.fixture(scope="session")
+def app_database_url(database_url: str) -> str:
+    """The same database as the application sees it: through the non-owner application role."""
+    scheme, rest = database_url.split("://", 1)
+    return f"{scheme}://{APP_ROLE}@{rest.split('@', 1)[1]}"
 
 
 @pytest.fixture(scope="session")
@@ -114,12 +151,17 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def base_env(
-    database_url: str, broker_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    database_url: str,
+    app_database_url: str,
+    broker_url: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, str]:
     """The environment of a production-shaped deployment on the local services, with retry
     delays shortened so retry paths finish in test time."""
     return {
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": app_database_url,
+        "MIGRATION_DATABASE_URL": database_url,
         "BROKER_URL": broker_url,
         "REDIS_URL": redis_url,
         "API_KEYS": f"{SERVER_KEY},{ROTATED_KEY}",
@@ -216,6 +258,7 @@ def _clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
         with engine.begin() as conn:
             names = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
             conn.execute(text(f"TRUNCATE {names} CASCADE"))
+        forget_templates()
     if "broker_url" in request.fixturenames:
         Queues(request.getfixturevalue("broker_url")).purge_all()
     yield
@@ -226,7 +269,9 @@ class Fleet:
     """The channel actors running in this process on the real RabbitMQ broker: the same
     actors ``kai-messaging worker`` runs, consuming the test virtual host's queues."""
 
-    def __init__(self, settings: Settings, channels: list[Channel], threads: int) -> None:
+    def __init__(
+        self, settings: Settings, channels: list[Channel], threads: int, events: bool = False
+    ) -> None:
         import dramatiq
 
         from workers.actors import declare_all
@@ -237,9 +282,10 @@ class Fleet:
         self.broker = get_broker(settings)
         self.broker.add_middleware(SchedulerMiddleware(settings))
         self.pipelines = declare_all(self.broker, settings)
+        names = [c.queue_name for c in channels] + (["events"] if events else [])
         self.worker = dramatiq.Worker(
             self.broker,
-            queues={q for c in channels for q in (c.queue_name, f"{c.queue_name}.DQ")},
+            queues={q for name in names for q in (name, f"{name}.DQ")},
             worker_threads=threads,
             worker_timeout=100,
         )
@@ -259,9 +305,12 @@ class Fleet:
 def fleet(request: pytest.FixtureRequest) -> Iterator[Callable[..., Fleet]]:
     started: list[Fleet] = []
 
-    def start(settings: Settings, channels: list[Channel] | None = None, threads: int = 4) -> Fleet:
+    def start(
+        settings: Settings, channels: list[Channel] | None = None, threads: int = 4, events: bool = False
+    ) -> Fleet:
+        """Run the actors of ``channels`` (all by default), and of events with ``events=True``."""
         set_settings(settings)
-        f = Fleet(settings, channels or list(Channel), threads).start()
+        f = Fleet(settings, channels or list(Channel), threads, events).start()
         started.append(f)
         return f
 

@@ -49,7 +49,7 @@ def embedded(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
             return False
 
     try:
-        wait_until(up, timeout=30, message="embedded gateway did not come up")
+        wait_until(up, timeout=90, message="embedded gateway did not come up")
         key = (tmp_path / "var" / "dev-api-key").read_text().strip()
         yield url, key, tmp_path / "var"
     finally:
@@ -99,3 +99,36 @@ def test_make_run_delivers_email_sms_and_in_app_on_embedded_defaults(embedded: t
     eml = (var / "outbox" / f"{ids['email']}.eml").read_text()
     assert "Subject: Welcome to KAI" in eml
     assert (var / "outbox" / f"{ids['sms']}.sms.json").exists()
+
+
+def test_make_run_turns_an_event_into_templated_messages(embedded: tuple[str, str, Path]) -> None:
+    """Given a template and a rule saved over HTTP on the embedded defaults, when an event is
+    posted, then the rule's email is rendered into var/outbox/."""
+    url, key, var = embedded
+    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    template = {"key": "hello", "channel": "email", "subject": "Hello {{name}}", "text": "Hi {{name}}"}
+    assert client.post("/api/templates", json={**template, "sampleData": {"name": "A"}}).status_code == 201
+    rule = {"name": "hello", "eventType": "user.registered", "channels": ["email"], "templateKey": "hello"}
+    assert client.post("/api/rules", json=rule).status_code == 201
+
+    posted = client.post(
+        "/api/events",
+        json={"eventType": "user.registered", "userId": "u1", "data": {"email": "a@b.com", "name": "Bo"}},
+    )
+    assert posted.status_code == 202, posted.text
+
+    event: dict[str, object] = {}
+
+    def sent() -> bool:
+        nonlocal event
+        event = client.get(f"/api/events/{posted.json()['id']}").json()
+        ids = event.get("messageIds") or []
+        return bool(ids) and all(
+            client.get(f"/api/messages/{i}").json()["status"] == "sent"
+            for i in ids  # type: ignore[attr-defined]
+        )
+
+    wait_until(sent, timeout=20, message=lambda: f"event: {event}")
+    (message_id,) = event["messageIds"]  # type: ignore[misc]
+    assert "Subject: Hello Bo" in (var / "outbox" / f"{message_id}.eml").read_text()
+    client.close()

@@ -10,7 +10,7 @@ from producer.service import NotificationService
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import Notification
-from shared.db.session import session_scope
+from shared.db.rls import system_scope
 from tests.conftest import Fleet, final_status
 
 
@@ -31,7 +31,7 @@ def test_in_app_message_lands_in_the_inbox(settings: Settings, fleet: Callable[.
     view = final_status(service, message_id)
     assert view["status"] == "delivered"
     assert view["attempts"] == 1
-    with session_scope(settings.database_url) as session:
+    with system_scope(settings.database_url) as session:
         row = session.scalars(select(Notification).where(Notification.user_id == "user-123")).one()
         assert (row.title, row.message, row.type, row.action_url) == (
             "New Message",
@@ -55,7 +55,7 @@ def test_a_duplicate_delivery_inserts_once(settings: Settings, fleet: Callable[.
     publish(running.broker, Channel.IN_APP, message_id)
     running.broker.join(Channel.IN_APP.queue_name, timeout=10_000)
 
-    with session_scope(settings.database_url) as session:
+    with system_scope(settings.database_url) as session:
         count = session.scalar(
             select(func.count()).select_from(Notification).where(Notification.user_id == "u-dup")
         )

@@ -113,7 +113,7 @@ def test_a_worker_pool_serves_merged_metrics(base_env: dict[str, str], settings:
         service = NotificationService(settings)
         ids = [service.send_in_app_notification(user_id="m", title="t", message=str(n)) for n in range(6)]
         for message_id in ids:
-            final_status(service, message_id, timeout=30)
+            final_status(service, message_id, timeout=90)
 
         text = ""
 

@@ -17,6 +17,7 @@ from shared.channels import Channel
 from shared.config import Settings
 from shared.delivery import Action, Pipeline
 from shared.errors import KaiError
+from shared.events.queue import EVENTS_ACTOR
 
 PipelineFactory = Callable[[Settings], Pipeline]
 
@@ -81,12 +82,17 @@ def declare_actor(
 
 
 def declare_all(broker: dramatiq.Broker, settings: Settings) -> dict[Channel, LazyPipeline]:
-    """Declare every channel's actor on ``broker``; which queues a process consumes is the
-    worker's choice (``--queues``)."""
+    """Declare every channel's actor (and the events actor) on ``broker``; which queues a
+    process consumes is the worker's choice (``--queues``)."""
     pipelines: dict[Channel, LazyPipeline] = {}
     for channel in Channel:
         if channel.actor_name in broker.actors:
             continue
         pipelines[channel] = LazyPipeline(channel, settings)
         declare_actor(broker, channel, pipelines[channel])
+    if EVENTS_ACTOR not in broker.actors:
+        from workers import events
+
+        events.declare_actor(broker, settings)
+        broker.add_middleware(events.EventRescueMiddleware(settings))
     return pipelines

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import Notification, utcnow
-from shared.db.session import session_scope
+from shared.db.rls import user_scope
 from shared.delivery import Pipeline
 from shared.errors import TemporaryDeliveryError
 from shared.providers.base import SendResult
@@ -30,12 +30,14 @@ class InboxProvider:
     def send(self, message: Claimed) -> SendResult:
         payload = message.payload
         notification_id = str(uuid.uuid4())
+        owner = message.user_id or message.recipient
         try:
-            with session_scope(self.settings.database_url) as session:
+            # The inbox is isolated per user (row-level security): write as that user.
+            with user_scope(self.settings.database_url, owner) as session:
                 session.add(
                     Notification(
                         id=notification_id,
-                        user_id=message.user_id or message.recipient,
+                        user_id=owner,
                         notification_log_id=message.id,
                         title=payload["title"],
                         message=payload["message"],
@@ -46,7 +48,7 @@ class InboxProvider:
                     )
                 )
         except IntegrityError:
-            with session_scope(self.settings.database_url) as session:
+            with user_scope(self.settings.database_url, owner) as session:
                 existing = session.scalar(
                     select(Notification.id).where(Notification.notification_log_id == message.id)
                 )

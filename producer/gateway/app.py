@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
-from producer.gateway import health, messages, metrics
+from producer.gateway import events, health, messages, metrics, preferences, rules, templates
 from producer.gateway.errors import HANDLERS
 from producer.service import NotificationService
 from shared.config import Settings
@@ -20,7 +20,15 @@ def create_app(settings: Settings) -> Starlette:
         yield
 
     app = Starlette(
-        routes=[*health.routes, *metrics.routes, *messages.routes],
+        routes=[
+            *health.routes,
+            *metrics.routes,
+            *messages.routes,
+            *templates.routes,
+            *preferences.routes,
+            *rules.routes,
+            *events.routes,
+        ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )

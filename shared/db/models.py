@@ -1,4 +1,5 @@
-"""The eight tables of the product brief, as typed SQLAlchemy 2 models.
+"""The eight tables of the product brief (and the contacts event rules send to), as typed
+SQLAlchemy 2 models.
 
 ``notification_logs`` is the source of truth for every message: the broker only carries
 message ids, so a message the broker loses can always be found (non-terminal status) and
@@ -289,5 +290,28 @@ class EventLog(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column()
+    #: When a queued event presumed lost by the broker was last published again.
+    rescued_at: Mapped[datetime | None] = mapped_column()
 
-    __table_args__ = (Index("ix_event_logs_event_type_created_at", "event_type", "created_at"),)
+    __table_args__ = (
+        Index("ix_event_logs_event_type_created_at", "event_type", "created_at"),
+        Index(
+            "ix_event_logs_queued_created_at",
+            "created_at",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
+    )
+
+
+class UserContact(Base):
+    """Where a user is reached, as the host application last told us (for event rules)."""
+
+    __tablename__ = "user_contacts"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    email: Mapped[str | None] = mapped_column(Text)
+    phone: Mapped[str | None] = mapped_column(String(32))
+    locale: Mapped[str | None] = mapped_column(String(35))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -54,6 +54,8 @@ class Peers:
         with get_engine(self.database_url).begin() as conn:
             conn.execute(text("DROP SEQUENCE IF EXISTS test_inbox_fault_seq"))
             conn.execute(text("CREATE SEQUENCE test_inbox_fault_seq"))
+            # The trigger runs as the application role, which owns nothing.
+            conn.execute(text("GRANT USAGE ON SEQUENCE test_inbox_fault_seq TO PUBLIC"))
             conn.execute(
                 text(
                     f"""

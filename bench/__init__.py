@@ -1,0 +1,1 @@
+"""Benchmarks against the local services (``make bench``)."""

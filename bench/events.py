@@ -1,0 +1,197 @@
+"""Event throughput: events/s processed into rendered channel messages, on the local services.
+
+    .venv/bin/python -m bench.events [--quick]
+
+Creates its own PostgreSQL database and RabbitMQ virtual host (removed afterwards), saves
+an email and an in-app template and a rule sending both for ``subscription.payment_failed``,
+queues N events, and runs the events, email and in-app actors in this process until every
+message is final. Emails go to the file outbox (no SMTP peer), so the figure is the fleet's
+own cost: rule matching, message rows, template rendering (compiled once, cached) and the
+broker round trips. Prints one JSON line with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+from urllib.parse import quote
+
+import dramatiq
+import psycopg
+from sqlalchemy import func, select
+
+from producer.events import EventNotificationService
+from shared.broker import get_broker, reset_broker
+from shared.channels import TERMINAL_STATUSES
+from shared.config import Settings, set_settings
+from shared.db.migrate import upgrade
+from shared.db.models import NotificationLog
+from shared.db.session import dispose_all, session_scope
+from shared.events import rules
+from shared.logging import configure_logging
+from shared.templates import store
+from workers.actors import declare_all
+
+PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP = os.environ.get("BENCH_AMQP", "guest:guest@127.0.0.1:5672")
+#: Events per run.
+EVENTS_FULL, EVENTS_QUICK = 2000, 200
+#: Worker threads for all three queues together.
+THREADS = 16
+#: Give up waiting for the fleet after this long, in seconds.
+DEADLINE_SECONDS = 600
+
+
+def _setup(settings: Settings) -> None:
+    with session_scope(settings.database_url) as session:
+        store.save(
+            session,
+            store.TemplateInput(
+                key="payment-failed",
+                channel="email",
+                subject="Payment of {{currency amount currency}} failed",
+                text="Hi {{name}}, your {{plan}} payment failed.{{#each items}}\n- {{title}}{{/each}}",
+                html="<p>Hi {{name}}, your <b>{{plan}}</b> payment failed.</p>",
+                sample_data={"name": "A", "plan": "Pro", "amount": 1, "currency": "USD", "items": []},
+            ),
+            default_locale="en",
+        )
+        store.save(
+            session,
+            store.TemplateInput(
+                key="payment-failed",
+                channel="in_app",
+                title="Payment failed",
+                message="Your {{plan}} payment of {{currency amount currency}} failed",
+                sample_data={"plan": "Pro", "amount": 1, "currency": "USD"},
+            ),
+            default_locale="en",
+        )
+        rules.create(
+            session,
+            rules.RuleInput(
+                name="payment failed",
+                event_type="subscription.payment_failed",
+                channels=["email", "in_app"],
+                template_key="payment-failed",
+            ),
+            default_locale="en",
+        )
+
+
+def _final_count(settings: Settings) -> int:
+    with session_scope(settings.database_url) as session:
+        query = select(func.count()).where(NotificationLog.status.in_([s.value for s in TERMINAL_STATUSES]))
+        return int(session.scalar(query) or 0)
+
+
+def run(settings: Settings, events: int) -> dict[str, Any]:
+    _setup(settings)
+    broker = get_broker(settings)
+    declare_all(broker, settings)
+    service = EventNotificationService(settings)
+    started = time.perf_counter()
+    for i in range(events):
+        service.process_event(
+            "subscription.payment_failed",
+            user_id=f"user-{i % 500}",
+            data={
+                "email": f"user{i}@example.com",
+                "name": f"User {i}",
+                "plan": "Pro",
+                "amount": 10 + i % 90,
+                "currency": "EUR",
+                "items": [{"title": "seat"}, {"title": "storage"}],
+            },
+        )
+    enqueued = time.perf_counter()
+    worker = dramatiq.Worker(
+        broker,
+        queues={"events", "email", "in_app", "events.DQ", "email.DQ", "in_app.DQ"},
+        worker_threads=THREADS,
+    )
+    consume_start = time.perf_counter()
+    worker.start()
+    expected = events * 2
+    deadline = consume_start + DEADLINE_SECONDS
+    try:
+        while _final_count(settings) < expected:
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"bench: only {_final_count(settings)} of {expected} messages final")
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+    done = time.perf_counter()
+    processing = done - consume_start
+    return {
+        "bench": "events",
+        "events": events,
+        "messages": expected,
+        "enqueue_events_per_s": round(events / (enqueued - started), 1),
+        "events_per_s": round(events / processing, 1),
+        "messages_per_s": round(expected / processing, 1),
+        "seconds": round(processing, 2),
+        "threads": THREADS,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{EVENTS_QUICK} events instead of {EVENTS_FULL}"
+    )
+    args = parser.parse_args(argv)
+    run_id = secrets.token_hex(4)
+    name = f"kai_bench_{run_id}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+    database_url = (
+        PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+    )
+    try:
+        with tempfile.TemporaryDirectory() as var_dir:
+            settings = Settings.from_env(
+                {
+                    "DATABASE_URL": database_url,
+                    "BROKER_URL": f"amqp://{AMQP}/{quote(name, safe='')}",
+                    "KAI_VAR_DIR": var_dir,
+                    "API_KEYS": "bench",
+                    "USER_TOKEN_SECRET": "bench",
+                    "WEBHOOK_SECRET": "whsec_YmVuY2g=",
+                    "LOG_LEVEL": "WARNING",
+                }
+            )
+            set_settings(settings)
+            configure_logging(settings.log_level)
+            upgrade(database_url)
+            result = run(settings, EVENTS_QUICK if args.quick else EVENTS_FULL)
+    finally:
+        reset_broker()
+        dispose_all()
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=False, capture_output=True)
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    print(
+        f"events: {result['events_per_s']} events/s processed into {result['messages_per_s']} rendered "
+        f"messages/s ({result['events']} events, {result['messages']} messages, {result['seconds']} s)",
+        file=sys.stderr,
+    )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""``/api/templates`` (server key): create, version, read, retire and preview templates.
+
+``POST`` creates a template's first version (409 if it exists), ``PUT /{key}`` saves the
+next version (``channel`` and ``locale`` in the body pick which), ``GET /{key}`` shows the
+current versions (``?channel=&locale=&version=`` for an older one), ``DELETE /{key}``
+retires it (``?channel=&locale=`` narrows; queued messages still render their version),
+and ``POST /{key}/preview`` renders it with the given or the stored sample data.
+A refused template answers 400 with ``details: [{part, line, message}]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from producer.gateway.auth import require_server
+from producer.gateway.bodies import read_json_object
+from producer.gateway.errors import ApiError
+from producer.service import validation_error
+from shared.config import Settings
+from shared.db.session import session_scope
+from shared.errors import NotFound, RenderError, TemplateError
+from shared.templates import engine, store
+from shared.templates import messages as template_messages
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.service.settings
+    require_server(request, settings)
+    return settings
+
+
+def _input(body: dict[str, Any]) -> store.TemplateInput:
+    try:
+        return store.TemplateInput.model_validate(body)
+    except pydantic.ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+async def list_templates(request: Request) -> JSONResponse:
+    settings = _settings(request)
+
+    def read() -> list[dict[str, Any]]:
+        with session_scope(settings.database_url) as session:
+            return [template_messages.view(row) for row in store.list_current(session)]
+
+    return JSONResponse({"templates": await run_in_threadpool(read)})
+
+
+async def create_template(request: Request) -> JSONResponse:
+    settings = _settings(request)
+    given = _input(await read_json_object(request, settings.max_payload_bytes))
+
+    def write() -> dict[str, Any]:
+        with session_scope(settings.database_url) as session:
+            channel = store.normalize_channel(given.channel)
+            if store.current(session, given.key, channel, given.locale or settings.template_default_locale):
+                raise ApiError(
+                    409, "template_exists", f"template {given.key!r} exists; PUT /api/templates/{given.key}"
+                )
+            row = store.save(
+                session,
+                given,
+                default_locale=settings.template_default_locale,
+            )
+            return template_messages.view(row)
+
+    return JSONResponse(await run_in_threadpool(write), status_code=201)
+
+
+async def get_template(request: Request) -> JSONResponse:
+    settings = _settings(request)
+    key = request.path_params["key"]
+    query = request.query_params
+
+    def read() -> dict[str, Any]:
+        with session_scope(settings.database_url) as session:
+            if "version" in query:
+                if not query["version"].isdigit() or "channel" not in query:
+                    raise ApiError(400, "invalid_query", "?version=N needs a number and ?channel=")
+                row = store.version(
+                    session,
+                    key,
+                    store.normalize_channel(query["channel"]),
+                    query.get("locale") or settings.template_default_locale,
+                    int(query["version"]),
+                )
+                return template_messages.view(row)
+            rows = store.current(session, key, query.get("channel"), query.get("locale"))
+            if not rows:
+                raise NotFound(f"no template {key!r}")
+            return {"key": key, "templates": [template_messages.view(row) for row in rows]}
+
+    return JSONResponse(await run_in_threadpool(read))
+
+
+async def put_template(request: Request) -> JSONResponse:
+    settings = _settings(request)
+    body = await read_json_object(request, settings.max_payload_bytes)
+    body.setdefault("key", request.path_params["key"])
+    given = _input(body)
+    if given.key != request.path_params["key"]:
+        raise ApiError(400, "key_mismatch", "the body's key differs from the path's")
+
+    def write() -> dict[str, Any]:
+        with session_scope(settings.database_url) as session:
+            row = store.save(
+                session,
+                given,
+                default_locale=settings.template_default_locale,
+            )
+            return template_messages.view(row)
+
+    return JSONResponse(await run_in_threadpool(write))
+
+
+async def delete_template(request: Request) -> Response:
+    settings = _settings(request)
+    key, query = request.path_params["key"], request.query_params
+
+    def write() -> None:
+        with session_scope(settings.database_url) as session:
+            store.delete(session, key, query.get("channel"), query.get("locale"))
+
+    await run_in_threadpool(write)
+    return Response(status_code=204)
+
+
+async def preview_template(request: Request) -> JSONResponse:
+    """Render the current version with ``data`` (or its sample data), strictly as a send would."""
+    settings = _settings(request)
+    key = request.path_params["key"]
+    body = await read_json_object(request, settings.max_payload_bytes)
+
+    def render() -> dict[str, Any]:
+        with session_scope(settings.database_url) as session:
+            rows = store.current(session, key, body.get("channel"), body.get("locale"))
+            if not rows:
+                raise NotFound(f"no template {key!r}")
+            row = rows[0]
+            data = body.get("data")
+            if data is None:
+                data = row.sample_data or {}
+            if not isinstance(data, dict):
+                raise ApiError(422, "validation_error", "data must be an object")
+            compiled = store.load(session, row.key, row.channel, row.locale, row.version)
+            try:
+                rendered = engine.render(
+                    compiled, data, strict=settings.template_strict, partials=store.current_partials(session)
+                )
+            except RenderError as exc:
+                raise TemplateError(str(exc), [{"part": None, "line": None, "message": str(exc)}]) from None
+            return {
+                "key": row.key,
+                "channel": row.channel,
+                "locale": row.locale,
+                "version": row.version,
+                **rendered,
+            }
+
+    return JSONResponse(await run_in_threadpool(render))
+
+
+routes = [
+    Route("/api/templates", list_templates, methods=["GET"]),
+    Route("/api/templates", create_template, methods=["POST"]),
+    Route("/api/templates/{key:str}", get_template, methods=["GET"]),
+    Route("/api/templates/{key:str}", put_template, methods=["PUT"]),
+    Route("/api/templates/{key:str}", delete_template, methods=["DELETE"]),
+    Route("/api/templates/{key:str}/preview", preview_template, methods=["POST"]),
+]

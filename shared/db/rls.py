@@ -1,0 +1,55 @@
+"""Sessions that say whom they act for, so PostgreSQL row-level security can isolate users.
+
+``user_notification_preferences`` and ``notifications`` carry policies (migration 0002)
+that show a transaction only the rows of ``app.user_id``, or every row when ``app.system``
+is ``on``. A plain :func:`~shared.db.session.session_scope` sets neither and sees none of
+those rows: forgetting to say whom you act for fails closed.
+
+- :func:`user_scope` — request paths acting for one user (and workers handling that user's
+  message): a query that forgets its ``WHERE user_id = …`` still sees only that user.
+- :func:`system_scope` — code that must act across users (maintenance, operators' tools).
+  Grep for it to review every such path.
+
+Both settings are transaction-local (``set_config(..., true)``), so nothing leaks to the
+next borrower of a pooled connection. On SQLite (the embedded default) there is no RLS and
+both are plain sessions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from shared.db.session import session_scope
+
+#: The settings the policies read.
+USER_SETTING = "app.user_id"
+SYSTEM_SETTING = "app.system"
+
+
+def _set_local(session: Session, name: str, value: str) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        # set_config(..., true) is SET LOCAL with a bound value (SET LOCAL itself cannot take
+        # parameters under psycopg 3's server-side binding).
+        session.execute(text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
+
+
+@contextmanager
+def user_scope(url: str, user_id: str) -> Iterator[Session]:
+    """A transaction that sees and writes only ``user_id``'s rows of the per-user tables."""
+    if not user_id:
+        raise ValueError("user_scope needs a user id")
+    with session_scope(url) as session:
+        _set_local(session, USER_SETTING, user_id)
+        yield session
+
+
+@contextmanager
+def system_scope(url: str) -> Iterator[Session]:
+    """A transaction acting as the system: every user's rows are visible."""
+    with session_scope(url) as session:
+        _set_local(session, SYSTEM_SETTING, "on")
+        yield session

@@ -1,0 +1,1 @@
+"""Event-based notifications: events, the rules they match, and where users are reached."""

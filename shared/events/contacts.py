@@ -1,0 +1,53 @@
+"""Where users are reached (``user_contacts``), as the host application tells us with
+``PUT /api/users/{id}/contacts``. Event rules send to these, unless the event's own data
+names an address (``data.email`` / ``data.phone``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+from sqlalchemy.orm import Session
+
+from shared.db.models import UserContact, utcnow
+from shared.messages import normalize_email, normalize_phone
+from shared.templates.store import LOCALE_PATTERN
+
+
+class ContactInput(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    email: str | None = None
+    phone: str | None = None
+    locale: str | None = Field(default=None, pattern=LOCALE_PATTERN)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        return normalize_email(value) if value else None
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        return normalize_phone(value) if value else None
+
+
+def put(session: Session, user_id: str, given: ContactInput) -> UserContact:
+    """Replace the user's contacts with ``given`` (absent fields are cleared)."""
+    now = utcnow()
+    row = session.get(UserContact, user_id)
+    if row is None:
+        row = UserContact(user_id=user_id, created_at=now)
+        session.add(row)
+    row.email, row.phone, row.locale, row.updated_at = given.email, given.phone, given.locale, now
+    session.flush()
+    return row
+
+
+def get(session: Session, user_id: str) -> UserContact | None:
+    return session.get(UserContact, user_id)
+
+
+def view(row: UserContact) -> dict[str, Any]:
+    return {"userId": row.user_id, "email": row.email, "phone": row.phone, "locale": row.locale}

@@ -1,0 +1,224 @@
+"""Processing one event: log it, match the rules, create one message per rule and channel.
+
+Runs in the events actor (``workers/events.py``) in one transaction that holds the
+``event_logs`` row locked, so two copies of the same event (a redelivery) never process it
+side by side; the messages' idempotency keys ``event:<id>:<rule>:<channel>`` make a second
+pass create nothing new. The returned ids are published by the caller after the commit,
+like any message: the rows are the truth and the broker only carries ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from shared import tracking
+from shared.channels import Channel, Status
+from shared.config import Settings
+from shared.db.models import EventLog, NotificationLog, NotificationRule, UserContact, utcnow
+from shared.errors import NotFound
+from shared.events import conditions, contacts, rules
+from shared.logging import get_logger
+from shared.messages import normalize_email, normalize_phone
+from shared.templates import messages as template_messages
+from shared.templates import store as template_store
+from shared.webhook_fanout import fan_out
+
+log = get_logger(__name__)
+
+#: ``event_logs.status`` values.
+QUEUED, PROCESSED = "queued", "processed"
+
+
+@dataclass(frozen=True)
+class Result:
+    event_id: str
+    #: Messages to publish now (after the commit); delayed ones wait for the scheduler.
+    publish: list[tuple[Channel, str]]
+    duplicate: bool = False
+
+
+def idempotency_key(event_id: str, rule_id: str, channel: Channel) -> str:
+    return f"event:{event_id}:{rule_id}:{channel.value}"
+
+
+def template_data(event: EventLog) -> dict[str, Any]:
+    """What a rule's template renders with: the event's data, plus ``event`` itself."""
+    data = dict(event.data or {})
+    data.setdefault(
+        "event",
+        {
+            "id": event.id,
+            "type": event.event_type,
+            "userId": event.user_id,
+            "occurredAt": event.created_at.isoformat(),
+        },
+    )
+    return data
+
+
+def _recipient(channel: Channel, event: EventLog, contact: UserContact | None) -> str | None:
+    """The address to send to, or None. Addresses from the event's data are validated here
+    (contacts were validated when stored); ValueError names a malformed one."""
+    data = event.data or {}
+    if channel is Channel.EMAIL:
+        if data.get("email"):
+            return normalize_email(str(data["email"]))
+        return contact.email if contact else None
+    if channel is Channel.SMS:
+        if data.get("phone"):
+            return normalize_phone(str(data["phone"]))
+        return contact.phone if contact else None
+    return event.user_id
+
+
+def _close(session: Session, message_id: str, status: Status, reason: str, code: str) -> None:
+    """Record a message the rule could not send (no address, no template) as such."""
+    session.execute(
+        update(NotificationLog)
+        .where(NotificationLog.id == message_id, NotificationLog.status == Status.QUEUED.value)
+        .values(
+            status=status.value,
+            last_error=reason,
+            error_code=code,
+            completed_at=utcnow(),
+            next_attempt_at=None,
+        )
+    )
+
+
+def _message(
+    session: Session,
+    settings: Settings,
+    event: EventLog,
+    rule: NotificationRule,
+    channel: Channel,
+    contact: UserContact | None,
+) -> tuple[str, bool, bool]:
+    """Create the rule's message on ``channel``: ``(id, created, publish_now)``."""
+    problem: tuple[Status, str, str] | None = None
+    try:
+        recipient = _recipient(channel, event, contact)
+    except ValueError as exc:
+        recipient, problem = None, (Status.SKIPPED, str(exc), "invalid_recipient")
+    given_locale = (event.data or {}).get("locale")
+    locale = str(given_locale) if given_locale else (contact.locale if contact else None)
+    ref: dict[str, Any] | None = None
+    try:
+        found_locale, version = template_store.resolve(
+            session, rule.template_key or "", channel.value, locale, settings.template_default_locale
+        )
+        ref = template_messages.reference(
+            rule.template_key or "", found_locale, version, template_data(event)
+        )
+    except NotFound as exc:
+        problem = problem or (Status.FAILED, str(exc), "template_not_found")
+    if recipient is None and problem is None:
+        what = {Channel.EMAIL: "email address", Channel.SMS: "phone number"}.get(channel, "user")
+        problem = (Status.SKIPPED, f"no {what} for user {event.user_id!r}", "no_recipient")
+    payload: dict[str, Any] = {"template": ref, "critical": rule.critical}
+    if channel in (Channel.EMAIL, Channel.SMS):
+        payload["to"] = recipient
+    else:
+        payload["type"] = "error" if rule.critical else "info"
+    due_at = utcnow() + timedelta(milliseconds=rule.delay_ms) if rule.delay_ms and problem is None else None
+    message_id, created = tracking.create(
+        session,
+        tracking.NewMessage(
+            channel=channel,
+            recipient=recipient or "",
+            payload=payload,
+            max_attempts=settings.retry_policy(channel).max_attempts,
+            user_id=event.user_id,
+            event_type=event.event_type,
+            event_id=event.id,
+            idempotency_key=idempotency_key(event.id, rule.id, channel),
+            template_key=rule.template_key,
+            template_version=ref["version"] if ref else None,
+            due_at=due_at,
+        ),
+    )
+    if problem is not None and created:
+        _close(session, message_id, *problem)
+        log.warning("event.message_unsendable", event_id=event.id, rule_id=rule.id, reason=problem[1])
+        return message_id, created, False
+    return message_id, created, due_at is None
+
+
+def _waiting(session: Session, event_id: str) -> list[tuple[Channel, str]]:
+    rows = session.execute(
+        select(NotificationLog.channel, NotificationLog.id).where(
+            NotificationLog.event_id == event_id,
+            NotificationLog.status == Status.QUEUED.value,
+            NotificationLog.due_at.is_(None),
+        )
+    ).all()
+    return [(Channel(r.channel), r.id) for r in rows]
+
+
+def process(session: Session, settings: Settings, event_id: str) -> Result:
+    """Process the event in ``session`` (one transaction; the caller commits, then publishes)."""
+    event = session.get(EventLog, event_id, with_for_update=True)
+    if event is None:
+        log.warning("event.unknown", event_id=event_id)
+        return Result(event_id, [], duplicate=True)
+    if event.status == PROCESSED:
+        # A redelivery. Its messages exist; publish again any still waiting for the broker
+        # (the publish may be what failed last time); claims make an extra copy harmless.
+        log.info("event.duplicate", event_id=event_id)
+        return Result(event_id, _waiting(session, event_id), duplicate=True)
+    contact = contacts.get(session, event.user_id) if event.user_id else None
+    publish: list[tuple[Channel, str]] = []
+    matched = 0
+    for rule in rules.matching(session, event.event_type):
+        if not conditions.all_hold(rule.conditions or [], event.event_type, event.user_id, event.data or {}):
+            continue
+        matched += 1
+        for name in rule.channels:
+            message_id, _created, now = _message(session, settings, event, rule, Channel(name), contact)
+            if now:
+                publish.append((Channel(name), message_id))
+    webhook_ids = fan_out(
+        session,
+        settings,
+        event_id=event.id,
+        event_type=event.event_type,
+        data=dict(event.data or {}),
+        user_id=event.user_id,
+        occurred_at=event.created_at,
+    )
+    publish.extend((Channel.WEBHOOK, message_id) for message_id in webhook_ids)
+    event.status = PROCESSED
+    event.matched_rules = matched
+    event.processed_at = utcnow()
+    if matched == 0:
+        log.info("event.no_matching_rules", event_id=event.id, event_type=event.event_type)
+    return Result(event_id, publish)
+
+
+def take_lost(session: Session, *, stale_after: timedelta, limit: int) -> list[str]:
+    """Events still queued ``stale_after`` after they were accepted (or last rescued): the
+    broker evidently lost them (a crash between the row insert and the publish). Marks them
+    rescued now, so each is published again at most once per ``stale_after``."""
+    now = utcnow()
+    stale = now - stale_after
+    ids = list(
+        session.scalars(
+            select(EventLog.id)
+            .where(
+                EventLog.status == QUEUED,
+                EventLog.created_at < stale,
+                (EventLog.rescued_at.is_(None)) | (EventLog.rescued_at < stale),
+            )
+            .order_by(EventLog.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if ids:
+        session.execute(update(EventLog).where(EventLog.id.in_(ids)).values(rescued_at=now))
+    return ids

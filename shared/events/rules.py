@@ -1,0 +1,130 @@
+"""Notification rules (``notification_rules``): which events send what, on which channels.
+
+A rule names an event type, optional conditions on the event, the channels to send on, the
+template to render (one per channel, by key), a priority (higher first), ``critical``
+(bypasses the user's opt-outs and quiet hours, e.g. security alerts) and a delay.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.channels import Channel
+from shared.db.models import NotificationRule, utcnow
+from shared.errors import NotFound, ValidationError
+from shared.events import conditions as conditions_module
+from shared.templates import store as template_store
+
+#: The longest delay a rule may ask for: 30 days, in milliseconds.
+MAX_RULE_DELAY_MS = 30 * 24 * 3_600_000
+#: Channels a rule sends on. Events reach webhooks through webhook configurations instead.
+RULE_CHANNELS = (Channel.EMAIL, Channel.SMS, Channel.IN_APP)
+
+
+class RuleInput(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=255)
+    event_type: str = Field(min_length=1, max_length=255)
+    channels: list[str] = Field(min_length=1)
+    template_key: str = Field(pattern=template_store.KEY_PATTERN)
+    conditions: list[Any] = Field(default_factory=list, max_length=conditions_module.MAX_CONDITIONS)
+    priority: int = 0
+    critical: bool = False
+    delay_ms: int = Field(default=0, ge=0, le=MAX_RULE_DELAY_MS)
+    active: bool = True
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, value: list[str]) -> list[str]:
+        parsed = []
+        for raw in value:
+            channel = Channel.parse(raw)
+            if channel not in RULE_CHANNELS:
+                raise ValueError(
+                    f"rules send on {', '.join(c.value for c in RULE_CHANNELS)}; events reach webhooks "
+                    "through webhook configurations"
+                )
+            parsed.append(channel.value)
+        return list(dict.fromkeys(parsed))
+
+    @field_validator("conditions")
+    @classmethod
+    def _conditions(cls, value: list[Any]) -> list[Any]:
+        return [conditions_module.parse(c) for c in value]
+
+
+def _check_templates(session: Session, rule: RuleInput, default_locale: str) -> None:
+    for channel in rule.channels:
+        try:
+            template_store.resolve(session, rule.template_key, channel, None, default_locale)
+        except NotFound:
+            message = f"no {channel} template {rule.template_key!r} in locale {default_locale!r}"
+            raise ValidationError(message, [{"field": "templateKey", "message": message}]) from None
+
+
+def create(session: Session, rule: RuleInput, *, default_locale: str) -> NotificationRule:
+    _check_templates(session, rule, default_locale)
+    now = utcnow()
+    row = NotificationRule(id=str(uuid.uuid4()), created_at=now, updated_at=now, **rule.model_dump())
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get(session: Session, rule_id: str) -> NotificationRule:
+    row = session.get(NotificationRule, rule_id)
+    if row is None:
+        raise NotFound(f"no rule with id {rule_id}")
+    return row
+
+
+def replace(session: Session, rule_id: str, rule: RuleInput, *, default_locale: str) -> NotificationRule:
+    row = get(session, rule_id)
+    _check_templates(session, rule, default_locale)
+    for name, value in rule.model_dump().items():
+        setattr(row, name, value)
+    row.updated_at = utcnow()
+    return row
+
+
+def delete(session: Session, rule_id: str) -> None:
+    session.delete(get(session, rule_id))
+
+
+def list_all(session: Session) -> list[NotificationRule]:
+    query = select(NotificationRule).order_by(NotificationRule.event_type, NotificationRule.priority.desc())
+    return list(session.scalars(query))
+
+
+def matching(session: Session, event_type: str) -> list[NotificationRule]:
+    """Active rules for ``event_type``, highest priority first (conditions not yet applied)."""
+    query = (
+        select(NotificationRule)
+        .where(NotificationRule.event_type == event_type, NotificationRule.active.is_(True))
+        .order_by(NotificationRule.priority.desc(), NotificationRule.created_at)
+    )
+    return list(session.scalars(query))
+
+
+def view(row: NotificationRule) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "eventType": row.event_type,
+        "channels": row.channels,
+        "templateKey": row.template_key,
+        "conditions": row.conditions,
+        "priority": row.priority,
+        "critical": row.critical,
+        "delayMs": row.delay_ms,
+        "active": row.active,
+        "createdAt": row.created_at.isoformat(),
+        "updatedAt": row.updated_at.isoformat(),
+    }

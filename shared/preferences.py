@@ -1,0 +1,230 @@
+"""A user's notification preferences, and the decision they make for one message.
+
+Defaults (a user without a row): every channel on, no quiet hours, UTC. Precedence, most
+specific first: a critical message (set on its event rule, e.g. security alerts) ignores
+every preference; else an explicit per event type and channel choice wins; else the
+channel's global switch. Quiet hours hold non-critical email and SMS until the window ends
+(they are delayed, never dropped); in-app and webhooks are not noisy and go at once.
+
+Workers decide at send time (the delivery pipeline's preferences stage), so a change made
+after a message was enqueued still applies to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+from sqlalchemy.orm import Session
+
+from shared.channels import Channel
+from shared.db.models import UserNotificationPreference, utcnow
+
+#: Channels whose messages wait out quiet hours.
+QUIET_CHANNELS = frozenset({Channel.EMAIL, Channel.SMS})
+#: Event types one user may set switches for (a bound on a per-user JSON document).
+MAX_EVENT_PREFERENCES = 200
+TIME_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d$"
+
+_ENABLED_COLUMNS = {
+    Channel.EMAIL: "email_enabled",
+    Channel.SMS: "sms_enabled",
+    Channel.IN_APP: "in_app_enabled",
+    Channel.WEBHOOK: "webhook_enabled",
+}
+
+
+@dataclass(frozen=True)
+class Preferences:
+    channels: dict[Channel, bool] = field(default_factory=lambda: dict.fromkeys(Channel, True))
+    #: ``{"order.shipped": {"sms": False}}``
+    events: dict[str, dict[str, bool]] = field(default_factory=dict)
+    quiet_start: time | None = None
+    quiet_end: time | None = None
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class Allow:
+    pass
+
+
+@dataclass(frozen=True)
+class Suppress:
+    reason: str
+    code: str
+
+
+@dataclass(frozen=True)
+class Defer:
+    until: datetime
+    reason: str
+
+
+Decision = Allow | Suppress | Defer
+
+
+def _parse_time(raw: str | None) -> time | None:
+    return time.fromisoformat(raw) if raw else None
+
+
+def from_row(row: UserNotificationPreference | None) -> Preferences:
+    if row is None:
+        return Preferences()
+    return Preferences(
+        channels={channel: bool(getattr(row, column)) for channel, column in _ENABLED_COLUMNS.items()},
+        events={str(k): dict(v) for k, v in (row.event_preferences or {}).items()},
+        quiet_start=_parse_time(row.quiet_hours_start),
+        quiet_end=_parse_time(row.quiet_hours_end),
+        timezone=row.timezone or "UTC",
+    )
+
+
+def load(session: Session, user_id: str) -> Preferences:
+    """The user's preferences (defaults without a row). ``session`` must act for the user."""
+    return from_row(session.get(UserNotificationPreference, user_id))
+
+
+def quiet_hours_end(prefs: Preferences, now: datetime) -> datetime | None:
+    """When the quiet window containing ``now`` ends (UTC), or None outside quiet hours."""
+    if prefs.quiet_start is None or prefs.quiet_end is None or prefs.quiet_start == prefs.quiet_end:
+        return None
+    zone = ZoneInfo(prefs.timezone)
+    local = now.astimezone(zone)
+    clock = local.time().replace(tzinfo=None)
+    start, end = prefs.quiet_start, prefs.quiet_end
+    if start < end:
+        inside = start <= clock < end
+        end_day: date = local.date()
+    else:  # the window spans midnight
+        inside = clock >= start or clock < end
+        end_day = local.date() + timedelta(days=1) if clock >= start else local.date()
+    if not inside:
+        return None
+    return datetime.combine(end_day, end, tzinfo=zone).astimezone(now.tzinfo)
+
+
+def decide(
+    prefs: Preferences,
+    channel: Channel,
+    event_type: str | None,
+    *,
+    critical: bool,
+    now: datetime | None = None,
+) -> Decision:
+    if critical:
+        return Allow()
+    explicit = prefs.events.get(event_type or "", {}).get(channel.value) if event_type else None
+    if explicit is False:
+        return Suppress(f"the user turned off {channel.value} for {event_type}", "preference_event_opt_out")
+    if explicit is None and not prefs.channels.get(channel, True):
+        return Suppress(f"the user turned off {channel.value} notifications", "preference_opt_out")
+    if channel in QUIET_CHANNELS:
+        until = quiet_hours_end(prefs, now or utcnow())
+        if until is not None:
+            return Defer(until, "quiet hours")
+    return Allow()
+
+
+class QuietHours(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: str = Field(pattern=TIME_PATTERN)
+    end: str = Field(pattern=TIME_PATTERN)
+    timezone: str | None = None
+
+
+def _check_zone(value: str | None) -> str | None:
+    if value is None:
+        return value
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)") from None
+    return value
+
+
+class PreferencesUpdate(BaseModel):
+    """``PUT /api/notifications/preferences``: fields given are changed, others kept.
+    ``quietHours: null`` turns quiet hours off."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    email_enabled: bool | None = None
+    sms_enabled: bool | None = None
+    in_app_enabled: bool | None = None
+    webhook_enabled: bool | None = None
+    event_preferences: dict[str, dict[str, bool]] | None = None
+    quiet_hours: QuietHours | None = None
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        return _check_zone(value)
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: QuietHours | None) -> QuietHours | None:
+        if value is not None:
+            _check_zone(value.timezone)
+            if value.start == value.end:
+                raise ValueError("quiet hours must start and end at different times")
+        return value
+
+    @field_validator("event_preferences")
+    @classmethod
+    def _events(cls, value: dict[str, dict[str, bool]] | None) -> dict[str, dict[str, bool]] | None:
+        if value is None:
+            return value
+        if len(value) > MAX_EVENT_PREFERENCES:
+            raise ValueError(f"at most {MAX_EVENT_PREFERENCES} event types")
+        cleaned: dict[str, dict[str, bool]] = {}
+        for event_type, switches in value.items():
+            if not event_type or len(event_type) > 255:
+                raise ValueError("event types are 1 to 255 characters")
+            cleaned[event_type] = {Channel.parse(name).value: on for name, on in switches.items()}
+        return cleaned
+
+
+def apply(row: UserNotificationPreference, update: PreferencesUpdate) -> None:
+    given = update.model_fields_set
+    for column in _ENABLED_COLUMNS.values():
+        if column in given and getattr(update, column) is not None:
+            setattr(row, column, getattr(update, column))
+    if "event_preferences" in given and update.event_preferences is not None:
+        merged = dict(row.event_preferences or {})
+        for event_type, switches in update.event_preferences.items():
+            merged[event_type] = {**merged.get(event_type, {}), **switches}
+        row.event_preferences = merged
+    if "quiet_hours" in given:
+        quiet = update.quiet_hours
+        row.quiet_hours_start = quiet.start if quiet else None
+        row.quiet_hours_end = quiet.end if quiet else None
+        if quiet is not None and quiet.timezone:
+            row.timezone = quiet.timezone
+    if "timezone" in given and update.timezone:
+        row.timezone = update.timezone
+    row.updated_at = utcnow()
+
+
+def view(user_id: str, prefs: Preferences) -> dict[str, Any]:
+    quiet = (
+        {"start": prefs.quiet_start.strftime("%H:%M"), "end": prefs.quiet_end.strftime("%H:%M")}
+        if prefs.quiet_start and prefs.quiet_end
+        else None
+    )
+    return {
+        "userId": user_id,
+        "emailEnabled": prefs.channels[Channel.EMAIL],
+        "smsEnabled": prefs.channels[Channel.SMS],
+        "inAppEnabled": prefs.channels[Channel.IN_APP],
+        "webhookEnabled": prefs.channels[Channel.WEBHOOK],
+        "eventPreferences": prefs.events,
+        "quietHours": quiet,
+        "timezone": prefs.timezone,
+    }

@@ -1,0 +1,1 @@
+"""Message templates (Handlebars through pybars3): checked, versioned, compiled once."""

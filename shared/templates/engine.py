@@ -1,0 +1,207 @@
+"""Compiling and rendering templates with pybars3: checked first, compiled once, cached.
+
+A template version is immutable, so its compiled parts are cached by
+``(key, channel, locale, version)`` for the life of the process and never compiled per
+message. pybars' compiler is not thread-safe (pybars3 #42), so every compile holds one
+lock; rendering a compiled template is re-entrant and runs without it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pybars
+
+from shared.errors import RenderError
+from shared.templates import syntax
+from shared.templates.context import prepare_data
+from shared.templates.helpers import HELPERS
+
+#: The channel name partials are stored under: shared layouts, not messages.
+PARTIAL = "partial"
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """One part of a channel's template: its API name, whether it is HTML, whether required."""
+
+    name: str
+    html: bool = False
+    required: bool = False
+
+
+#: The parts each channel's template has. Email needs ``text`` or ``html`` (checked apart);
+#: webhooks have ``payload``, a JSON document whose strings are templates.
+CHANNEL_PARTS: dict[str, tuple[PartSpec, ...]] = {
+    "email": (PartSpec("subject", required=True), PartSpec("text"), PartSpec("html", html=True)),
+    "sms": (PartSpec("sms", required=True),),
+    "in_app": (PartSpec("title", required=True), PartSpec("message", required=True), PartSpec("actionUrl")),
+    "webhook": (),
+    PARTIAL: (PartSpec("text", required=True),),
+}
+
+#: Compiled templates kept per process (oldest dropped first); versions are immutable.
+CACHE_SIZE = 4096
+
+Renderer = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class TemplateSource:
+    """A template version as stored: its parts' sources and, for webhooks, the payload."""
+
+    key: str
+    channel: str
+    locale: str
+    version: int
+    parts: Mapping[str, str | None]
+    payload: Any = None
+
+
+@dataclass
+class Compiled:
+    parts: dict[str, Renderer] = field(default_factory=dict)
+    #: Webhook payload: the document with each string leaf replaced by its renderer.
+    payload: Any = None
+    partials: frozenset[str] = frozenset()
+
+
+_compiler = pybars.Compiler()
+_compile_lock = threading.Lock()
+_cache: OrderedDict[tuple[Any, ...], Compiled] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _compile_one(source: str, *, html: bool, partials: set[str] | None, used: set[str]) -> Renderer:
+    checked, usage = syntax.check(source, html=html, helpers=HELPERS, partials=partials)
+    used.update(usage.partials)
+    with _compile_lock:
+        try:
+            renderer: Renderer = _compiler.compile(checked)
+        except Exception as exc:  # pybars reports grammar errors as PybarsError or worse
+            message = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise syntax.TemplateSyntaxError(syntax.Problem(_line_of(message), message)) from None
+    return renderer
+
+
+def _line_of(message: str) -> int:
+    words = message.split()
+    if "line" in words:
+        after = words[words.index("line") + 1]
+        if after.isdigit():
+            return int(after)
+    return 1
+
+
+class PartError(Exception):
+    """A syntax problem in a named part (the API reports the part, line and reason)."""
+
+    def __init__(self, part: str, problem: syntax.Problem) -> None:
+        super().__init__(f"{part}, line {problem.line}: {problem.message}")
+        self.part = part
+        self.problem = problem
+
+
+def compile_source(source: TemplateSource, *, known_partials: set[str] | None = None) -> Compiled:
+    """Compile every part (uncached). Raises :class:`PartError` on the first bad part."""
+    compiled = Compiled()
+    used: set[str] = set()
+    modes = (False, True) if source.channel == PARTIAL else (None,)
+    for spec in CHANNEL_PARTS.get(source.channel, ()):
+        text = source.parts.get(spec.name)
+        if text is None:
+            continue
+        for mode in modes:
+            html = spec.html if mode is None else mode
+            name = spec.name if mode is None else ("html" if mode else "text")
+            try:
+                compiled.parts[name] = _compile_one(text, html=html, partials=known_partials, used=used)
+            except syntax.TemplateSyntaxError as exc:
+                raise PartError(spec.name, exc.problem) from None
+    if source.payload is not None:
+        compiled.payload = _compile_payload(source.payload, "payload", known_partials, used)
+    compiled.partials = frozenset(used)
+    return compiled
+
+
+def _compile_payload(value: Any, where: str, partials: set[str] | None, used: set[str]) -> Any:
+    if isinstance(value, str):
+        try:
+            return _compile_one(value, html=False, partials=partials, used=used)
+        except syntax.TemplateSyntaxError as exc:
+            raise PartError(where, exc.problem) from None
+    if isinstance(value, dict):
+        return {k: _compile_payload(v, f"{where}.{k}", partials, used) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compile_payload(v, f"{where}[{i}]", partials, used) for i, v in enumerate(value)]
+    return value
+
+
+def cached(source: TemplateSource) -> Compiled:
+    """The compiled template for this version, compiled on first use only."""
+    cache_key = (source.key, source.channel, source.locale, source.version)
+    with _cache_lock:
+        hit = _cache.get(cache_key)
+        if hit is not None:
+            _cache.move_to_end(cache_key)
+            return hit
+    compiled = compile_source(source)
+    with _cache_lock:
+        _cache[cache_key] = compiled
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return compiled
+
+
+def forget_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def _run(renderer: Renderer, data: Any, partials: Mapping[str, Renderer]) -> str:
+    try:
+        return str(renderer(data, helpers=HELPERS, partials=dict(partials)))
+    except RenderError:
+        raise
+    except Exception as exc:  # pybars raises PybarsError, and data can trip Python errors
+        message = (str(exc).splitlines() or [""])[0]
+        raise RenderError(f"template failed to render: {type(exc).__name__}: {message}") from None
+
+
+def render(
+    compiled: Compiled,
+    data: Mapping[str, Any],
+    *,
+    strict: bool,
+    partials: Mapping[str, Compiled],
+) -> dict[str, Any]:
+    """Every part rendered with ``data``; the webhook payload as a JSON-ready document."""
+    context = prepare_data(dict(data), strict=strict)
+    html_partials = {name: p.parts["html"] for name, p in partials.items() if "html" in p.parts}
+    text_partials = {name: p.parts["text"] for name, p in partials.items() if "text" in p.parts}
+    html_parts = {spec.name for specs in CHANNEL_PARTS.values() for spec in specs if spec.html}
+    result: dict[str, Any] = {}
+    for name, renderer in compiled.parts.items():
+        result[name] = _run(renderer, context, html_partials if name in html_parts else text_partials)
+    if compiled.payload is not None:
+        result["payload"] = _render_payload(compiled.payload, context, text_partials)
+    return result
+
+
+def _render_payload(value: Any, context: Any, partials: Mapping[str, Renderer]) -> Any:
+    if callable(value):
+        return _run(value, context, partials)
+    if isinstance(value, dict):
+        return {k: _render_payload(v, context, partials) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_payload(v, context, partials) for v in value]
+    return value
+
+
+def payload_source(raw: str | None) -> Any:
+    return json.loads(raw) if raw else None

@@ -1,0 +1,87 @@
+"""Send requests that name a template instead of giving literal content:
+``send_email(to=..., template="welcome", data={...})`` or ``POST /api/messages/email
+{to, template, data}``. The recipient is validated like any message's; the content is
+rendered by the worker from the template version current at enqueue time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from shared.channels import Channel
+from shared.messages import (
+    Identifier,
+    InAppType,
+    _Request,
+    check_http_url,
+    normalize_email,
+    normalize_phone,
+)
+from shared.templates.store import KEY_PATTERN, LOCALE_PATTERN
+
+
+class TemplatedRequest(_Request):
+    template: str = Field(pattern=KEY_PATTERN)
+    data: dict[str, Any] = Field(default_factory=dict)
+    locale: str | None = Field(default=None, pattern=LOCALE_PATTERN)
+    #: Filled by the producer once the template is found: ``{key, locale, version, data}``.
+    template_ref: dict[str, Any] | None = None
+
+    def recipient_fields(self) -> dict[str, Any]:
+        return {}
+
+    def payload(self) -> dict[str, Any]:
+        return {**self.recipient_fields(), "template": self.template_ref}
+
+
+class TemplatedEmailRequest(TemplatedRequest):
+    to: str
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: str) -> str:
+        return normalize_email(value)
+
+    def recipient_fields(self) -> dict[str, Any]:
+        return {"to": self.to}
+
+
+class TemplatedSmsRequest(TemplatedRequest):
+    to: str
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: str) -> str:
+        return normalize_phone(value)
+
+    def recipient_fields(self) -> dict[str, Any]:
+        return {"to": self.to}
+
+
+class TemplatedWebhookRequest(TemplatedRequest):
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_http_url(value)
+
+    def recipient_fields(self) -> dict[str, Any]:
+        return {"url": self.url}
+
+
+class TemplatedInAppRequest(TemplatedRequest):
+    user_id: Identifier
+    type: InAppType = "info"
+
+    def recipient_fields(self) -> dict[str, Any]:
+        return {"type": self.type}
+
+
+TEMPLATED_MODELS: dict[Channel, type[TemplatedRequest]] = {
+    Channel.EMAIL: TemplatedEmailRequest,
+    Channel.SMS: TemplatedSmsRequest,
+    Channel.WEBHOOK: TemplatedWebhookRequest,
+    Channel.IN_APP: TemplatedInAppRequest,
+}

@@ -1,0 +1,283 @@
+"""Templates in ``message_templates``: saving a version (after every check), finding the one a
+message uses, and loading it back compiled.
+
+A row is one version of one ``(key, channel, locale)``; saving adds a version and marks it
+current, so messages already queued still render the version they were enqueued with
+(``notification_logs.template_version``). Partials are stored under the channel ``partial``
+and are always used at their current version.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from shared.db.models import MessageTemplate, utcnow
+from shared.errors import NotFound, RenderError, TemplateError
+from shared.templates import engine
+from shared.templates.engine import PARTIAL, Compiled, TemplateSource
+
+#: How long a process reuses its view of which partial versions are current.
+PARTIALS_REFRESH_SECONDS = 5.0
+
+KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$"
+LOCALE_PATTERN = r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$"
+CHANNELS = ("email", "sms", "in_app", "webhook", PARTIAL)
+
+#: API part name → column.
+PART_COLUMNS = {
+    "subject": "subject",
+    "text": "text_body",
+    "html": "html_body",
+    "sms": "sms_body",
+    "title": "title",
+    "message": "message",
+    "actionUrl": "action_url",
+}
+
+
+class TemplateInput(BaseModel):
+    """A template as the API and Python callers give it (camelCase or snake_case)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    key: str = Field(pattern=KEY_PATTERN)
+    channel: str
+    locale: str | None = Field(default=None, pattern=LOCALE_PATTERN)
+    subject: str | None = None
+    text: str | None = None
+    html: str | None = None
+    sms: str | None = None
+    title: str | None = None
+    message: str | None = None
+    action_url: str | None = None
+    payload: dict[str, Any] | list[Any] | None = None
+    sample_data: dict[str, Any] = Field(default_factory=dict)
+
+    def parts(self) -> dict[str, str | None]:
+        return {name: getattr(self, _attr(name)) for name in PART_COLUMNS}
+
+
+def _attr(part: str) -> str:
+    return "action_url" if part == "actionUrl" else part
+
+
+def normalize_channel(raw: str) -> str:
+    channel = raw.strip().lower().replace("-", "_")
+    if channel not in CHANNELS:
+        raise TemplateError(
+            f"unknown channel {raw!r}",
+            [{"field": "channel", "message": f"choose from {', '.join(CHANNELS)}"}],
+        )
+    return channel
+
+
+def _refuse(part: str, line: int | None, message: str) -> TemplateError:
+    where = f"{part}, line {line}" if line else part
+    return TemplateError(f"{where}: {message}", [{"part": part, "line": line, "message": message}])
+
+
+def source_of(row: MessageTemplate) -> TemplateSource:
+    return TemplateSource(
+        key=row.key,
+        channel=row.channel,
+        locale=row.locale,
+        version=row.version,
+        parts={name: getattr(row, column) for name, column in PART_COLUMNS.items()},
+        payload=engine.payload_source(row.webhook_payload),
+    )
+
+
+def check(session: Session, given: TemplateInput, channel: str, locale: str) -> None:
+    """Refuse a template that could not render: bad syntax, unknown helper or partial, a
+    required part missing or rendering empty with the sample data. Raises TemplateError."""
+    allowed = {spec.name for spec in engine.CHANNEL_PARTS[channel]}
+    stray = [name for name, text in given.parts().items() if text is not None and name not in allowed]
+    if channel != "webhook" and given.payload is not None:
+        stray.append("payload")
+    if stray:
+        raise _refuse(stray[0], None, f"a {channel} template has no {stray[0]!r} part")
+    partials = current_partials(session, fresh=True)
+    known = set(partials) - ({given.key} if channel == PARTIAL else set())
+    source = TemplateSource(given.key, channel, locale, 0, given.parts(), given.payload)
+    try:
+        compiled = engine.compile_source(source, known_partials=known)
+    except engine.PartError as exc:
+        raise _refuse(exc.part, exc.problem.line, exc.problem.message) from None
+    required = [spec.name for spec in engine.CHANNEL_PARTS[channel] if spec.required]
+    for name in required:
+        if not (given.parts().get(name) or "").strip():
+            raise _refuse(name, None, f"a {channel} template needs a {name!r} part")
+    if channel == "email" and not (given.text or given.html):
+        raise _refuse("text", None, "an email template needs a 'text' or an 'html' part (or both)")
+    if channel == "webhook" and not given.payload:
+        raise _refuse("payload", None, "a webhook template needs a non-empty 'payload'")
+    try:
+        rendered = engine.render(compiled, given.sample_data, strict=False, partials=partials)
+    except RenderError as exc:
+        raise _refuse("sampleData", None, str(exc)) from None
+    if channel == "email":
+        required.append("text" if given.text else "html")
+    for name in required:
+        if not str(rendered.get(name, "")).strip():
+            raise _refuse(name, None, f"{name!r} renders empty with the sample data")
+
+
+def save(session: Session, given: TemplateInput, *, default_locale: str) -> MessageTemplate:
+    """Check and store ``given`` as the next version of its key, channel and locale."""
+    channel = normalize_channel(given.channel)
+    locale = given.locale or default_locale
+    check(session, given, channel, locale)
+    scope = (
+        MessageTemplate.key == given.key,
+        MessageTemplate.channel == channel,
+        MessageTemplate.locale == locale,
+    )
+    # Serialize concurrent edits of one template: the unique (key, channel, locale, version)
+    # makes the loser fail instead of overwriting.
+    latest = session.scalar(select(func.max(MessageTemplate.version)).where(*scope)) or 0
+    session.execute(update(MessageTemplate).where(*scope).values(is_current=False))
+    row = MessageTemplate(
+        key=given.key,
+        channel=channel,
+        locale=locale,
+        version=latest + 1,
+        webhook_payload=json.dumps(given.payload) if given.payload is not None else None,
+        sample_data=given.sample_data,
+        is_current=True,
+        created_at=utcnow(),
+        **{column: getattr(given, _attr(name)) for name, column in PART_COLUMNS.items()},
+    )
+    session.add(row)
+    session.flush()
+    if channel == PARTIAL:
+        _forget_partials()
+    return row
+
+
+def current(session: Session, key: str, channel: str | None = None, locale: str | None = None) -> list[Any]:
+    query = select(MessageTemplate).where(
+        MessageTemplate.key == key, MessageTemplate.is_current.is_(True), MessageTemplate.deleted_at.is_(None)
+    )
+    if channel is not None:
+        query = query.where(MessageTemplate.channel == normalize_channel(channel))
+    if locale is not None:
+        query = query.where(MessageTemplate.locale == locale)
+    return list(session.scalars(query.order_by(MessageTemplate.channel, MessageTemplate.locale)))
+
+
+def version(session: Session, key: str, channel: str, locale: str, number: int) -> MessageTemplate:
+    row = session.scalar(
+        select(MessageTemplate).where(
+            MessageTemplate.key == key,
+            MessageTemplate.channel == channel,
+            MessageTemplate.locale == locale,
+            MessageTemplate.version == number,
+        )
+    )
+    if row is None:
+        raise NotFound(f"template {key!r} has no {channel} version {number} in locale {locale!r}")
+    return row
+
+
+def list_current(session: Session) -> list[MessageTemplate]:
+    query = select(MessageTemplate).where(
+        MessageTemplate.is_current.is_(True), MessageTemplate.deleted_at.is_(None)
+    )
+    return list(session.scalars(query.order_by(MessageTemplate.key, MessageTemplate.channel)))
+
+
+def delete(session: Session, key: str, channel: str | None = None, locale: str | None = None) -> int:
+    """Retire the template (its versions stay readable for messages already queued)."""
+    rows = current(session, key, channel, locale)
+    if not rows:
+        raise NotFound(f"no template {key!r}")
+    now = utcnow()
+    for row in rows:
+        row.deleted_at = now
+        row.is_current = False
+        if row.channel == PARTIAL:
+            _forget_partials()
+    return len(rows)
+
+
+def resolve(
+    session: Session, key: str, channel: str, locale: str | None, default_locale: str
+) -> tuple[str, int]:
+    """The ``(locale, version)`` a new message uses: its locale's current version, else the
+    default locale's. Raises NotFound when neither exists."""
+    for candidate in dict.fromkeys(c for c in (locale, default_locale) if c):
+        found = session.execute(
+            select(MessageTemplate.locale, MessageTemplate.version).where(
+                MessageTemplate.key == key,
+                MessageTemplate.channel == channel,
+                MessageTemplate.locale == candidate,
+                MessageTemplate.is_current.is_(True),
+                MessageTemplate.deleted_at.is_(None),
+            )
+        ).one_or_none()
+        if found is not None:
+            return found.locale, found.version
+    raise NotFound(f"no {channel} template {key!r} (locale {locale or default_locale!r})")
+
+
+_sources: dict[tuple[str, str, str, int], TemplateSource] = {}
+_sources_lock = threading.Lock()
+
+
+def load(session: Session, key: str, channel: str, locale: str, number: int) -> Compiled:
+    """The compiled version (versions are immutable: read from the database once)."""
+    cache_key = (key, channel, locale, number)
+    with _sources_lock:
+        source = _sources.get(cache_key)
+    if source is None:
+        source = source_of(version(session, key, channel, locale, number))
+        with _sources_lock:
+            _sources[cache_key] = source
+    return engine.cached(source)
+
+
+_partials: tuple[float, dict[str, Compiled]] | None = None
+_partials_lock = threading.Lock()
+
+
+def forget_cache() -> None:
+    """Drop every cached template. Versions are immutable, so only a database emptied under
+    a running process (tests) needs this."""
+    with _sources_lock:
+        _sources.clear()
+    engine.forget_cache()
+    _forget_partials()
+
+
+def _forget_partials() -> None:
+    global _partials
+    with _partials_lock:
+        _partials = None
+
+
+def current_partials(session: Session, *, fresh: bool = False) -> dict[str, Compiled]:
+    """Every current partial, compiled; refreshed at most every PARTIALS_REFRESH_SECONDS."""
+    global _partials
+    with _partials_lock:
+        snapshot = _partials
+    if not fresh and snapshot is not None and time.monotonic() - snapshot[0] < PARTIALS_REFRESH_SECONDS:
+        return snapshot[1]
+    rows = session.scalars(
+        select(MessageTemplate).where(
+            MessageTemplate.channel == PARTIAL,
+            MessageTemplate.is_current.is_(True),
+            MessageTemplate.deleted_at.is_(None),
+        )
+    )
+    compiled = {row.key: engine.cached(source_of(row)) for row in rows}
+    with _partials_lock:
+        _partials = (time.monotonic(), compiled)
+    return compiled
