@@ -1,0 +1,48 @@
+"""Realtime inbox events: a hub per gateway process, Redis or in-process.
+
+``REDIS_URL`` set: :class:`~shared.realtime.redis.RedisHub`, which reaches every gateway
+process. Unset (the embedded default, gateway and workers in one process): the one
+process-wide :class:`~shared.realtime.memory.MemoryHub`.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from shared.config import Settings
+from shared.realtime.base import Hub, InboxEvent, RealtimeError, TooManyStreams
+from shared.realtime.memory import MemoryHub
+from shared.realtime.redis import RedisHub
+
+__all__ = [
+    "Hub",
+    "InboxEvent",
+    "MemoryHub",
+    "RealtimeError",
+    "RedisHub",
+    "TooManyStreams",
+    "open_hub",
+    "publisher",
+]
+
+_lock = threading.Lock()
+_memory = MemoryHub()
+_publishers: dict[str, Hub] = {}
+
+
+def open_hub(settings: Settings) -> Hub:
+    """The hub a gateway app feeds its streams from (start it in the app's lifespan)."""
+    if settings.redis_url is None:
+        return _memory
+    return RedisHub(settings.redis_url)
+
+
+def publisher(settings: Settings) -> Hub:
+    """The process's shared hub for publishing (worker threads, request handlers)."""
+    if settings.redis_url is None:
+        return _memory
+    with _lock:
+        hub = _publishers.get(settings.redis_url)
+        if hub is None:
+            hub = _publishers[settings.redis_url] = RedisHub(settings.redis_url)
+        return hub
