@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
+import socket
 import threading
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
-
-import httpx
+from urllib.parse import urlencode, urlsplit
 
 from tests.waiting import wait_until
 
@@ -32,8 +34,11 @@ class SseClient:
     ended: bool = False
 
     def __post_init__(self) -> None:
-        self._client = httpx.Client(timeout=httpx.Timeout(10, read=None))
-        self._response: httpx.Response | None = None
+        # http.client rather than httpx: shutting the socket down from the test thread is the
+        # one reliable way to end a blocking read on another thread.
+        parts = urlsplit(self.url)
+        self._connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+        self._target = parts.path + (f"?{urlencode(self.params)}" if self.params else "")
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._read, name="sse-client", daemon=True)
 
@@ -48,36 +53,44 @@ class SseClient:
         self.close()
 
     def close(self) -> None:
-        if self._response is not None:
-            self._response.close()
-        self._client.close()
+        sock = self._connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already closed by the server
+                sock.shutdown(socket.SHUT_RDWR)
         self._thread.join(10)
+        self._connection.close()
 
     def _read(self) -> None:
         try:
-            with self._client.stream(
-                "GET", self.url, headers={"Accept": "text/event-stream", **self.headers}, params=self.params
-            ) as response:
-                self._response = response
-                self.status = response.status_code
-                if response.status_code != 200:
-                    self.body = response.read().decode()
+            self._connection.request(
+                "GET", self._target, headers={"Accept": "text/event-stream", **self.headers}
+            )
+            response = self._connection.getresponse()
+            if self._connection.sock is not None:
+                self._connection.sock.settimeout(None)  # idle streams are quiet for a heartbeat
+            self.status = response.status
+            if response.status != 200:
+                self.body = response.read().decode()
+                return
+            kind, data, ident = "message", [], None
+            while True:
+                raw = response.readline()
+                if not raw:
                     return
-                kind, data, ident = "message", [], None
-                for line in response.iter_lines():
-                    if line.startswith(":"):
-                        self.comments.append(line[1:].strip())
-                    elif line.startswith("event:"):
-                        kind = line[6:].strip()
-                    elif line.startswith("data:"):
-                        data.append(line[5:].strip())
-                    elif line.startswith("id:"):
-                        ident = line[3:].strip()
-                    elif line == "" and data:
-                        with self._lock:
-                            self.events.append(Event(kind, json.loads("\n".join(data)), ident))
-                        kind, data, ident = "message", [], None
-        except (httpx.HTTPError, RuntimeError, ValueError, OSError):
+                line = raw.decode().rstrip("\r\n")
+                if line.startswith(":"):
+                    self.comments.append(line[1:].strip())
+                elif line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].strip())
+                elif line.startswith("id:"):
+                    ident = line[3:].strip()
+                elif line == "" and data:
+                    with self._lock:
+                        self.events.append(Event(kind, json.loads("\n".join(data)), ident))
+                    kind, data, ident = "message", [], None
+        except (http.client.HTTPException, ValueError, OSError):
             pass  # closed from the test thread
         finally:
             self.ended = True
