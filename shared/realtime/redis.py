@@ -1,11 +1,13 @@
 """The Redis hub: events travel over one Redis pub/sub channel to every gateway process.
 
 Every gateway process subscribes to the one channel and hands each event to its own streams
-for that user. One channel keeps a single subscription per process however many users are
-connected; its cost is that every process sees every event, which is small next to the
-database write that produced it. When the subscription drops, the process closes its open
-streams: their clients reconnect with ``Last-Event-ID`` and replay what they missed from
-the database, so an outage delays events but never loses them.
+for that user. The channel is named after the database the inbox lives in, so deployments
+(or test runs) sharing a Redis never see each other's events. One channel keeps a single
+subscription per process however many users are connected; its cost is that every process
+sees every event, which is small next to the database write that produced it. When the
+subscription drops, the process closes its open streams: their clients reconnect with
+``Last-Event-ID`` and replay what they missed from the database, so an outage delays events
+but never loses them.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from shared.realtime.base import Hub, InboxEvent, RealtimeError
 
 log = get_logger(__name__)
 
-#: The pub/sub channel all inbox events share.
-CHANNEL = "kai:inbox"
+#: Prefix of the pub/sub channel all inbox events of one database share.
+CHANNEL_PREFIX = "kai:inbox:"
 
 #: A publish happens after the inbox commit on a worker thread: bound how long a Redis outage
 #: can hold that thread, in seconds.
@@ -33,9 +35,10 @@ RESUBSCRIBE_DELAY_SECONDS = 0.5
 
 
 class RedisHub(Hub):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, scope: str) -> None:
         super().__init__()
         self.url = url
+        self.channel = CHANNEL_PREFIX + scope
         self._publisher = redis.Redis.from_url(
             url, socket_timeout=PUBLISH_TIMEOUT_SECONDS, socket_connect_timeout=PUBLISH_TIMEOUT_SECONDS
         )
@@ -44,7 +47,7 @@ class RedisHub(Hub):
 
     def publish(self, event: InboxEvent) -> None:
         try:
-            self._publisher.publish(CHANNEL, event.encode())
+            self._publisher.publish(self.channel, event.encode())
         except redis.RedisError as exc:
             raise RealtimeError(f"redis publish failed: {exc}") from exc
 
@@ -82,7 +85,7 @@ class RedisHub(Hub):
         client = aioredis.Redis.from_url(self.url)
         try:
             async with client.pubsub() as pubsub:
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(self.channel)
                 self._subscribed.set()
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
