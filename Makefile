@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck bench chaos clean
+.PHONY: install run test lint typecheck bench bench-inbox chaos clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ typecheck: install
 ## Enqueue throughput and enqueue-to-delivery latency on the local services.
 bench: install
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
+
+## The in-app inbox at scale: feed, unread count, SSE delivery and stream capacity.
+bench-inbox: install
+	$(BIN)/python -m bench.inbox $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from producer.gateway.auth import require_user_for_stream
 from producer.gateway.errors import ApiError
@@ -70,6 +71,21 @@ def _resume_point(request: Request) -> inbox.Position | None:
             "Last-Event-ID is not an event id this stream sent",
             [{"field": "Last-Event-ID", "message": "unknown event id"}],
         ) from None
+
+
+class EventStreamResponse(StreamingResponse):
+    """Releases the stream's slot however the response ends: a client that disconnects
+    early can cancel the body before it ever starts, and then its ``finally`` never runs."""
+
+    def __init__(self, body: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
+        super().__init__(body, media_type="text/event-stream", headers=HEADERS)
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
 
 
 def _catch_up(
@@ -128,7 +144,7 @@ async def stream_endpoint(request: Request) -> StreamingResponse:
         hub.streams.close(stream)
         raise
     body = _events(hub, stream, missed, unread, settings.sse_heartbeat_ms / 1000)
-    return StreamingResponse(body, media_type="text/event-stream", headers=HEADERS)
+    return EventStreamResponse(body, on_close=lambda: hub.streams.close(stream))
 
 
 routes = [Route("/api/notifications/stream", stream_endpoint, methods=["GET"])]
