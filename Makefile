@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck bench chaos fleet-demo clean
+.PHONY: install run test lint typecheck bench bench-inbox chaos fleet-demo clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench: install
 ## Per-channel scaling across hosts: network namespaces, one vs two worker hosts, a cut link.
 fleet-demo: install
 	$(BIN)/python deploy/fleet_demo.py demo $(if $(MESSAGES),--messages $(MESSAGES),)
+
+## The in-app inbox at scale: feed, unread count, SSE delivery and stream capacity.
+bench-inbox: install
+	$(BIN)/python -m bench.inbox $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -49,6 +49,20 @@ DEFAULT_TEMPLATE_LOCALE = "en"
 #: the ``default`` helper still treat a missing value as empty). pybars itself renders "".
 DEFAULT_TEMPLATE_STRICT = True
 
+#: In-app notifications older than this many days are purged (0 keeps them forever).
+DEFAULT_IN_APP_RETENTION_DAYS = 90
+
+#: How often the retention job looks for expired notifications, in milliseconds.
+DEFAULT_IN_APP_RETENTION_INTERVAL_MS = 3_600_000
+
+#: Open notification streams one user may hold on one gateway process; a browser opens one
+#: per tab, so this is generous for people and still stops a runaway client.
+DEFAULT_SSE_MAX_CONNECTIONS_PER_USER = 10
+
+#: Idle time after which a stream sends a comment line, in milliseconds, so proxies and load
+#: balancers (often 30-60 s idle timeouts) keep the connection open.
+DEFAULT_SSE_HEARTBEAT_MS = 15_000
+
 
 def _bool(name: str, raw: str) -> bool:
     lowered = raw.strip().lower()
@@ -137,6 +151,10 @@ class Settings:
     scheduler_interval_ms: int
     rescue_after_ms: int
     log_level: str
+    in_app_retention_days: int = DEFAULT_IN_APP_RETENTION_DAYS
+    in_app_retention_interval_ms: int = DEFAULT_IN_APP_RETENTION_INTERVAL_MS
+    sse_max_connections_per_user: int = DEFAULT_SSE_MAX_CONNECTIONS_PER_USER
+    sse_heartbeat_ms: int = DEFAULT_SSE_HEARTBEAT_MS
 
     template_default_locale: str = DEFAULT_TEMPLATE_LOCALE
     template_strict: bool = DEFAULT_TEMPLATE_STRICT
@@ -260,6 +278,25 @@ class Settings:
             or DEFAULT_TEMPLATE_LOCALE,
             template_strict=_bool("TEMPLATE_STRICT", get("TEMPLATE_STRICT", "true") or "true"),
             migration_database_url=_postgres_driver(get("MIGRATION_DATABASE_URL")),
+            in_app_retention_days=_int(
+                "IN_APP_RETENTION_DAYS",
+                get("IN_APP_RETENTION_DAYS", str(DEFAULT_IN_APP_RETENTION_DAYS)) or "",
+            ),
+            in_app_retention_interval_ms=_int(
+                "IN_APP_RETENTION_INTERVAL",
+                get("IN_APP_RETENTION_INTERVAL", str(DEFAULT_IN_APP_RETENTION_INTERVAL_MS)) or "",
+                minimum=10,
+            ),
+            sse_max_connections_per_user=_int(
+                "SSE_MAX_CONNECTIONS_PER_USER",
+                get("SSE_MAX_CONNECTIONS_PER_USER", str(DEFAULT_SSE_MAX_CONNECTIONS_PER_USER)) or "",
+                minimum=1,
+            ),
+            sse_heartbeat_ms=_int(
+                "SSE_HEARTBEAT_INTERVAL",
+                get("SSE_HEARTBEAT_INTERVAL", str(DEFAULT_SSE_HEARTBEAT_MS)) or "",
+                minimum=10,
+            ),
         )
 
     def require_production_secrets(self) -> None:

@@ -132,3 +132,29 @@ def test_make_run_turns_an_event_into_templated_messages(embedded: tuple[str, st
     (message_id,) = event["messageIds"]  # type: ignore[misc]
     assert "Subject: Hello Bo" in (var / "outbox" / f"{message_id}.eml").read_text()
     client.close()
+
+
+def test_the_inbox_works_on_embedded_defaults(embedded: tuple[str, str, Path]) -> None:
+    """Given `kai-messaging run` on SQLite, when two in-app notifications are sent, then the
+    user's feed pages through them newest first and the unread count follows mark-as-read."""
+    url, key, _ = embedded
+    headers = {"Authorization": f"Bearer {key}"}
+    for title in ("first", "second"):
+        body = {"userId": "user-7", "title": title, "message": "hello"}
+        assert httpx.post(f"{url}/api/messages/in-app", json=body, headers=headers).status_code == 202
+    as_user = {**headers, "X-User-Id": "user-7"}
+
+    def count() -> int:
+        return int(httpx.get(f"{url}/api/notifications/unread-count", headers=as_user).json()["count"])
+
+    wait_until(lambda: count() == 2, timeout=20, message="notifications never arrived")
+    page = httpx.get(f"{url}/api/notifications", params={"limit": 1}, headers=as_user).json()
+    rest = httpx.get(
+        f"{url}/api/notifications", params={"limit": 1, "cursor": page["nextCursor"]}, headers=as_user
+    ).json()
+    assert [page["items"][0]["title"], rest["items"][0]["title"]] == ["second", "first"]
+    assert rest["nextCursor"] is None
+    marked = httpx.post(
+        f"{url}/api/notifications/mark-as-read", json={"ids": [page["items"][0]["id"]]}, headers=as_user
+    )
+    assert marked.json() == {"updated": 1, "unreadCount": 1}

@@ -8,6 +8,7 @@ import dramatiq
 from shared.broker import get_broker
 from shared.config import Settings
 from workers.actors import declare_all
+from workers.retention import RetentionMiddleware
 from workers.scheduler import SchedulerMiddleware
 
 #: Worker threads for all channels together in the embedded process.
@@ -20,6 +21,8 @@ class EmbeddedWorkers:
         self.broker = get_broker(settings)
         if not any(isinstance(m, SchedulerMiddleware) for m in self.broker.middleware):
             self.broker.add_middleware(SchedulerMiddleware(settings))
+        if not any(isinstance(m, RetentionMiddleware) for m in self.broker.middleware):
+            self.broker.add_middleware(RetentionMiddleware(settings))
         self.pipelines = declare_all(self.broker, settings)
         self.worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=100)
 

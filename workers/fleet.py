@@ -1,6 +1,7 @@
-"""What a worker process loads: settings, logging, the broker with every channel's actor, and
-the scheduler. ``kai-messaging worker email`` runs the Dramatiq CLI on this module with
-``--queues email`` so the process consumes only its channel's queue (and its delay queue)."""
+"""What a worker process loads: settings, logging, the broker with every channel's actor, the
+scheduler and the in-app retention job. ``kai-messaging worker email`` runs the Dramatiq CLI
+on this module with ``--queues email`` so the process consumes only its channel's queue (and
+its delay queue)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from shared.broker import get_broker
 from shared.config import get_settings
 from shared.logging import configure_logging
 from workers.actors import declare_all
+from workers.retention import RetentionMiddleware
 from workers.scheduler import SchedulerMiddleware
 
 settings = get_settings()
 configure_logging(settings.log_level)
 broker = get_broker(settings)
 broker.add_middleware(SchedulerMiddleware(settings))
+broker.add_middleware(RetentionMiddleware(settings))
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     # Per-actor in-progress, retry and dead-letter counts, and the exposition server that
     # merges every process's metrics (ours included) on the pool's metrics port.

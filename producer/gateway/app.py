@@ -7,17 +7,33 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
-from producer.gateway import events, health, messages, metrics, preferences, rules, templates
+from producer.gateway import (
+    events,
+    health,
+    inbox_page,
+    messages,
+    metrics,
+    notifications,
+    preferences,
+    rules,
+    stream,
+    templates,
+)
 from producer.gateway.errors import HANDLERS
 from producer.service import NotificationService
 from shared.config import Settings
 from shared.metrics import QueueDepthCollector
+from shared.realtime import open_hub
 
 
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
+        await app.state.hub.start()
+        try:
+            yield
+        finally:
+            await app.state.hub.stop()
 
     app = Starlette(
         routes=[
@@ -28,10 +44,14 @@ def create_app(settings: Settings) -> Starlette:
             *preferences.routes,
             *rules.routes,
             *events.routes,
+            *notifications.routes,
+            *stream.routes,
+            *inbox_page.routes,
         ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
     app.state.service = NotificationService(settings)
     app.state.queue_depths = QueueDepthCollector(settings)
+    app.state.hub = open_hub(settings)
     return app

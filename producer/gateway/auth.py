@@ -59,7 +59,10 @@ def _is_server_key(settings: Settings, credential: str) -> bool:
 
 
 def authenticate(request: Request, settings: Settings) -> Principal:
-    credential = _bearer(request)
+    return _principal(request, settings, _bearer(request))
+
+
+def _principal(request: Request, settings: Settings, credential: str) -> Principal:
     if _is_server_key(settings, credential):
         return Principal(Kind.SERVER, request.headers.get("x-user-id") or None)
     if credential.count(".") == 2 and settings.user_token_secret:
@@ -80,6 +83,13 @@ def authenticate(request: Request, settings: Settings) -> Principal:
     raise ApiError(401, "unauthenticated", "unknown API key or token", headers=_challenge())
 
 
+def _user_token(request: Request, settings: Settings, credential: str) -> Principal:
+    if _is_server_key(settings, credential):
+        # A server key in a URL would end up in proxy logs and browser history.
+        raise ApiError(401, "unauthenticated", "only a user token may be given as access_token")
+    return _principal(request, settings, credential)
+
+
 def require_server(request: Request, settings: Settings) -> Principal:
     principal = authenticate(request, settings)
     if principal.kind is not Kind.SERVER:
@@ -92,4 +102,20 @@ def require_user(request: Request, settings: Settings) -> Principal:
     principal = authenticate(request, settings)
     if principal.user_id is None:
         raise ApiError(400, "user_required", "a server key must name the user with X-User-Id")
+    return principal
+
+
+#: The query parameter carrying a user token where headers cannot be set (``EventSource``).
+TOKEN_PARAMETER = "access_token"
+
+
+def require_user_for_stream(request: Request, settings: Settings) -> Principal:
+    """Like :func:`require_user`, also accepting a user token (never a server key) in the
+    ``access_token`` query parameter, because browsers' ``EventSource`` cannot send headers."""
+    token = request.query_params.get(TOKEN_PARAMETER)
+    if token is None or "authorization" in request.headers:
+        return require_user(request, settings)
+    principal = _user_token(request, settings, token.strip())
+    if principal.user_id is None:
+        raise ApiError(401, "unauthenticated", "unknown token", headers=_challenge())
     return principal

@@ -156,6 +156,8 @@ class Notification(Base):
 
     __table_args__ = (
         Index("ix_notifications_user_id_created_at", "user_id", "created_at", "id"),
+        #: The retention purge's search for expired rows (revision 0003).
+        Index("ix_notifications_created_at", "created_at"),
         Index(
             "ix_notifications_unread",
             "user_id",

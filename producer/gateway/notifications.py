@@ -1,0 +1,170 @@
+"""``/api/notifications``: the caller's inbox (feed, unread count, mark read, delete, test).
+
+Every endpoint acts for the user of the credential (a user token, or a server key with
+``X-User-Id``) and for nobody else. Changes that move the unread count are announced to the
+user's open streams after they commit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, cast
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from producer.gateway.auth import require_user
+from producer.gateway.bodies import read_json_object
+from producer.gateway.errors import ApiError
+from producer.service import NotificationService
+from shared import inbox
+from shared.channels import Channel
+from shared.config import Settings
+from shared.db.rls import user_scope
+from shared.realtime.announce import announce, count_event
+
+#: Most ids one mark-as-read or delete call may name.
+MAX_IDS_PER_CALL = 1000
+
+#: Longest id accepted in a list (notification ids are UUIDs).
+MAX_ID_CHARS = 64
+
+TYPES = ("info", "success", "warning", "error")
+STATUSES = ("all", "read", "unread")
+
+TEST_NOTIFICATION = {
+    "title": "Test notification",
+    "message": "If you can read this, in-app notifications reach you.",
+    "type": "info",
+}
+
+
+def _service(request: Request) -> NotificationService:
+    service: NotificationService = request.app.state.service
+    return service
+
+
+def _user(request: Request) -> tuple[Settings, str]:
+    settings = _service(request).settings
+    principal = require_user(request, settings)
+    assert principal.user_id is not None  # require_user refuses a principal without a user
+    return settings, principal.user_id
+
+
+def _invalid(field: str, message: str) -> ApiError:
+    return ApiError(422, "validation_error", f"{field}: {message}", [{"field": field, "message": message}])
+
+
+def _feed_query(request: Request) -> tuple[inbox.FeedFilter, inbox.Position | None, int]:
+    params = request.query_params
+    status = params.get("status", "all")
+    if status not in STATUSES:
+        raise _invalid("status", f"must be one of {', '.join(STATUSES)}")
+    kind = params.get("type")
+    if kind is not None and kind not in TYPES:
+        raise _invalid("type", f"must be one of {', '.join(TYPES)}")
+    since = None
+    if "since" in params:
+        try:
+            since = datetime.fromisoformat(params["since"])
+        except ValueError:
+            raise _invalid("since", "must be an ISO 8601 timestamp") from None
+        if since.tzinfo is None:
+            raise _invalid("since", "must carry a UTC offset (e.g. 2026-01-01T00:00:00Z)")
+    after = None
+    if params.get("cursor"):
+        try:
+            after = inbox.Position.from_cursor(params["cursor"])
+        except ValueError:
+            raise _invalid("cursor", "not a cursor this API returned") from None
+    raw_limit = params.get("limit", str(inbox.DEFAULT_PAGE_SIZE))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= inbox.MAX_PAGE_SIZE:
+        raise _invalid("limit", f"must be an integer from 1 to {inbox.MAX_PAGE_SIZE}")
+    return inbox.FeedFilter(cast(inbox.Status, status), kind, since), after, int(raw_limit)
+
+
+async def feed(request: Request) -> JSONResponse:
+    settings, user_id = _user(request)
+    filters, after, limit = _feed_query(request)
+
+    def load() -> dict[str, Any]:
+        with user_scope(settings.database_url, user_id) as session:
+            rows, more = inbox.page(session, user_id, filters, after, limit)
+            return {"items": [inbox.view(r) for r in rows], "nextCursor": more.cursor() if more else None}
+
+    return JSONResponse(await run_in_threadpool(load))
+
+
+async def unread(request: Request) -> JSONResponse:
+    settings, user_id = _user(request)
+
+    def count() -> int:
+        with user_scope(settings.database_url, user_id) as session:
+            return inbox.unread_count(session, user_id)
+
+    return JSONResponse({"count": await run_in_threadpool(count)})
+
+
+async def _ids(request: Request, settings: Settings) -> list[str]:
+    body = await read_json_object(request, settings.max_payload_bytes)
+    ids = body.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) and 0 < len(i) <= MAX_ID_CHARS for i in ids):
+        raise _invalid("ids", "must be a list of notification ids")
+    if len(ids) > MAX_IDS_PER_CALL:
+        raise _invalid("ids", f"at most {MAX_IDS_PER_CALL} ids per call")
+    return list(dict.fromkeys(ids))
+
+
+async def _change(settings: Settings, user_id: str, verb: str, ids: list[str] | None) -> JSONResponse:
+    def run() -> tuple[int, int]:
+        with user_scope(settings.database_url, user_id) as session:
+            if verb == "delete":
+                changed = inbox.soft_delete(session, user_id, ids or [])
+            elif ids is None:
+                changed = inbox.mark_all_read(session, user_id)
+            else:
+                changed = inbox.mark_read(session, user_id, ids)
+            count = inbox.unread_count(session, user_id)
+        if changed:
+            announce(settings, count_event(user_id, count))
+        return changed, count
+
+    changed, count = await run_in_threadpool(run)
+    key = "deleted" if verb == "delete" else "updated"
+    return JSONResponse({key: changed, "unreadCount": count})
+
+
+async def mark_as_read(request: Request) -> JSONResponse:
+    settings, user_id = _user(request)
+    return await _change(settings, user_id, "read", await _ids(request, settings))
+
+
+async def mark_all_as_read(request: Request) -> JSONResponse:
+    settings, user_id = _user(request)
+    return await _change(settings, user_id, "read", None)
+
+
+async def delete(request: Request) -> JSONResponse:
+    settings, user_id = _user(request)
+    return await _change(settings, user_id, "delete", await _ids(request, settings))
+
+
+async def send_test(request: Request) -> JSONResponse:
+    service = _service(request)
+    _, user_id = _user(request)
+    message_id = await run_in_threadpool(
+        service.submit, Channel.IN_APP, {**TEST_NOTIFICATION, "userId": user_id}
+    )
+    return JSONResponse({"id": message_id, "status": "queued"}, status_code=202)
+
+
+routes = [
+    Route("/api/notifications", feed, methods=["GET"]),
+    Route("/api/notifications/unread-count", unread, methods=["GET"]),
+    Route("/api/notifications/mark-as-read", mark_as_read, methods=["POST"]),
+    Route("/api/notifications/mark-all-as-read", mark_all_as_read, methods=["POST"]),
+    Route("/api/notifications/delete", delete, methods=["POST"]),
+    Route("/api/notifications/test", send_test, methods=["POST"]),
+]

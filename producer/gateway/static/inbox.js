@@ -1,0 +1,110 @@
+// The embeddable inbox: lists the user's notifications, shows the unread badge, marks read,
+// and follows the notification stream. Open it as /inbox#token=<user token>; the token stays
+// in the fragment, which browsers never send to servers or put in Referer headers.
+(function () {
+  "use strict";
+  var params = new URLSearchParams(location.hash.slice(1));
+  var token = params.get("token") || "";
+  var base = params.get("api") || "";
+  var list = document.getElementById("list");
+  var badge = document.getElementById("badge");
+  var statusLine = document.getElementById("status");
+  var more = document.getElementById("more");
+  var empty = document.getElementById("empty");
+  var shown = new Map();
+  var nextCursor = null;
+
+  function api(path, body) {
+    var init = { headers: { Authorization: "Bearer " + token } };
+    if (body !== undefined) {
+      init.method = "POST";
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    return fetch(base + path, init).then(function (r) {
+      if (!r.ok) { throw new Error(path + " answered " + r.status); }
+      return r.json();
+    });
+  }
+
+  function setBadge(count) {
+    badge.textContent = String(count);
+    badge.dataset.count = String(count);
+  }
+
+  function render(item, atTop) {
+    if (shown.has(item.id)) { return; }
+    var li = document.createElement("li");
+    li.dataset.id = item.id;
+    li.className = item.readAt ? "read" : "unread";
+    var kind = document.createElement("span");
+    kind.className = "kind " + item.type;
+    var body = document.createElement("div");
+    body.className = "body";
+    var title = document.createElement("div");
+    title.className = "title";
+    title.textContent = item.title;
+    var message = document.createElement("div");
+    message.className = "message";
+    message.textContent = item.message;
+    var time = document.createElement("div");
+    time.className = "time";
+    time.textContent = new Date(item.createdAt).toLocaleString();
+    body.append(title, message, time);
+    li.append(kind, body);
+    li.addEventListener("click", function () { open(item, li); });
+    shown.set(item.id, li);
+    if (atTop) { list.prepend(li); } else { list.append(li); }
+    empty.hidden = shown.size > 0;
+  }
+
+  function open(item, li) {
+    var follow = function () {
+      if (item.actionUrl && /^(\/(?!\/)|https?:\/\/)/.test(item.actionUrl)) { location.assign(item.actionUrl); }
+    };
+    if (li.classList.contains("read")) { follow(); return; }
+    api("/api/notifications/mark-as-read", { ids: [item.id] }).then(function (answer) {
+      li.className = "read";
+      setBadge(answer.unreadCount);
+      follow();
+    });
+  }
+
+  function loadPage() {
+    var path = "/api/notifications?limit=20" + (nextCursor ? "&cursor=" + encodeURIComponent(nextCursor) : "");
+    return api(path).then(function (page) {
+      page.items.forEach(function (item) { render(item, false); });
+      nextCursor = page.nextCursor;
+      more.hidden = !nextCursor;
+      empty.hidden = shown.size > 0;
+    });
+  }
+
+  function follow() {
+    var source = new EventSource(base + "/api/notifications/stream?access_token=" + encodeURIComponent(token));
+    source.onopen = function () { statusLine.textContent = "live"; };
+    source.onerror = function () { statusLine.textContent = "reconnecting…"; };
+    source.addEventListener("notification", function (e) { render(JSON.parse(e.data), true); });
+    source.addEventListener("unread-count", function (e) { setBadge(JSON.parse(e.data).count); });
+    source.addEventListener("resync", function () {
+      list.replaceChildren();
+      shown.clear();
+      nextCursor = null;
+      loadPage();
+    });
+  }
+
+  document.getElementById("mark-all").addEventListener("click", function () {
+    api("/api/notifications/mark-all-as-read", {}).then(function (answer) {
+      shown.forEach(function (li) { li.className = "read"; });
+      setBadge(answer.unreadCount);
+    });
+  });
+  more.addEventListener("click", loadPage);
+
+  if (!token) {
+    statusLine.textContent = "open this page as /inbox#token=<user token>";
+    return;
+  }
+  loadPage().then(follow, function (err) { statusLine.textContent = String(err.message || err); });
+})();

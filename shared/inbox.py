@@ -1,0 +1,188 @@
+"""A user's inbox: the queries behind ``/api/notifications`` and the notification stream.
+
+Every query names the user, so one user can never read, count, mark or delete another's
+notifications: ids that are not the caller's simply match nothing. The feed is newest first
+with keyset pagination on ``(created_at, id)``, served by the ``(user_id, created_at, id)``
+index; the unread count is a count over the partial index of unread, undeleted rows, so it is
+always exact (no counter to drift under concurrent inserts and reads) and reads only the
+user's unread entries.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from shared.db.models import Notification, utcnow
+
+#: Largest feed page a client may ask for.
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20
+
+#: A row's ``created_at`` is taken before its transaction commits, so a row may become visible
+#: after a newer one (and worker clocks differ slightly). Replay after a reconnect therefore
+#: starts this far before the client's last event; clients drop repeats by notification id.
+REPLAY_OVERLAP = timedelta(seconds=5)
+
+#: Most notifications replayed to one reconnecting stream; past this the client is told to
+#: reload its feed instead.
+REPLAY_LIMIT = 500
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+Status = Literal["all", "read", "unread"]
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a notification sits in its user's timeline: ``(created_at, id)``.
+
+    Its text form (``<microseconds since the epoch>-<id>``) is the SSE event id; the feed's
+    cursor is the same text, base64url-encoded so clients treat it as opaque.
+    """
+
+    created_at: datetime
+    id: str
+
+    @classmethod
+    def of(cls, row: Notification) -> Position:
+        return cls(row.created_at, row.id)
+
+    def text(self) -> str:
+        return f"{(self.created_at - _EPOCH) // _MICROSECOND}-{self.id}"
+
+    @classmethod
+    def parse(cls, value: str) -> Position:
+        micros, sep, ident = value.partition("-")
+        if not sep or not micros.isdigit() or not ident or len(ident) > 64:
+            raise ValueError(f"not a notification position: {value[:80]!r}")
+        return cls(_EPOCH + int(micros) * _MICROSECOND, ident)
+
+    def cursor(self) -> str:
+        return base64.urlsafe_b64encode(self.text().encode()).decode().rstrip("=")
+
+    @classmethod
+    def from_cursor(cls, cursor: str) -> Position:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise ValueError("not a feed cursor") from None
+        return cls.parse(raw)
+
+
+@dataclass(frozen=True)
+class FeedFilter:
+    status: Status = "all"
+    type: str | None = None
+    since: datetime | None = None
+
+
+def _visible(user_id: str) -> Any:
+    return (Notification.user_id == user_id) & Notification.deleted_at.is_(None)
+
+
+def page(
+    session: Session, user_id: str, filters: FeedFilter, after: Position | None, limit: int
+) -> tuple[list[Notification], Position | None]:
+    """One page of the feed, newest first, and the position to continue from (None at the end)."""
+    query = select(Notification).where(_visible(user_id))
+    if filters.status == "unread":
+        query = query.where(Notification.read_at.is_(None))
+    elif filters.status == "read":
+        query = query.where(Notification.read_at.is_not(None))
+    if filters.type is not None:
+        query = query.where(Notification.type == filters.type)
+    if filters.since is not None:
+        query = query.where(Notification.created_at >= filters.since)
+    if after is not None:
+        query = query.where(tuple_(Notification.created_at, Notification.id) < (after.created_at, after.id))
+    query = query.order_by(Notification.created_at.desc(), Notification.id.desc()).limit(limit + 1)
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (Position.of(rows[-1]) if more and rows else None)
+
+
+def unread_count(session: Session, user_id: str) -> int:
+    query = (
+        select(func.count())
+        .select_from(Notification)
+        .where(_visible(user_id), Notification.read_at.is_(None))
+    )
+    return int(session.scalar(query) or 0)
+
+
+def mark_read(session: Session, user_id: str, ids: Sequence[str]) -> int:
+    """Mark the user's own notifications among ``ids`` read; other ids match nothing."""
+    if not ids:
+        return 0
+    result = session.execute(
+        update(Notification)
+        .where(_visible(user_id), Notification.id.in_(ids), Notification.read_at.is_(None))
+        .values(read_at=utcnow())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def mark_all_read(session: Session, user_id: str) -> int:
+    result = session.execute(
+        update(Notification).where(_visible(user_id), Notification.read_at.is_(None)).values(read_at=utcnow())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def soft_delete(session: Session, user_id: str, ids: Sequence[str]) -> int:
+    """Hide the user's own notifications among ``ids``; deleting twice changes nothing."""
+    if not ids:
+        return 0
+    result = session.execute(
+        update(Notification).where(_visible(user_id), Notification.id.in_(ids)).values(deleted_at=utcnow())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def replay(session: Session, user_id: str, after: Position, limit: int = REPLAY_LIMIT) -> list[Notification]:
+    """Notifications a stream that last saw ``after`` may have missed, oldest first."""
+    start = after.created_at - REPLAY_OVERLAP
+    query = (
+        select(Notification)
+        .where(_visible(user_id), Notification.created_at > start, Notification.id != after.id)
+        .order_by(Notification.created_at, Notification.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def purge_expired(session: Session, before: datetime, batch: int) -> int:
+    """Delete up to ``batch`` notifications created before ``before``. On PostgreSQL,
+    ``SKIP LOCKED`` lets several purging processes share the work without waiting."""
+    doomed = (
+        select(Notification.id)
+        .where(Notification.created_at < before)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    result = session.execute(delete(Notification).where(Notification.id.in_(doomed)))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def view(row: Notification) -> dict[str, Any]:
+    """A notification as the HTTP API shows it (camelCase keys)."""
+    return {
+        "id": row.id,
+        "title": row.title,
+        "message": row.message,
+        "type": row.type,
+        "actionUrl": row.action_url,
+        "createdAt": row.created_at.isoformat(),
+        "readAt": row.read_at.isoformat() if row.read_at is not None else None,
+        "data": row.data or {},
+    }
