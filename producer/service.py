@@ -14,7 +14,7 @@ from typing import Any
 
 import pydantic
 
-from shared import tracking
+from shared import netguard, tracking
 from shared.broker import get_broker, publish
 from shared.channels import Channel
 from shared.config import Settings, get_settings
@@ -27,9 +27,9 @@ from shared.messages import (
     SmsRequest,
     WebhookRequest,
     _Request,
-    check_http_url,
     json_size,
 )
+from shared.webhook_settings import address_policy
 
 log = get_logger(__name__)
 
@@ -94,11 +94,12 @@ class NotificationService:
         except pydantic.ValidationError as exc:
             raise validation_error(exc) from None
         settings = self.settings
-        if isinstance(request, WebhookRequest) and not settings.webhook_allow_private_networks:
+        if isinstance(request, WebhookRequest):
             try:
-                check_http_url(request.url, allow_private=False)
-            except ValueError as exc:
-                raise ValidationError(str(exc), [{"field": "url", "message": str(exc)}]) from None
+                netguard.check_url(request.url, address_policy(settings))
+            except netguard.AddressRefused as exc:
+                message = f"URL refused: {exc}"
+                raise ValidationError(message, [{"field": "url", "message": message}]) from None
         size = json_size(request.payload())  # type: ignore[attr-defined]
         if size > settings.max_payload_bytes:
             raise PayloadTooLarge(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from shared.channels import Channel
 from shared.errors import ConfigError
+from shared.webhook_settings import WebhookSettings
 
 #: Where the embedded defaults keep their files (SQLite database, outbox, dev credentials).
 DEFAULT_VAR_DIR = Path("var")
@@ -123,6 +124,8 @@ class Settings:
     scheduler_interval_ms: int
     rescue_after_ms: int
     log_level: str
+    #: Configured webhook endpoints: retry schedule, secrets, SSRF allow-list, health.
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     @property
     def embedded_broker(self) -> bool:
@@ -234,6 +237,7 @@ class Settings:
                 "RESCUE_AFTER", get("RESCUE_AFTER", str(DEFAULT_RESCUE_AFTER_MS)) or "", minimum=1000
             ),
             log_level=(get("LOG_LEVEL", "INFO") or "INFO").upper(),
+            webhooks=WebhookSettings.from_env(get),
         )
 
     def require_production_secrets(self) -> None:

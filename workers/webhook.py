@@ -1,34 +1,75 @@
 """The webhook pool: signed HTTP POSTs (Standard Webhooks), one ``webhook_delivery_logs`` row
-per attempt written in the same transaction as the status change."""
+per attempt written in the same transaction as the status change.
+
+Messages for a configured endpoint follow the endpoint's retry schedule (Svix's by default)
+and keep the endpoint's health record: consecutive failures, since when it has been failing,
+and whether it is disabled (410 Gone at once, or failing for WEBHOOK_DISABLE_AFTER). Ad-hoc
+messages keep the channel's exponential backoff (WEBHOOK_MAX_RETRIES, WEBHOOK_RETRY_DELAY).
+"""
 
 from __future__ import annotations
 
+import random
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from shared.channels import Channel
 from shared.config import Settings
-from shared.db.models import WebhookDeliveryLog
-from shared.delivery import Pipeline
-from shared.errors import DeliveryError
+from shared.db.models import WebhookConfiguration, WebhookDeliveryLog, utcnow
+from shared.delivery import JITTER, Pipeline
+from shared.errors import DeliveryError, TemporaryDeliveryError
+from shared.logging import get_logger
+from shared.providers.http import ENDPOINT_STATE_CODES
 from shared.tracking import Claimed
+
+log = get_logger(__name__)
 
 #: Response bodies kept per attempt (the provider already reads no more than this).
 RESPONSE_EXCERPT_CHARS = 64 * 1024
 
+#: Answers whose Retry-After a configured endpoint's schedule gives way to.
+RETRY_AFTER_CODES = frozenset({"http_429", "http_502", "http_503", "http_504"})
+
+#: The answer that disables an endpoint at once: the receiver says it is gone for good.
+GONE_CODE = "http_410"
+
+
+def _endpoint_id(claim: Claimed) -> str | None:
+    value = claim.payload.get("configurationId")
+    return value if isinstance(value, str) else None
+
 
 class WebhookPipeline(Pipeline):
+    def retry_delay(self, claim: Claimed, error: DeliveryError) -> int:
+        schedule = claim.payload.get("retryScheduleMs")
+        if not isinstance(schedule, list) or not schedule:
+            return super().retry_delay(claim, error)
+        planned = int(schedule[min(claim.attempt, len(schedule)) - 1])
+        delay = int(planned * random.uniform(1 - JITTER, 1 + JITTER))
+        hint = error.retry_after_ms if isinstance(error, TemporaryDeliveryError) else None
+        if hint is None:
+            return delay
+        ceiling = self.settings.webhooks.retry_after_max_ms
+        if error.code in RETRY_AFTER_CODES:
+            return max(0, min(hint, ceiling))
+        if error.code == "circuit_open":
+            # Wait for the breaker's probe, but never retry sooner than the schedule says.
+            return max(delay, min(hint, ceiling))
+        return delay
+
     def after_attempt(
         self, session: Session, claim: Claimed, details: dict[str, Any], error: DeliveryError | None
     ) -> None:
         body = details.get("request_body")
+        endpoint_id = _endpoint_id(claim)
         session.add(
             WebhookDeliveryLog(
                 notification_log_id=claim.id,
-                configuration_id=claim.payload.get("configurationId"),
+                configuration_id=endpoint_id,
                 attempt=claim.attempt,
-                url=str(claim.payload.get("url", claim.recipient)),
+                url=str(details.get("url") or claim.payload.get("url", claim.recipient)),
                 request_headers=details.get("request_headers") or {},
                 request_body=body if isinstance(body, str) else None,
                 response_status=details.get("status"),
@@ -38,9 +79,36 @@ class WebhookPipeline(Pipeline):
                 error_class=None if error is None else error.code,
                 error_message=None if error is None else error.message,
                 duration_ms=details.get("duration_ms"),
+                timings=details.get("timings") or None,
                 success=error is None,
             )
         )
+        if endpoint_id is not None and (error is None or error.code not in ENDPOINT_STATE_CODES):
+            self._record_health(session, endpoint_id, error)
+
+    def _record_health(self, session: Session, endpoint_id: str, error: DeliveryError | None) -> None:
+        row = session.get(WebhookConfiguration, endpoint_id, with_for_update=True)
+        if row is None:
+            return
+        now = utcnow()
+        if error is None:
+            row.consecutive_failures = 0
+            row.failing_since = None
+            return
+        row.consecutive_failures += 1
+        row.failing_since = row.failing_since or now
+        reason: str | None = None
+        if error.code == GONE_CODE:
+            reason = "the endpoint answered 410 Gone"
+        elif now - row.failing_since >= timedelta(milliseconds=self.settings.webhooks.disable_after_ms):
+            since = row.failing_since.isoformat()
+            reason = f"failing since {since} ({row.consecutive_failures} attempts in a row)"
+        if reason is not None and row.disabled_at is None:
+            row.active = False
+            row.disabled_at = now
+            row.disabled_reason = reason
+            row.updated_at = now
+            log.warning("webhook.endpoint_disabled", configuration_id=endpoint_id, reason=reason)
 
 
 def build_pipeline(settings: Settings) -> Pipeline:

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
-from producer.gateway import health, messages
+from producer.gateway import health, messages, webhooks
 from producer.gateway.errors import HANDLERS
 from producer.service import NotificationService
 from shared.config import Settings
@@ -19,7 +19,7 @@ def create_app(settings: Settings) -> Starlette:
         yield
 
     app = Starlette(
-        routes=[*health.routes, *messages.routes],
+        routes=[*health.routes, *messages.routes, *webhooks.routes],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
