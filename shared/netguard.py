@@ -93,10 +93,10 @@ def refusal(address: IPAddress) -> str | None:
         return "multicast"
     if address.is_unspecified:
         return "the unspecified address"
+    if address.is_reserved:  # before is_private, which also covers 240.0.0.0/4
+        return "reserved"
     if address.is_private:
         return "a private network"
-    if address.is_reserved:
-        return "reserved"
     if not address.is_global:
         return "not globally routable"
     return None

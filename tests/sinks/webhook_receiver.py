@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -31,6 +32,8 @@ class Delivery:
     json: Any
     verified: bool
     error: str | None = None
+    #: time.monotonic() when the request arrived.
+    received_at: float = 0.0
 
 
 @dataclass
@@ -73,8 +76,8 @@ class _Handler(BaseHTTPRequestHandler):
 class WebhookReceiver:
     """Use as a context manager or call start()/stop(). Answers 200 unless told otherwise."""
 
-    def __init__(self, secret: str) -> None:
-        self._verifier = Webhook(secret)
+    def __init__(self, secret: str | None = None) -> None:
+        self._verifier = None if secret is None else Webhook(secret)
         #: Seconds every request waits before it is answered (slow-receiver tests).
         self.delay = 0.0
         #: Requests whose body never fully arrived (the sender died or hung up mid-request).
@@ -105,6 +108,12 @@ class WebhookReceiver:
     def url(self) -> str:
         assert self._runner is not None, "start the receiver first"
         return self._runner.base_url + "/hooks"
+
+    def set_secret(self, secret: str) -> None:
+        """Verify with this secret from now on (an endpoint's secret is known only once the
+        endpoint, which needs this receiver's URL, has been created)."""
+        with self._cond:
+            self._verifier = Webhook(secret)
 
     def respond_next(
         self,
@@ -137,7 +146,10 @@ class WebhookReceiver:
 
     def _record(self, path: str, headers: dict[str, str], body: bytes) -> None:
         error: str | None = None
+        arrived = time.monotonic()
         try:
+            if self._verifier is None:
+                raise ValueError("the receiver has no secret to verify with")
             parsed = self._verifier.verify(body, headers)
             verified = True
         except Exception as exc:  # WebhookVerificationError, or ValueError on a malformed header
@@ -147,7 +159,7 @@ class WebhookReceiver:
             except ValueError:
                 parsed = None
         with self._cond:
-            self._deliveries.append(Delivery(path, headers, body, parsed, verified, error))
+            self._deliveries.append(Delivery(path, headers, body, parsed, verified, error, arrived))
             self._ids[headers.get("webhook-id", "")] += 1
             self._cond.notify_all()
 
