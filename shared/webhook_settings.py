@@ -53,6 +53,8 @@ class WebhookSettings:
     breaker_threshold: int = DEFAULT_BREAKER_THRESHOLD
     breaker_cooldown_ms: int = DEFAULT_BREAKER_COOLDOWN_MS
     test_timeout_ms: int = DEFAULT_TEST_TIMEOUT_MS
+    #: WEBHOOK_ALERT_EMAIL: told when an endpoint without its own ``ownerEmail`` is disabled.
+    alert_email: str | None = None
     #: WEBHOOK_ENCRYPTION_KEYS: Fernet keys (comma-separated, newest first) that encrypt
     #: endpoint secrets at rest; empty stores them as they are.
     encryption_keys: tuple[str, ...] = field(default=(), repr=False)
@@ -94,6 +96,7 @@ class WebhookSettings:
             breaker_cooldown_ms=number("WEBHOOK_BREAKER_COOLDOWN", DEFAULT_BREAKER_COOLDOWN_MS, minimum=1),
             test_timeout_ms=number("WEBHOOK_TEST_TIMEOUT", DEFAULT_TEST_TIMEOUT_MS, minimum=1),
             encryption_keys=tuple(items("WEBHOOK_ENCRYPTION_KEYS")),
+            alert_email=get("WEBHOOK_ALERT_EMAIL"),
         )
 
 

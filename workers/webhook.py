@@ -5,6 +5,8 @@ Messages for a configured endpoint follow the endpoint's retry schedule (Svix's 
 and keep the endpoint's health record: consecutive failures, since when it has been failing,
 and whether it is disabled (410 Gone at once, or failing for WEBHOOK_DISABLE_AFTER). Ad-hoc
 messages keep the channel's exponential backoff (WEBHOOK_MAX_RETRIES, WEBHOOK_RETRY_DELAY).
+An endpoint's ``rateLimitPerSecond`` is enforced before a message is claimed, so a message
+held back by it keeps all its attempts.
 """
 
 from __future__ import annotations
@@ -13,16 +15,21 @@ import random
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.channels import Channel
+from shared import webhook_alerts
+from shared.channels import Channel, Status
 from shared.config import Settings
-from shared.db.models import WebhookConfiguration, WebhookDeliveryLog, utcnow
-from shared.delivery import JITTER, Pipeline
+from shared.db.models import NotificationLog, WebhookConfiguration, WebhookDeliveryLog, utcnow
+from shared.db.session import session_scope
+from shared.delivery import JITTER, Action, Outcome, Pipeline
 from shared.errors import DeliveryError, TemporaryDeliveryError
 from shared.logging import get_logger
+from shared.providers.base import Provider
 from shared.providers.http import ENDPOINT_STATE_CODES
 from shared.tracking import Claimed
+from shared.webhook_ratelimit import RateLimiter, build_rate_limiter
 
 log = get_logger(__name__)
 
@@ -42,6 +49,35 @@ def _endpoint_id(claim: Claimed) -> str | None:
 
 
 class WebhookPipeline(Pipeline):
+    def __init__(
+        self, channel: Channel, provider: Provider, settings: Settings, limiter: RateLimiter | None = None
+    ) -> None:
+        super().__init__(channel, provider, settings)
+        self.limiter = limiter or build_rate_limiter(settings)
+
+    def run(self, message_id: str) -> Outcome:
+        wait_ms = self.throttle(message_id)
+        if wait_ms:
+            log.info("webhook.rate_limited", message_id=message_id, retry_in_ms=wait_ms)
+            return Outcome(Action.RETRY, delay_ms=wait_ms, reason="endpoint rate limit")
+        return super().run(message_id)
+
+    def throttle(self, message_id: str) -> int:
+        """Milliseconds to hold the message back for its endpoint's rate limit (0: go)."""
+        with session_scope(self.settings.database_url) as session:
+            message = session.get(NotificationLog, message_id)
+            if message is None or message.status != Status.QUEUED.value:
+                return 0
+            endpoint_id = message.payload.get("configurationId")
+            if not isinstance(endpoint_id, str):
+                return 0
+            limit = session.scalar(
+                select(WebhookConfiguration.rate_limit_per_second).where(
+                    WebhookConfiguration.id == endpoint_id
+                )
+            )
+        return 0 if limit is None else self.limiter.acquire(endpoint_id, limit)
+
     def retry_delay(self, claim: Claimed, error: DeliveryError) -> int:
         schedule = claim.payload.get("retryScheduleMs")
         if not isinstance(schedule, list) or not schedule:
@@ -109,6 +145,7 @@ class WebhookPipeline(Pipeline):
             row.disabled_reason = reason
             row.updated_at = now
             log.warning("webhook.endpoint_disabled", configuration_id=endpoint_id, reason=reason)
+            webhook_alerts.endpoint_disabled(session, self.settings, row)
 
 
 def build_pipeline(settings: Settings) -> Pipeline:

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Callable
 
 import pytest
+from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from producer.service import NotificationService
@@ -328,3 +329,47 @@ def test_a_dead_endpoint_opens_its_circuit_breaker(
 
     wait_until(lambda: len(codes()) >= 3, message=lambda: f"attempts so far: {codes()}")
     assert codes()[:3] == ["http_connection", "http_connection", "circuit_open"]
+
+
+def test_the_rate_limit_holds_messages_back_without_using_attempts(
+    settings: Settings, fleet: Callable[..., Fleet]
+) -> None:
+    """Given an endpoint limited to one request per second, when three events are emitted at
+    once, then all three are delivered on their first attempt, spread over distinct
+    one-second windows."""
+    receiver, _ = receiver_with_endpoint(settings, rateLimitPerSecond=1)
+    fleet(settings, [Channel.WEBHOOK])
+    try:
+        ids = [emit(settings, "order.created", {"n": n})[0] for n in range(3)]
+
+        got = receiver.wait_for(3, timeout=15)
+        service = NotificationService(settings)
+        assert [final_status(service, i)["attempts"] for i in ids] == [1, 1, 1]
+        assert got[2].received_at - got[0].received_at >= 1.0
+    finally:
+        receiver.stop()
+
+
+def test_the_owner_is_emailed_when_the_endpoint_is_disabled(
+    settings: Settings, fleet: Callable[..., Fleet]
+) -> None:
+    """Given an endpoint with an owner address that answers 410, then an email telling the
+    owner why is queued with the disabling and sent by the email pool."""
+    receiver, endpoint_id = receiver_with_endpoint(settings, ownerEmail="owner@example.com")
+    receiver.respond_next(410)
+    fleet(settings, [Channel.WEBHOOK, Channel.EMAIL])
+    try:
+        (message_id,) = emit(settings, "order.created", {"n": 1})
+        service = NotificationService(settings)
+        assert final_status(service, message_id)["status"] == "failed"
+
+        with session_scope(settings.database_url) as session:
+            notice = session.scalars(
+                select(NotificationLog).where(NotificationLog.channel == Channel.EMAIL.value)
+            ).one()
+            notice_id, payload = notice.id, notice.payload
+        assert payload["to"] == "owner@example.com"
+        assert endpoint_id in payload["text"] and "410 Gone" in payload["text"]
+        assert final_status(service, notice_id)["status"] in {"sent", "delivered"}
+    finally:
+        receiver.stop()
