@@ -18,6 +18,7 @@ from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import WebhookConfiguration
 from shared.webhook_endpoints import subscribed
+from shared.webhook_ordering import ORDERING_KEY_FIELD
 
 
 def retry_schedule(row: WebhookConfiguration, settings: Settings) -> list[int]:
@@ -46,10 +47,19 @@ def endpoint_message(
     """The message that carries one event to one endpoint."""
     schedule = retry_schedule(row, settings)
     body = {"type": event_type, "timestamp": occurred_at.astimezone(UTC).isoformat(), "data": data}
+    payload: dict[str, Any] = {
+        "configurationId": row.id,
+        "url": row.url,
+        "payload": body,
+        "retryScheduleMs": schedule,
+    }
+    ordering_key = data.get(ORDERING_KEY_FIELD)
+    if isinstance(ordering_key, str) and ordering_key:
+        payload[ORDERING_KEY_FIELD] = ordering_key
     return tracking.NewMessage(
         channel=Channel.WEBHOOK,
         recipient=row.url,
-        payload={"configurationId": row.id, "url": row.url, "payload": body, "retryScheduleMs": schedule},
+        payload=payload,
         max_attempts=len(schedule) + 1,
         user_id=user_id,
         event_type=event_type,

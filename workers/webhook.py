@@ -5,20 +5,19 @@ Messages for a configured endpoint follow the endpoint's retry schedule (Svix's 
 and keep the endpoint's health record: consecutive failures, since when it has been failing,
 and whether it is disabled (410 Gone at once, or failing for WEBHOOK_DISABLE_AFTER). Ad-hoc
 messages keep the channel's exponential backoff (WEBHOOK_MAX_RETRIES, WEBHOOK_RETRY_DELAY).
-An endpoint's ``rateLimitPerSecond`` is enforced before a message is claimed, so a message
-held back by it keeps all its attempts.
+An endpoint's ``rateLimitPerSecond`` and per-key ordering (:mod:`shared.webhook_ordering`)
+are enforced before a message is claimed, so a message held back keeps all its attempts.
 """
 
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import webhook_alerts
+from shared import webhook_alerts, webhook_ordering
 from shared.channels import Channel, Status
 from shared.config import Settings
 from shared.db.models import NotificationLog, WebhookConfiguration, WebhookDeliveryLog, utcnow
@@ -56,27 +55,41 @@ class WebhookPipeline(Pipeline):
         self.limiter = limiter or build_rate_limiter(settings)
 
     def run(self, message_id: str) -> Outcome:
-        wait_ms = self.throttle(message_id)
-        if wait_ms:
-            log.info("webhook.rate_limited", message_id=message_id, retry_in_ms=wait_ms)
-            return Outcome(Action.RETRY, delay_ms=wait_ms, reason="endpoint rate limit")
+        held = self.hold_back(message_id)
+        if held is not None:
+            return held
         return super().run(message_id)
 
-    def throttle(self, message_id: str) -> int:
-        """Milliseconds to hold the message back for its endpoint's rate limit (0: go)."""
+    def hold_back(self, message_id: str) -> Outcome | None:
+        """Keep a configured endpoint's message from being claimed while an earlier message
+        with its ordering key is unfinished, or while the endpoint's rate limit is spent."""
         with session_scope(self.settings.database_url) as session:
             message = session.get(NotificationLog, message_id)
             if message is None or message.status != Status.QUEUED.value:
-                return 0
+                return None
             endpoint_id = message.payload.get("configurationId")
             if not isinstance(endpoint_id, str):
-                return 0
-            limit = session.scalar(
-                select(WebhookConfiguration.rate_limit_per_second).where(
-                    WebhookConfiguration.id == endpoint_id
-                )
-            )
-        return 0 if limit is None else self.limiter.acquire(endpoint_id, limit)
+                return None
+            endpoint = session.get(WebhookConfiguration, endpoint_id)
+            if endpoint is None:
+                return None
+            if endpoint.ordered:
+                due = webhook_ordering.predecessor_due(session, message)
+                if due is not None:
+                    return self._wait_for_predecessor(session, message_id, due)
+            limit = endpoint.rate_limit_per_second
+        wait_ms = 0 if limit is None else self.limiter.acquire(endpoint_id, limit)
+        if wait_ms:
+            log.info("webhook.rate_limited", message_id=message_id, retry_in_ms=wait_ms)
+            return Outcome(Action.RETRY, delay_ms=wait_ms, reason="endpoint rate limit")
+        return None
+
+    def _wait_for_predecessor(self, session: Session, message_id: str, due: datetime) -> Outcome:
+        wait_ms = max(webhook_ordering.RECHECK_MS, int((due - utcnow()).total_seconds() * 1000))
+        if wait_ms > self.settings.broker_delay_limit_ms:
+            webhook_ordering.park(session, message_id, due)
+            return Outcome(Action.ACK, reason="parked behind an earlier message with its ordering key")
+        return Outcome(Action.RETRY, delay_ms=wait_ms, reason="waiting for an earlier message with its key")
 
     def retry_delay(self, claim: Claimed, error: DeliveryError) -> int:
         schedule = claim.payload.get("retryScheduleMs")
@@ -98,8 +111,13 @@ class WebhookPipeline(Pipeline):
     def after_attempt(
         self, session: Session, claim: Claimed, details: dict[str, Any], error: DeliveryError | None
     ) -> None:
-        body = details.get("request_body")
         endpoint_id = _endpoint_id(claim)
+        if endpoint_id is not None and (error is None or error.code not in ENDPOINT_STATE_CODES):
+            # Before the log insert: that insert's foreign key takes a KEY SHARE lock on the
+            # endpoint row, and two attempts each holding one while waiting to update the row
+            # would deadlock.
+            self._record_health(session, endpoint_id, error)
+        body = details.get("request_body")
         session.add(
             WebhookDeliveryLog(
                 notification_log_id=claim.id,
@@ -119,11 +137,11 @@ class WebhookPipeline(Pipeline):
                 success=error is None,
             )
         )
-        if endpoint_id is not None and (error is None or error.code not in ENDPOINT_STATE_CODES):
-            self._record_health(session, endpoint_id, error)
 
     def _record_health(self, session: Session, endpoint_id: str, error: DeliveryError | None) -> None:
-        row = session.get(WebhookConfiguration, endpoint_id, with_for_update=True)
+        # FOR NO KEY UPDATE: the health columns are no key, so inserts referencing the row
+        # (delivery logs of other attempts) are not blocked.
+        row = session.get(WebhookConfiguration, endpoint_id, with_for_update={"key_share": True})
         if row is None:
             return
         now = utcnow()

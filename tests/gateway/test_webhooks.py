@@ -292,6 +292,7 @@ def test_recover_replays_every_failure_since_a_time(
     service = NotificationService(settings)
     ids = emit(settings, "order.created", {"n": 1}) + emit(settings, "order.created", {"n": 2})
     assert [final_status(service, i)["status"] for i in ids] == ["failed", "failed"]
+    assert len(receiver.deliveries) == 2
 
     recovered = api.post(f"{BASE}/{endpoint_id}/recover", json={"since": since.isoformat()})
     later = api.post(f"{BASE}/{endpoint_id}/recover", json={"since": datetime.now(UTC).isoformat()})

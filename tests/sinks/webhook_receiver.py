@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -42,6 +43,8 @@ class _Answer:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     remaining: int | None = 1  # None: forever
+    #: Only requests whose parsed JSON body this accepts get this answer (None: any request).
+    match: Callable[[Any], bool] | None = None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -61,10 +64,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         headers = {name.lower(): value for name, value in self.headers.items()}
-        receiver._record(self.path, headers, body)
+        parsed = receiver._record(self.path, headers, body)
         if receiver.delay:
             self.server.stopping.wait(receiver.delay)
-        answer = receiver._next_answer()
+        answer = receiver._next_answer(parsed)
         self.send_response(answer.status)
         for name, value in answer.headers.items():
             self.send_header(name, value)
@@ -121,10 +124,17 @@ class WebhookReceiver:
         times: int | None = 1,
         headers: dict[str, str] | None = None,
         body: bytes = b"",
+        match: Callable[[Any], bool] | None = None,
     ) -> None:
-        """Answer the next ``times`` requests (None: all of them) like this."""
+        """Answer the next ``times`` requests (None: all of them) like this; with ``match``,
+        only requests whose parsed JSON body it accepts."""
         with self._cond:
-            self._answers.append(_Answer(status, dict(headers or {}), body, times))
+            self._answers.append(_Answer(status, dict(headers or {}), body, times, match))
+
+    def clear_answers(self) -> None:
+        """Forget queued answers: answer 200 from now on."""
+        with self._cond:
+            self._answers.clear()
 
     @property
     def deliveries(self) -> list[Delivery]:
@@ -144,7 +154,7 @@ class WebhookReceiver:
                 raise AssertionError(f"receiver got {got} of {count} webhooks in {timeout}s")
             return list(self._deliveries)
 
-    def _record(self, path: str, headers: dict[str, str], body: bytes) -> None:
+    def _record(self, path: str, headers: dict[str, str], body: bytes) -> Any:
         error: str | None = None
         arrived = time.monotonic()
         try:
@@ -162,11 +172,12 @@ class WebhookReceiver:
             self._deliveries.append(Delivery(path, headers, body, parsed, verified, error, arrived))
             self._ids[headers.get("webhook-id", "")] += 1
             self._cond.notify_all()
+        return parsed
 
-    def _next_answer(self) -> _Answer:
+    def _next_answer(self, parsed: Any) -> _Answer:
         with self._cond:
             for answer in self._answers:
-                if answer.remaining == 0:
+                if answer.remaining == 0 or (answer.match is not None and not answer.match(parsed)):
                     continue
                 if answer.remaining is not None:
                     answer.remaining -= 1

@@ -373,3 +373,51 @@ def test_the_owner_is_emailed_when_the_endpoint_is_disabled(
         assert final_status(service, notice_id)["status"] in {"sent", "delivered"}
     finally:
         receiver.stop()
+
+
+def test_an_ordered_endpoint_delivers_each_key_in_order_one_at_a_time(
+    settings: Settings, fleet: Callable[..., Fleet]
+) -> None:
+    """Given an ordered endpoint and a first message of key A that keeps failing, then the
+    later messages of key A wait (without using attempts) while key B goes ahead; once the
+    first succeeds, key A arrives in order."""
+    receiver, _ = receiver_with_endpoint(settings, ordered=True, retryScheduleMs=[200] * 15)
+    receiver.respond_next(503, times=None, match=lambda body: body["data"]["n"] == 1)
+    fleet(settings, [Channel.WEBHOOK], threads=4)
+    try:
+        a1, a2, a3 = (emit(settings, "order.updated", {"orderingKey": "A", "n": n})[0] for n in (1, 2, 3))
+        (b1,) = emit(settings, "order.updated", {"orderingKey": "B", "n": 4})
+        service = NotificationService(settings)
+
+        assert final_status(service, b1)["status"] == "delivered"
+        wait_until(lambda: receiver.count(a1) >= 2, message="the first message was not retried")
+        assert receiver.count(a2) == 0 and receiver.count(a3) == 0
+
+        receiver.clear_answers()
+        assert [final_status(service, m)["status"] for m in (a1, a2, a3)] == ["delivered"] * 3
+        key_a = [d.json["data"]["n"] for d in receiver.deliveries if d.json["data"]["orderingKey"] == "A"]
+        assert key_a[-3:] == [1, 2, 3] and set(key_a[:-2]) == {1}
+        assert [final_status(service, m)["attempts"] for m in (a2, a3)] == [1, 1]
+    finally:
+        receiver.stop()
+
+
+def test_concurrent_attempts_to_one_endpoint_record_their_outcomes_once(
+    make_settings: Callable[..., Settings], fleet: Callable[..., Fleet]
+) -> None:
+    """Given ten messages to one endpoint failing at the same time on eight threads, then each
+    outcome is recorded at the first try (the endpoint's health row is locked without
+    deadlocking the delivery-log inserts), so no message is sent twice."""
+    settings = make_settings(WEBHOOK_BREAKER_THRESHOLD="100")
+    receiver, endpoint_id = receiver_with_endpoint(settings)
+    receiver.respond_next(400, times=None)
+    fleet(settings, [Channel.WEBHOOK], threads=8)
+    try:
+        ids = [emit(settings, "order.created", {"n": n})[0] for n in range(10)]
+
+        service = NotificationService(settings)
+        assert [final_status(service, i)["status"] for i in ids] == ["failed"] * 10
+        assert [receiver.count(i) for i in ids] == [1] * 10
+        assert endpoint_row(settings, endpoint_id).consecutive_failures == 10
+    finally:
+        receiver.stop()
