@@ -18,6 +18,8 @@ from producer.gateway.app import create_app
 from producer.service import NotificationService
 from shared.channels import Channel
 from shared.config import Settings
+from shared.db.models import WebhookConfiguration
+from shared.db.session import session_scope
 from tests.conftest import SERVER_KEY, USER_TOKEN_SECRET, Fleet, final_status
 from tests.gateway.server import LiveServer
 from tests.sinks.webhook_receiver import WebhookReceiver
@@ -51,9 +53,9 @@ def create(api: httpx.Client, receiver: WebhookReceiver, **fields: Any) -> dict[
     return body
 
 
-def test_crud_round_trip(api: httpx.Client, receiver: WebhookReceiver) -> None:
-    """Given a created endpoint, then it can be listed, read, updated and deleted, and the
-    secret appears only in the create answer."""
+def test_crud_round_trip(api: httpx.Client, receiver: WebhookReceiver, settings: Settings) -> None:
+    """Given a created endpoint, then it can be listed, read, updated and deleted, the secret
+    appears only in the create answer, and the database holds it encrypted."""
     created = create(
         api,
         receiver,
@@ -69,6 +71,9 @@ def test_crud_round_trip(api: httpx.Client, receiver: WebhookReceiver) -> None:
     assert secret.startswith("whsec_") and len(secret) >= len("whsec_") + 32
     assert created["eventTypes"] == ["order.created", "order.*"]
     assert created["active"] is True
+    with session_scope(settings.database_url) as session:
+        stored = session.get(WebhookConfiguration, endpoint_id)
+        assert stored is not None and stored.secret.startswith("fernet:") and secret not in stored.secret
 
     listed = api.get(BASE)
     read = api.get(f"{BASE}/{endpoint_id}")
