@@ -13,6 +13,7 @@ from typing import Any
 import pydantic
 from sqlalchemy import select
 
+from producer.service import validation_error
 from shared import webhook_endpoints, webhook_replay
 from shared.broker import get_broker, publish
 from shared.channels import Channel
@@ -31,17 +32,11 @@ LOGS_PAGE_DEFAULT = 50
 LOGS_PAGE_MAX = 200
 
 
-def _validation_error(exc: pydantic.ValidationError) -> ValidationError:
-    from producer.service import validation_error
-
-    return validation_error(exc)
-
-
 def parse_fields(body: dict[str, Any]) -> EndpointFields:
     try:
         return EndpointFields.model_validate(body)
     except pydantic.ValidationError as exc:
-        raise _validation_error(exc) from None
+        raise validation_error(exc) from None
 
 
 def log_view(row: WebhookDeliveryLog) -> dict[str, Any]:

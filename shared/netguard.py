@@ -16,8 +16,10 @@ the host name and the ``Host`` header is untouched: only the TCP connect is redi
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import socket
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -161,11 +163,21 @@ def system_resolve(host: str, port: int) -> list[IPAddress]:
 #: The resolver the guard uses; tests replace it to play DNS rebinding.
 resolve: Resolver = system_resolve
 
+#: Told how long each lookup of the guard took, in ms (the sender's per-attempt timings);
+#: a context variable because one backend serves every thread of the process.
+lookup_observer: contextvars.ContextVar[Callable[[float], None] | None] = contextvars.ContextVar(
+    "lookup_observer", default=None
+)
+
 
 def resolve_checked(policy: AddressPolicy, host: str, port: int) -> list[IPAddress]:
     """The addresses of ``host``, all of them allowed by ``policy``, or AddressRefused.
     One forbidden address refuses the name: round-robin DNS must not let some requests in."""
+    started = time.monotonic()
     addresses = list(resolve(host, port))
+    observer = lookup_observer.get()
+    if observer is not None:
+        observer((time.monotonic() - started) * 1000)
     if not addresses:
         raise OSError(f"{host} resolves to no address")
     for address in addresses:
@@ -187,8 +199,6 @@ def check_url(url: str, policy: AddressPolicy) -> None:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         resolve_checked(policy, host, port)
-    except AddressRefused:
-        raise
     except OSError as exc:
         raise AddressRefused(f"{host} cannot be resolved ({exc}), so its address cannot be checked") from None
 
@@ -211,8 +221,6 @@ class GuardedBackend(httpcore.SyncBackend):
             return super().connect_tcp(host, port, timeout, local_address, socket_options)
         try:
             addresses = resolve_checked(self.policy, host, port)
-        except AddressRefused:
-            raise
         except OSError as exc:
             raise httpcore.ConnectError(str(exc)) from exc
         # Try each checked address in turn, as socket.create_connection would with the name.

@@ -160,6 +160,10 @@ class _Timings:
     def __init__(self) -> None:
         self.started = time.monotonic()
         self._marks: dict[str, float] = {}
+        self.dns_ms: float | None = None
+
+    def lookup(self, elapsed_ms: float) -> None:
+        self.dns_ms = round(elapsed_ms, 2)
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         self._marks.setdefault(event, time.monotonic())
@@ -182,7 +186,9 @@ class _Timings:
             None,
         )
         found = {
-            # Includes the DNS lookup, which the address guard does inside the connect.
+            "dns": self.dns_ms,
+            # When the address guard resolves (private networks refused), the connect span
+            # includes its lookup, which is also given alone as ``dns``.
             "connect": span("connection.connect_tcp.started", "connection.connect_tcp.complete"),
             "tls": span("connection.start_tls.started", "connection.start_tls.complete"),
             "first_byte": None if first_byte is None else round((first_byte - self.started) * 1000, 2),
@@ -210,7 +216,7 @@ class WebhookProvider:
             trust_env=False,
         )
 
-    def _endpoint(self, message: Claimed, endpoint_id: str) -> dict[str, Any]:
+    def _endpoint(self, endpoint_id: str) -> dict[str, Any]:
         """The payload fields a configured endpoint decides now: url, headers, secrets."""
         with session_scope(self._settings.database_url) as session:
             row = session.get(WebhookConfiguration, endpoint_id)
@@ -232,7 +238,7 @@ class WebhookProvider:
         secrets = self._secrets
         endpoint_id = payload.get("configurationId")
         if isinstance(endpoint_id, str):
-            current = self._endpoint(message, endpoint_id)
+            current = self._endpoint(endpoint_id)
             payload = {**payload, "url": current["url"], "headers": current["headers"]}
             secrets = current["secrets"]
         url = payload.get("url")
@@ -295,7 +301,8 @@ class WebhookProvider:
 
     def _send(self, message: Claimed) -> SendResult:
         url, body, headers = self._request(message)
-        # No URL in logs: it may carry a token in its path or query, and the message row has it.
+        # The URL goes to the delivery log row only, never to the process logs: it may carry a
+        # token in its path or query.
         details: dict[str, Any] = {
             "url": url,
             "request_headers": redact_headers(headers),
@@ -307,6 +314,7 @@ class WebhookProvider:
         def elapsed_ms() -> int:
             return int((time.monotonic() - started) * 1000)
 
+        observing = netguard.lookup_observer.set(timings.lookup)
         try:
             with self._client.stream(
                 "POST", url, content=body, headers=headers, extensions={"trace": timings}
@@ -324,6 +332,8 @@ class WebhookProvider:
                 error=str(exc) or type(exc).__name__,
             )
             raise _attach(_transport_error(exc), details) from exc
+        finally:
+            netguard.lookup_observer.reset(observing)
 
         status = response.status_code
         details.update(

@@ -304,6 +304,10 @@ def test_an_allow_listed_subnet_is_reached_with_the_host_name_kept(
         delivery = receiver.wait_for(1)[0]
         assert delivery.verified
         assert delivery.headers["host"] == f"hooks.example:{port}"
+        message_id = delivery.headers["webhook-id"]
+        wait_until(lambda: len(attempts_of(settings, message_id)) == 1, message="attempt not logged")
+        timings = attempts_of(settings, message_id)[0].timings
+        assert timings is not None and {"dns", "connect", "first_byte"} <= set(timings)
     finally:
         receiver.stop()
 
