@@ -55,6 +55,9 @@ class WebhookSettings:
     test_timeout_ms: int = DEFAULT_TEST_TIMEOUT_MS
     #: WEBHOOK_ALERT_EMAIL: told when an endpoint without its own ``ownerEmail`` is disabled.
     alert_email: str | None = None
+    #: WEBHOOK_ALERT_URL: an operational webhook (signed with WEBHOOK_SECRET) told whenever
+    #: any endpoint is disabled.
+    alert_url: str | None = None
     #: WEBHOOK_ENCRYPTION_KEYS: Fernet keys (comma-separated, newest first) that encrypt
     #: endpoint secrets at rest; empty stores them as they are.
     encryption_keys: tuple[str, ...] = field(default=(), repr=False)
@@ -97,6 +100,7 @@ class WebhookSettings:
             test_timeout_ms=number("WEBHOOK_TEST_TIMEOUT", DEFAULT_TEST_TIMEOUT_MS, minimum=1),
             encryption_keys=tuple(items("WEBHOOK_ENCRYPTION_KEYS")),
             alert_email=get("WEBHOOK_ALERT_EMAIL"),
+            alert_url=get("WEBHOOK_ALERT_URL"),
         )
 
 

@@ -18,7 +18,7 @@ from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import NotificationLog
 from shared.db.session import session_scope
-from tests.conftest import Fleet, Queues, final_status
+from tests.conftest import WEBHOOK_SECRET, Fleet, Queues, final_status
 from tests.sinks.webhook_receiver import WebhookReceiver
 from tests.waiting import wait_until
 from tests.webhook_events import attempts_of, create_endpoint, emit, endpoint_row
@@ -354,11 +354,14 @@ def test_the_rate_limit_holds_messages_back_without_using_attempts(
         receiver.stop()
 
 
-def test_the_owner_is_emailed_when_the_endpoint_is_disabled(
-    settings: Settings, fleet: Callable[..., Fleet]
+def test_the_owner_and_operations_are_told_when_the_endpoint_is_disabled(
+    make_settings: Callable[..., Settings], fleet: Callable[..., Fleet]
 ) -> None:
-    """Given an endpoint with an owner address that answers 410, then an email telling the
-    owner why is queued with the disabling and sent by the email pool."""
+    """Given an endpoint with an owner address that answers 410, and an operational webhook,
+    then an email telling the owner why is queued with the disabling and sent by the email
+    pool, and the operational webhook gets a notice signed with WEBHOOK_SECRET."""
+    ops = WebhookReceiver(WEBHOOK_SECRET).start()
+    settings = make_settings(WEBHOOK_ALERT_URL=ops.url)
     receiver, endpoint_id = receiver_with_endpoint(settings, ownerEmail="owner@example.com")
     receiver.respond_next(410)
     fleet(settings, [Channel.WEBHOOK, Channel.EMAIL])
@@ -375,8 +378,12 @@ def test_the_owner_is_emailed_when_the_endpoint_is_disabled(
         assert payload["to"] == "owner@example.com"
         assert endpoint_id in payload["text"] and "410 Gone" in payload["text"]
         assert final_status(service, notice_id)["status"] in {"sent", "delivered"}
+        alert = ops.wait_for(1)[0]
+        assert alert.verified and alert.json["type"] == "webhook.endpoint.disabled"
+        assert alert.json["data"]["configurationId"] == endpoint_id
     finally:
         receiver.stop()
+        ops.stop()
 
 
 def test_an_ordered_endpoint_delivers_each_key_in_order_one_at_a_time(
