@@ -13,6 +13,7 @@ from shared.config import Settings
 from shared.db.models import WebhookConfiguration, WebhookDeliveryLog, utcnow
 from shared.db.session import session_scope
 from shared.webhook_fanout import fan_out
+from tests.sinks.webhook_receiver import WebhookReceiver
 
 
 def create_endpoint(settings: Settings, url: str, **fields: Any) -> tuple[str, str]:
@@ -59,3 +60,12 @@ def attempts_of(settings: Settings, message_id: str) -> list[WebhookDeliveryLog]
         )
         session.expunge_all()
         return rows
+
+
+def receiver_with_endpoint(settings: Settings, **fields: object) -> tuple[WebhookReceiver, str]:
+    """A started receiver (the caller stops it) and a new endpoint pointing at it; the
+    receiver verifies with the endpoint's secret."""
+    receiver = WebhookReceiver().start()
+    endpoint_id, secret = create_endpoint(settings, receiver.url, **fields)
+    receiver.set_secret(secret)
+    return receiver, endpoint_id
