@@ -6,6 +6,7 @@ ordering, and the SSRF guard at send time."""
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Callable
 
 import pytest
@@ -16,10 +17,12 @@ from producer.webhooks import WebhookAdmin
 from shared import netguard
 from shared.channels import Channel
 from shared.config import Settings
+from shared.webhook_ratelimit import WINDOW_MS, RateLimiter
 from tests.conftest import Fleet, final_status
 from tests.sinks.webhook_receiver import WebhookReceiver
 from tests.waiting import wait_until
 from tests.webhook_events import attempts_of, create_endpoint, emit, endpoint_row, receiver_with_endpoint
+from workers.webhook import WebhookPipeline
 
 
 def test_each_subscribed_endpoint_gets_its_own_signed_message(
@@ -173,19 +176,43 @@ def test_the_rate_limit_holds_messages_back_without_using_attempts(
     settings: Settings, fleet: Callable[..., Fleet]
 ) -> None:
     """Given an endpoint limited to one request per second, when three events are emitted at
-    once, then all three are delivered on their first attempt, spread over distinct
-    one-second windows."""
+    once, then the limiter holds some back and grants one per one-second window, and all
+    three are delivered on their first attempt."""
     receiver, _ = receiver_with_endpoint(settings, rateLimitPerSecond=1)
-    fleet(settings, [Channel.WEBHOOK])
+    running = fleet(settings, [Channel.WEBHOOK])
+    pipeline = running.pipelines[Channel.WEBHOOK].get()
+    assert isinstance(pipeline, WebhookPipeline)
+    limiter = RecordingLimiter(pipeline.limiter)
+    pipeline.limiter = limiter
     try:
         ids = [emit(settings, "order.created", {"n": n})[0] for n in range(3)]
 
-        got = receiver.wait_for(3, timeout=15)
+        receiver.wait_for(3, timeout=15)
         service = NotificationService(settings)
         assert [final_status(service, i)["attempts"] for i in ids] == [1, 1, 1]
-        assert got[2].received_at - got[0].received_at >= 1.0
+        granted = [(before, after) for before, after, wait_ms in limiter.answers if wait_ms == 0]
+        assert len(granted) == 3
+        surely_in = [before for before, after in granted if before == after]
+        assert len(surely_in) == len(set(surely_in)), f"two grants in one window: {granted}"
+        assert any(wait_ms > 0 for *_, wait_ms in limiter.answers)
     finally:
         receiver.stop()
+
+
+class RecordingLimiter(RateLimiter):
+    """Delegates, and records each answer with the one-second windows current just before
+    and just after it (the same when the call did not straddle a window boundary)."""
+
+    def __init__(self, inner: RateLimiter) -> None:
+        self.inner = inner
+        self.answers: list[tuple[int, int, int]] = []
+
+    def acquire(self, key: str, limit: int) -> int:
+        before = int(time.time() * 1000) // WINDOW_MS
+        wait_ms = self.inner.acquire(key, limit)
+        after = int(time.time() * 1000) // WINDOW_MS
+        self.answers.append((before, after, wait_ms))
+        return wait_ms
 
 
 def test_an_ordered_endpoint_delivers_each_key_in_order_one_at_a_time(
@@ -194,7 +221,7 @@ def test_an_ordered_endpoint_delivers_each_key_in_order_one_at_a_time(
     """Given an ordered endpoint and a first message of key A that keeps failing, then the
     later messages of key A wait (without using attempts) while key B goes ahead; once the
     first succeeds, key A arrives in order."""
-    receiver, _ = receiver_with_endpoint(settings, ordered=True, retryScheduleMs=[200] * 15)
+    receiver, _ = receiver_with_endpoint(settings, ordered=True, retryScheduleMs=[200] * 20)
     receiver.respond_next(503, times=None, match=lambda body: body["data"]["n"] == 1)
     fleet(settings, [Channel.WEBHOOK], threads=4)
     try:
