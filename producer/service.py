@@ -14,7 +14,7 @@ from typing import Any
 
 import pydantic
 
-from shared import tracking
+from shared import netguard, tracking
 from shared.broker import get_broker, publish
 from shared.channels import Channel
 from shared.config import Settings, get_settings
@@ -27,12 +27,12 @@ from shared.messages import (
     SmsRequest,
     WebhookRequest,
     _Request,
-    check_http_url,
     json_size,
 )
 from shared.templates import messages as template_messages
 from shared.templates import store as template_store
 from shared.templates.requests import TEMPLATED_MODELS, TemplatedRequest
+from shared.webhook_settings import address_policy
 
 log = get_logger(__name__)
 
@@ -97,11 +97,13 @@ class NotificationService:
         except pydantic.ValidationError as exc:
             raise validation_error(exc) from None
         settings = self.settings
-        if isinstance(request, WebhookRequest) and not settings.webhook_allow_private_networks:
+        url = getattr(request, "url", None)
+        if channel is Channel.WEBHOOK and isinstance(url, str):  # literal or templated
             try:
-                check_http_url(request.url, allow_private=False)
-            except ValueError as exc:
-                raise ValidationError(str(exc), [{"field": "url", "message": str(exc)}]) from None
+                netguard.check_url(url, address_policy(settings))
+            except netguard.AddressRefused as exc:
+                message = f"URL refused: {exc}"
+                raise ValidationError(message, [{"field": "url", "message": message}]) from None
         if isinstance(request, TemplatedRequest):
             request = self.pin_template(channel, request)
         size = json_size(request.payload())  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from shared.channels import Channel
 from shared.errors import ConfigError
+from shared.webhook_settings import WebhookSettings
 
 #: Where the embedded defaults keep their files (SQLite database, outbox, dev credentials).
 DEFAULT_VAR_DIR = Path("var")
@@ -162,6 +163,9 @@ class Settings:
     #: not own them, or PostgreSQL row-level security would not apply to it.
     migration_database_url: str | None = None
 
+    #: Configured webhook endpoints: retry schedule, secrets, SSRF allow-list, health.
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+
     @property
     def embedded_broker(self) -> bool:
         return self.broker_url is None
@@ -297,6 +301,7 @@ class Settings:
                 get("SSE_HEARTBEAT_INTERVAL", str(DEFAULT_SSE_HEARTBEAT_MS)) or "",
                 minimum=10,
             ),
+            webhooks=WebhookSettings.from_env(get),
         )
 
     def require_production_secrets(self) -> None:

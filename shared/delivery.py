@@ -202,7 +202,7 @@ class Pipeline:
                 tracking.mark_failed(session, claim.id, claim.attempt, error=reason, code=error.code)
             log.warning("delivery.retries_exhausted", **fields)
             return Outcome(Action.DEAD_LETTER, reason=error.code)
-        delay = retry_delay_ms(self.policy, claim.attempt, error)
+        delay = self.retry_delay(claim, error)
         park = delay > self.settings.broker_delay_limit_ms
         with session_scope(self.settings.database_url) as session:
             self.after_attempt(session, claim, details, error=error)
@@ -219,6 +219,11 @@ class Pipeline:
         if park:
             return Outcome(Action.ACK, reason="parked until due")
         return Outcome(Action.RETRY, delay_ms=delay, reason=error.code)
+
+    def retry_delay(self, claim: tracking.Claimed, error: DeliveryError) -> int:
+        """Milliseconds before the next attempt of ``claim``; channels with their own retry
+        schedule override this."""
+        return retry_delay_ms(self.policy, claim.attempt, error)
 
     def after_attempt(
         self, session: Any, claim: tracking.Claimed, details: dict[str, Any], error: DeliveryError | None

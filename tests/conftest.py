@@ -54,6 +54,8 @@ SERVER_KEY = "test-server-key-" + secrets.token_hex(8)
 ROTATED_KEY = "test-rotated-key-" + secrets.token_hex(8)
 USER_TOKEN_SECRET = secrets.token_urlsafe(32)
 WEBHOOK_SECRET = "whsec_" + __import__("base64").b64encode(secrets.token_bytes(32)).decode()
+#: Fernet key sealing endpoint secrets at rest (urlsafe base64 of 32 bytes).
+WEBHOOK_ENCRYPTION_KEY = __import__("base64").urlsafe_b64encode(secrets.token_bytes(32)).decode()
 
 #: Every queue the fleet uses, with its delay and dead-letter queues.
 ALL_QUEUES = [
@@ -178,6 +180,8 @@ def base_env(
         "WEBHOOK_MAX_RETRIES": "2",
         "IN_APP_MAX_RETRIES": "2",
         "WEBHOOK_TIMEOUT": "2000",
+        "WEBHOOK_RETRY_SCHEDULE": "50,100",
+        "WEBHOOK_ENCRYPTION_KEYS": WEBHOOK_ENCRYPTION_KEY,
         "EMAIL_TIMEOUT": "3000",
         "SMS_TIMEOUT": "3000",
         "DELIVERY_LEASE": "3000",

@@ -18,6 +18,7 @@ from producer.gateway import (
     rules,
     stream,
     templates,
+    webhooks,
 )
 from producer.gateway.errors import HANDLERS
 from producer.service import NotificationService
@@ -47,6 +48,7 @@ def create_app(settings: Settings) -> Starlette:
             *notifications.routes,
             *stream.routes,
             *inbox_page.routes,
+            *webhooks.routes,
         ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,

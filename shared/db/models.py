@@ -240,6 +240,8 @@ class WebhookConfiguration(Base):
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     disabled_at: Mapped[datetime | None] = mapped_column()
     disabled_reason: Mapped[str | None] = mapped_column(Text)
+    #: Told by email when the endpoint gets disabled (revision 0004).
+    owner_email: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -268,12 +270,15 @@ class WebhookDeliveryLog(Base):
     error_class: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[float | None] = mapped_column()
+    #: Phases of the attempt in ms: connect (with DNS), tls, first_byte (revision 0004).
+    timings: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     success: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (
         Index("ix_webhook_delivery_logs_configuration_id_created_at", "configuration_id", "created_at"),
         Index("ix_webhook_delivery_logs_notification_log_id", "notification_log_id"),
+        Index("ix_webhook_delivery_logs_configuration_id_id", "configuration_id", "id"),
     )
 
 

@@ -3,7 +3,14 @@
 One ``httpx.Client`` (thread-safe, pooled) serves every worker thread of the process. Each
 request is signed with Standard Webhooks headers whose ``webhook-id`` is our message id, the
 same on every retry, so receivers can drop duplicates. Redirects are not followed: a signed
-request must not be replayed to a host the caller did not name.
+request must not be replayed to a host the caller did not name. Every connection goes
+through :class:`shared.netguard.GuardedBackend`, which checks the address actually
+connected to (SSRF and DNS rebinding).
+
+A message for a configured endpoint (``configurationId`` in its payload) is sent to the
+endpoint as it is *now* (its URL, headers and secrets: during a secret rotation both the new
+and the previous secret sign), and not at all while the endpoint is disabled or its circuit
+breaker is open. An ad-hoc message is signed with WEBHOOK_SECRET.
 
 Every attempt, successful or not, yields a ``details`` dict (status, request body, request and
 response headers with secrets redacted, a capped excerpt of the answer, timing): on
@@ -14,7 +21,6 @@ otherwise, so the pipeline can write one delivery log row per attempt.
 from __future__ import annotations
 
 import json
-import re
 import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -22,12 +28,18 @@ from typing import Any
 
 import httpx
 
+from shared import netguard, webhook_endpoints
 from shared.config import Settings
+from shared.db.models import WebhookConfiguration
+from shared.db.session import session_scope
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from shared.messages import check_http_url
 from shared.providers.base import SendResult
 from shared.signing import SIGNATURE_HEADER, signed_headers
 from shared.tracking import Claimed
+from shared.webhook_breaker import CircuitBreaker, build_breaker
+from shared.webhook_endpoints import HEADER_NAME, RESERVED_HEADERS
+from shared.webhook_settings import address_policy
 
 #: We read at most this much of a receiver's answer; the rest is dropped with the connection.
 RESPONSE_BODY_MAX_BYTES = 64 * 1024
@@ -39,29 +51,22 @@ MAX_KEEPALIVE_CONNECTIONS = 20
 #: Longest Retry-After we honour; a receiver asking for more is retried after a day anyway.
 RETRY_AFTER_MAX_MS = 24 * 60 * 60 * 1000
 
+#: Failures that say something about the endpoint's configuration, not its health: they
+#: neither open its circuit breaker nor count towards disabling it.
+ENDPOINT_STATE_CODES = frozenset(
+    {
+        "endpoint_deleted",
+        "endpoint_disabled",
+        "endpoint_secret_unreadable",
+        "circuit_open",
+        "http_address_refused",
+    }
+)
+
 #: Statuses that mean "try again later" besides 5xx.
 TEMPORARY_STATUSES = frozenset({408, 425, 429})
 
 USER_AGENT = "KAI-Messaging-Webhooks/1.0"
-
-#: RFC 9110 token: what a header name may consist of.
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
-#: Headers a caller's custom headers may not set: we own framing, content and signature.
-RESERVED_HEADERS = frozenset(
-    {
-        "host",
-        "content-length",
-        "content-type",
-        "transfer-encoding",
-        "connection",
-        "user-agent",
-        "accept-encoding",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-    }
-)
 
 #: Request headers never written to logs as they are (names matched case-insensitively; any
 #: name containing one of SENSITIVE_HEADER_PARTS is redacted too).
@@ -135,34 +140,114 @@ def _read_capped(response: httpx.Response, deadline: float) -> tuple[bytes, bool
     return b"".join(chunks), False
 
 
+def guarded_transport(policy: netguard.AddressPolicy) -> httpx.HTTPTransport:
+    """httpx's transport with every TCP connect going through the address guard."""
+    transport = httpx.HTTPTransport(
+        limits=httpx.Limits(
+            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS
+        ),
+        trust_env=False,
+    )
+    # httpx does not take a network backend as an argument; its pool (an httpcore
+    # ConnectionPool) does, and reads it on every new connection.
+    transport._pool._network_backend = netguard.GuardedBackend(policy)
+    return transport
+
+
+class _Timings:
+    """Phases of one request from httpx's ``trace`` extension, in ms since the start."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self._marks: dict[str, float] = {}
+        self.dns_ms: float | None = None
+
+    def lookup(self, elapsed_ms: float) -> None:
+        self.dns_ms = round(elapsed_ms, 2)
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        self._marks.setdefault(event, time.monotonic())
+
+    def phases(self) -> dict[str, float]:
+        def span(begin: str, end: str) -> float | None:
+            if begin in self._marks and end in self._marks:
+                return round((self._marks[end] - self._marks[begin]) * 1000, 2)
+            return None
+
+        first_byte = next(
+            (
+                self._marks[e]
+                for e in (
+                    "http11.receive_response_headers.complete",
+                    "http2.receive_response_headers.complete",
+                )
+                if e in self._marks
+            ),
+            None,
+        )
+        found = {
+            "dns": self.dns_ms,
+            # When the address guard resolves (private networks refused), the connect span
+            # includes its lookup, which is also given alone as ``dns``.
+            "connect": span("connection.connect_tcp.started", "connection.connect_tcp.complete"),
+            "tls": span("connection.start_tls.started", "connection.start_tls.complete"),
+            "first_byte": None if first_byte is None else round((first_byte - self.started) * 1000, 2),
+        }
+        return {name: value for name, value in found.items() if value is not None}
+
+
 class WebhookProvider:
     """POST signed webhooks; thread-safe, one pooled client per process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, breaker: CircuitBreaker | None = None) -> None:
+        self._settings = settings
         self._secrets = [settings.webhook_secret]
         try:
             signed_headers("probe", "", self._secrets)
         except ValueError as exc:
             raise ConfigError("WEBHOOK_SECRET must be a whsec_<base64> secret") from exc
-        self._allow_private = settings.webhook_allow_private_networks
         self._timeout_s = settings.webhook_timeout_ms / 1000
+        self.breaker = breaker or build_breaker(settings)
         self._client = httpx.Client(
             timeout=httpx.Timeout(settings.webhook_timeout_ms / 1000),
-            limits=httpx.Limits(
-                max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS
-            ),
+            transport=guarded_transport(address_policy(settings)),
             follow_redirects=False,
             # Proxies for webhooks are infrastructure, not something a worker's shell may inject.
             trust_env=False,
         )
 
+    def _endpoint(self, endpoint_id: str) -> dict[str, Any]:
+        """The payload fields a configured endpoint decides now: url, headers, secrets."""
+        with session_scope(self._settings.database_url) as session:
+            row = session.get(WebhookConfiguration, endpoint_id)
+            if row is None:
+                raise PermanentDeliveryError("the webhook endpoint was deleted", code="endpoint_deleted")
+            if not row.active or row.disabled_at is not None:
+                reason = row.disabled_reason or "deactivated"
+                raise PermanentDeliveryError(
+                    f"the webhook endpoint is disabled: {reason}", code="endpoint_disabled"
+                )
+            try:
+                secrets = webhook_endpoints.signing_secrets(row, self._settings)
+            except ConfigError as exc:
+                raise PermanentDeliveryError(str(exc), code="endpoint_secret_unreadable") from exc
+            return {"url": row.url, "headers": dict(row.headers or {}), "secrets": secrets}
+
     def _request(self, message: Claimed) -> tuple[str, bytes, httpx.Headers]:
         payload = message.payload
+        secrets = self._secrets
+        endpoint_id = payload.get("configurationId")
+        if isinstance(endpoint_id, str):
+            current = self._endpoint(endpoint_id)
+            payload = {**payload, "url": current["url"], "headers": current["headers"]}
+            secrets = current["secrets"]
         url = payload.get("url")
         if not isinstance(url, str):
             raise PermanentDeliveryError("webhook payload has no url", code="http_invalid_url")
         try:
-            check_http_url(url, allow_private=self._allow_private)
+            # Only the form of the URL here: where it may lead is checked by the address guard
+            # on the address actually connected to.
+            check_http_url(url)
         except ValueError as exc:
             raise PermanentDeliveryError(f"webhook URL refused: {exc}", code="http_invalid_url") from exc
         try:
@@ -176,7 +261,7 @@ class WebhookProvider:
         if not isinstance(custom, dict):
             raise PermanentDeliveryError("webhook headers must be an object", code="http_invalid_header")
         for name, value in custom.items():
-            if not (isinstance(name, str) and _HEADER_NAME.fullmatch(name)):
+            if not (isinstance(name, str) and HEADER_NAME.fullmatch(name)):
                 raise PermanentDeliveryError(f"invalid header name {name!r}", code="http_invalid_header")
             if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
                 raise PermanentDeliveryError(f"invalid value for header {name}", code="http_invalid_header")
@@ -187,33 +272,75 @@ class WebhookProvider:
         # An uncompressed answer keeps the 64 KiB read cap a real memory cap (a small gzip
         # chunk can inflate to megabytes).
         headers["accept-encoding"] = "identity"
-        headers.update(signed_headers(message.id, body, self._secrets))
+        headers.update(signed_headers(message.id, body, secrets))
         return url, body.encode(), headers
 
     def send(self, message: Claimed) -> SendResult:
+        endpoint_id = message.payload.get("configurationId")
+        breaker_key = endpoint_id if isinstance(endpoint_id, str) else None
+        if breaker_key is not None:
+            wait_ms = self.breaker.wait_ms(breaker_key)
+            if wait_ms:
+                raise _attach(
+                    TemporaryDeliveryError(
+                        "the endpoint's circuit breaker is open after repeated failures; not sent",
+                        code="circuit_open",
+                        retry_after_ms=wait_ms,
+                    ),
+                    {"status": None, "circuit_open": True},
+                )
+        try:
+            result = self._send(message)
+        except DeliveryError as exc:
+            if breaker_key is not None and exc.code not in ENDPOINT_STATE_CODES:
+                self.breaker.record(breaker_key, ok=False)
+            raise
+        if breaker_key is not None:
+            self.breaker.record(breaker_key, ok=True)
+        return result
+
+    def _send(self, message: Claimed) -> SendResult:
         url, body, headers = self._request(message)
-        # No URL here: it may carry a token in its path or query, and the message row has it.
+        # The URL goes to the delivery log row only, never to the process logs: it may carry a
+        # token in its path or query.
         details: dict[str, Any] = {
+            "url": url,
             "request_headers": redact_headers(headers),
             "request_body": body.decode(),
         }
-        started = time.monotonic()
+        timings = _Timings()
+        started = timings.started
 
         def elapsed_ms() -> int:
             return int((time.monotonic() - started) * 1000)
 
+        observing = netguard.lookup_observer.set(timings.lookup)
         try:
-            with self._client.stream("POST", url, content=body, headers=headers) as response:
+            with self._client.stream(
+                "POST", url, content=body, headers=headers, extensions={"trace": timings}
+            ) as response:
                 excerpt, truncated = _read_capped(response, started + self._timeout_s)
+        except netguard.AddressRefused as exc:
+            details.update(status=None, duration_ms=elapsed_ms(), error=str(exc))
+            error = PermanentDeliveryError(f"webhook address refused: {exc}", code="http_address_refused")
+            raise _attach(error, details) from exc
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            details.update(status=None, duration_ms=elapsed_ms(), error=str(exc) or type(exc).__name__)
+            details.update(
+                status=None,
+                duration_ms=elapsed_ms(),
+                timings=timings.phases(),
+                error=str(exc) or type(exc).__name__,
+            )
             raise _attach(_transport_error(exc), details) from exc
+        finally:
+            netguard.lookup_observer.reset(observing)
 
         status = response.status_code
         details.update(
             status=status,
             response_headers=redact_headers(response.headers),
             duration_ms=elapsed_ms(),
+            timings=timings.phases(),
             response_excerpt=excerpt.decode("utf-8", errors="replace"),
             response_truncated=truncated,
         )

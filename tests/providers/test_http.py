@@ -354,13 +354,14 @@ def test_private_networks_can_be_refused(
     receiver: WebhookReceiver, make_provider: Callable[..., WebhookProvider]
 ) -> None:
     """Given WEBHOOK_ALLOW_PRIVATE_NETWORKS=false, when posting to 127.0.0.1, then it fails
-    permanently before any request."""
+    permanently before any request: the address guard refuses the connect."""
     provider = make_provider(WEBHOOK_ALLOW_PRIVATE_NETWORKS="false")
 
     with pytest.raises(PermanentDeliveryError) as caught:
         provider.send(webhook(receiver.url))
 
-    assert caught.value.code == "http_invalid_url"
+    assert caught.value.code == "http_address_refused"
+    assert "loopback" in caught.value.message
     assert receiver.deliveries == []
 
 

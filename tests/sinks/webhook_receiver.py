@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -31,6 +33,8 @@ class Delivery:
     json: Any
     verified: bool
     error: str | None = None
+    #: time.monotonic() when the request arrived.
+    received_at: float = 0.0
 
 
 @dataclass
@@ -39,6 +43,8 @@ class _Answer:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     remaining: int | None = 1  # None: forever
+    #: Only requests whose parsed JSON body this accepts get this answer (None: any request).
+    match: Callable[[Any], bool] | None = None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -58,10 +64,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         headers = {name.lower(): value for name, value in self.headers.items()}
-        receiver._record(self.path, headers, body)
+        parsed = receiver._record(self.path, headers, body)
         if receiver.delay:
             self.server.stopping.wait(receiver.delay)
-        answer = receiver._next_answer()
+        answer = receiver._next_answer(parsed)
         self.send_response(answer.status)
         for name, value in answer.headers.items():
             self.send_header(name, value)
@@ -73,8 +79,8 @@ class _Handler(BaseHTTPRequestHandler):
 class WebhookReceiver:
     """Use as a context manager or call start()/stop(). Answers 200 unless told otherwise."""
 
-    def __init__(self, secret: str) -> None:
-        self._verifier = Webhook(secret)
+    def __init__(self, secret: str | None = None) -> None:
+        self._verifier = None if secret is None else Webhook(secret)
         #: Seconds every request waits before it is answered (slow-receiver tests).
         self.delay = 0.0
         #: Requests whose body never fully arrived (the sender died or hung up mid-request).
@@ -106,16 +112,29 @@ class WebhookReceiver:
         assert self._runner is not None, "start the receiver first"
         return self._runner.base_url + "/hooks"
 
+    def set_secret(self, secret: str) -> None:
+        """Verify with this secret from now on (an endpoint's secret is known only once the
+        endpoint, which needs this receiver's URL, has been created)."""
+        with self._cond:
+            self._verifier = Webhook(secret)
+
     def respond_next(
         self,
         status: int,
         times: int | None = 1,
         headers: dict[str, str] | None = None,
         body: bytes = b"",
+        match: Callable[[Any], bool] | None = None,
     ) -> None:
-        """Answer the next ``times`` requests (None: all of them) like this."""
+        """Answer the next ``times`` requests (None: all of them) like this; with ``match``,
+        only requests whose parsed JSON body it accepts."""
         with self._cond:
-            self._answers.append(_Answer(status, dict(headers or {}), body, times))
+            self._answers.append(_Answer(status, dict(headers or {}), body, times, match))
+
+    def clear_answers(self) -> None:
+        """Forget queued answers: answer 200 from now on."""
+        with self._cond:
+            self._answers.clear()
 
     @property
     def deliveries(self) -> list[Delivery]:
@@ -135,9 +154,12 @@ class WebhookReceiver:
                 raise AssertionError(f"receiver got {got} of {count} webhooks in {timeout}s")
             return list(self._deliveries)
 
-    def _record(self, path: str, headers: dict[str, str], body: bytes) -> None:
+    def _record(self, path: str, headers: dict[str, str], body: bytes) -> Any:
         error: str | None = None
+        arrived = time.monotonic()
         try:
+            if self._verifier is None:
+                raise ValueError("the receiver has no secret to verify with")
             parsed = self._verifier.verify(body, headers)
             verified = True
         except Exception as exc:  # WebhookVerificationError, or ValueError on a malformed header
@@ -147,14 +169,15 @@ class WebhookReceiver:
             except ValueError:
                 parsed = None
         with self._cond:
-            self._deliveries.append(Delivery(path, headers, body, parsed, verified, error))
+            self._deliveries.append(Delivery(path, headers, body, parsed, verified, error, arrived))
             self._ids[headers.get("webhook-id", "")] += 1
             self._cond.notify_all()
+        return parsed
 
-    def _next_answer(self) -> _Answer:
+    def _next_answer(self, parsed: Any) -> _Answer:
         with self._cond:
             for answer in self._answers:
-                if answer.remaining == 0:
+                if answer.remaining == 0 or (answer.match is not None and not answer.match(parsed)):
                     continue
                 if answer.remaining is not None:
                     answer.remaining -= 1

@@ -1,0 +1,127 @@
+"""``/api/webhooks``: endpoint management (server key), delivery logs, test sends, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from producer.gateway.auth import require_server
+from producer.gateway.bodies import read_json_object
+from producer.gateway.errors import ApiError
+from producer.service import NotificationService
+from producer.webhooks import WebhookAdmin
+from shared.webhook_replay import ReplayRefused
+
+#: How often ``POST .../test`` looks for the outcome of its attempt.
+TEST_POLL_SECONDS = 0.05
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _admin(request: Request) -> WebhookAdmin:
+    service: NotificationService = request.app.state.service
+    require_server(request, service.settings)
+    return WebhookAdmin(service.settings)
+
+
+async def _body(request: Request, admin: WebhookAdmin, *, optional: bool = False) -> dict[str, Any]:
+    if optional and request.headers.get("content-length") in (None, "0"):
+        return {}
+    return await read_json_object(request, admin.settings.max_payload_bytes)
+
+
+def _endpoint_id(request: Request) -> str:
+    return str(request.path_params["endpoint_id"])
+
+
+async def configurations(request: Request) -> Response:
+    admin = _admin(request)
+    if request.method == "POST":
+        body = await _body(request, admin)
+        return JSONResponse(await run_in_threadpool(admin.create, body), status_code=201)
+    return JSONResponse({"data": await run_in_threadpool(admin.list_all)})
+
+
+async def configuration(request: Request) -> Response:
+    admin = _admin(request)
+    endpoint_id = _endpoint_id(request)
+    if request.method == "PUT":
+        body = await _body(request, admin)
+        return JSONResponse(await run_in_threadpool(admin.update, endpoint_id, body))
+    if request.method == "DELETE":
+        await run_in_threadpool(admin.delete, endpoint_id)
+        return Response(status_code=204)
+    return JSONResponse(await run_in_threadpool(admin.get, endpoint_id))
+
+
+async def logs(request: Request) -> Response:
+    admin = _admin(request)
+    params = request.query_params
+    raw_limit = params.get("limit")
+    if raw_limit is not None and not raw_limit.isdigit():
+        raise ApiError(422, "validation_error", "limit must be a whole number", [{"field": "limit"}])
+    page = await run_in_threadpool(
+        lambda: admin.logs(
+            _endpoint_id(request),
+            status=params.get("status"),
+            cursor=params.get("cursor"),
+            limit=None if raw_limit is None else int(raw_limit),
+        )
+    )
+    return JSONResponse(page)
+
+
+async def test(request: Request) -> Response:
+    """Send a signed test event and answer with its attempt's outcome, or 202 with the message
+    id if the attempt has not finished within WEBHOOK_TEST_TIMEOUT."""
+    admin = _admin(request)
+    message_id = await run_in_threadpool(admin.send_test, _endpoint_id(request))
+    deadline = time.monotonic() + admin.settings.webhooks.test_timeout_ms / 1000
+    while time.monotonic() < deadline:
+        attempt = await run_in_threadpool(admin.first_attempt, message_id)
+        if attempt is not None:
+            return JSONResponse({"messageId": message_id, "status": "attempted", "attempt": attempt})
+        await asyncio.sleep(TEST_POLL_SECONDS)
+    return JSONResponse({"messageId": message_id, "status": "pending", "attempt": None}, status_code=202)
+
+
+async def regenerate_secret(request: Request) -> Response:
+    admin = _admin(request)
+    body = await _body(request, admin, optional=True)
+    return JSONResponse(await run_in_threadpool(admin.regenerate_secret, _endpoint_id(request), body))
+
+
+async def recover(request: Request) -> Response:
+    admin = _admin(request)
+    body = await _body(request, admin)
+    ids = await run_in_threadpool(admin.recover, _endpoint_id(request), body)
+    return JSONResponse({"replayed": len(ids), "messageIds": ids}, status_code=202)
+
+
+async def replay(request: Request) -> Response:
+    admin = _admin(request)
+    try:
+        message_id = await run_in_threadpool(admin.replay, str(request.path_params["message_id"]))
+    except ReplayRefused as exc:
+        raise ApiError(409, "delivery_in_progress", str(exc)) from None
+    return JSONResponse({"id": message_id, "status": "queued"}, status_code=202)
+
+
+BASE = "/api/webhooks/configurations"
+
+routes = [
+    Route(BASE, configurations, methods=["GET", "POST"]),
+    Route(BASE + "/{endpoint_id:str}", configuration, methods=["GET", "PUT", "DELETE"]),
+    Route(BASE + "/{endpoint_id:str}/logs", logs, methods=["GET"]),
+    Route(BASE + "/{endpoint_id:str}/test", test, methods=["POST"]),
+    Route(BASE + "/{endpoint_id:str}/regenerate-secret", regenerate_secret, methods=["POST"]),
+    Route(BASE + "/{endpoint_id:str}/recover", recover, methods=["POST"]),
+    Route("/api/webhooks/deliveries/{message_id:str}/replay", replay, methods=["POST"]),
+]

@@ -1,0 +1,191 @@
+"""Managing webhook endpoints: the operations behind ``/api/webhooks``, without HTTP.
+
+Each method runs its own transaction and publishes what it queued only after the commit
+(the row is the truth; the scheduler rescues a publish lost in between).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+import pydantic
+from sqlalchemy import select
+
+from producer.service import validation_error
+from shared import webhook_endpoints, webhook_replay
+from shared.broker import get_broker, publish
+from shared.channels import Channel
+from shared.config import Settings
+from shared.db.models import WebhookDeliveryLog, utcnow
+from shared.db.session import session_scope
+from shared.errors import ValidationError
+from shared.tracking import create as create_message
+from shared.webhook_endpoints import EndpointFields
+from shared.webhook_fanout import endpoint_message
+
+#: Event type of the message ``POST .../test`` sends.
+TEST_EVENT_TYPE = "webhook.test"
+#: Attempts listed per page of an endpoint's delivery log, by default and at most.
+LOGS_PAGE_DEFAULT = 50
+LOGS_PAGE_MAX = 200
+
+
+def parse_fields(body: dict[str, Any]) -> EndpointFields:
+    try:
+        return EndpointFields.model_validate(body)
+    except pydantic.ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def log_view(row: WebhookDeliveryLog) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "messageId": row.notification_log_id,
+        "configurationId": row.configuration_id,
+        "attempt": row.attempt,
+        "url": row.url,
+        "success": row.success,
+        "requestHeaders": row.request_headers,
+        "requestBody": row.request_body,
+        "responseStatus": row.response_status,
+        "responseHeaders": row.response_headers,
+        "responseBody": row.response_body,
+        "errorClass": row.error_class,
+        "errorMessage": row.error_message,
+        "durationMs": row.duration_ms,
+        "timings": row.timings or {},
+        "createdAt": row.created_at.isoformat(),
+    }
+
+
+class WebhookAdmin:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def _publish(self, message_ids: list[str]) -> None:
+        broker = get_broker(self.settings)
+        for message_id in message_ids:
+            publish(broker, Channel.WEBHOOK, message_id)
+
+    def list_all(self) -> list[dict[str, Any]]:
+        with session_scope(self.settings.database_url) as session:
+            return [webhook_endpoints.view(row) for row in webhook_endpoints.list_all(session)]
+
+    def get(self, endpoint_id: str) -> dict[str, Any]:
+        with session_scope(self.settings.database_url) as session:
+            return webhook_endpoints.view(webhook_endpoints.get(session, endpoint_id))
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        fields = parse_fields(body)
+        with session_scope(self.settings.database_url) as session:
+            created = webhook_endpoints.create(session, self.settings, fields)
+            return {**webhook_endpoints.view(created.row), "secret": created.secret}
+
+    def update(self, endpoint_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        fields = parse_fields(body)
+        with session_scope(self.settings.database_url) as session:
+            return webhook_endpoints.view(
+                webhook_endpoints.update(session, self.settings, endpoint_id, fields)
+            )
+
+    def delete(self, endpoint_id: str) -> None:
+        with session_scope(self.settings.database_url) as session:
+            webhook_endpoints.delete(session, endpoint_id)
+
+    def regenerate_secret(self, endpoint_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        grace = body.get("gracePeriodMs")
+        if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool) or grace < 0):
+            message = "must be a non-negative number of milliseconds"
+            raise ValidationError(
+                f"gracePeriodMs: {message}", [{"field": "gracePeriodMs", "message": message}]
+            )
+        with session_scope(self.settings.database_url) as session:
+            created = webhook_endpoints.regenerate_secret(session, self.settings, endpoint_id, grace)
+            return {
+                "id": created.row.id,
+                "secret": created.secret,
+                "previousSecretExpiresAt": webhook_endpoints.view(created.row)["previousSecretExpiresAt"],
+            }
+
+    def send_test(self, endpoint_id: str) -> str:
+        """Queue a signed ``webhook.test`` event for the endpoint (one attempt, no retries)."""
+        now = utcnow()
+        with session_scope(self.settings.database_url) as session:
+            row = webhook_endpoints.get(session, endpoint_id)
+            message = endpoint_message(
+                row,
+                self.settings,
+                event_type=TEST_EVENT_TYPE,
+                data={"message": "This is a test event from KAI Messaging.", "configurationId": endpoint_id},
+                occurred_at=now,
+            )
+            message = dataclasses.replace(
+                message, max_attempts=1, payload={**message.payload, "retryScheduleMs": []}
+            )
+            message_id, _ = create_message(session, message)
+        self._publish([message_id])
+        return message_id
+
+    def first_attempt(self, message_id: str) -> dict[str, Any] | None:
+        with session_scope(self.settings.database_url) as session:
+            row = session.scalars(
+                select(WebhookDeliveryLog)
+                .where(WebhookDeliveryLog.notification_log_id == message_id)
+                .order_by(WebhookDeliveryLog.id)
+                .limit(1)
+            ).first()
+            return None if row is None else log_view(row)
+
+    def logs(
+        self, endpoint_id: str, *, status: str | None, cursor: str | None, limit: int | None
+    ) -> dict[str, Any]:
+        """A page of the endpoint's attempts, newest first; ``nextCursor`` fetches the next."""
+        size = LOGS_PAGE_DEFAULT if limit is None else limit
+        if not 1 <= size <= LOGS_PAGE_MAX:
+            raise _query_error("limit", f"must be between 1 and {LOGS_PAGE_MAX}")
+        query = select(WebhookDeliveryLog).where(WebhookDeliveryLog.configuration_id == endpoint_id)
+        if status == "succeeded":
+            query = query.where(WebhookDeliveryLog.success.is_(True))
+        elif status == "failed":
+            query = query.where(WebhookDeliveryLog.success.is_(False))
+        elif status is not None and status.isdigit():
+            query = query.where(WebhookDeliveryLog.response_status == int(status))
+        elif status is not None:
+            raise _query_error("status", "must be succeeded, failed or an HTTP status code")
+        if cursor is not None:
+            if not cursor.isdigit():
+                raise _query_error("cursor", "is not a cursor from a previous page")
+            query = query.where(WebhookDeliveryLog.id < int(cursor))
+        with session_scope(self.settings.database_url) as session:
+            webhook_endpoints.get(session, endpoint_id)
+            rows = list(session.scalars(query.order_by(WebhookDeliveryLog.id.desc()).limit(size + 1)))
+            page = [log_view(row) for row in rows[:size]]
+        return {"data": page, "nextCursor": page[-1]["id"] if len(rows) > size else None}
+
+    def replay(self, message_id: str) -> str:
+        with session_scope(self.settings.database_url) as session:
+            webhook_replay.replay(session, message_id)
+        self._publish([message_id])
+        return message_id
+
+    def recover(self, endpoint_id: str, body: dict[str, Any]) -> list[str]:
+        raw = body.get("since")
+        try:
+            since = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+        except ValueError:
+            since = None
+        if since is None or since.tzinfo is None:
+            raise _query_error(
+                "since", "must be an ISO 8601 time with a UTC offset, e.g. 2026-11-26T12:00:00Z"
+            )
+        with session_scope(self.settings.database_url) as session:
+            webhook_endpoints.get(session, endpoint_id)
+            ids = webhook_replay.recover(session, endpoint_id, since)
+        self._publish(ids)
+        return ids
+
+
+def _query_error(field: str, message: str) -> ValidationError:
+    return ValidationError(f"{field}: {message}", [{"field": field, "message": message}])

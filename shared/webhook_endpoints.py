@@ -1,0 +1,272 @@
+"""Webhook endpoints (``webhook_configurations``): validation, storage and secrets.
+
+An endpoint's signing secret is generated here (``whsec_`` + base64 of 32 random bytes), is
+shown to the caller only when created or regenerated, and is stored sealed
+(:mod:`shared.secretbox`). Regenerating keeps the previous secret signing too until the
+grace period ends, so receivers rotate without downtime (:func:`signing_secrets`).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets as random_secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.alias_generators import to_camel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared import netguard, secretbox
+from shared.config import Settings
+from shared.db.models import WebhookConfiguration, utcnow
+from shared.errors import NotFound, ValidationError
+from shared.messages import check_http_url, normalize_email
+from shared.signing import SECRET_PREFIX
+from shared.webhook_settings import address_policy, parse_schedule
+
+#: Random bytes in a generated secret (Standard Webhooks asks for 24 to 64).
+SECRET_BYTES = 32
+DESCRIPTION_MAX_CHARS = 1000
+MAX_EVENT_TYPES = 100
+MAX_CUSTOM_HEADERS = 20
+HEADER_VALUE_MAX_CHARS = 4096
+#: Highest per-endpoint rate limit we accept (requests per second).
+MAX_RATE_LIMIT_PER_SECOND = 10_000
+
+#: RFC 9110 token: what a header name may consist of.
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Headers an endpoint may not set: we own framing, content and signature.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "user-agent",
+        "accept-encoding",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+
+EventType = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.:*-]+$"),
+]
+
+
+def generate_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(random_secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+class EndpointFields(BaseModel):
+    """What a caller may set on an endpoint (camelCase in JSON). On update, only the fields
+    given change."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+    url: str | None = None
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX_CHARS)
+    event_types: list[EventType] | None = Field(default=None, max_length=MAX_EVENT_TYPES)
+    active: bool | None = None
+    headers: dict[str, str] | None = None
+    rate_limit_per_second: int | None = Field(default=None, ge=1, le=MAX_RATE_LIMIT_PER_SECOND)
+    max_retries: int | None = Field(default=None, ge=0, le=20)
+    retry_schedule_ms: list[int] | None = None
+    ordered: bool | None = None
+    owner_email: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        if len(value) > MAX_CUSTOM_HEADERS:
+            raise ValueError(f"at most {MAX_CUSTOM_HEADERS} custom headers")
+        for name, header_value in value.items():
+            if not HEADER_NAME.fullmatch(name):
+                raise ValueError(f"invalid header name {name!r}")
+            if name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"header {name} is set by the webhook sender and cannot be overridden")
+            if len(header_value) > HEADER_VALUE_MAX_CHARS or any(c in header_value for c in "\r\n\0"):
+                raise ValueError(f"invalid value for header {name}")
+        return value
+
+    @field_validator("retry_schedule_ms")
+    @classmethod
+    def _schedule(cls, value: list[int] | None) -> list[int] | None:
+        return None if value is None else list(parse_schedule(value))
+
+    @field_validator("owner_email")
+    @classmethod
+    def _owner(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_email(value)
+
+
+def _refuse(field: str, message: str) -> ValidationError:
+    return ValidationError(
+        f"{field}: {message}", [{"field": field, "message": message, "type": "value_error"}]
+    )
+
+
+def _check_reachable(settings: Settings, url: str) -> None:
+    try:
+        netguard.check_url(url, address_policy(settings))
+    except netguard.AddressRefused as exc:
+        raise _refuse("url", f"URL refused: {exc}") from None
+
+
+def view(row: WebhookConfiguration) -> dict[str, Any]:
+    """An endpoint as the API shows it: never its secrets."""
+    return {
+        "id": row.id,
+        "url": row.url,
+        "description": row.description,
+        "eventTypes": list(row.event_types or []),
+        "active": row.active,
+        "headers": dict(row.headers or {}),
+        "rateLimitPerSecond": row.rate_limit_per_second,
+        "maxRetries": row.max_retries,
+        "retryScheduleMs": row.retry_schedule_ms,
+        "ordered": row.ordered,
+        "ownerEmail": row.owner_email,
+        "failingSince": _iso(row.failing_since),
+        "consecutiveFailures": row.consecutive_failures,
+        "disabledAt": _iso(row.disabled_at),
+        "disabledReason": row.disabled_reason,
+        "previousSecretExpiresAt": _iso(row.previous_secret_expires_at),
+        "createdAt": _iso(row.created_at),
+        "updatedAt": _iso(row.updated_at),
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def get(session: Session, endpoint_id: str) -> WebhookConfiguration:
+    row = session.get(WebhookConfiguration, endpoint_id)
+    if row is None:
+        raise NotFound(f"no webhook configuration {endpoint_id}")
+    return row
+
+
+def list_all(session: Session) -> list[WebhookConfiguration]:
+    return list(session.scalars(select(WebhookConfiguration).order_by(WebhookConfiguration.created_at)))
+
+
+def _apply(row: WebhookConfiguration, fields: EndpointFields) -> None:
+    for name in fields.model_fields_set:
+        value = getattr(fields, name)
+        if name == "active":
+            if value is None:
+                raise _refuse("active", "must be true or false")
+            if value and (not row.active or row.disabled_at is not None):
+                # Re-enabling starts the endpoint's health record afresh.
+                row.failing_since = row.disabled_at = row.disabled_reason = None
+                row.consecutive_failures = 0
+        elif name in {"event_types", "headers"}:
+            value = value or ({} if name == "headers" else [])
+        elif name == "ordered":
+            value = bool(value)
+        elif name == "url" and value is None:
+            raise _refuse("url", "is required")
+        setattr(row, name, value)
+
+
+@dataclass(frozen=True)
+class Created:
+    row: WebhookConfiguration
+    secret: str
+
+
+def create(session: Session, settings: Settings, fields: EndpointFields) -> Created:
+    if fields.url is None:
+        raise _refuse("url", "is required")
+    _check_reachable(settings, fields.url)
+    secret = generate_secret()
+    now = utcnow()
+    row = WebhookConfiguration(
+        id=str(uuid.uuid4()),
+        url=fields.url,
+        event_types=[],
+        active=True,
+        headers={},
+        ordered=False,
+        consecutive_failures=0,
+        secret=secretbox.seal(secret, settings.webhooks.encryption_keys),
+        created_at=now,
+        updated_at=now,
+    )
+    _apply(row, fields)
+    session.add(row)
+    session.flush()
+    return Created(row, secret)
+
+
+def update(
+    session: Session, settings: Settings, endpoint_id: str, fields: EndpointFields
+) -> WebhookConfiguration:
+    row = get(session, endpoint_id)
+    if fields.url is not None and fields.url != row.url:
+        _check_reachable(settings, fields.url)
+    _apply(row, fields)
+    row.updated_at = utcnow()
+    session.flush()
+    return row
+
+
+def delete(session: Session, endpoint_id: str) -> None:
+    session.delete(get(session, endpoint_id))
+    session.flush()
+
+
+def regenerate_secret(
+    session: Session, settings: Settings, endpoint_id: str, grace_ms: int | None = None
+) -> Created:
+    """A new secret; the current one keeps signing beside it for the grace period."""
+    row = get(session, endpoint_id)
+    now = utcnow()
+    grace = settings.webhooks.secret_grace_ms if grace_ms is None else grace_ms
+    secret = generate_secret()
+    if grace > 0:
+        row.previous_secret = row.secret
+        row.previous_secret_expires_at = now + timedelta(milliseconds=grace)
+    else:
+        row.previous_secret = row.previous_secret_expires_at = None
+    row.secret = secretbox.seal(secret, settings.webhooks.encryption_keys)
+    row.updated_at = now
+    session.flush()
+    return Created(row, secret)
+
+
+def signing_secrets(row: WebhookConfiguration, settings: Settings, now: datetime | None = None) -> list[str]:
+    """The secrets that sign a request to ``row`` now: its own, and during a rotation's grace
+    period the previous one too (receivers holding either verify)."""
+    keys = settings.webhooks.encryption_keys
+    found = [secretbox.unseal(row.secret, keys)]
+    expires = row.previous_secret_expires_at
+    if row.previous_secret and expires is not None and expires > (now or utcnow()):
+        found.append(secretbox.unseal(row.previous_secret, keys))
+    return found
+
+
+def subscribed(row: WebhookConfiguration, event_type: str) -> bool:
+    """Whether ``row`` receives ``event_type``: an empty list or ``*`` means every type; an
+    entry ending in ``.*`` covers a family (``order.*``)."""
+    wanted = list(row.event_types or [])
+    if not wanted or "*" in wanted or event_type in wanted:
+        return True
+    return any(w.endswith(".*") and event_type.startswith(w[:-1]) for w in wanted)
