@@ -1,0 +1,1 @@
+"""Benchmarks of the fleet against this machine's own limits (``make bench``)."""
