@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -34,14 +34,17 @@ def free_port() -> int:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
+    if process.poll() is None:
+        # The child's own shutdown first (uvicorn's and Dramatiq's supervisors stop their
+        # workers); signalling the whole group at once makes Dramatiq's workers wait out
+        # their shutdown timeout instead.
+        process.send_signal(signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(STOP_TIMEOUT_S)
+    # Whatever is left of the group (a hung child, an orphaned worker) is killed.
+    with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait(STOP_TIMEOUT_S)
+    process.wait(STOP_TIMEOUT_S)
 
 
 @contextmanager

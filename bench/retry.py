@@ -33,7 +33,7 @@ _TRIGGER = [
        $$ LANGUAGE plpgsql""",
     "DROP TRIGGER IF EXISTS bench_due ON notification_logs",
     """CREATE TRIGGER bench_due AFTER UPDATE ON notification_logs FOR EACH ROW
-       WHEN (NEW.status = 'queued' AND NEW.attempts > 0 AND NEW.next_attempt_at IS NOT NULL)
+       WHEN (OLD.status = 'processing' AND NEW.status = 'queued')
        EXECUTE FUNCTION bench_record_due()""",
     "TRUNCATE bench_due",
 ]

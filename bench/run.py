@@ -43,10 +43,12 @@ class Sizes:
     retry_messages: int
     apprise_messages: int
     apprise_seconds: float
+    #: The parked-retry runs, one per scheduler interval (ms).
+    scheduler_intervals: tuple[int, ...]
 
 
-FULL = Sizes(10_000, 5.0, 8.0, 4_000, 6.0, 3_000, 4_000, 400, 1_000, 5.0)
-QUICK = Sizes(2_000, 1.5, 2.0, 300, 1.5, 300, 600, 60, 150, 1.5)
+FULL = Sizes(10_000, 5.0, 8.0, 4_000, 6.0, 3_000, 4_000, 400, 1_000, 5.0, (500, 50))
+QUICK = Sizes(2_000, 1.5, 1.5, 300, 1.5, 300, 600, 60, 150, 1.5, (500,))
 
 #: Targets for this two-core machine (see bench/README.md).
 GATEWAY_TARGET_RPS = 3_000
@@ -84,6 +86,7 @@ class Bench:
         self.rows: list[Row] = []
         self.l1_concurrent = 0.0
         self.l2 = 0.0
+        self.webhook_rate: float | None = None
 
     def stage(self, name: str, measure: Callable[[], None]) -> None:
         started = time.monotonic()
@@ -272,7 +275,9 @@ class Bench:
 
     def retries(self) -> None:
         count = self.sizes.retry_messages
-        for parked, interval, key in ((False, 500, "7a"), (True, 500, "7b"), (True, 50, "7c")):
+        runs = [(False, 500, "7a")]
+        runs += [(True, interval, f"7{'bc'[n]}") for n, interval in enumerate(self.sizes.scheduler_intervals)]
+        for parked, interval, key in runs:
             result = retry.measure_retry(self.env, parked=parked, count=count, scheduler_interval_ms=interval)
             label = result.path + (f", scheduler every {interval} ms" if parked else "")
             self.rows += [
@@ -301,7 +306,6 @@ class Bench:
         result = peer_apprise.measure_apprise(
             self.receiver_url, count=s.apprise_messages, time_limit_s=s.apprise_seconds
         )
-        fleet = getattr(self, "webhook_rate", None)
         self.rows += [
             Row("10a", "Apprise json://, sequential", result.sequential_rate, "webhooks/s", "L2", self.l2),
             Row(
@@ -316,7 +320,7 @@ class Bench:
             Row(
                 "10c",
                 "our webhook fleet (5a) vs Apprise pooled",
-                fleet,
+                self.webhook_rate,
                 "webhooks/s",
                 "10b",
                 result.pooled_rate,
