@@ -84,8 +84,8 @@ class Bench:
         self.receiver_url = receiver_url
         self.smtp_port = smtp_port
         self.rows: list[Row] = []
-        self.l1_concurrent = 0.0
-        self.l2 = 0.0
+        self.l1_concurrent: float | None = None
+        self.l2: float | None = None
         self.webhook_rate: float | None = None
 
     def stage(self, name: str, measure: Callable[[], None]) -> None:
@@ -126,6 +126,10 @@ class Bench:
             self.env, receiver_url=self.receiver_url, duration_s=self.sizes.wrk_seconds
         )
         real, noop = result.real, result.noop
+        if not real.requests or not noop.requests:
+            reason = "no answers within the run (machine overloaded?)"
+            self.rows.append(unavailable("3", "gateway enqueue", reason))
+            return
         errors = real.errors + real.non2xx
         self.rows += [
             Row(
