@@ -32,8 +32,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-## Enqueue throughput and enqueue-to-delivery latency on the local services.
+## Throughput, latency and memory of the fleet against this machine's raw limits (bench/README.md).
+## QUICK=1 is a smoke run with small counts.
 bench: install
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	sh bench/setup.sh
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
 
 ## Per-channel scaling across hosts: network namespaces, one vs two worker hosts, a cut link.

@@ -1,1 +1,1 @@
-"""Benchmarks against the local services (``make bench``)."""
+"""Benchmarks of the fleet against this machine's own limits (``make bench``)."""

@@ -27,6 +27,8 @@ import dramatiq
 import psycopg
 from sqlalchemy import func, select
 
+from bench.env import BenchEnv
+from bench.report import Row
 from producer.events import EventNotificationService
 from shared.broker import get_broker, reset_broker
 from shared.channels import TERMINAL_STATUSES
@@ -140,6 +142,28 @@ def run(settings: Settings, events: int) -> dict[str, Any]:
         "seconds": round(processing, 2),
         "threads": THREADS,
     }
+
+
+def measure(env: BenchEnv, *, quick: bool) -> list[Row]:
+    """Row 8 of ``make bench``: on the suite's own database and virtual host."""
+    env.reset()
+    with tempfile.TemporaryDirectory() as var_dir:
+        settings = env.settings(KAI_VAR_DIR=var_dir)
+        set_settings(settings)
+        try:
+            result = run(settings, EVENTS_QUICK if quick else EVENTS_FULL)
+        finally:
+            reset_broker()
+            set_settings(None)
+    return [
+        Row(
+            "8",
+            "event processing (events into rendered email + in-app)",
+            result["events_per_s"],
+            "events/s",
+            note=f"{result['messages_per_s']} rendered messages/s, {THREADS} threads, templates cached",
+        )
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,11 +16,9 @@ import dataclasses
 import os
 import secrets
 import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pika
 import psycopg
@@ -31,10 +29,10 @@ from sqlalchemy import text
 from shared.broker import amqp_url_with_defaults, get_broker, reset_broker
 from shared.channels import Channel
 from shared.config import Settings, set_settings
-from shared.db.migrate import upgrade
 from shared.db.models import Base
 from shared.db.session import dispose_all, get_engine
 from shared.templates.store import forget_cache as forget_templates
+from tests.services import create_database, create_vhost, delete_vhost, drop_database
 from tests.waiting import wait_until
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -89,15 +87,11 @@ def run_id() -> str:
 def database_url(run_id: str) -> Iterator[str]:
     _require("PostgreSQL", "127.0.0.1", 5432)
     name = f"kai_test_{run_id}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    upgrade(url)
+    url = create_database(PG_ADMIN_URL, name)
     _grant_app_role(url.replace("postgresql+psycopg://", "postgresql://"), name)
     yield url
     dispose_all()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(PG_ADMIN_URL, name)
 
 
 def _grant_app_role(owner_url: str, database: str) -> None:
@@ -131,14 +125,8 @@ def app_database_url(database_url: str) -> str:
 def broker_url(run_id: str) -> Iterator[str]:
     _require("RabbitMQ", AMQP_HOST, AMQP_PORT)
     vhost = f"kai_test_{run_id}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
-    subprocess.run(
-        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-        check=True,
-        capture_output=True,
-    )
-    yield f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}/{quote(vhost, safe='')}"
-    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, capture_output=True)
+    yield create_vhost(vhost, AMQP_HOST, AMQP_PORT)
+    delete_vhost(vhost)
 
 
 @pytest.fixture(scope="session")

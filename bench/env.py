@@ -1,0 +1,138 @@
+"""The scratch deployment a benchmark run measures: its own PostgreSQL database and RabbitMQ
+virtual host (removed afterwards), the environment every child process gets, and the
+database readings the end-to-end rows are computed from."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pika
+from sqlalchemy import text
+
+from shared.broker import amqp_url_with_defaults, reset_broker
+from shared.channels import Channel
+from shared.config import Settings, set_settings
+from shared.db.models import Base
+from shared.db.session import dispose_all, get_engine
+from tests.services import create_database, create_vhost, delete_vhost, drop_database
+
+PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_HOST = "127.0.0.1"
+AMQP_PORT = 5672
+
+#: Statuses after which a message needs nothing more from the fleet.
+TERMINAL = ("sent", "delivered", "failed", "skipped")
+
+#: How often completion is polled while waiting for a batch to drain.
+POLL_INTERVAL_S = 0.1
+
+
+@dataclass
+class BenchEnv:
+    database_url: str
+    broker_url: str
+    api_key: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    def settings(self, **overrides: str) -> Settings:
+        return Settings.from_env({**self.env, **overrides})
+
+    def child_env(self, **overrides: str) -> dict[str, str]:
+        return {**self.env, **overrides}
+
+    def reset(self) -> None:
+        """Empty every table and queue between benchmarks."""
+        with get_engine(self.database_url).begin() as conn:
+            names = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
+            conn.execute(text(f"TRUNCATE {names} CASCADE"))
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_url_with_defaults(self.broker_url)))
+        try:
+            for c in Channel:
+                for name in (c.queue_name, f"{c.queue_name}.DQ", f"{c.queue_name}.XQ"):
+                    channel = connection.channel()
+                    try:
+                        channel.queue_purge(name)
+                        channel.close()
+                    except pika.exceptions.ChannelClosedByBroker:
+                        pass
+        finally:
+            connection.close()
+
+    def count_done(self, channel: Channel) -> int:
+        with get_engine(self.database_url).connect() as conn:
+            value = conn.execute(
+                text("SELECT count(*) FROM notification_logs WHERE channel = :c AND status = ANY(:s)"),
+                {"c": channel.value, "s": list(TERMINAL)},
+            ).scalar_one()
+        return int(value)
+
+    def wait_done(self, channel: Channel, count: int, timeout_s: float) -> int:
+        """Wait until ``count`` messages of ``channel`` are finished or the time is up;
+        returns how many are."""
+        deadline = time.monotonic() + timeout_s
+        done = self.count_done(channel)
+        while done < count and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL_S)
+            done = self.count_done(channel)
+        return done
+
+    def completions(self, channel: Channel) -> list[tuple[datetime, datetime]]:
+        """(created_at, finished_at) of every successfully delivered message of ``channel``,
+        finished being delivered_at for in-app (the inbox row) and sent_at otherwise."""
+        with get_engine(self.database_url).connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT created_at, COALESCE(delivered_at, sent_at) FROM notification_logs "
+                    "WHERE channel = :c AND status IN ('sent', 'delivered') ORDER BY 2"
+                ),
+                {"c": channel.value},
+            ).all()
+        return [(r[0], r[1]) for r in rows]
+
+
+@contextmanager
+def scratch_env() -> Iterator[BenchEnv]:
+    """A throwaway database and virtual host, and the environment pointing at them."""
+    run_id = secrets.token_hex(4)
+    name = f"kai_bench_{run_id}"
+    database_url = create_database(PG_ADMIN_URL, name)
+    var = tempfile.TemporaryDirectory(prefix=name)
+    var_dir = var.name
+    try:
+        broker_url = create_vhost(name, AMQP_HOST, AMQP_PORT)
+        try:
+            api_key = "bench-key-" + secrets.token_hex(8)
+            bench = BenchEnv(
+                database_url=database_url,
+                broker_url=broker_url,
+                api_key=api_key,
+                env={
+                    "DATABASE_URL": database_url,
+                    "BROKER_URL": broker_url,
+                    "REDIS_URL": "redis://127.0.0.1:6379/14",
+                    "API_KEYS": api_key,
+                    "USER_TOKEN_SECRET": secrets.token_urlsafe(32),
+                    "WEBHOOK_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+                    "KAI_VAR_DIR": var_dir,
+                    "EMAIL_FROM": "KAI Bench <noreply@kai.test>",
+                    "LOG_LEVEL": "WARNING",
+                },
+            )
+            set_settings(bench.settings())
+            yield bench
+        finally:
+            set_settings(None)
+            reset_broker()
+            delete_vhost(name)
+    finally:
+        dispose_all()
+        drop_database(PG_ADMIN_URL, name)
+        var.cleanup()

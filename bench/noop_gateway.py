@@ -1,0 +1,47 @@
+"""The gateway's framework ceiling: the same send endpoint with the same auth, body reading,
+validation and thread-pool hop, but no insert and no publish. Bench-only, so production code
+carries no switch for it.
+
+uvicorn --factory bench.noop_gateway:build
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from producer.gateway.auth import require_server
+from producer.gateway.bodies import read_json_object
+from producer.gateway.errors import HANDLERS
+from producer.service import NotificationService
+from shared.channels import Channel
+from shared.config import get_settings, set_settings
+
+
+def build() -> Starlette:
+    settings = get_settings()
+    set_settings(settings)
+    service = NotificationService(settings)
+
+    def accept(body: dict[str, object]) -> str:
+        service.validate(Channel.WEBHOOK, body)
+        return str(uuid.uuid4())
+
+    async def send(request: Request) -> JSONResponse:
+        require_server(request, settings)
+        body = await read_json_object(request, settings.max_payload_bytes)
+        message_id = await run_in_threadpool(accept, body)
+        return JSONResponse({"id": message_id, "status": "queued"}, status_code=202)
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(
+        routes=[Route("/api/messages/webhook", send, methods=["POST"]), Route("/healthz", healthz)],
+        exception_handlers=HANDLERS,
+    )

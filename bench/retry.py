@@ -1,0 +1,89 @@
+"""Retry precision: how late a retried webhook reaches the receiver after the time its
+``notification_logs`` row said it was due (``next_attempt_at``), through the broker's delay
+queue and through the database (parked, published by the scheduler).
+
+The receiver answers 503 to each message's first request and notes when the retry arrives.
+The due time is overwritten once the retry succeeds, so a trigger in the benchmark's own
+scratch database copies every row's ``next_attempt_at`` as it is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+
+from bench.endtoend import DRAIN_LIMIT_S
+from bench.env import BenchEnv
+from bench.fleet import percentile, produce, send_fields, worker_pool
+from bench.procs import http_peer, peer_stats
+from shared.channels import Channel
+from shared.db.session import get_engine
+
+#: The first retry's delay (±20% jitter): short, so the run stays short.
+RETRY_DELAY_MS = 200
+#: Sending pace: retries of different messages should not queue behind each other.
+SEND_RATE = 100.0
+POOL_THREADS = 16
+
+_TRIGGER = [
+    "CREATE TABLE IF NOT EXISTS bench_due (id text, attempt integer, due timestamptz)",
+    """CREATE OR REPLACE FUNCTION bench_record_due() RETURNS trigger AS $$
+       BEGIN INSERT INTO bench_due VALUES (NEW.id, NEW.attempts, NEW.next_attempt_at); RETURN NEW; END
+       $$ LANGUAGE plpgsql""",
+    "DROP TRIGGER IF EXISTS bench_due ON notification_logs",
+    """CREATE TRIGGER bench_due AFTER UPDATE ON notification_logs FOR EACH ROW
+       WHEN (OLD.status = 'processing' AND NEW.status = 'queued')
+       EXECUTE FUNCTION bench_record_due()""",
+    "TRUNCATE bench_due",
+]
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    path: str
+    retried: int
+    p50_late_ms: float
+    p99_late_ms: float
+
+
+def measure_retry(env: BenchEnv, *, parked: bool, count: int, scheduler_interval_ms: int) -> RetryResult:
+    env.reset()
+    engine = get_engine(env.database_url)
+    with engine.begin() as conn:
+        for statement in _TRIGGER:
+            conn.execute(text(statement))
+    overrides = {
+        "WEBHOOK_RETRY_DELAY": str(RETRY_DELAY_MS),
+        "SCHEDULER_INTERVAL": str(scheduler_interval_ms),
+        # 0 parks every retry in the database; the default keeps short ones in the broker.
+        **({"BROKER_DELAY_LIMIT": "0"} if parked else {}),
+    }
+    channel = Channel.WEBHOOK
+    with (
+        http_peer(fail_first=True) as url,
+        worker_pool(env, channel, processes=1, threads=POOL_THREADS, extra_env=overrides),
+    ):
+        produced = produce(
+            env,
+            channel,
+            send_fields(channel, url),
+            count=count,
+            time_limit_s=count / SEND_RATE + 5,
+            rate=SEND_RATE,
+        )
+        env.wait_done(channel, produced.count, DRAIN_LIMIT_S)
+        arrivals: dict[str, float] = peer_stats(url)["retry_arrivals"]  # type: ignore[assignment]
+    with engine.begin() as conn:
+        due: dict[str, float] = dict(
+            conn.execute(text("SELECT id, extract(epoch FROM due) FROM bench_due WHERE attempt = 1")).all()
+        )
+        conn.execute(text("DROP TRIGGER IF EXISTS bench_due ON notification_logs"))
+        conn.execute(text("DROP TABLE IF EXISTS bench_due"))
+    late = [(arrivals[i] - float(due[i])) * 1000 for i in arrivals if i in due]
+    return RetryResult(
+        path="parked" if parked else "broker delay",
+        retried=len(late),
+        p50_late_ms=percentile(late, 0.50),
+        p99_late_ms=percentile(late, 0.99),
+    )

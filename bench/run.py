@@ -1,0 +1,373 @@
+"""``make bench``: measure the fleet against this machine's own limits and print one table.
+
+python -m bench.run [--quick] [--only STAGE …] [--output bench/results/latest.json]
+
+Every row is measured in this run, on a throwaway database and virtual host, with every peer
+on loopback; the same machine's raw limits (RabbitMQ alone, the HTTP receiver alone) are
+measured first so the ratios compare like with like. See bench/README.md for each row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import endtoend, gateway, limits, peer_apprise, retry, scaling
+from bench.env import BenchEnv, scratch_env
+from bench.fleet import PRODUCER_THREADS
+from bench.procs import http_peer, smtp_peer
+from bench.report import Row, render, unavailable, write_json
+from shared.channels import Channel
+from shared.logging import configure_logging
+
+DEFAULT_OUTPUT = Path(__file__).parent / "results" / "latest.json"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each benchmark sends; every loop is also bounded in time."""
+
+    rabbit_messages: int
+    rabbit_seconds: float
+    wrk_seconds: float
+    e2e_messages: int
+    latency_seconds: float
+    scaling_messages: int
+    slow_messages: int
+    retry_messages: int
+    apprise_messages: int
+    apprise_seconds: float
+    #: The parked-retry runs, one per scheduler interval (ms).
+    scheduler_intervals: tuple[int, ...]
+
+
+FULL = Sizes(10_000, 5.0, 8.0, 4_000, 6.0, 3_000, 4_000, 400, 1_000, 5.0, (500, 50))
+QUICK = Sizes(2_000, 1.5, 1.5, 300, 1.5, 300, 600, 60, 150, 1.5, (500,))
+
+#: Targets for this two-core machine (see bench/README.md).
+GATEWAY_TARGET_RPS = 3_000
+GATEWAY_TARGET_P99_MS = 20.0
+GATEWAY_TARGET_OF_NOOP = 0.40
+E2E_TARGETS = {Channel.WEBHOOK: 1_500, Channel.EMAIL: 600, Channel.IN_APP: 3_000}
+E2E_TARGET_P50_MS = 5.0
+E2E_TARGET_P99_MS = 25.0
+RETRY_TARGET_P99_MS = 100.0
+SLOW_TARGET_RPS = 2_000
+RSS_TARGET_MIB = 150.0
+
+UNITS = {
+    Channel.WEBHOOK: "webhooks/s",
+    Channel.EMAIL: "emails/s",
+    Channel.SMS: "SMS/s",
+    Channel.IN_APP: "in-app/s",
+}
+
+
+def _at_least(value: float, target: float) -> bool:
+    return value >= target
+
+
+def _at_most(value: float, target: float) -> bool:
+    return value <= target
+
+
+class Bench:
+    def __init__(self, env: BenchEnv, sizes: Sizes, receiver_url: str, smtp_port: int) -> None:
+        self.env = env
+        self.sizes = sizes
+        self.receiver_url = receiver_url
+        self.smtp_port = smtp_port
+        self.rows: list[Row] = []
+        self.l1_concurrent: float | None = None
+        self.l2: float | None = None
+        self.webhook_rate: float | None = None
+
+    def stage(self, name: str, measure: Callable[[], None]) -> None:
+        started = time.monotonic()
+        print(f"bench: {name} …", file=sys.stderr, flush=True)
+        try:
+            measure()
+        except Exception as exc:  # one broken stage must not hide the others' figures
+            self.rows.append(unavailable("!", name, f"{type(exc).__name__}: {exc}"))
+        print(f"bench: {name} done in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+
+    def limits(self) -> None:
+        s = self.sizes
+        rabbit = limits.measure_rabbitmq(self.env, count=s.rabbit_messages, time_limit_s=s.rabbit_seconds)
+        self.l1_concurrent = rabbit.concurrent_publish_rate
+        rate, p50, p99 = limits.measure_http_sink(duration_s=s.wrk_seconds)
+        self.l2 = rate
+        self.rows += [
+            Row("L1a", "RabbitMQ publish+confirm, 1 publisher", rabbit.publish_rate, "msg/s"),
+            Row(
+                "L1b",
+                f"RabbitMQ publish+confirm, {limits.CONCURRENT_PUBLISHERS} publishers",
+                rabbit.concurrent_publish_rate,
+                "msg/s",
+            ),
+            Row("L1c", "RabbitMQ consume+ack", rabbit.consume_rate, "msg/s"),
+            Row(
+                "L2",
+                "HTTP receiver under wrk, 64 conns",
+                rate,
+                "req/s",
+                note=f"p50 {p50:.1f} ms, p99 {p99:.1f} ms",
+            ),
+        ]
+
+    def gateway(self) -> None:
+        result = gateway.measure_gateway(
+            self.env, receiver_url=self.receiver_url, duration_s=self.sizes.wrk_seconds
+        )
+        real, noop = result.real, result.noop
+        if not real.requests or not noop.requests:
+            reason = "no answers within the run (machine overloaded?)"
+            self.rows.append(unavailable("3", "gateway enqueue", reason))
+            return
+        errors = real.errors + real.non2xx
+        self.rows += [
+            Row(
+                "3a",
+                f"gateway enqueue, {gateway.GATEWAY_WORKERS} workers, 64 conns",
+                real.rate,
+                "req/s",
+                "L1b",
+                self.l1_concurrent,
+                f">= {GATEWAY_TARGET_RPS:,}",
+                _at_least(real.rate, GATEWAY_TARGET_RPS),
+                note=f"{errors} errors/non-2xx of {real.requests}" if errors else "",
+            ),
+            Row(
+                "3b",
+                "gateway enqueue vs its no-op ceiling",
+                real.rate,
+                "req/s",
+                "no-op",
+                noop.rate,
+                f">= {GATEWAY_TARGET_OF_NOOP:.0%} of no-op",
+                _at_least(real.rate, GATEWAY_TARGET_OF_NOOP * noop.rate),
+            ),
+            Row("3c", "gateway enqueue p50", real.p50_ms, "ms", "no-op p50", noop.p50_ms),
+            Row(
+                "3d",
+                "gateway enqueue p99",
+                real.p99_ms,
+                "ms",
+                "no-op p99",
+                noop.p99_ms,
+                f"<= {GATEWAY_TARGET_P99_MS:.0f} ms",
+                _at_most(real.p99_ms, GATEWAY_TARGET_P99_MS),
+            ),
+        ]
+
+    def end_to_end(self) -> None:
+        results: dict[Channel, endtoend.ChannelResult] = {}
+        for channel in (Channel.WEBHOOK, Channel.EMAIL, Channel.SMS, Channel.IN_APP):
+            results[channel] = endtoend.measure_channel(
+                self.env,
+                channel,
+                receiver_url=self.receiver_url,
+                smtp_port=self.smtp_port,
+                count=self.sizes.e2e_messages,
+                latency_s=self.sizes.latency_seconds,
+            )
+        webhook = results[Channel.WEBHOOK]
+        self.rows.append(
+            Row(
+                "4",
+                f"producer send_webhook, {PRODUCER_THREADS} threads",
+                webhook.produced.rate,
+                "calls/s",
+                "L1b",
+                self.l1_concurrent,
+            )
+        )
+        for n, (channel, r) in enumerate(results.items()):
+            key = f"5{'abcd'[n]}"
+            target = E2E_TARGETS.get(channel)
+            lost = r.produced.count - r.delivered
+            self.rows += [
+                Row(
+                    key,
+                    f"e2e {channel.value}, {endtoend.PROCESSES}x{endtoend.THREADS} workers",
+                    r.max_rate,
+                    UNITS[channel],
+                    "L2" if channel in (Channel.WEBHOOK, Channel.SMS) else "L1c",
+                    self.l2 if channel in (Channel.WEBHOOK, Channel.SMS) else self._l1_consume(),
+                    f">= {target:,}" if target else "",
+                    _at_least(r.max_rate, target) if target else None,
+                    note=f"{lost} of {r.produced.count} not delivered" if lost else "",
+                ),
+                Row(
+                    f"{key}.p50",
+                    f"e2e {channel.value} latency p50 at {r.paced_rate:,.0f}/s",
+                    r.p50_ms,
+                    "ms",
+                    target=f"<= {E2E_TARGET_P50_MS:.0f} ms",
+                    met=_at_most(r.p50_ms, E2E_TARGET_P50_MS),
+                ),
+                Row(
+                    f"{key}.p99",
+                    f"e2e {channel.value} latency p99 at {r.paced_rate:,.0f}/s",
+                    r.p99_ms,
+                    "ms",
+                    target=f"<= {E2E_TARGET_P99_MS:.0f} ms",
+                    met=_at_most(r.p99_ms, E2E_TARGET_P99_MS),
+                ),
+            ]
+        rest = max(results.values(), key=lambda r: r.rss_rest_mib)
+        peak = max(results.values(), key=lambda r: r.rss_peak_mib)
+        per_channel = ", ".join(
+            f"{c.value} {r.rss_rest_mib:.0f}/{r.rss_peak_mib:.0f}" for c, r in results.items()
+        )
+        self.rows += [
+            Row(
+                "9a",
+                f"worker RSS at rest, largest ({rest.channel.value})",
+                rest.rss_rest_mib,
+                "MiB",
+                target=f"<= {RSS_TARGET_MIB:.0f} MiB",
+                met=_at_most(rest.rss_rest_mib, RSS_TARGET_MIB),
+                note=f"rest/peak MiB per process: {per_channel}",
+            ),
+            Row("9b", f"worker RSS under load, largest ({peak.channel.value})", peak.rss_peak_mib, "MiB"),
+        ]
+        self.webhook_rate = webhook.max_rate
+
+    def _l1_consume(self) -> float | None:
+        for row in self.rows:
+            if row.key == "L1c":
+                return row.value
+        return None
+
+    def scaling(self) -> None:
+        n = self.sizes.scaling_messages
+        points = scaling.process_scaling(self.env, self.receiver_url, counts={1: n, 2: n, 4: n})
+        one = points[0].rate
+        for point in points:
+            self.rows.append(
+                Row(
+                    f"6.{point.processes}",
+                    f"webhook pool {point.processes}x{point.threads}, fast receiver",
+                    point.rate,
+                    "webhooks/s",
+                    "1 process",
+                    one,
+                )
+            )
+        slow = scaling.slow_receiver(self.env, count=self.sizes.slow_messages)
+        ceiling = slow.threads * 1000 / scaling.SLOW_RECEIVER_MS
+        self.rows.append(
+            Row(
+                "6.slow",
+                f"webhook pool 1x{slow.threads}, receiver 100 ms",
+                slow.rate,
+                "webhooks/s",
+                "threads/100ms",
+                ceiling,
+                f">= {SLOW_TARGET_RPS:,}",
+                _at_least(slow.rate, SLOW_TARGET_RPS),
+                note=f"{slow.max_in_flight} requests in flight at most",
+            )
+        )
+
+    def retries(self) -> None:
+        count = self.sizes.retry_messages
+        runs = [(False, 500, "7a")]
+        runs += [(True, interval, f"7{'bc'[n]}") for n, interval in enumerate(self.sizes.scheduler_intervals)]
+        for parked, interval, key in runs:
+            result = retry.measure_retry(self.env, parked=parked, count=count, scheduler_interval_ms=interval)
+            label = result.path + (f", scheduler every {interval} ms" if parked else "")
+            self.rows += [
+                Row(f"{key}.p50", f"retry lateness p50, {label}", result.p50_late_ms, "ms"),
+                Row(
+                    f"{key}.p99",
+                    f"retry lateness p99, {label}",
+                    result.p99_late_ms,
+                    "ms",
+                    target=f"<= {RETRY_TARGET_P99_MS:.0f} ms",
+                    met=_at_most(result.p99_late_ms, RETRY_TARGET_P99_MS),
+                    note="" if result.retried == count else f"{result.retried} of {count} retries measured",
+                ),
+            ]
+
+    def events(self) -> None:
+        try:
+            events = importlib.import_module("bench.events")
+        except ImportError:
+            self.rows.append(unavailable("8", "event processing", "bench.events is not on this branch"))
+            return
+        self.rows += events.measure(self.env, quick=self.sizes is QUICK)
+
+    def apprise(self) -> None:
+        s = self.sizes
+        result = peer_apprise.measure_apprise(
+            self.receiver_url, count=s.apprise_messages, time_limit_s=s.apprise_seconds
+        )
+        self.rows += [
+            Row("10a", "Apprise json://, sequential", result.sequential_rate, "webhooks/s", "L2", self.l2),
+            Row(
+                "10b",
+                f"Apprise json://, {peer_apprise.APPRISE_THREADS} threads",
+                result.pooled_rate,
+                "webhooks/s",
+                "L2",
+                self.l2,
+                note=f"{result.failures} failed" if result.failures else "",
+            ),
+            Row(
+                "10c",
+                "our webhook fleet (5a) vs Apprise pooled",
+                self.webhook_rate,
+                "webhooks/s",
+                "10b",
+                result.pooled_rate,
+            ),
+        ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small counts: a smoke run in about a minute")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=["limits", "gateway", "e2e", "scaling", "retry", "events", "apprise"],
+        help="run only these stages (rows compared with a limit need 'limits' too)",
+    )
+    args = parser.parse_args(argv)
+    configure_logging("WARNING")
+    # Purging queues that were never declared is expected here; pika logs each as a warning.
+    logging.getLogger("pika").setLevel(logging.ERROR)
+    sizes = QUICK if args.quick else FULL
+    started = time.monotonic()
+    with scratch_env() as env, http_peer() as receiver_url, smtp_peer() as smtp_port:
+        bench = Bench(env, sizes, receiver_url, smtp_port)
+        stages = {
+            "limits": ("raw limits (L1, L2)", bench.limits),
+            "gateway": ("gateway (3)", bench.gateway),
+            "e2e": ("producer and end to end (4, 5, 9)", bench.end_to_end),
+            "scaling": ("scaling (6)", bench.scaling),
+            "retry": ("retry precision (7)", bench.retries),
+            "events": ("events (8)", bench.events),
+            "apprise": ("Apprise (10)", bench.apprise),
+        }
+        for name, (title, measure) in stages.items():
+            if not args.only or name in args.only:
+                bench.stage(title, measure)
+    elapsed = time.monotonic() - started
+    print(render(bench.rows))
+    print(f"\n{'quick' if args.quick else 'full'} run in {elapsed:.0f} s; written to {args.output}")
+    write_json(bench.rows, args.output, quick=args.quick, elapsed_s=elapsed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
