@@ -20,6 +20,9 @@ from standardwebhooks import Webhook
 
 from tests.sinks.http_server import QuietServer, ServerThread
 
+#: An answer status meaning: close the connection without answering.
+DROP = 0
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -62,6 +65,9 @@ class _Handler(BaseHTTPRequestHandler):
         if receiver.delay:
             self.server.stopping.wait(receiver.delay)
         answer = receiver._next_answer()
+        if answer.status == DROP:
+            self.close_connection = True  # hang up without an answer
+            return
         self.send_response(answer.status)
         for name, value in answer.headers.items():
             self.send_header(name, value)
@@ -79,6 +85,8 @@ class WebhookReceiver:
         self.delay = 0.0
         #: Requests whose body never fully arrived (the sender died or hung up mid-request).
         self.incomplete = 0
+        #: Requests answered with a programmed answer (``respond_next``/``drop_next``).
+        self.programmed = 0
         self._cond = threading.Condition()
         self._deliveries: list[Delivery] = []
         self._answers: list[_Answer] = []
@@ -116,6 +124,10 @@ class WebhookReceiver:
         """Answer the next ``times`` requests (None: all of them) like this."""
         with self._cond:
             self._answers.append(_Answer(status, dict(headers or {}), body, times))
+
+    def drop_next(self, times: int | None = 1) -> None:
+        """Hang up on the next ``times`` requests, after reading them, without answering."""
+        self.respond_next(DROP, times)
 
     @property
     def deliveries(self) -> list[Delivery]:
@@ -158,5 +170,6 @@ class WebhookReceiver:
                     continue
                 if answer.remaining is not None:
                     answer.remaining -= 1
+                self.programmed += 1
                 return answer
         return _Answer(200, {"Content-Type": "application/json"}, b'{"ok":true}')
