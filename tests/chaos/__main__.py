@@ -15,7 +15,7 @@ from shared.broker import reset_broker
 from shared.config import Settings, set_settings
 from shared.logging import configure_logging
 from tests.chaos.pools import Fleet
-from tests.chaos.scenarios import QUICK, SCENARIOS, Run
+from tests.chaos.scenarios import ORDER, QUICK, SCENARIOS, Run
 from tests.chaos.stack import Stack
 from tests.chaos.tally import table
 
@@ -38,12 +38,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
     load = QUICK_LOAD if args.quick else FULL
-    chosen = args.scenarios or (list(QUICK) if args.quick else sorted(SCENARIOS))
+    wanted = set(args.scenarios or (QUICK if args.quick else SCENARIOS))
+    chosen = [key for key in ORDER if key in wanted]
     messages = int(args.messages or load["messages"])
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     configure_logging("ERROR")
 
-    stack = Stack()
+    stack = Stack(private_broker="2" in chosen)
     fleet: Fleet | None = None
     results = []
     started = time.monotonic()

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 from producer.service import NotificationService
 from shared.channels import Channel
-from shared.errors import EnqueueError
 from tests.chaos.stack import Peers
 
 #: Producer threads (the API blocks on the broker's confirm, so concurrency needs threads).
@@ -26,8 +25,8 @@ class Accepted:
 
     ids: dict[str, Channel] = field(default_factory=dict)
     sms_bodies: dict[str, str] = field(default_factory=dict)
-    #: Sends the producer refused with EnqueueError (not accepted: the caller retries).
-    refused: int = 0
+    #: Sends the producer refused, by exception (not accepted: the caller retries).
+    refused: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -89,9 +88,9 @@ class Load:
                     message_id = self.service.send_in_app_notification(
                         user_id=f"user-{n % 50}", title=f"Chaos {n}", message=body
                     )
-            except EnqueueError:
+            except Exception as exc:  # EnqueueError, or the database is down: nothing accepted
                 with self.accepted.lock:
-                    self.accepted.refused += 1
+                    self.accepted.refused[type(exc).__name__] += 1
                 time.sleep(0.5)
                 continue
             with self.accepted.lock:

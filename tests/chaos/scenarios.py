@@ -28,6 +28,8 @@ from tests.chaos.tally import Result, tally, wait_drained
 KILL_EVERY = 2.0
 #: Seconds between SIGTERMs of a pool in the graceful-shutdown scenario.
 TERM_EVERY = 4.0
+#: Seconds a stopped service stays down.
+OUTAGE = 5.0
 #: Poison messages mixed into the load in the poison scenario.
 POISON = 20
 #: Attempts a poison message gets before it is dead-lettered.
@@ -53,8 +55,20 @@ def _during(load: Load, every: float, action: Callable[[], None]) -> None:
             action()
 
 
-def _finish(run: Run, name: str, load: Load, programmed_before: int, **notes: Any) -> Result:
-    drain = wait_drained(run.stack.database_url, list(load.accepted.ids), run.drain_timeout)
+def _finish(
+    run: Run,
+    name: str,
+    load: Load,
+    programmed_before: int,
+    *,
+    fault_ended: float | None = None,
+    **notes: Any,
+) -> Result:
+    """Wait for the fleet to drain and count; the drain time runs from ``fault_ended``
+    (default: now, the end of the load)."""
+    ended = fault_ended if fault_ended is not None else time.monotonic()
+    wait_drained(run.stack.database_url, list(load.accepted.ids), run.drain_timeout)
+    drain = time.monotonic() - ended
     time.sleep(1)  # let in-flight duplicates, if any, land before counting
     webhooks = run.stack.peers.webhooks
     assert webhooks is not None
@@ -192,6 +206,53 @@ def graceful_shutdown(run: Run) -> Result:
     return result
 
 
+def _outage(run: Run, stop: Callable[[], None], start: Callable[[], None]) -> float:
+    """Stop a service a third into the load, keep it down OUTAGE seconds, start it again;
+    returns when it came back (monotonic)."""
+    time.sleep(run.messages / run.rate / 3)
+    stop()
+    time.sleep(OUTAGE)
+    start()
+    return time.monotonic()
+
+
+def broker_restart(run: Run) -> Result:
+    """2. RabbitMQ stops mid-load and comes back: producers refuse (never accept an
+    unconfirmed publish), workers reconnect or their supervisors restart them."""
+    programmed = _programmed(run)
+    rabbitmq = run.stack.rabbitmq
+    assert rabbitmq is not None, "the broker scenario needs the run's own RabbitMQ node"
+    restarts_before = run.fleet.restarts
+    load = Load(run.service, run.stack.peers, run.messages, run.rate).start()
+    back = _outage(run, rabbitmq.stop, rabbitmq.start)
+    load.join()
+    result = _finish(run, "2 RabbitMQ restart", load, programmed, fault_ended=back, outage_s=OUTAGE)
+    result.notes["pool_restarts"] = run.fleet.restarts - restarts_before
+    result.notes["exit_codes"] = sorted({c for p in run.fleet.pools.values() for c in p.exit_codes})
+    return result
+
+
+def database_restart(run: Run) -> Result:
+    """3. PostgreSQL stops mid-load (fast shutdown) and comes back: producers refuse while it
+    is down, workers retry, and nothing is acknowledged before its state is durable."""
+    programmed = _programmed(run)
+    postgres = run.stack.postgres
+    load = Load(run.service, run.stack.peers, run.messages, run.rate).start()
+    back = _outage(run, postgres.stop, postgres.start)
+    load.join()
+    return _finish(run, "3 PostgreSQL restart", load, programmed, fault_ended=back, outage_s=OUTAGE)
+
+
+def redis_stop(run: Run) -> Result:
+    """4. Redis stops mid-load: delivery does not depend on it and carries on."""
+    programmed = _programmed(run)
+    redis = run.stack.redis
+    load = Load(run.service, run.stack.peers, run.messages, run.rate).start()
+    back = _outage(run, redis.stop, redis.start)
+    load.join()
+    return _finish(run, "4 Redis stopped", load, programmed, fault_ended=back, outage_s=OUTAGE)
+
+
 def _programmed(run: Run) -> int:
     webhooks = run.stack.peers.webhooks
     assert webhooks is not None
@@ -215,8 +276,14 @@ def _queue_depth(broker_url: str, queue: str) -> int:
 
 SCENARIOS: dict[str, Callable[[Run], Result]] = {
     "1": worker_kills,
+    "2": broker_restart,
+    "3": database_restart,
+    "4": redis_stop,
     "5": sink_faults,
     "6": poison,
     "7": graceful_shutdown,
 }
 QUICK = ("1", "5", "6")
+#: The order scenarios run in: the broker restart last, so a fleet it leaves degraded
+#: cannot spoil the others' figures.
+ORDER = ("1", "6", "5", "7", "3", "4", "2")

@@ -1,5 +1,5 @@
 """Private service instances a chaos run may stop and start without touching the machine's
-own: a PostgreSQL cluster and a redis-server, on their own loopback ports, their data in
+own: a PostgreSQL cluster, a redis-server and a RabbitMQ node, on their own loopback ports, their data in
 temporary directories, stopped by PID and removed at the end."""
 
 from __future__ import annotations
@@ -17,10 +17,16 @@ from pathlib import Path
 #: Loopback ports of the private instances (the machine's own use 5432 and 6379).
 POSTGRES_PORT = 5433
 REDIS_PORT = 6380
+RABBITMQ_PORT = 5673
+#: The node's Erlang distribution port is this far above its AMQP port (RabbitMQ's own rule,
+#: so it stays clear of the machine's node on 25672).
+DIST_PORT_OFFSET = 20000
 #: Connections the private cluster allows: pools x processes x threads, with room.
 POSTGRES_MAX_CONNECTIONS = 400
 #: Seconds a service gets to come up or go down.
 STARTUP_TIMEOUT = 30
+#: RabbitMQ takes longer (Erlang boot, Mnesia).
+RABBITMQ_STARTUP_TIMEOUT = 90
 
 
 def _binary(name: str) -> str:
@@ -158,3 +164,98 @@ class Redis:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5)
+
+
+class RabbitMQ:
+    """A RabbitMQ node of its own (``kaichaos@localhost``) beside the machine's: its own
+    AMQP and distribution ports, its data and logs in a directory the ``rabbitmq`` user owns,
+    no plugins (their ports would clash). It registers with the machine's epmd; if none runs,
+    the node starts one, and ``remove`` stops that one by PID."""
+
+    NODE = "kaichaos@localhost"
+
+    def __init__(self, port: int = RABBITMQ_PORT) -> None:
+        if port_open(port):
+            raise SystemExit(f"chaos: port {port} is taken; the private RabbitMQ needs it")
+        self.port = port
+        self.dir = Path(tempfile.mkdtemp(prefix="kai-chaos-rabbitmq-"))
+        shutil.chown(self.dir, "rabbitmq", "rabbitmq")
+        self.epmd_before = _pids_named("epmd")
+        (self.dir / "rabbitmq-env.conf").write_text(
+            f"NODENAME={self.NODE}\n"
+            f"NODE_IP_ADDRESS=127.0.0.1\nNODE_PORT={port}\nDIST_PORT={port + DIST_PORT_OFFSET}\n"
+            f"MNESIA_BASE={self.dir}/mnesia\nLOG_BASE={self.dir}/log\nPID_FILE={self.dir}/node.pid\n"
+            f"ENABLED_PLUGINS_FILE={self.dir}/enabled_plugins\n"
+            "ERL_EPMD_ADDRESS=127.0.0.1\n"
+            'export ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}"\n'
+        )
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.1 = 127.0.0.1:{port}\n")
+        for path in self.dir.iterdir():
+            shutil.chown(path, "rabbitmq", "rabbitmq")
+        self.env = {
+            **os.environ,
+            "RABBITMQ_CONF_ENV_FILE": str(self.dir / "rabbitmq-env.conf"),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq"),
+        }
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+
+    def _ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["rabbitmqctl", "-n", self.NODE, *args], env=self.env, capture_output=True, text=True, check=False
+        )
+
+    def start(self) -> None:
+        subprocess.run(["rabbitmq-server", "-detached"], env=self.env, check=True, capture_output=True)
+        deadline = time.monotonic() + RABBITMQ_STARTUP_TIMEOUT
+        # await_startup fails at once until the node has registered with epmd: ask again.
+        while self._ctl("await_startup", "--timeout", "10").returncode != 0:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"chaos: the private RabbitMQ did not start; logs in {self.dir}/log")
+            time.sleep(0.5)
+
+    def node_pid(self) -> int | None:
+        with suppress(OSError, ValueError):
+            return int((self.dir / "node.pid").read_text().strip())
+        return None
+
+    def stop(self) -> None:
+        """Stop the node (messages on durable queues are kept on disk)."""
+        pid = self.node_pid()
+        if pid is None or not _alive(pid):
+            return
+        self._ctl("stop")
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def remove(self) -> None:
+        self.stop()
+        for pid in _pids_named("epmd") - self.epmd_before:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _pids_named(name: str) -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError):
+                if (entry / "comm").read_text().strip() == name:
+                    pids.add(int(entry.name))
+    return pids

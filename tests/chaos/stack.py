@@ -1,7 +1,7 @@
 """The services one chaos run uses, all on loopback: a private PostgreSQL cluster and Redis
 (so the run can stop them, and never crowds the machine's own PostgreSQL with connections), a
-virtual host of its own on the machine's RabbitMQ (dropped at the end), and the peers the
-workers deliver to."""
+private RabbitMQ node when the broker is to be restarted or else a virtual host of its own on
+the machine's RabbitMQ (dropped at the end), and the peers the workers deliver to."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import psycopg
 
 from shared.db.migrate import upgrade
 from shared.db.session import dispose_all
-from tests.chaos.services import Postgres, Redis
+from tests.chaos.services import Postgres, RabbitMQ, Redis
 from tests.sinks.smtp_sink import SmtpSink
 from tests.sinks.twilio_sink import TwilioSink
 from tests.sinks.webhook_receiver import WebhookReceiver
@@ -58,7 +58,7 @@ class Peers:
 class Stack:
     """A private database and virtual host, and the peers; ``env`` configures every process."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, private_broker: bool = False) -> None:
         self.name = f"kai_chaos_{secrets.token_hex(4)}"
         self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         self.var = Path(tempfile.mkdtemp(prefix="kai-chaos-"))
@@ -66,7 +66,13 @@ class Stack:
         self.postgres = Postgres()
         self.redis = Redis()
         self.database_url = self.postgres.url("kai")
-        self.broker_url = f"amqp://guest:guest@{AMQP_ADDRESS}/{quote(self.name, safe='')}"
+        #: A node of its own when the run restarts the broker; else a virtual host on the
+        #: machine's RabbitMQ (quicker to set up).
+        self.rabbitmq = RabbitMQ() if private_broker else None
+        if self.rabbitmq is not None:
+            self.broker_url = self.rabbitmq.url
+        else:
+            self.broker_url = f"amqp://guest:guest@{AMQP_ADDRESS}/{quote(self.name, safe='')}"
         self._made_vhost = False
 
     def start(self) -> None:
@@ -75,9 +81,12 @@ class Stack:
             conn.execute("CREATE DATABASE kai")
         self.redis.start()
         upgrade(self.database_url)
-        rabbitmqctl("add_vhost", self.name)
-        self._made_vhost = True
-        rabbitmqctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+        if self.rabbitmq is not None:
+            self.rabbitmq.start()
+        else:
+            rabbitmqctl("add_vhost", self.name)
+            self._made_vhost = True
+            rabbitmqctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
         self.peers.start(self.webhook_secret)
 
     def stop(self) -> None:
@@ -85,6 +94,8 @@ class Stack:
         dispose_all()
         if self._made_vhost:
             rabbitmqctl("delete_vhost", self.name, check=False)
+        if self.rabbitmq is not None:
+            self.rabbitmq.remove()
         self.redis.stop()
         self.postgres.remove()
         shutil.rmtree(self.var, ignore_errors=True)

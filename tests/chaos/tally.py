@@ -43,7 +43,7 @@ def wait_drained(database_url: str, ids: list[str], timeout: float) -> float:
 class Result:
     scenario: str
     accepted: int
-    refused_then_retried: int
+    refused_then_retried: dict[str, int]
     delivered: int
     failed: dict[str, int]
     skipped: int
@@ -64,7 +64,7 @@ def tally(
     ids: dict[str, Channel],
     copies: dict[str, int],
     *,
-    refused: int,
+    refused: dict[str, int],
     refusals_served: int,
     drain_seconds: float,
     sinks_reachable: bool = True,
@@ -91,7 +91,7 @@ def tally(
     return Result(
         scenario=scenario,
         accepted=len(ids),
-        refused_then_retried=refused,
+        refused_then_retried=dict(refused),
         delivered=delivered,
         failed=dict(failed),
         skipped=skipped,
@@ -118,6 +118,9 @@ def table(results: list[Result]) -> str:
             lines.append(
                 "    failed by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(r.failed.items()))
             )
+        if r.refused_then_retried:
+            refusals = ", ".join(f"{k}={v}" for k, v in sorted(r.refused_then_retried.items()))
+            lines.append("    refused at enqueue (caller retried): " + refusals)
         if r.not_terminal:
             lines.append("    NOT TERMINAL: " + ", ".join(f"{k}={v}" for k, v in r.not_terminal.items()))
         if r.notes:
