@@ -51,6 +51,9 @@ class Result:
     not_terminal: dict[str, int]
     missing_at_sink: int
     duplicates_at_sink: int
+    #: Copies beyond the first, per channel (webhooks: by webhook-id; email: by Message-ID;
+    #: SMS: by body), the webhook receiver's programmed refusals taken out.
+    duplicates_by_channel: dict[str, int]
     drain_seconds: float
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -87,7 +90,11 @@ def tally(
             skipped += 1
         else:
             not_terminal[status] += 1
-    extra = sum(max(0, c - 1) for c in copies.values())
+    extra: Counter[str] = Counter()
+    for message_id, count in copies.items():
+        extra[ids[message_id].value] += max(0, count - 1)
+    if extra["webhook"]:
+        extra["webhook"] = max(0, extra["webhook"] - refusals_served)
     return Result(
         scenario=scenario,
         accepted=len(ids),
@@ -98,7 +105,8 @@ def tally(
         lost=sum(not_terminal.values()) + missing,
         not_terminal=dict(not_terminal),
         missing_at_sink=missing,
-        duplicates_at_sink=max(0, extra - refusals_served),
+        duplicates_at_sink=sum(extra.values()),
+        duplicates_by_channel={channel: n for channel, n in sorted(extra.items()) if n},
         drain_seconds=round(drain_seconds, 1),
     )
 
@@ -118,6 +126,9 @@ def table(results: list[Result]) -> str:
             lines.append(
                 "    failed by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(r.failed.items()))
             )
+        if r.duplicates_by_channel:
+            by_channel = ", ".join(f"{k}={v}" for k, v in r.duplicates_by_channel.items())
+            lines.append("    duplicates at the sink: " + by_channel)
         if r.refused_then_retried:
             refusals = ", ".join(f"{k}={v}" for k, v in sorted(r.refused_then_retried.items()))
             lines.append("    refused at enqueue (caller retried): " + refusals)
