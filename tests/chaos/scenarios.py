@@ -6,6 +6,7 @@ drain time is counted from the end of both.
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Callable
@@ -92,12 +93,11 @@ def worker_kills(run: Run) -> Result:
     load = Load(run.service, run.stack.peers, run.messages, run.rate).start()
     pools = list(run.fleet.pools.values())
     kills = 0
-    turn = iter(range(10**6))
+    turn = itertools.cycle(pools)
 
     def kill_next() -> None:
         nonlocal kills
-        pool = pools[next(turn) % len(pools)]
-        if pool.kill_random_worker(run.rng):
+        if next(turn).kill_random_worker(run.rng):
             kills += 1
 
     _during(load, KILL_EVERY, kill_next)
