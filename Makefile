@@ -39,6 +39,11 @@ bench: install
 	sh bench/setup.sh
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
 
+## Fault injection: worker kills, broker/database/Redis restarts, misbehaving peers, poison
+## messages, SIGTERM; fails if any accepted message is lost. QUICK=1: scenarios 1, 5, 6.
+chaos: install
+	$(BIN)/python -m tests.chaos $(if $(QUICK),--quick,)
+
 ## Per-channel scaling across hosts: network namespaces, one vs two worker hosts, a cut link.
 fleet-demo: install
 	$(BIN)/python deploy/fleet_demo.py demo $(if $(MESSAGES),--messages $(MESSAGES),)

@@ -22,6 +22,9 @@ from standardwebhooks import Webhook
 
 from tests.sinks.http_server import QuietServer, ServerThread
 
+#: An answer status meaning: close the connection without answering.
+DROP = 0
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -68,6 +71,9 @@ class _Handler(BaseHTTPRequestHandler):
         if receiver.delay:
             self.server.stopping.wait(receiver.delay)
         answer = receiver._next_answer(parsed)
+        if answer.status == DROP:
+            self.close_connection = True  # hang up without an answer
+            return
         self.send_response(answer.status)
         for name, value in answer.headers.items():
             self.send_header(name, value)
@@ -85,6 +91,8 @@ class WebhookReceiver:
         self.delay = 0.0
         #: Requests whose body never fully arrived (the sender died or hung up mid-request).
         self.incomplete = 0
+        #: Requests answered with a programmed answer (``respond_next``/``drop_next``).
+        self.programmed = 0
         self._cond = threading.Condition()
         self._deliveries: list[Delivery] = []
         self._answers: list[_Answer] = []
@@ -136,6 +144,10 @@ class WebhookReceiver:
         with self._cond:
             self._answers.clear()
 
+    def drop_next(self, times: int | None = 1) -> None:
+        """Hang up on the next ``times`` requests, after reading them, without answering."""
+        self.respond_next(DROP, times)
+
     @property
     def deliveries(self) -> list[Delivery]:
         with self._cond:
@@ -181,5 +193,6 @@ class WebhookReceiver:
                     continue
                 if answer.remaining is not None:
                     answer.remaining -= 1
+                self.programmed += 1
                 return answer
         return _Answer(200, {"Content-Type": "application/json"}, b'{"ok":true}')

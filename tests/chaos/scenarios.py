@@ -1,0 +1,289 @@
+"""The faults, each injected while a steady load runs, then measured once the fleet drains.
+
+Each scenario sends its own batch of messages; the fault lasts as long as the load, and the
+drain time is counted from the end of both.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+
+from producer.service import NotificationService
+from shared import tracking
+from shared.broker import amqp_url_with_defaults, get_broker, publish
+from shared.channels import Channel
+from shared.db.session import session_scope
+from tests.chaos.load import Load, sink_copies
+from tests.chaos.pools import Fleet
+from tests.chaos.stack import Stack
+from tests.chaos.tally import Result, tally, wait_drained
+
+#: Seconds between SIGKILLs of a worker process in the worker-kill scenario.
+KILL_EVERY = 2.0
+#: Seconds between SIGTERMs of a pool in the graceful-shutdown scenario.
+TERM_EVERY = 4.0
+#: Seconds a stopped service stays down.
+OUTAGE = 5.0
+#: Poison messages mixed into the load in the poison scenario.
+POISON = 20
+#: Attempts a poison message gets before it is dead-lettered.
+POISON_ATTEMPTS = 3
+
+
+@dataclass
+class Run:
+    stack: Stack
+    fleet: Fleet
+    service: NotificationService
+    messages: int
+    rate: float
+    drain_timeout: float
+    rng: random.Random
+
+
+def _during(load: Load, every: float, action: Callable[[], None]) -> None:
+    """Call ``action`` every ``every`` seconds until the load has been sent."""
+    while not load.done:
+        time.sleep(every)
+        if not load.done:
+            action()
+
+
+def _finish(
+    run: Run,
+    name: str,
+    load: Load,
+    programmed_before: int,
+    *,
+    fault_ended: float | None = None,
+    **notes: Any,
+) -> Result:
+    """Wait for the fleet to drain and count; the drain time runs from ``fault_ended``
+    (default: now, the end of the load)."""
+    ended = fault_ended if fault_ended is not None else time.monotonic()
+    wait_drained(run.stack.database_url, list(load.accepted.ids), run.drain_timeout)
+    drain = time.monotonic() - ended
+    time.sleep(1)  # let in-flight duplicates, if any, land before counting
+    webhooks = run.stack.peers.webhooks
+    assert webhooks is not None
+    result = tally(
+        name,
+        run.stack.database_url,
+        load.accepted.ids,
+        sink_copies(run.stack.peers, load.accepted),
+        refused=load.accepted.refused,
+        refusals_served=webhooks.programmed - programmed_before,
+        drain_seconds=drain,
+    )
+    result.notes.update(notes)
+    return result
+
+
+def worker_kills(run: Run) -> Result:
+    """1. SIGKILL a random worker process of each pool in turn; supervisors restart pools."""
+    restarts_before = run.fleet.restarts
+    programmed = _programmed(run)
+    load = Load(run.service, run.stack.peers, run.messages, run.rate).start()
+    pools = list(run.fleet.pools.values())
+    kills = 0
+    turn = itertools.cycle(pools)
+
+    def kill_next() -> None:
+        nonlocal kills
+        if next(turn).kill_random_worker(run.rng):
+            kills += 1
+
+    _during(load, KILL_EVERY, kill_next)
+    load.join()
+    result = _finish(run, "1 worker SIGKILL", load, programmed, kills=kills)
+    result.notes["pool_restarts"] = run.fleet.restarts - restarts_before
+    return result
+
+
+def poison(run: Run) -> Result:
+    """6. Messages whose actor crashes every time: dead-lettered and failed, queue not blocked."""
+    programmed = _programmed(run)
+    load = Load(run.service, run.stack.peers, run.messages, run.rate).start()
+    settings = run.service.settings
+    broker = get_broker(settings)
+    poisoned: list[str] = []
+    for n in range(POISON):
+        new = tracking.NewMessage(
+            channel=Channel.IN_APP,
+            recipient=f"user-poison-{n}",
+            user_id=f"user-poison-{n}",
+            # Written by an older or buggy producer: the in-app actor fails on it every time.
+            payload={"no": "title"},
+            max_attempts=POISON_ATTEMPTS,
+        )
+        with session_scope(settings.database_url) as session:
+            message_id, _ = tracking.create(session, new)
+        publish(broker, Channel.IN_APP, message_id)
+        poisoned.append(message_id)
+        time.sleep(0.1)
+    load.join()
+    for message_id in poisoned:
+        load.accepted.ids[message_id] = Channel.IN_APP
+    result = _finish(run, "6 poison messages", load, programmed)
+    rows = _poison_states(run, poisoned)
+    result.notes.update(
+        poison=POISON,
+        poison_failed=rows.count("failed"),
+        dead_letter_queue=_queue_depth(run.stack.broker_url, "in_app.XQ"),
+    )
+    if rows.count("failed") != POISON:
+        result.lost += POISON - rows.count("failed")
+    return result
+
+
+def sink_faults(run: Run) -> Result:
+    """5. Peers misbehave: SMTP 421/451 then recovery, 550; webhook timeouts, hang-ups, 500,
+    429 with Retry-After, slow answers; Twilio 500 and 429."""
+    peers = run.stack.peers
+    webhooks = peers.webhooks
+    assert webhooks is not None
+    programmed = _programmed(run)
+    burst = max(10, run.messages // 40)
+    load = Load(run.service, peers, run.messages, run.rate).start()
+
+    def server_errors() -> None:
+        peers.smtp.fail_next(421, "4.3.2 try again later", times=burst, stage="mail")
+        peers.twilio.fail_next(500, 20500, "Internal Server Error", times=burst)
+        webhooks.respond_next(500, times=burst)
+
+    def throttling() -> None:
+        peers.smtp.fail_next(451, "4.7.1 greylisted", times=burst, stage="rcpt")
+        peers.twilio.fail_next(429, 20429, "Too Many Requests", times=burst)
+        webhooks.respond_next(429, times=burst, headers={"Retry-After": "1"})
+        webhooks.drop_next(times=burst)
+
+    def refusals_and_timeouts() -> None:
+        peers.smtp.fail_next(550, "5.1.1 no such user", times=burst // 2, stage="rcpt")
+        webhooks.delay = 2.5  # longer than WEBHOOK_TIMEOUT: the sender gives up
+
+    def slow() -> None:
+        webhooks.delay = 0.5  # slow, inside the timeout
+
+    def recovered() -> None:
+        webhooks.delay = 0.0
+
+    phases = [server_errors, throttling, refusals_and_timeouts, slow, recovered]
+    step = max(1.0, run.messages / run.rate / len(phases))
+    for phase in phases:
+        phase()
+        time.sleep(step)
+    load.join()
+    peers.smtp.clear_faults()
+    webhooks.delay = 0.0
+    return _finish(run, "5 misbehaving sinks", load, programmed)
+
+
+def graceful_shutdown(run: Run) -> Result:
+    """7. SIGTERM each pool in turn mid-load; its supervisor starts it again."""
+    programmed = _programmed(run)
+    restarts_before = run.fleet.restarts
+    load = Load(run.service, run.stack.peers, run.messages, run.rate).start()
+    pools = list(run.fleet.pools.values())
+    terms = 0
+
+    def terminate_next() -> None:
+        nonlocal terms
+        pools[terms % len(pools)].terminate()
+        terms += 1
+
+    _during(load, TERM_EVERY, terminate_next)
+    load.join()
+    result = _finish(run, "7 graceful SIGTERM", load, programmed, terms=terms)
+    result.notes["pool_restarts"] = run.fleet.restarts - restarts_before
+    result.notes["exit_codes"] = sorted({c for p in pools for c in p.exit_codes})
+    return result
+
+
+def _outage(run: Run, stop: Callable[[], None], start: Callable[[], None]) -> float:
+    """Stop a service a third into the load, keep it down OUTAGE seconds, start it again;
+    returns when it came back (monotonic)."""
+    time.sleep(run.messages / run.rate / 3)
+    stop()
+    time.sleep(OUTAGE)
+    start()
+    return time.monotonic()
+
+
+def broker_restart(run: Run) -> Result:
+    """2. RabbitMQ stops mid-load and comes back: producers refuse (never accept an
+    unconfirmed publish), workers reconnect or their supervisors restart them."""
+    programmed = _programmed(run)
+    rabbitmq = run.stack.rabbitmq
+    assert rabbitmq is not None, "the broker scenario needs the run's own RabbitMQ node"
+    restarts_before = run.fleet.restarts
+    load = Load(run.service, run.stack.peers, run.messages, run.rate).start()
+    back = _outage(run, rabbitmq.stop, rabbitmq.start)
+    load.join()
+    result = _finish(run, "2 RabbitMQ restart", load, programmed, fault_ended=back, outage_s=OUTAGE)
+    result.notes["pool_restarts"] = run.fleet.restarts - restarts_before
+    result.notes["exit_codes"] = sorted({c for p in run.fleet.pools.values() for c in p.exit_codes})
+    return result
+
+
+def database_restart(run: Run) -> Result:
+    """3. PostgreSQL stops mid-load (fast shutdown) and comes back: producers refuse while it
+    is down, workers retry, and nothing is acknowledged before its state is durable."""
+    programmed = _programmed(run)
+    postgres = run.stack.postgres
+    load = Load(run.service, run.stack.peers, run.messages, run.rate).start()
+    back = _outage(run, postgres.stop, postgres.start)
+    load.join()
+    return _finish(run, "3 PostgreSQL restart", load, programmed, fault_ended=back, outage_s=OUTAGE)
+
+
+def redis_stop(run: Run) -> Result:
+    """4. Redis stops mid-load: delivery does not depend on it and carries on."""
+    programmed = _programmed(run)
+    redis = run.stack.redis
+    load = Load(run.service, run.stack.peers, run.messages, run.rate).start()
+    back = _outage(run, redis.stop, redis.start)
+    load.join()
+    return _finish(run, "4 Redis stopped", load, programmed, fault_ended=back, outage_s=OUTAGE)
+
+
+def _programmed(run: Run) -> int:
+    webhooks = run.stack.peers.webhooks
+    assert webhooks is not None
+    return webhooks.programmed
+
+
+def _poison_states(run: Run, ids: list[str]) -> list[str]:
+    from tests.chaos.tally import statuses
+
+    rows = statuses(run.stack.database_url, ids)
+    return [rows.get(i, ("missing", None))[0] for i in ids]
+
+
+def _queue_depth(broker_url: str, queue: str) -> int:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url_with_defaults(broker_url)))
+    try:
+        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
+    finally:
+        connection.close()
+
+
+SCENARIOS: dict[str, Callable[[Run], Result]] = {
+    "1": worker_kills,
+    "2": broker_restart,
+    "3": database_restart,
+    "4": redis_stop,
+    "5": sink_faults,
+    "6": poison,
+    "7": graceful_shutdown,
+}
+QUICK = ("1", "5", "6")
+#: The order scenarios run in: the broker restart last, so a fleet it leaves degraded
+#: cannot spoil the others' figures.
+ORDER = ("1", "6", "5", "7", "3", "4", "2")

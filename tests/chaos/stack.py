@@ -1,0 +1,134 @@
+"""The services one chaos run uses, all on loopback: a private PostgreSQL cluster and Redis
+(so the run can stop them, and never crowds the machine's own PostgreSQL with connections), a
+private RabbitMQ node when the broker is to be restarted or else a virtual host of its own on
+the machine's RabbitMQ (dropped at the end), and the peers the workers deliver to."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+
+from shared.db.migrate import upgrade
+from shared.db.session import dispose_all
+from tests.chaos.services import Postgres, RabbitMQ, Redis
+from tests.sinks.smtp_sink import SmtpSink
+from tests.sinks.twilio_sink import TwilioSink
+from tests.sinks.webhook_receiver import WebhookReceiver
+
+AMQP_ADDRESS = "127.0.0.1:5672"
+TWILIO_SID = "AC" + "c" * 32
+TWILIO_TOKEN = secrets.token_hex(16)
+
+#: How long a killed worker's claim blocks its message (ms): short, so redelivery is quick.
+LEASE_MS = 3000
+#: Attempts per message: enough that a sink's fault burst is ridden out, not given up on.
+MAX_RETRIES = 8
+#: First retry delay (ms), doubled per attempt.
+RETRY_DELAY_MS = 100
+#: Per-request timeout for webhooks (ms); the "slow receiver" fault answers slower than this.
+WEBHOOK_TIMEOUT_MS = 2000
+
+
+@dataclass
+class Peers:
+    smtp: SmtpSink = field(default_factory=SmtpSink)
+    twilio: TwilioSink = field(default_factory=lambda: TwilioSink(TWILIO_SID, TWILIO_TOKEN))
+    webhooks: WebhookReceiver | None = None
+
+    def start(self, webhook_secret: str) -> None:
+        self.smtp.start()
+        self.twilio.start()
+        self.webhooks = WebhookReceiver(webhook_secret).start()
+
+    def stop(self) -> None:
+        self.smtp.stop()
+        self.twilio.stop()
+        if self.webhooks is not None:
+            self.webhooks.stop()
+
+
+class Stack:
+    """A private database and virtual host, and the peers; ``env`` configures every process."""
+
+    def __init__(self, *, private_broker: bool = False) -> None:
+        self.name = f"kai_chaos_{secrets.token_hex(4)}"
+        self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        self.var = Path(tempfile.mkdtemp(prefix="kai-chaos-"))
+        self.peers = Peers()
+        self.postgres = Postgres()
+        self.redis = Redis()
+        self.database_url = self.postgres.url("kai")
+        #: A node of its own when the run restarts the broker; else a virtual host on the
+        #: machine's RabbitMQ (quicker to set up).
+        self.rabbitmq = RabbitMQ() if private_broker else None
+        if self.rabbitmq is not None:
+            self.broker_url = self.rabbitmq.url
+        else:
+            self.broker_url = f"amqp://guest:guest@{AMQP_ADDRESS}/{quote(self.name, safe='')}"
+        self._made_vhost = False
+
+    def start(self) -> None:
+        self.postgres.init()
+        with psycopg.connect(self.postgres.admin_url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE kai")
+        self.redis.start()
+        upgrade(self.database_url)
+        if self.rabbitmq is not None:
+            self.rabbitmq.start()
+        else:
+            rabbitmqctl("add_vhost", self.name)
+            self._made_vhost = True
+            rabbitmqctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+        self.peers.start(self.webhook_secret)
+
+    def stop(self) -> None:
+        self.peers.stop()
+        dispose_all()
+        if self._made_vhost:
+            rabbitmqctl("delete_vhost", self.name, check=False)
+        if self.rabbitmq is not None:
+            self.rabbitmq.remove()
+        self.redis.stop()
+        self.postgres.remove()
+        shutil.rmtree(self.var, ignore_errors=True)
+
+    @property
+    def env(self) -> dict[str, str]:
+        retries = {f"{c}_MAX_RETRIES": str(MAX_RETRIES) for c in ("EMAIL", "SMS", "WEBHOOK", "IN_APP")}
+        delays = {f"{c}_RETRY_DELAY": str(RETRY_DELAY_MS) for c in ("EMAIL", "SMS", "WEBHOOK", "IN_APP")}
+        return {
+            "DATABASE_URL": self.database_url,
+            "BROKER_URL": self.broker_url,
+            "REDIS_URL": self.redis.url,
+            "API_KEYS": "chaos-" + secrets.token_hex(8),
+            "USER_TOKEN_SECRET": secrets.token_urlsafe(32),
+            "WEBHOOK_SECRET": self.webhook_secret,
+            "KAI_VAR_DIR": str(self.var),
+            "EMAIL_HOST": self.peers.smtp.host,
+            "EMAIL_PORT": str(self.peers.smtp.port),
+            "EMAIL_FROM": "KAI Chaos <noreply@kai.test>",
+            "TWILIO_ACCOUNT_SID": TWILIO_SID,
+            "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+            "TWILIO_PHONE_NUMBER": "+15005550006",
+            "TWILIO_API_BASE": self.peers.twilio.base_url,
+            "WEBHOOK_TIMEOUT": str(WEBHOOK_TIMEOUT_MS),
+            "EMAIL_TIMEOUT": "3000",
+            "SMS_TIMEOUT": "3000",
+            "DELIVERY_LEASE": str(LEASE_MS),
+            "SCHEDULER_INTERVAL": "200",
+            "LOG_LEVEL": "ERROR",
+            **retries,
+            **delays,
+        }
+
+
+def rabbitmqctl(*args: str, check: bool = True) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=check, capture_output=True)
