@@ -10,7 +10,6 @@ the broker lost (still queued after RESCUE_AFTER) is published again by
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 from typing import Any
 
@@ -23,6 +22,7 @@ from shared.db.session import session_scope
 from shared.events import processing
 from shared.events.queue import EVENTS_ACTOR, EVENTS_QUEUE, publish_event
 from shared.logging import get_logger
+from workers.periodic import PeriodicThread
 
 log = get_logger(__name__)
 
@@ -57,29 +57,21 @@ class EventRescueMiddleware(Middleware):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._runner: PeriodicThread | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         queues: set[str] | None = worker.consumer_whitelist
         if queues is not None and EVENTS_QUEUE not in queues:
             return
-        self._thread = threading.Thread(
-            target=self._loop, args=(broker,), name="kai-event-rescue", daemon=True
+        interval = self.settings.scheduler_interval_ms / 1000
+        self._runner = PeriodicThread(
+            "event_rescue", interval, lambda: rescue_lost(self.settings, broker) >= RESCUE_BATCH
         )
-        self._thread.start()
-
-    def _loop(self, broker: dramatiq.Broker) -> None:
-        while not self._stop.wait(self.settings.scheduler_interval_ms / 1000):
-            try:
-                rescue_lost(self.settings, broker)
-            except Exception:
-                log.exception("event.rescue_failed")
+        self._runner.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        if self._runner is not None:
+            self._runner.stop()
 
 
 def declare_actor(broker: dramatiq.Broker, settings: Settings) -> dramatiq.Actor[[str], None]:

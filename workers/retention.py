@@ -8,7 +8,6 @@ side. The ``created_at`` index keeps the search for expired rows cheap when ther
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +20,7 @@ from shared.config import Settings
 from shared.db.models import utcnow
 from shared.db.rls import system_scope
 from shared.logging import get_logger
+from workers.periodic import PeriodicThread
 
 log = get_logger(__name__)
 
@@ -52,27 +52,18 @@ class Retention:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.interval = settings.in_app_retention_interval_ms / 1000
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._runner = PeriodicThread("retention", self.interval, self._step)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                purge_expired(self.settings)
-            except Exception:
-                log.exception("retention.purge_failed")
-            self._stop.wait(self.interval)
+    def _step(self) -> bool:
+        purge_expired(self.settings)
+        return False  # purge_expired already works through the whole backlog in batches
 
     def start(self) -> None:
-        if self._thread is None and self.settings.in_app_retention_days > 0:
-            self._thread = threading.Thread(target=self._loop, name="kai-retention", daemon=True)
-            self._thread.start()
+        if self.settings.in_app_retention_days > 0:
+            self._runner.start()
 
     def stop(self, timeout: float = 10) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._runner.stop(timeout)
 
 
 class RetentionMiddleware(Middleware):

@@ -10,7 +10,6 @@ tries again.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
@@ -24,6 +23,7 @@ from shared.channels import Channel
 from shared.config import Settings
 from shared.db.session import session_scope
 from shared.logging import get_logger
+from workers.periodic import PeriodicThread
 
 log = get_logger(__name__)
 
@@ -38,8 +38,7 @@ class Scheduler:
         self.channels = sorted(set(channels))
         self.interval = settings.scheduler_interval_ms / 1000
         self.rescue_after = timedelta(milliseconds=settings.rescue_after_ms)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._runner = PeriodicThread("scheduler", self.interval, lambda: self.tick() >= BATCH_SIZE)
 
     def tick(self) -> int:
         """Publish what is due now. Returns how many messages were published."""
@@ -53,27 +52,12 @@ class Scheduler:
             log.info("scheduler.published", count=len(due))
         return len(due)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                published = self.tick()
-            except Exception:
-                log.exception("scheduler.tick_failed")
-                published = 0
-            if published < BATCH_SIZE:
-                self._stop.wait(self.interval)
-
     def start(self) -> None:
-        if self._thread is not None or not self.channels:
-            return
-        self._thread = threading.Thread(target=self._loop, name="kai-scheduler", daemon=True)
-        self._thread.start()
+        if self.channels:
+            self._runner.start()
 
     def stop(self, timeout: float = 10) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._runner.stop(timeout)
 
 
 class SchedulerMiddleware(Middleware):

@@ -1,0 +1,46 @@
+"""A duty that runs on its own daemon thread inside a worker process, every interval, until
+stopped: the scheduler and the inbox retention job are both one of these."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class PeriodicThread:
+    """Calls ``step`` every ``interval`` seconds. ``step`` returns True when it left work
+    behind (a backlog), and is then called again at once instead of after the interval. An
+    exception is logged and the next step runs as planned: one failed tick must not end the
+    duty for the life of the process."""
+
+    def __init__(self, name: str, interval: float, step: Callable[[], bool]) -> None:
+        self.name = name
+        self.interval = interval
+        self.step = step
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                more = self.step()
+            except Exception:
+                log.exception(f"{self.name}.step_failed")
+                more = False
+            if not more:
+                self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name=f"kai-{self.name}", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
