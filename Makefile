@@ -46,7 +46,7 @@ chaos: install
 
 ## Per-channel scaling across hosts: network namespaces, one vs two worker hosts, a cut link.
 fleet-demo: install
-	$(BIN)/python deploy/fleet_demo.py demo $(if $(MESSAGES),--messages $(MESSAGES),)
+	$(BIN)/python deploy/fleet_demo.py demo $(if $(MESSAGES),--messages $(MESSAGES),) $(if $(THREADS),--threads $(THREADS),)
 
 ## The in-app inbox at scale: feed, unread count, SSE delivery and stream capacity.
 bench-inbox: install

@@ -99,6 +99,8 @@ class Network:
                 with suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
             sh("ip", "netns", "del", f"kd-{host}", check=False)
+            # The root side of a link can outlive its namespace briefly: remove it by name.
+            sh("ip", "link", "del", f"kd-{host}-h", check=False)
         sh("ip", "link", "del", BRIDGE, check=False)
 
 
@@ -372,7 +374,7 @@ def wait_delivered(ids: list[str], timeout: float) -> tuple[int, float]:
         time.sleep(0.25)
 
 
-def worker_argv() -> list[str]:
+def worker_argv(threads: int) -> list[str]:
     return [
         PYTHON,
         "-m",
@@ -382,17 +384,17 @@ def worker_argv() -> list[str]:
         "--processes",
         "1",
         "--threads",
-        str(WORKER_THREADS),
+        str(threads),
         "--metrics-port",
         "9191",
     ]
 
 
-def run(messages: int) -> dict[str, Any]:
+def run(messages: int, threads: int) -> dict[str, Any]:
     net = Network()
     procs = Processes()
     broker: Path | None = None
-    results: dict[str, Any] = {"receiver_delay_ms": RECEIVER_DELAY * 1000, "threads_per_host": WORKER_THREADS}
+    results: dict[str, Any] = {"receiver_delay_ms": RECEIVER_DELAY * 1000, "threads_per_host": threads}
     try:
         net.up()
         broker = start_broker(procs)
@@ -418,15 +420,15 @@ def run(messages: int) -> dict[str, Any]:
         # Throughput is measured on a backlog (enqueued before the pool starts), so the
         # gateway's own rate does not cap what the worker hosts show.
         ids = asyncio.run(enqueue(messages, "one-host"))
-        worker1 = procs.start("worker1", "worker1", worker_argv(), env)
+        worker1 = procs.start("worker1", "worker1", worker_argv(threads), env)
         done, rate = wait_delivered(ids, 180)
         results["one_host"] = {"messages": len(ids), "delivered": done, "per_second": round(rate, 1)}
         print(f"one worker host : {done}/{len(ids)} delivered, {rate:.0f}/s", flush=True)
         procs.stop(worker1)
 
         ids = asyncio.run(enqueue(messages, "two-hosts"))
-        worker1 = procs.start("worker1", "worker1", worker_argv(), env)
-        worker2 = procs.start("worker2", "worker2", worker_argv(), env)
+        worker1 = procs.start("worker1", "worker1", worker_argv(threads), env)
+        worker2 = procs.start("worker2", "worker2", worker_argv(threads), env)
         done, rate = wait_delivered(ids, 180)
         results["two_hosts"] = {"messages": len(ids), "delivered": done, "per_second": round(rate, 1)}
         print(f"two worker hosts: {done}/{len(ids)} delivered, {rate:.0f}/s", flush=True)
@@ -435,8 +437,8 @@ def run(messages: int) -> dict[str, Any]:
         procs.stop(worker2)
         before = receiver_stats()
         ids = asyncio.run(enqueue(messages * 2, "cut"))
-        worker1 = procs.start("worker1", "worker1", worker_argv(), env)
-        worker2 = procs.start("worker2", "worker2", worker_argv(), env)
+        worker1 = procs.start("worker1", "worker1", worker_argv(threads), env)
+        worker2 = procs.start("worker2", "worker2", worker_argv(threads), env)
         wait_for("a third of the load delivered", lambda: delivered_count(ids)[0] >= len(ids) // 3, 120)
         held = unacked_by_host(broker, "worker2")
         net.cut("worker2")
@@ -474,14 +476,15 @@ def main() -> None:
     sub.add_parser("receiver")
     demo = sub.add_parser("demo")
     demo.add_argument("--messages", type=int, default=1500)
+    demo.add_argument("--threads", type=int, default=WORKER_THREADS, help="threads per worker host")
     args = parser.parse_args()
     if args.role == "receiver":
         receiver_main(9000)
         return
     if os.geteuid() != 0:
         raise SystemExit("the fleet demo creates network namespaces: run it as root")
-    results = run(getattr(args, "messages", 1500))
-    out = ROOT / "bench" / "results" / "fleet-demo.json"
+    results = run(args.messages, args.threads)
+    out = ROOT / "bench" / "results" / f"fleet-demo-{args.threads}-threads.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
