@@ -162,56 +162,29 @@ def start_broker(procs: Processes) -> Path:
         "RABBITMQ_CONFIG_FILE": str(data / "rabbitmq"),
     }
     sh("ip", "netns", "exec", "kd-broker", "rabbitmq-server", "-detached", env=env)
+
     # await_startup fails at once while epmd is not up yet: ask again until the deadline.
-    await_startup = [
-        "ip",
-        "netns",
-        "exec",
-        "kd-broker",
-        "rabbitmqctl",
-        "-n",
-        "kaidemo@localhost",
-        "await_startup",
-        "--timeout",
-        "10",
-    ]
-    wait_for("RabbitMQ", lambda: sh(*await_startup, env=env, check=False).returncode == 0, 90)
+    def started() -> bool:
+        return rabbitmqctl(data, "await_startup", "--timeout", "10", check=False).returncode == 0
+
+    wait_for("RabbitMQ", started, 90)
     return data
 
 
-def stop_broker(data: Path) -> None:
+def rabbitmqctl(data: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """rabbitmqctl against the broker host's node."""
     env = {**os.environ, "RABBITMQ_CONF_ENV_FILE": str(data / "rabbitmq-env.conf")}
-    sh(
-        "ip",
-        "netns",
-        "exec",
-        "kd-broker",
-        "rabbitmqctl",
-        "-n",
-        "kaidemo@localhost",
-        "stop",
-        env=env,
-        check=False,
-    )
+    command = ["ip", "netns", "exec", "kd-broker", "rabbitmqctl", "-n", "kaidemo@localhost", *args]
+    return sh(*command, env=env, check=check)
+
+
+def stop_broker(data: Path) -> None:
+    rabbitmqctl(data, "stop", check=False)
 
 
 def unacked_by_host(data: Path, host: str) -> int:
     """Messages RabbitMQ has handed to a host and not yet seen acknowledged."""
-    env = {**os.environ, "RABBITMQ_CONF_ENV_FILE": str(data / "rabbitmq-env.conf")}
-    out = sh(
-        "ip",
-        "netns",
-        "exec",
-        "kd-broker",
-        "rabbitmqctl",
-        "-n",
-        "kaidemo@localhost",
-        "-q",
-        "list_channels",
-        "name",
-        "messages_unacknowledged",
-        env=env,
-    ).stdout
+    out = rabbitmqctl(data, "-q", "list_channels", "name", "messages_unacknowledged").stdout
     total = 0
     for line in out.splitlines():
         # "10.77.0.42:51234 -> 10.77.0.10:5672 (1)\t17"
