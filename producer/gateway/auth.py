@@ -119,3 +119,10 @@ def require_user_for_stream(request: Request, settings: Settings) -> Principal:
     if principal.user_id is None:
         raise ApiError(401, "unauthenticated", "unknown token", headers=_challenge())
     return principal
+
+
+def server_settings(request: Request) -> Settings:
+    """The application's settings, once the caller is known to hold a server key."""
+    settings: Settings = request.app.state.service.settings
+    require_server(request, settings)
+    return settings

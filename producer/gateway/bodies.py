@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
+import pydantic
 from starlette.requests import Request
 
 from producer.gateway.errors import ApiError
+from producer.service import validation_error
+
+M = TypeVar("M", bound=pydantic.BaseModel)
 
 #: Room for the JSON envelope around the largest payload we accept.
 ENVELOPE_BYTES = 16 * 1024
@@ -36,3 +40,11 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "body must be a JSON object")
     return body
+
+
+def parse(model: type[M], body: dict[str, Any]) -> M:
+    """``body`` validated as ``model``; a refusal is the API's 422 with field details."""
+    try:
+        return model.model_validate(body)
+    except pydantic.ValidationError as exc:
+        raise validation_error(exc) from None

@@ -6,30 +6,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import pydantic
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from producer.events import EventNotificationService
-from producer.gateway.auth import require_server
-from producer.gateway.bodies import read_json_object
-from producer.service import validation_error
-from shared.config import Settings
+from producer.gateway.auth import server_settings
+from producer.gateway.bodies import parse, read_json_object
 from shared.db.session import session_scope
 from shared.errors import NotFound
 from shared.events import contacts
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.service.settings
-    require_server(request, settings)
-    return settings
-
-
 def _events(request: Request) -> EventNotificationService:
-    return EventNotificationService(_settings(request))
+    return EventNotificationService(server_settings(request))
 
 
 async def post_event(request: Request) -> JSONResponse:
@@ -45,13 +36,10 @@ async def get_event(request: Request) -> JSONResponse:
 
 
 async def put_contacts(request: Request) -> JSONResponse:
-    settings = _settings(request)
+    settings = server_settings(request)
     user_id = request.path_params["user_id"]
     body = await read_json_object(request, settings.max_payload_bytes)
-    try:
-        given = contacts.ContactInput.model_validate(body)
-    except pydantic.ValidationError as exc:
-        raise validation_error(exc) from None
+    given = parse(contacts.ContactInput, body)
 
     def write() -> dict[str, Any]:
         with session_scope(settings.database_url) as session:
@@ -61,7 +49,7 @@ async def put_contacts(request: Request) -> JSONResponse:
 
 
 async def get_contacts(request: Request) -> JSONResponse:
-    settings = _settings(request)
+    settings = server_settings(request)
     user_id = request.path_params["user_id"]
 
     def read() -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pydantic
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -14,21 +13,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from producer.gateway.auth import require_user
-from producer.gateway.bodies import read_json_object
-from producer.service import validation_error
+from producer.gateway.bodies import parse, read_json_object
 from shared import preferences
 from shared.config import Settings
 from shared.db.models import UserNotificationPreference, utcnow
 from shared.db.rls import user_scope
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.service.settings
-    return settings
-
-
 async def get_preferences(request: Request) -> JSONResponse:
-    settings = _settings(request)
+    settings: Settings = request.app.state.service.settings
     user_id = require_user(request, settings).user_id or ""
 
     def read() -> dict[str, Any]:
@@ -39,13 +32,10 @@ async def get_preferences(request: Request) -> JSONResponse:
 
 
 async def put_preferences(request: Request) -> JSONResponse:
-    settings = _settings(request)
+    settings: Settings = request.app.state.service.settings
     user_id = require_user(request, settings).user_id or ""
     body = await read_json_object(request, settings.max_payload_bytes)
-    try:
-        update = preferences.PreferencesUpdate.model_validate(body)
-    except pydantic.ValidationError as exc:
-        raise validation_error(exc) from None
+    update = parse(preferences.PreferencesUpdate, body)
 
     def write() -> dict[str, Any]:
         with user_scope(settings.database_url, user_id) as session:

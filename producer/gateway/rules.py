@@ -4,35 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import pydantic
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from producer.gateway.auth import require_server
-from producer.gateway.bodies import read_json_object
-from producer.service import validation_error
-from shared.config import Settings
+from producer.gateway.auth import server_settings
+from producer.gateway.bodies import parse, read_json_object
 from shared.db.session import session_scope
 from shared.events import rules
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.service.settings
-    require_server(request, settings)
-    return settings
-
-
-def _input(body: dict[str, Any]) -> rules.RuleInput:
-    try:
-        return rules.RuleInput.model_validate(body)
-    except pydantic.ValidationError as exc:
-        raise validation_error(exc) from None
-
-
 async def list_rules(request: Request) -> JSONResponse:
-    settings = _settings(request)
+    settings = server_settings(request)
 
     def read() -> list[dict[str, Any]]:
         with session_scope(settings.database_url) as session:
@@ -42,8 +26,8 @@ async def list_rules(request: Request) -> JSONResponse:
 
 
 async def create_rule(request: Request) -> JSONResponse:
-    settings = _settings(request)
-    given = _input(await read_json_object(request, settings.max_payload_bytes))
+    settings = server_settings(request)
+    given = parse(rules.RuleInput, await read_json_object(request, settings.max_payload_bytes))
 
     def write() -> dict[str, Any]:
         with session_scope(settings.database_url) as session:
@@ -53,7 +37,7 @@ async def create_rule(request: Request) -> JSONResponse:
 
 
 async def get_rule(request: Request) -> JSONResponse:
-    settings = _settings(request)
+    settings = server_settings(request)
 
     def read() -> dict[str, Any]:
         with session_scope(settings.database_url) as session:
@@ -63,8 +47,8 @@ async def get_rule(request: Request) -> JSONResponse:
 
 
 async def put_rule(request: Request) -> JSONResponse:
-    settings = _settings(request)
-    given = _input(await read_json_object(request, settings.max_payload_bytes))
+    settings = server_settings(request)
+    given = parse(rules.RuleInput, await read_json_object(request, settings.max_payload_bytes))
 
     def write() -> dict[str, Any]:
         with session_scope(settings.database_url) as session:
@@ -80,7 +64,7 @@ async def put_rule(request: Request) -> JSONResponse:
 
 
 async def delete_rule(request: Request) -> Response:
-    settings = _settings(request)
+    settings = server_settings(request)
 
     def write() -> None:
         with session_scope(settings.database_url) as session:

@@ -12,38 +12,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import pydantic
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from producer.gateway.auth import require_server
-from producer.gateway.bodies import read_json_object
+from producer.gateway.auth import server_settings
+from producer.gateway.bodies import parse, read_json_object
 from producer.gateway.errors import ApiError
-from producer.service import validation_error
-from shared.config import Settings
 from shared.db.session import session_scope
 from shared.errors import NotFound, RenderError, TemplateError
 from shared.templates import engine, store
 from shared.templates import messages as template_messages
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.service.settings
-    require_server(request, settings)
-    return settings
-
-
-def _input(body: dict[str, Any]) -> store.TemplateInput:
-    try:
-        return store.TemplateInput.model_validate(body)
-    except pydantic.ValidationError as exc:
-        raise validation_error(exc) from None
-
-
 async def list_templates(request: Request) -> JSONResponse:
-    settings = _settings(request)
+    settings = server_settings(request)
 
     def read() -> list[dict[str, Any]]:
         with session_scope(settings.database_url) as session:
@@ -53,8 +37,8 @@ async def list_templates(request: Request) -> JSONResponse:
 
 
 async def create_template(request: Request) -> JSONResponse:
-    settings = _settings(request)
-    given = _input(await read_json_object(request, settings.max_payload_bytes))
+    settings = server_settings(request)
+    given = parse(store.TemplateInput, await read_json_object(request, settings.max_payload_bytes))
 
     def write() -> dict[str, Any]:
         with session_scope(settings.database_url) as session:
@@ -74,7 +58,7 @@ async def create_template(request: Request) -> JSONResponse:
 
 
 async def get_template(request: Request) -> JSONResponse:
-    settings = _settings(request)
+    settings = server_settings(request)
     key = request.path_params["key"]
     query = request.query_params
 
@@ -100,10 +84,10 @@ async def get_template(request: Request) -> JSONResponse:
 
 
 async def put_template(request: Request) -> JSONResponse:
-    settings = _settings(request)
+    settings = server_settings(request)
     body = await read_json_object(request, settings.max_payload_bytes)
     body.setdefault("key", request.path_params["key"])
-    given = _input(body)
+    given = parse(store.TemplateInput, body)
     if given.key != request.path_params["key"]:
         raise ApiError(400, "key_mismatch", "the body's key differs from the path's")
 
@@ -120,7 +104,7 @@ async def put_template(request: Request) -> JSONResponse:
 
 
 async def delete_template(request: Request) -> Response:
-    settings = _settings(request)
+    settings = server_settings(request)
     key, query = request.path_params["key"], request.query_params
 
     def write() -> None:
@@ -133,7 +117,7 @@ async def delete_template(request: Request) -> Response:
 
 async def preview_template(request: Request) -> JSONResponse:
     """Render the current version with ``data`` (or its sample data), strictly as a send would."""
-    settings = _settings(request)
+    settings = server_settings(request)
     key = request.path_params["key"]
     body = await read_json_object(request, settings.max_payload_bytes)
 
