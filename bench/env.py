@@ -14,15 +14,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import pika
 from sqlalchemy import text
 
-from shared.broker import amqp_url_with_defaults, reset_broker
+from shared.broker import reset_broker
 from shared.channels import Channel
 from shared.config import Settings, set_settings
 from shared.db.models import Base
 from shared.db.session import dispose_all, get_engine
-from tests.services import create_database, create_vhost, delete_vhost, drop_database
+from tests.services import create_database, create_vhost, delete_vhost, drop_database, purge_queues
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_HOST = "127.0.0.1"
@@ -53,18 +52,8 @@ class BenchEnv:
         with get_engine(self.database_url).begin() as conn:
             names = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
             conn.execute(text(f"TRUNCATE {names} CASCADE"))
-        connection = pika.BlockingConnection(pika.URLParameters(amqp_url_with_defaults(self.broker_url)))
-        try:
-            for c in Channel:
-                for name in (c.queue_name, f"{c.queue_name}.DQ", f"{c.queue_name}.XQ"):
-                    channel = connection.channel()
-                    try:
-                        channel.queue_purge(name)
-                        channel.close()
-                    except pika.exceptions.ChannelClosedByBroker:
-                        pass
-        finally:
-            connection.close()
+        queues = [q for c in Channel for q in (c.queue_name, f"{c.queue_name}.DQ", f"{c.queue_name}.XQ")]
+        purge_queues(self.broker_url, queues)
 
     def count_done(self, channel: Channel) -> int:
         with get_engine(self.database_url).connect() as conn:

@@ -32,7 +32,7 @@ from shared.config import Settings, set_settings
 from shared.db.models import Base
 from shared.db.session import dispose_all, get_engine
 from shared.templates.store import forget_cache as forget_templates
-from tests.services import create_database, create_vhost, delete_vhost, drop_database
+from tests.services import create_database, create_vhost, delete_vhost, drop_database, purge_queues
 from tests.waiting import wait_until
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -224,17 +224,7 @@ class Queues:
         return result
 
     def purge_all(self) -> None:
-        connection = _amqp(self.broker_url)
-        try:
-            for name in ALL_QUEUES:
-                channel = connection.channel()
-                try:
-                    channel.queue_purge(name)
-                    channel.close()
-                except pika.exceptions.ChannelClosedByBroker:
-                    pass
-        finally:
-            connection.close()
+        purge_queues(self.broker_url, ALL_QUEUES)
 
 
 @pytest.fixture

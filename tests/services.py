@@ -41,3 +41,22 @@ def create_vhost(name: str, host: str, port: int) -> str:
 
 def delete_vhost(name: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=False, capture_output=True)
+
+
+def purge_queues(broker_url: str, names: list[str]) -> None:
+    """Empty the named queues; a queue never declared is already empty."""
+    import pika
+
+    from shared.broker import amqp_url_with_defaults
+
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url_with_defaults(broker_url)))
+    try:
+        for name in names:
+            channel = connection.channel()
+            try:
+                channel.queue_purge(name)
+                channel.close()
+            except pika.exceptions.ChannelClosedByBroker:
+                pass
+    finally:
+        connection.close()
