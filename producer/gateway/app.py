@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 
 from starlette.applications import Starlette
 
@@ -14,6 +15,7 @@ from producer.gateway import (
     messages,
     metrics,
     notifications,
+    openapi,
     preferences,
     rules,
     stream,
@@ -49,10 +51,13 @@ def create_app(settings: Settings) -> Starlette:
             *stream.routes,
             *inbox_page.routes,
             *webhooks.routes,
+            *openapi.routes,
         ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
+    # Built now, so a route without its description stops the start instead of going missing.
+    app.state.openapi = openapi.build(app.routes, title="KAI Messaging", version=version("kai-messaging"))
     app.state.service = NotificationService(settings)
     app.state.queue_depths = QueueDepthCollector(settings)
     app.state.hub = open_hub(settings)

@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from producer.gateway.openapi import Auth, Reply, operation
+
 STATIC = resources.files("producer.gateway") / "static"
 
 HEADERS = {
@@ -30,6 +32,12 @@ HEADERS = {
 def _asset(name: str, media_type: str) -> Route:
     body = (STATIC / name).read_bytes()
 
+    @operation(
+        "GET",
+        f"The inbox page: {name}",
+        auth=Auth.PUBLIC,
+        replies=[Reply(200, "A static asset of the inbox page.", media_type=media_type.split(";")[0])],
+    )
     async def serve(_request: Request) -> Response:
         return Response(body, media_type=media_type, headers=HEADERS)
 
