@@ -164,7 +164,7 @@ async def put_template(request: Request) -> JSONResponse:
     auth=Auth.SERVER,
     params=[CHANNEL, LOCALE],
     replies=[Reply(204, "Retired.", media_type=None)],
-    errors=(404,),
+    errors=(400, 404),
 )
 async def delete_template(request: Request) -> Response:
     settings = server_settings(request)

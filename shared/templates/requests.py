@@ -19,13 +19,13 @@ from shared.messages import (
     normalize_email,
     normalize_phone,
 )
-from shared.templates.store import KEY_PATTERN, LOCALE_PATTERN
+from shared.templates.store import KEY_PATTERN, LOCALE_MAX_CHARS, LOCALE_PATTERN
 
 
 class TemplatedRequest(_Request):
     template: str = Field(pattern=KEY_PATTERN)
     data: dict[str, Any] = Field(default_factory=dict)
-    locale: str | None = Field(default=None, pattern=LOCALE_PATTERN)
+    locale: str | None = Field(default=None, pattern=LOCALE_PATTERN, max_length=LOCALE_MAX_CHARS)
     #: Filled by the producer once the template is found: ``{key, locale, version, data}``;
     #: not for callers, so it stays out of the API's schema.
     template_ref: SkipJsonSchema[dict[str, Any] | None] = None

@@ -173,7 +173,7 @@ def _operation(
         "summary": op.summary,
         "tags": [_tag(route.path_format)],
         "security": SECURITY[op.auth],
-        "responses": _responses(op, refs),
+        "responses": _responses(op, refs, takes_parameters=bool(route.param_convertors or op.params)),
     }
     if op.description:
         document["description"] = op.description
@@ -190,7 +190,10 @@ def _operation(
 
 
 def _responses(
-    op: Operation, refs: dict[tuple[type[BaseModel], JsonSchemaMode], dict[str, Any]]
+    op: Operation,
+    refs: dict[tuple[type[BaseModel], JsonSchemaMode], dict[str, Any]],
+    *,
+    takes_parameters: bool,
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for reply in op.replies:
@@ -199,7 +202,7 @@ def _responses(
             schema = _reply_schema(reply, refs)
             answer["content"] = {reply.media_type: {"schema": schema}}
         responses[str(reply.status)] = answer
-    for status in sorted(_error_statuses(op)):
+    for status in sorted(_error_statuses(op, takes_parameters)):
         responses[str(status)] = {"$ref": f"#/components/responses/{ERRORS[status][0]}"}
     return responses
 
@@ -213,8 +216,10 @@ def _reply_schema(
     return {"type": "object"} if "json" in str(reply.media_type) else {"type": "string"}
 
 
-def _error_statuses(op: Operation) -> set[int]:
+def _error_statuses(op: Operation, takes_parameters: bool) -> set[int]:
     statuses = set(op.errors)
+    if takes_parameters:
+        statuses.add(422)  # a parameter the database cannot hold (too long, a NUL character)
     if op.auth is Auth.SERVER:
         statuses |= {401, 403}
     elif op.auth in (Auth.USER, Auth.USER_OR_QUERY_TOKEN):
