@@ -7,8 +7,10 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from producer.gateway import (
+    cors,
     events,
     health,
     inbox_page,
@@ -23,6 +25,7 @@ from producer.gateway import (
     webhooks,
 )
 from producer.gateway.errors import HANDLERS
+from producer.gateway.security_headers import SecurityHeaders
 from producer.service import NotificationService
 from shared.config import Settings
 from shared.metrics import QueueDepthCollector
@@ -54,6 +57,11 @@ def create_app(settings: Settings) -> Starlette:
             *openapi.routes,
         ],
         exception_handlers=HANDLERS,
+        # Security headers outermost, so CORS preflight answers carry them too.
+        middleware=[
+            Middleware(SecurityHeaders, hsts_max_age_seconds=settings.hsts_max_age_seconds),
+            *cors.middleware(settings),
+        ],
         lifespan=lifespan,
     )
     # Built now, so a route without its description stops the start instead of going missing.
