@@ -91,7 +91,7 @@ class NotificationService:
         return self.enqueue(channel, request)
 
     def validate(self, channel: Channel, fields: dict[str, Any]) -> _Request:
-        model = TEMPLATED_MODELS[channel] if "template" in fields else _REQUEST_MODELS[channel]
+        model = TEMPLATED_MODELS[channel] if "template" in fields else REQUEST_MODELS[channel]
         try:
             request = model.model_validate(fields)
         except pydantic.ValidationError as exc:
@@ -198,7 +198,8 @@ def status_view(row: Any) -> dict[str, Any]:
     }
 
 
-_REQUEST_MODELS: dict[Channel, type[_Request]] = {
+#: The model a literal (not templated) request of each channel is validated with.
+REQUEST_MODELS: dict[Channel, type[_Request]] = {
     Channel.EMAIL: EmailRequest,
     Channel.SMS: SmsRequest,
     Channel.WEBHOOK: WebhookRequest,

@@ -156,6 +156,11 @@ class Settings:
     in_app_retention_interval_ms: int = DEFAULT_IN_APP_RETENTION_INTERVAL_MS
     sse_max_connections_per_user: int = DEFAULT_SSE_MAX_CONNECTIONS_PER_USER
     sse_heartbeat_ms: int = DEFAULT_SSE_HEARTBEAT_MS
+    #: Browser origins allowed to call the gateway cross-origin; none (CORS closed) by default.
+    cors_allowed_origins: tuple[str, ...] = ()
+    #: ``Strict-Transport-Security`` max-age in seconds; 0 sends no such header, because only
+    #: the deployment knows whether clients reach us over TLS (often through a proxy).
+    hsts_max_age_seconds: int = 0
 
     template_default_locale: str = DEFAULT_TEMPLATE_LOCALE
     template_strict: bool = DEFAULT_TEMPLATE_STRICT
@@ -301,6 +306,8 @@ class Settings:
                 get("SSE_HEARTBEAT_INTERVAL", str(DEFAULT_SSE_HEARTBEAT_MS)) or "",
                 minimum=10,
             ),
+            cors_allowed_origins=_csv(get("CORS_ALLOWED_ORIGINS", "") or ""),
+            hsts_max_age_seconds=_int("HSTS_MAX_AGE", get("HSTS_MAX_AGE", "0") or ""),
             webhooks=WebhookSettings.from_env(get),
         )
 

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from producer.gateway import (
+    cors,
     events,
     health,
     inbox_page,
     messages,
     metrics,
     notifications,
+    openapi,
     preferences,
     rules,
     stream,
@@ -21,6 +25,7 @@ from producer.gateway import (
     webhooks,
 )
 from producer.gateway.errors import HANDLERS
+from producer.gateway.security_headers import SecurityHeaders
 from producer.service import NotificationService
 from shared.config import Settings
 from shared.metrics import QueueDepthCollector
@@ -49,10 +54,18 @@ def create_app(settings: Settings) -> Starlette:
             *stream.routes,
             *inbox_page.routes,
             *webhooks.routes,
+            *openapi.routes,
         ],
         exception_handlers=HANDLERS,
+        # Security headers outermost, so CORS preflight answers carry them too.
+        middleware=[
+            Middleware(SecurityHeaders, hsts_max_age_seconds=settings.hsts_max_age_seconds),
+            *cors.middleware(settings),
+        ],
         lifespan=lifespan,
     )
+    # Built now, so a route without its description stops the start instead of going missing.
+    app.state.openapi = openapi.build(app.routes, title="KAI Messaging", version=version("kai-messaging"))
     app.state.service = NotificationService(settings)
     app.state.queue_depths = QueueDepthCollector(settings)
     app.state.hub = open_hub(settings)

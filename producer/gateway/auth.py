@@ -16,6 +16,7 @@ from starlette.requests import Request
 
 from producer.gateway.errors import ApiError
 from shared.config import Settings
+from shared.messages import ID_MAX_CHARS
 
 #: Clock skew tolerated on ``exp``/``nbf``/``iat`` between the token issuer and us.
 TOKEN_LEEWAY_SECONDS = 30
@@ -79,6 +80,10 @@ def _principal(request: Request, settings: Settings, credential: str) -> Princip
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise ApiError(401, "invalid_token", "user token has no subject", headers=_challenge())
+        if len(subject) > ID_MAX_CHARS:
+            raise ApiError(
+                401, "invalid_token", f"token subject over {ID_MAX_CHARS} characters", headers=_challenge()
+            )
         return Principal(Kind.USER, subject)
     raise ApiError(401, "unauthenticated", "unknown API key or token", headers=_challenge())
 
@@ -102,6 +107,9 @@ def require_user(request: Request, settings: Settings) -> Principal:
     principal = authenticate(request, settings)
     if principal.user_id is None:
         raise ApiError(400, "user_required", "a server key must name the user with X-User-Id")
+    if len(principal.user_id) > ID_MAX_CHARS:
+        # User ids are stored in columns of this width: refuse here rather than fail there.
+        raise ApiError(400, "invalid_user_id", f"X-User-Id is longer than {ID_MAX_CHARS} characters")
     return principal
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -74,6 +75,13 @@ async def http_exception(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def unstorable_value(_request: Request, exc: Exception) -> JSONResponse:
+    """The database refused a value the request carried (too long for its column, a NUL
+    character in a path or query parameter): the caller's mistake, not a server error."""
+    log.warning("gateway.unstorable_value", error=str(getattr(exc, "orig", exc)).splitlines()[0])
+    return error_response(422, "invalid_value", "a value in the request cannot be stored or looked up")
+
+
 async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("gateway.unexpected_error", error_type=type(exc).__name__)
     return error_response(500, "internal_error", "internal error")
@@ -85,5 +93,6 @@ HANDLERS = {
     NotFound: not_found,
     EnqueueError: enqueue_error,
     HTTPException: http_exception,
+    DataError: unstorable_value,
     Exception: unexpected,
 }

@@ -11,9 +11,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from producer.events import EventNotificationService
+from producer.events import EventNotificationService, EventRequest
 from producer.gateway.auth import server_settings
 from producer.gateway.bodies import parse, read_json_object
+from producer.gateway.openapi import Auth, Reply, operation
+from producer.gateway.openapi.views import Contacts, Event, Queued
 from shared.db.session import session_scope
 from shared.errors import NotFound
 from shared.events import contacts
@@ -23,6 +25,14 @@ def _events(request: Request) -> EventNotificationService:
     return EventNotificationService(server_settings(request))
 
 
+@operation(
+    "POST",
+    "Queue an event for the notification rules",
+    auth=Auth.SERVER,
+    body=EventRequest,
+    replies=[Reply(202, "Recorded and enqueued; `GET /api/events/{id}` shows what it produced.", Queued)],
+    errors=(429, 503),
+)
 async def post_event(request: Request) -> JSONResponse:
     service = _events(request)
     body = await read_json_object(request, service.settings.max_payload_bytes)
@@ -30,11 +40,25 @@ async def post_event(request: Request) -> JSONResponse:
     return JSONResponse({"id": event_id, "status": "queued"}, status_code=202)
 
 
+@operation(
+    "GET",
+    "An event and the messages it produced",
+    auth=Auth.SERVER,
+    replies=[Reply(200, "The event as recorded.", Event)],
+    errors=(404,),
+)
 async def get_event(request: Request) -> JSONResponse:
     service = _events(request)
     return JSONResponse(await run_in_threadpool(service.get_event, request.path_params["event_id"]))
 
 
+@operation(
+    "PUT",
+    "Set where a user is reached by event rules",
+    auth=Auth.SERVER,
+    body=contacts.ContactInput,
+    replies=[Reply(200, "The user's contacts (absent fields cleared).", Contacts)],
+)
 async def put_contacts(request: Request) -> JSONResponse:
     settings = server_settings(request)
     user_id = request.path_params["user_id"]
@@ -48,6 +72,13 @@ async def put_contacts(request: Request) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(write))
 
 
+@operation(
+    "GET",
+    "Where a user is reached by event rules",
+    auth=Auth.SERVER,
+    replies=[Reply(200, "The user's contacts.", Contacts)],
+    errors=(404,),
+)
 async def get_contacts(request: Request) -> JSONResponse:
     settings = server_settings(request)
     user_id = request.path_params["user_id"]

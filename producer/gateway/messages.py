@@ -11,8 +11,14 @@ from starlette.routing import Route
 
 from producer.gateway.auth import require_server
 from producer.gateway.bodies import read_json_object
-from producer.service import NotificationService
+from producer.gateway.openapi import Auth, Reply, operation
+from producer.gateway.openapi.views import MessageStatus, Queued
+from producer.service import REQUEST_MODELS, NotificationService
 from shared.channels import Channel
+from shared.templates.requests import TEMPLATED_MODELS
+
+#: Accepted and enqueued: the answer of every send.
+QUEUED = Reply(202, "Enqueued (not yet delivered); `GET /api/messages/{id}` follows it.", Queued)
 
 
 def _service(request: Request) -> NotificationService:
@@ -21,6 +27,17 @@ def _service(request: Request) -> NotificationService:
 
 
 def sender(channel: Channel) -> Callable[[Request], Awaitable[JSONResponse]]:
+    @operation(
+        "POST",
+        f"Send a message by {CHANNEL_PATHS[channel]}",
+        auth=Auth.SERVER,
+        body=(REQUEST_MODELS[channel], TEMPLATED_MODELS[channel]),
+        replies=[QUEUED],
+        errors=(429, 503),
+        description="Literal content, or `template` + `data` to render a stored template. The message "
+        "is recorded and enqueued before the answer; an `idempotencyKey` already used returns the "
+        "first message's id.",
+    )
     async def send(request: Request) -> JSONResponse:
         service = _service(request)
         require_server(request, service.settings)
@@ -34,6 +51,13 @@ def sender(channel: Channel) -> Callable[[Request], Awaitable[JSONResponse]]:
     return send
 
 
+@operation(
+    "GET",
+    "Delivery status of a message",
+    auth=Auth.SERVER,
+    replies=[Reply(200, "Where the message stands, from its notification log.", MessageStatus)],
+    errors=(404,),
+)
 async def status(request: Request) -> JSONResponse:
     service = _service(request)
     require_server(request, service.settings)

@@ -8,9 +8,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from producer.gateway.openapi import Auth, Reply, operation
 from shared.metrics import QueueDepthCollector, exposition
 
 
+@operation(
+    "GET",
+    "Prometheus metrics, with queue depths",
+    auth=Auth.PUBLIC,
+    replies=[Reply(200, "The Prometheus text exposition.", media_type="text/plain")],
+)
 async def metrics(request: Request) -> Response:
     collector: QueueDepthCollector = request.app.state.queue_depths
     body = await run_in_threadpool(exposition, collector)

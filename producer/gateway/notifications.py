@@ -8,8 +8,9 @@ user's open streams after they commit.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
+from pydantic import BaseModel, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -18,6 +19,8 @@ from starlette.routing import Route
 from producer.gateway.auth import require_user
 from producer.gateway.bodies import read_json_object
 from producer.gateway.errors import ApiError
+from producer.gateway.openapi import Auth, Param, Reply, operation
+from producer.gateway.openapi.views import Deleted, Feed, MarkedRead, Queued, UnreadCount
 from producer.service import NotificationService
 from shared import inbox
 from shared.channels import Channel
@@ -39,6 +42,33 @@ TEST_NOTIFICATION = {
     "message": "If you can read this, in-app notifications reach you.",
     "type": "info",
 }
+
+#: What every inbox endpoint may answer besides its success.
+INBOX_ERRORS = (429,)
+
+
+class IdsInput(BaseModel):
+    """The body of mark-as-read and delete (checked by :func:`_ids`, which names the field
+    ``ids`` in every refusal)."""
+
+    ids: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]] = Field(
+        max_length=MAX_IDS_PER_CALL
+    )
+
+
+FEED_PARAMS = (
+    Param("status", "Which notifications.", {"type": "string", "enum": list(STATUSES), "default": "all"}),
+    Param("type", "Only this type.", {"type": "string", "enum": list(TYPES)}),
+    Param(
+        "since", "Only those created at or after this ISO 8601 time (with a UTC offset).", {"type": "string"}
+    ),
+    Param("cursor", "`nextCursor` of the previous page.", {"type": "string"}),
+    Param(
+        "limit",
+        "Page size.",
+        {"type": "integer", "minimum": 1, "maximum": inbox.MAX_PAGE_SIZE, "default": inbox.DEFAULT_PAGE_SIZE},
+    ),
+)
 
 
 def _service(request: Request) -> NotificationService:
@@ -85,6 +115,14 @@ def _feed_query(request: Request) -> tuple[inbox.FeedFilter, inbox.Position | No
     return inbox.FeedFilter(cast(inbox.Status, status), kind, since), after, int(raw_limit)
 
 
+@operation(
+    "GET",
+    "The user's notifications, newest first",
+    auth=Auth.USER,
+    params=FEED_PARAMS,
+    replies=[Reply(200, "A page of the feed; `nextCursor` is null on the last page.", Feed)],
+    errors=(422, *INBOX_ERRORS),
+)
 async def feed(request: Request) -> JSONResponse:
     settings, user_id = _user(request)
     filters, after, limit = _feed_query(request)
@@ -97,6 +135,13 @@ async def feed(request: Request) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(load))
 
 
+@operation(
+    "GET",
+    "How many of the user's notifications are unread",
+    auth=Auth.USER,
+    replies=[Reply(200, "The unread count.", UnreadCount)],
+    errors=INBOX_ERRORS,
+)
 async def unread(request: Request) -> JSONResponse:
     settings, user_id = _user(request)
 
@@ -136,21 +181,51 @@ async def _change(settings: Settings, user_id: str, verb: str, ids: list[str] | 
     return JSONResponse({key: changed, "unreadCount": count})
 
 
+@operation(
+    "POST",
+    "Mark notifications read",
+    auth=Auth.USER,
+    body=IdsInput,
+    replies=[Reply(200, "How many changed, and the unread count after.", MarkedRead)],
+    errors=INBOX_ERRORS,
+)
 async def mark_as_read(request: Request) -> JSONResponse:
     settings, user_id = _user(request)
     return await _change(settings, user_id, "read", await _ids(request, settings))
 
 
+@operation(
+    "POST",
+    "Mark all the user's notifications read",
+    auth=Auth.USER,
+    replies=[Reply(200, "How many changed, and the unread count after.", MarkedRead)],
+    errors=INBOX_ERRORS,
+)
 async def mark_all_as_read(request: Request) -> JSONResponse:
     settings, user_id = _user(request)
     return await _change(settings, user_id, "read", None)
 
 
+@operation(
+    "POST",
+    "Delete notifications",
+    auth=Auth.USER,
+    body=IdsInput,
+    replies=[Reply(200, "How many were deleted, and the unread count after.", Deleted)],
+    errors=INBOX_ERRORS,
+)
 async def delete(request: Request) -> JSONResponse:
     settings, user_id = _user(request)
     return await _change(settings, user_id, "delete", await _ids(request, settings))
 
 
+@operation(
+    "POST",
+    "Send the user a test in-app notification",
+    auth=Auth.USER,
+    replies=[Reply(202, "Enqueued.", Queued)],
+    errors=(*INBOX_ERRORS, 503),
+)
 async def send_test(request: Request) -> JSONResponse:
     service = _service(request)
     _, user_id = _user(request)

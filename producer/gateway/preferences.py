@@ -14,12 +14,21 @@ from starlette.routing import Route
 
 from producer.gateway.auth import require_user
 from producer.gateway.bodies import parse, read_json_object
+from producer.gateway.openapi import Auth, Reply, operation
+from producer.gateway.openapi.views import Preferences
 from shared import preferences
 from shared.config import Settings
 from shared.db.models import UserNotificationPreference, utcnow
 from shared.db.rls import user_scope
 
 
+@operation(
+    "GET",
+    "The user's notification preferences",
+    auth=Auth.USER,
+    replies=[Reply(200, "The preferences (defaults if never set).", Preferences)],
+    errors=(429,),
+)
 async def get_preferences(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.service.settings
     user_id = require_user(request, settings).user_id or ""
@@ -31,6 +40,14 @@ async def get_preferences(request: Request) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(read))
 
 
+@operation(
+    "PUT",
+    "Change the user's notification preferences",
+    auth=Auth.USER,
+    body=preferences.PreferencesUpdate,
+    replies=[Reply(200, "The preferences after the change.", Preferences)],
+    errors=(429,),
+)
 async def put_preferences(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.service.settings
     user_id = require_user(request, settings).user_id or ""

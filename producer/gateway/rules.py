@@ -11,10 +11,13 @@ from starlette.routing import Route
 
 from producer.gateway.auth import server_settings
 from producer.gateway.bodies import parse, read_json_object
+from producer.gateway.openapi import Auth, Reply, operation
+from producer.gateway.openapi.views import Rule, RuleList
 from shared.db.session import session_scope
 from shared.events import rules
 
 
+@operation("GET", "Every notification rule", auth=Auth.SERVER, replies=[Reply(200, "The rules.", RuleList)])
 async def list_rules(request: Request) -> JSONResponse:
     settings = server_settings(request)
 
@@ -25,6 +28,13 @@ async def list_rules(request: Request) -> JSONResponse:
     return JSONResponse({"rules": await run_in_threadpool(read)})
 
 
+@operation(
+    "POST",
+    "Create a notification rule",
+    auth=Auth.SERVER,
+    body=rules.RuleInput,
+    replies=[Reply(201, "The new rule.", Rule)],
+)
 async def create_rule(request: Request) -> JSONResponse:
     settings = server_settings(request)
     given = parse(rules.RuleInput, await read_json_object(request, settings.max_payload_bytes))
@@ -36,6 +46,7 @@ async def create_rule(request: Request) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(write), status_code=201)
 
 
+@operation("GET", "A rule", auth=Auth.SERVER, replies=[Reply(200, "The rule.", Rule)], errors=(404,))
 async def get_rule(request: Request) -> JSONResponse:
     settings = server_settings(request)
 
@@ -46,6 +57,14 @@ async def get_rule(request: Request) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(read))
 
 
+@operation(
+    "PUT",
+    "Replace a rule",
+    auth=Auth.SERVER,
+    body=rules.RuleInput,
+    replies=[Reply(200, "The rule as saved.", Rule)],
+    errors=(404,),
+)
 async def put_rule(request: Request) -> JSONResponse:
     settings = server_settings(request)
     given = parse(rules.RuleInput, await read_json_object(request, settings.max_payload_bytes))
@@ -63,6 +82,13 @@ async def put_rule(request: Request) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(write))
 
 
+@operation(
+    "DELETE",
+    "Delete a rule",
+    auth=Auth.SERVER,
+    replies=[Reply(204, "Deleted.", media_type=None)],
+    errors=(404,),
+)
 async def delete_rule(request: Request) -> Response:
     settings = server_settings(request)
 

@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from producer.gateway.auth import require_user_for_stream
 from producer.gateway.errors import ApiError
+from producer.gateway.openapi import Auth, Param, Reply, operation
 from producer.service import NotificationService
 from shared import inbox
 from shared.config import Settings
@@ -122,6 +123,23 @@ async def _events(
         hub.streams.close(stream)
 
 
+@operation(
+    "GET",
+    "The user's inbox as Server-Sent Events",
+    auth=Auth.USER_OR_QUERY_TOKEN,
+    params=[
+        Param("Last-Event-ID", "Resume after this event (browsers send it on reconnect).", location="header"),
+        Param("lastEventId", "Like the Last-Event-ID header, for a first connection."),
+    ],
+    replies=[
+        Reply(
+            200,
+            "Events `notification`, `unread-count` and `resync`, with comment pings while idle.",
+            media_type="text/event-stream",
+        )
+    ],
+    errors=(422, 429),
+)
 async def stream_endpoint(request: Request) -> StreamingResponse:
     service: NotificationService = request.app.state.service
     settings = service.settings

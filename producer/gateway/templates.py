@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,12 +21,37 @@ from starlette.routing import Route
 from producer.gateway.auth import server_settings
 from producer.gateway.bodies import parse, read_json_object
 from producer.gateway.errors import ApiError
+from producer.gateway.openapi import Auth, Param, Reply, operation
+from producer.gateway.openapi.views import Template, TemplateList, TemplatePreview, TemplateVersions
 from shared.db.session import session_scope
 from shared.errors import NotFound, RenderError, TemplateError
 from shared.templates import engine, store
 from shared.templates import messages as template_messages
 
+CHANNEL = Param("channel", "The template's channel: email, sms, in_app or webhook.")
+LOCALE = Param("locale", "The locale, e.g. `fr-CA`; the default locale when absent.")
+VERSION = Param(
+    "version", "An older version to show (needs `channel`).", {"type": "string", "pattern": "^[0-9]+$"}
+)
 
+
+class PreviewInput(BaseModel):
+    """``POST /api/templates/{key}/preview``: which version to render, and with what."""
+
+    model_config = ConfigDict(extra="allow")
+
+    channel: str | None = None
+    locale: str | None = None
+    #: The render context; the template's stored sample data when absent.
+    data: dict[str, Any] | None = None
+
+
+@operation(
+    "GET",
+    "The current version of every template",
+    auth=Auth.SERVER,
+    replies=[Reply(200, "Current versions.", TemplateList)],
+)
 async def list_templates(request: Request) -> JSONResponse:
     settings = server_settings(request)
 
@@ -36,6 +62,14 @@ async def list_templates(request: Request) -> JSONResponse:
     return JSONResponse({"templates": await run_in_threadpool(read)})
 
 
+@operation(
+    "POST",
+    "Create a template (its first version)",
+    auth=Auth.SERVER,
+    body=store.TemplateInput,
+    replies=[Reply(201, "Version 1 of the template.", Template)],
+    errors=(409,),
+)
 async def create_template(request: Request) -> JSONResponse:
     settings = server_settings(request)
     given = parse(store.TemplateInput, await read_json_object(request, settings.max_payload_bytes))
@@ -57,6 +91,20 @@ async def create_template(request: Request) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(write), status_code=201)
 
 
+@operation(
+    "GET",
+    "A template's current versions, or one older version",
+    auth=Auth.SERVER,
+    params=[CHANNEL, LOCALE, VERSION],
+    replies=[
+        Reply(
+            200,
+            "Current versions per channel and locale, or the one version asked for.",
+            (TemplateVersions, Template),
+        )
+    ],
+    errors=(400, 404),
+)
 async def get_template(request: Request) -> JSONResponse:
     settings = server_settings(request)
     key = request.path_params["key"]
@@ -83,6 +131,13 @@ async def get_template(request: Request) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(read))
 
 
+@operation(
+    "PUT",
+    "Save the next version of a template",
+    auth=Auth.SERVER,
+    body=store.TemplateInput,
+    replies=[Reply(200, "The new version.", Template)],
+)
 async def put_template(request: Request) -> JSONResponse:
     settings = server_settings(request)
     body = await read_json_object(request, settings.max_payload_bytes)
@@ -103,6 +158,14 @@ async def put_template(request: Request) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(write))
 
 
+@operation(
+    "DELETE",
+    "Retire a template (queued messages still render their version)",
+    auth=Auth.SERVER,
+    params=[CHANNEL, LOCALE],
+    replies=[Reply(204, "Retired.", media_type=None)],
+    errors=(400, 404),
+)
 async def delete_template(request: Request) -> Response:
     settings = server_settings(request)
     key, query = request.path_params["key"], request.query_params
@@ -115,23 +178,27 @@ async def delete_template(request: Request) -> Response:
     return Response(status_code=204)
 
 
+@operation(
+    "POST",
+    "Render a template with given or sample data",
+    auth=Auth.SERVER,
+    body=PreviewInput,
+    replies=[Reply(200, "The rendered parts.", TemplatePreview)],
+    errors=(404,),
+)
 async def preview_template(request: Request) -> JSONResponse:
     """Render the current version with ``data`` (or its sample data), strictly as a send would."""
     settings = server_settings(request)
     key = request.path_params["key"]
-    body = await read_json_object(request, settings.max_payload_bytes)
+    given = parse(PreviewInput, await read_json_object(request, settings.max_payload_bytes))
 
     def render() -> dict[str, Any]:
         with session_scope(settings.database_url) as session:
-            rows = store.current(session, key, body.get("channel"), body.get("locale"))
+            rows = store.current(session, key, given.channel, given.locale)
             if not rows:
                 raise NotFound(f"no template {key!r}")
             row = rows[0]
-            data = body.get("data")
-            if data is None:
-                data = row.sample_data or {}
-            if not isinstance(data, dict):
-                raise ApiError(422, "validation_error", "data must be an object")
+            data = given.data if given.data is not None else row.sample_data or {}
             compiled = store.load(session, row.key, row.channel, row.locale, row.version)
             try:
                 rendered = engine.render(

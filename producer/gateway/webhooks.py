@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -15,14 +16,49 @@ from starlette.routing import Route
 from producer.gateway.auth import require_server
 from producer.gateway.bodies import read_json_object
 from producer.gateway.errors import ApiError
+from producer.gateway.openapi import Auth, Param, Reply, operation
+from producer.gateway.openapi.views import (
+    DeliveryLogPage,
+    Queued,
+    Recovered,
+    RotatedSecret,
+    WebhookEndpoint,
+    WebhookEndpointCreated,
+    WebhookEndpointList,
+    WebhookTestResult,
+)
 from producer.service import NotificationService
-from producer.webhooks import WebhookAdmin
+from producer.webhooks import LOGS_PAGE_MAX, WebhookAdmin
+from shared.webhook_endpoints import EndpointFields
 from shared.webhook_replay import ReplayRefused
 
 #: How often ``POST .../test`` looks for the outcome of its attempt.
 TEST_POLL_SECONDS = 0.05
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+class RegenerateInput(BaseModel):
+    """``POST .../regenerate-secret`` (body optional; checked by ``WebhookAdmin``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    grace_period_ms: int | None = Field(default=None, ge=0, alias="gracePeriodMs")
+
+
+class RecoverInput(BaseModel):
+    """``POST .../recover``: resend every failed delivery since this time."""
+
+    model_config = ConfigDict(extra="allow")
+
+    since: str = Field(description="An ISO 8601 time with a UTC offset, e.g. 2026-11-26T12:00:00Z.")
+
+
+LOG_PARAMS = (
+    Param("status", "`succeeded`, `failed`, or an HTTP status code the endpoint answered."),
+    Param("cursor", "`nextCursor` of the previous page.", {"type": "string", "pattern": "^[0-9]+$"}),
+    Param("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": LOGS_PAGE_MAX}),
+)
 
 
 def _admin(request: Request) -> WebhookAdmin:
@@ -41,6 +77,19 @@ def _endpoint_id(request: Request) -> str:
     return str(request.path_params["endpoint_id"])
 
 
+@operation(
+    "GET",
+    "Every webhook endpoint",
+    auth=Auth.SERVER,
+    replies=[Reply(200, "The endpoints, without their secrets.", WebhookEndpointList)],
+)
+@operation(
+    "POST",
+    "Create a webhook endpoint",
+    auth=Auth.SERVER,
+    body=EndpointFields,
+    replies=[Reply(201, "The endpoint and its signing secret, shown this once.", WebhookEndpointCreated)],
+)
 async def configurations(request: Request) -> Response:
     admin = _admin(request)
     if request.method == "POST":
@@ -49,6 +98,28 @@ async def configurations(request: Request) -> Response:
     return JSONResponse({"data": await run_in_threadpool(admin.list_all)})
 
 
+@operation(
+    "GET",
+    "A webhook endpoint",
+    auth=Auth.SERVER,
+    replies=[Reply(200, "The endpoint.", WebhookEndpoint)],
+    errors=(404,),
+)
+@operation(
+    "PUT",
+    "Change a webhook endpoint (fields given change)",
+    auth=Auth.SERVER,
+    body=EndpointFields,
+    replies=[Reply(200, "The endpoint after the change.", WebhookEndpoint)],
+    errors=(404,),
+)
+@operation(
+    "DELETE",
+    "Delete a webhook endpoint",
+    auth=Auth.SERVER,
+    replies=[Reply(204, "Deleted.", media_type=None)],
+    errors=(404,),
+)
 async def configuration(request: Request) -> Response:
     admin = _admin(request)
     endpoint_id = _endpoint_id(request)
@@ -61,6 +132,14 @@ async def configuration(request: Request) -> Response:
     return JSONResponse(await run_in_threadpool(admin.get, endpoint_id))
 
 
+@operation(
+    "GET",
+    "An endpoint's delivery attempts, newest first",
+    auth=Auth.SERVER,
+    params=LOG_PARAMS,
+    replies=[Reply(200, "A page of attempts; `nextCursor` is null on the last page.", DeliveryLogPage)],
+    errors=(404, 422),
+)
 async def logs(request: Request) -> Response:
     admin = _admin(request)
     params = request.query_params
@@ -78,6 +157,16 @@ async def logs(request: Request) -> Response:
     return JSONResponse(page)
 
 
+@operation(
+    "POST",
+    "Send the endpoint a signed test event",
+    auth=Auth.SERVER,
+    replies=[
+        Reply(200, "The attempt finished: its outcome.", WebhookTestResult),
+        Reply(202, "Not finished within WEBHOOK_TEST_TIMEOUT: follow `messageId`.", WebhookTestResult),
+    ],
+    errors=(404, 503),
+)
 async def test(request: Request) -> Response:
     """Send a signed test event and answer with its attempt's outcome, or 202 with the message
     id if the attempt has not finished within WEBHOOK_TEST_TIMEOUT."""
@@ -92,12 +181,29 @@ async def test(request: Request) -> Response:
     return JSONResponse({"messageId": message_id, "status": "pending", "attempt": None}, status_code=202)
 
 
+@operation(
+    "POST",
+    "Rotate the endpoint's signing secret",
+    auth=Auth.SERVER,
+    body=RegenerateInput,
+    body_required=False,
+    replies=[Reply(200, "The new secret; the previous one signs too until it expires.", RotatedSecret)],
+    errors=(404,),
+)
 async def regenerate_secret(request: Request) -> Response:
     admin = _admin(request)
     body = await _body(request, admin, optional=True)
     return JSONResponse(await run_in_threadpool(admin.regenerate_secret, _endpoint_id(request), body))
 
 
+@operation(
+    "POST",
+    "Resend the endpoint's failed deliveries since a time",
+    auth=Auth.SERVER,
+    body=RecoverInput,
+    replies=[Reply(202, "The messages enqueued again.", Recovered)],
+    errors=(404, 503),
+)
 async def recover(request: Request) -> Response:
     admin = _admin(request)
     body = await _body(request, admin)
@@ -105,6 +211,13 @@ async def recover(request: Request) -> Response:
     return JSONResponse({"replayed": len(ids), "messageIds": ids}, status_code=202)
 
 
+@operation(
+    "POST",
+    "Deliver a webhook message again",
+    auth=Auth.SERVER,
+    replies=[Reply(202, "Enqueued again.", Queued)],
+    errors=(404, 409, 503),
+)
 async def replay(request: Request) -> Response:
     admin = _admin(request)
     try:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.models import UserContact, utcnow
 from shared.messages import normalize_email, normalize_phone
-from shared.templates.store import LOCALE_PATTERN
+from shared.templates.store import LOCALE_MAX_CHARS, LOCALE_PATTERN
 
 
 class ContactInput(BaseModel):
@@ -20,7 +20,7 @@ class ContactInput(BaseModel):
 
     email: str | None = None
     phone: str | None = None
-    locale: str | None = Field(default=None, pattern=LOCALE_PATTERN)
+    locale: str | None = Field(default=None, pattern=LOCALE_PATTERN, max_length=LOCALE_MAX_CHARS)
 
     @field_validator("email")
     @classmethod

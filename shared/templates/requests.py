@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from shared.channels import Channel
 from shared.messages import (
@@ -18,15 +19,16 @@ from shared.messages import (
     normalize_email,
     normalize_phone,
 )
-from shared.templates.store import KEY_PATTERN, LOCALE_PATTERN
+from shared.templates.store import KEY_PATTERN, LOCALE_MAX_CHARS, LOCALE_PATTERN
 
 
 class TemplatedRequest(_Request):
     template: str = Field(pattern=KEY_PATTERN)
     data: dict[str, Any] = Field(default_factory=dict)
-    locale: str | None = Field(default=None, pattern=LOCALE_PATTERN)
-    #: Filled by the producer once the template is found: ``{key, locale, version, data}``.
-    template_ref: dict[str, Any] | None = None
+    locale: str | None = Field(default=None, pattern=LOCALE_PATTERN, max_length=LOCALE_MAX_CHARS)
+    #: Filled by the producer once the template is found: ``{key, locale, version, data}``;
+    #: not for callers, so it stays out of the API's schema.
+    template_ref: SkipJsonSchema[dict[str, Any] | None] = None
 
     def recipient_fields(self) -> dict[str, Any]:
         return {}

@@ -29,6 +29,8 @@ PARTIALS_REFRESH_SECONDS = 5.0
 
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$"
 LOCALE_PATTERN = r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$"
+#: The width of the locale columns (BCP 47 advises room for 35 characters).
+LOCALE_MAX_CHARS = 35
 CHANNELS = ("email", "sms", "in_app", "webhook", PARTIAL)
 
 #: API part name → column.
@@ -50,7 +52,7 @@ class TemplateInput(BaseModel):
 
     key: str = Field(pattern=KEY_PATTERN)
     channel: str
-    locale: str | None = Field(default=None, pattern=LOCALE_PATTERN)
+    locale: str | None = Field(default=None, pattern=LOCALE_PATTERN, max_length=LOCALE_MAX_CHARS)
     subject: str | None = None
     text: str | None = None
     html: str | None = None

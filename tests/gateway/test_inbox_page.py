@@ -63,10 +63,14 @@ def test_the_inbox_page_updates_live_and_marks_read(
     fleet(settings, [Channel.IN_APP])
     seed(settings, "alice", 1, prefix="earlier ")
     seed(settings, "bob", 1, prefix="not for alice ")
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
     with LiveServer(create_app(settings)) as server:
         page.goto(f"{server.url}/inbox#token={user_token('alice')}")
         items = page.locator("#list li")
         badge = page.locator("#badge")
+        # The stylesheet loads under the strict policy (the badge is white on red).
+        expect(badge).to_have_css("color", "rgb(255, 255, 255)", timeout=UI_TIMEOUT_MS)
         expect(items).to_have_count(1, timeout=UI_TIMEOUT_MS)
         expect(badge).to_have_text("1", timeout=UI_TIMEOUT_MS)
         expect(page.locator("#status")).to_have_text("live", timeout=UI_TIMEOUT_MS)
@@ -86,6 +90,7 @@ def test_the_inbox_page_updates_live_and_marks_read(
         expect(badge).to_have_text("1", timeout=UI_TIMEOUT_MS)
         expect(items.first).to_have_class("read", timeout=UI_TIMEOUT_MS)
         expect(page.locator("#list")).not_to_contain_text("not for alice")
+    assert refused == []
 
 
 def test_the_page_without_a_token_says_how_to_open_it(settings: Settings, page: Page) -> None:

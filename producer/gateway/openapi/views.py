@@ -1,0 +1,270 @@
+"""The JSON bodies the gateway answers with, as pydantic models for ``/openapi.json``.
+
+The endpoints build these bodies as plain dicts (the ``view`` functions beside each table);
+these models state their shape so the document, and the fuzz test that checks every answer
+against it, hold the endpoints to it. Keys are camelCase like the rest of the API.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+Timestamp = str
+"""An ISO 8601 time with its UTC offset."""
+
+
+class View(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class ErrorInfo(View):
+    code: str
+    message: str
+    #: What was wrong, item by item: ``{field, message, type}`` for a field, ``{part, line,
+    #: message}`` for a template.
+    details: list[dict[str, Any]]
+
+
+class Error(View):
+    """Every error answer: a stable ``code``, a readable ``message`` and ``details``."""
+
+    error: ErrorInfo
+
+
+class Health(View):
+    status: Literal["ok"]
+
+
+class Readiness(View):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str]
+
+
+class Queued(View):
+    """Accepted and enqueued, not delivered: follow ``id`` for the outcome."""
+
+    id: str
+    status: Literal["queued"]
+
+
+class MessageStatus(View):
+    id: str
+    channel: str
+    status: Literal["queued", "processing", "sent", "delivered", "failed", "skipped"]
+    recipient: str
+    user_id: str | None
+    event_type: str | None
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    error_code: str | None
+    provider_message_id: str | None
+    idempotency_key: str | None
+    created_at: Timestamp | None
+    updated_at: Timestamp | None
+    next_attempt_at: Timestamp | None
+    sent_at: Timestamp | None
+    delivered_at: Timestamp | None
+    completed_at: Timestamp | None
+
+
+class Event(View):
+    id: str
+    event_type: str
+    user_id: str | None
+    data: dict[str, Any]
+    status: str
+    matched_rules: int | None
+    message_ids: list[str]
+    created_at: Timestamp
+    processed_at: Timestamp | None
+
+
+class Contacts(View):
+    user_id: str
+    email: str | None
+    phone: str | None
+    locale: str | None
+
+
+class Template(View):
+    """One version of a template; the parts present depend on its channel."""
+
+    key: str
+    channel: str
+    locale: str
+    version: int
+    current: bool
+    deleted: bool
+    created_at: Timestamp
+    sample_data: dict[str, Any] | None
+    subject: str | None = None
+    text: str | None = None
+    html: str | None = None
+    sms: str | None = None
+    title: str | None = None
+    message: str | None = None
+    action_url: str | None = None
+    payload: Any = None
+
+
+class TemplateList(View):
+    templates: list[Template]
+
+
+class TemplateVersions(View):
+    key: str
+    templates: list[Template]
+
+
+class TemplatePreview(View):
+    """The rendered parts of the template's channel (``subject``, ``text``, ``payload``…)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    key: str
+    channel: str
+    locale: str
+    version: int
+
+
+class Rule(View):
+    id: str
+    name: str
+    event_type: str
+    channels: list[str]
+    template_key: str
+    conditions: list[Any]
+    priority: int
+    critical: bool
+    delay_ms: int
+    active: bool
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class RuleList(View):
+    rules: list[Rule]
+
+
+class QuietHoursView(View):
+    start: str
+    end: str
+
+
+class Preferences(View):
+    user_id: str
+    email_enabled: bool
+    sms_enabled: bool
+    in_app_enabled: bool
+    webhook_enabled: bool
+    event_preferences: dict[str, dict[str, bool]]
+    quiet_hours: QuietHoursView | None
+    timezone: str
+
+
+class Notification(View):
+    id: str
+    title: str
+    message: str
+    type: Literal["info", "success", "warning", "error"]
+    action_url: str | None
+    created_at: Timestamp
+    read_at: Timestamp | None
+    data: dict[str, Any]
+
+
+class Feed(View):
+    items: list[Notification]
+    next_cursor: str | None
+
+
+class UnreadCount(View):
+    count: int
+
+
+class MarkedRead(View):
+    updated: int
+    unread_count: int
+
+
+class Deleted(View):
+    deleted: int
+    unread_count: int
+
+
+class WebhookEndpoint(View):
+    """An endpoint as the API shows it: never its secrets."""
+
+    id: str
+    url: str
+    description: str | None
+    event_types: list[str]
+    active: bool
+    headers: dict[str, str]
+    rate_limit_per_second: int | None
+    max_retries: int | None
+    retry_schedule_ms: list[int] | None
+    ordered: bool
+    owner_email: str | None
+    failing_since: Timestamp | None
+    consecutive_failures: int
+    disabled_at: Timestamp | None
+    disabled_reason: str | None
+    previous_secret_expires_at: Timestamp | None
+    created_at: Timestamp | None
+    updated_at: Timestamp | None
+
+
+class WebhookEndpointCreated(WebhookEndpoint):
+    """The new endpoint with its signing secret, shown this once."""
+
+    secret: str
+
+
+class WebhookEndpointList(View):
+    data: list[WebhookEndpoint]
+
+
+class DeliveryAttempt(View):
+    id: str
+    message_id: str
+    configuration_id: str | None
+    attempt: int
+    url: str
+    success: bool
+    request_headers: dict[str, Any] | None
+    request_body: str | None
+    response_status: int | None
+    response_headers: dict[str, Any] | None
+    response_body: str | None
+    error_class: str | None
+    error_message: str | None
+    duration_ms: float | None
+    timings: dict[str, Any]
+    created_at: Timestamp
+
+
+class DeliveryLogPage(View):
+    data: list[DeliveryAttempt]
+    next_cursor: str | None
+
+
+class WebhookTestResult(View):
+    message_id: str
+    status: Literal["attempted", "pending"]
+    attempt: DeliveryAttempt | None
+
+
+class RotatedSecret(View):
+    id: str
+    secret: str
+    previous_secret_expires_at: Timestamp | None
+
+
+class Recovered(View):
+    replayed: int
+    message_ids: list[str]

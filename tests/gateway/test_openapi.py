@@ -1,0 +1,112 @@
+"""``GET /openapi.json``: public, a valid OpenAPI document, and exactly the operations the
+gateway serves, with request bodies described by the models that validate them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from openapi_spec_validator import validate
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from producer.events import EventRequest
+from producer.gateway.app import create_app
+from producer.gateway.openapi import Auth, Reply, UndocumentedRoute, build, operation
+from shared.config import Settings
+from tests.gateway.server import LiveServer
+
+#: Starlette answers HEAD for every GET route on its own; the document lists GET only.
+IMPLICIT = {"HEAD"}
+
+
+@pytest.fixture
+def document(settings: Settings) -> Iterator[dict[str, Any]]:
+    with LiveServer(create_app(settings)) as server:
+        response = httpx.get(f"{server.url}/openapi.json", timeout=10)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/json"
+        yield response.json()
+
+
+def test_the_document_is_public_and_valid_openapi(document: dict[str, Any]) -> None:
+    """Given no credential, when /openapi.json is fetched, then it is an OpenAPI 3.1 document
+    the reference validator accepts."""
+    assert document["openapi"].startswith("3.1")
+    validate(document)
+
+
+def test_the_document_lists_exactly_what_the_gateway_serves(
+    settings: Settings, document: dict[str, Any]
+) -> None:
+    """Then every (path, method) the application routes is documented, and nothing else."""
+    served = {
+        (route.path_format, method)
+        for route in create_app(settings).routes
+        if isinstance(route, Route)
+        for method in (route.methods or set()) - IMPLICIT
+    }
+    documented = {(path, method.upper()) for path, item in document["paths"].items() for method in item}
+
+    assert documented == served
+    assert ("/api/messages/email", "POST") in documented
+    assert ("/api/webhooks/configurations/{endpoint_id}", "DELETE") in documented
+
+
+def test_operations_document_their_credentials_and_the_error_shape(document: dict[str, Any]) -> None:
+    """Then server-key operations demand the server key and answer 401/403; user operations
+    take a user token or a server key with X-User-Id; every error answer is the Error shape."""
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["serverKey"] == {**schemes["serverKey"], "type": "http", "scheme": "bearer"}
+    assert schemes["userToken"]["bearerFormat"] == "JWT"
+
+    send = document["paths"]["/api/messages/sms"]["post"]
+    assert send["security"] == [{"serverKey": []}]
+    assert {"401", "403", "413", "415", "422", "429", "503"} <= set(send["responses"])
+
+    feed = document["paths"]["/api/notifications"]["get"]
+    assert {"userToken": []} in feed["security"]
+    assert any(p["name"] == "X-User-Id" and p["in"] == "header" for p in feed["parameters"])
+    assert {p["name"] for p in feed["parameters"]} >= {"status", "type", "since", "cursor", "limit"}
+
+    assert document["paths"]["/healthz"]["get"]["security"] == []
+    for name, response in document["components"]["responses"].items():
+        schema = response["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/Error"}, name
+    error = document["components"]["schemas"]["ErrorInfo"]
+    assert set(error["required"]) == {"code", "message", "details"}
+
+
+def test_request_bodies_are_the_models_that_validate_them(document: dict[str, Any]) -> None:
+    """Then POST /api/events describes its body with EventRequest's own JSON schema."""
+    body = document["paths"]["/api/events"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/EventRequest"}
+    _, definitions = models_json_schema(
+        [(EventRequest, "validation")], ref_template="#/components/schemas/{model}"
+    )
+    assert document["components"]["schemas"]["EventRequest"] == definitions["$defs"]["EventRequest"]
+    email = document["paths"]["/api/messages/email"]["post"]["requestBody"]["content"]["application/json"]
+    assert email["schema"]["anyOf"][1] == {"$ref": "#/components/schemas/TemplatedEmailRequest"}
+    assert "templateRef" not in document["components"]["schemas"]["TemplatedEmailRequest"]["properties"]
+
+
+async def _undescribed(_request: Request) -> JSONResponse:
+    return JSONResponse({})
+
+
+@operation("GET", "Described", auth=Auth.PUBLIC, replies=[Reply(200, "ok")])
+async def _described(_request: Request) -> JSONResponse:
+    return JSONResponse({})
+
+
+def test_a_route_without_a_description_cannot_be_served() -> None:
+    """Given a route whose endpoint has no @operation, or a method it does not describe, then
+    building the document (which the application does at start) fails naming it."""
+    with pytest.raises(UndocumentedRoute, match="GET /new"):
+        build([Route("/new", _undescribed, methods=["GET"])], title="t", version="1")
+    with pytest.raises(UndocumentedRoute, match="POST /described"):
+        build([Route("/described", _described, methods=["GET", "POST"])], title="t", version="1")
