@@ -110,7 +110,9 @@ def test_whitespace_control_still_works() -> None:
         "{{#each names}}{{this.format}}{{/each}}",
     ],
 )
-def test_a_name_on_a_string_is_nothing_not_a_python_method(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_name_on_a_string_is_nothing_not_a_python_method(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Given data whose string is a Python format string walking to ``os.environ``, when a
     template names ``format`` on it (an ordinary, whitelisted name), then nothing of the
     environment is printed: names are keys of the data's objects, never attributes."""
