@@ -94,7 +94,7 @@ class RenderBudget:
         except TypeError:
             count = 0
         if count == 0:
-            return options["inverse"](this)
+            return self.run(options["inverse"], this)
         keyed = isinstance(context, Mapping)
         result = strlist()
         for index, item in enumerate(context):
