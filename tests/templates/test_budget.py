@@ -74,7 +74,11 @@ def test_partials_doubling_each_other_stop_on_cpu_time() -> None:
 def test_output_is_counted_once_however_deeply_nested() -> None:
     """Given blocks nested four deep, when the cap is the exact output size, then the render
     passes, and one byte less fails: nested output is not counted again by each level."""
-    text = "<{{#each rows}}[{{#with this}}{{#if cells}}{{#each cells}}{{this}},{{/each}}{{/if}}{{/with}}]{{/each}}>"
+    text = (
+        "<{{#each rows}}[{{#with this}}{{#if cells}}"
+        "{{#each cells}}{{this}},{{/each}}"
+        "{{/if}}{{/with}}]{{/each}}>"
+    )
     data = {"rows": [{"cells": ["ab", "é"]}, {"cells": ["cd"]}]}
     expected = "<[ab,é,][cd,]>"
     size = len(expected.encode())

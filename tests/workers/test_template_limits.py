@@ -17,7 +17,11 @@ from shared.db.session import session_scope
 from shared.templates import store
 from tests.conftest import Fleet, final_status
 
-LOOPS = "{{#each a}}{{#each ../a}}{{#each ../../a}}{{#each ../../../a}}{{@root.pad}}{{/each}}{{/each}}{{/each}}{{/each}}"
+LOOPS = (
+    "{{#each a}}{{#each ../a}}{{#each ../../a}}{{#each ../../../a}}"
+    "{{@root.pad}}"
+    "{{/each}}{{/each}}{{/each}}{{/each}}"
+)
 
 
 def test_a_template_bomb_fails_its_message_for_good_with_the_reason(
