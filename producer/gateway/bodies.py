@@ -1,4 +1,5 @@
-"""Reading request bodies safely: a size cap enforced while streaming, JSON objects only."""
+"""Reading request bodies safely: a size cap enforced while streaming, JSON objects only,
+within the shape limits of :mod:`shared.json_shape` (depth, number of values, no NUL)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from starlette.requests import Request
 
 from producer.gateway.errors import ApiError
 from producer.service import validation_error
+from shared.json_shape import JsonShapeError, check_shape
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -39,6 +41,12 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
         raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "body must be a JSON object")
+    try:
+        check_shape(body)
+    except JsonShapeError as exc:
+        if exc.too_large:
+            raise ApiError(413, "payload_too_large", f"request body has {exc}") from None
+        raise ApiError(400, "invalid_json", f"body is not acceptable JSON: {exc}") from None
     return body
 
 
