@@ -38,7 +38,7 @@ REFUSED: list[tuple[str, dict[str, Any], str, int, str]] = [
     ("partial traversal", {"sms": "a\nb\n{{> ../../etc/passwd}}"}, "sms", 3, "plain name"),
     ("internal helper", {"sms": "{{helperMissing}}"}, "sms", 1, "reserved"),
     ("raw block", {"sms": "{{{{raw}}}}x{{{{/raw}}}}"}, "sms", 1, "raw blocks"),
-    ("NUL", {"sms": "Hi\n\n{{name}}\x00"}, "sms", 3, "U+0000"),
+    ("control character", {"sms": "Hi\n\n{{name}}\x1b[2J"}, "sms", 3, "U+001B"),
     ("deep", {"sms": "{{#if name}}" * (MAX_BLOCK_DEPTH + 1)}, "sms", 1, "nested deeper"),
     ("many tags", {"sms": "{{name}}\n" * (MAX_TAGS + 1)}, "sms", MAX_TAGS + 1, "tags"),
 ]
