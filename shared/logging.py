@@ -51,9 +51,9 @@ SECRET_VALUE_PATTERN = re.compile(
 #: would mangle ordinary text.
 MIN_KNOWN_SECRET_CHARS = 8
 
-#: Keys holding what structlog turns into text later (an exception, a stack): redacted as
-#: text once rendered, left as objects until then.
-_RENDERED_LATER = frozenset({"exc_info", "stack_info"})
+#: Keys left as they are: structlog's bookkeeping for stdlib records, and what it turns
+#: into text later (an exception, a stack), redacted once it is text.
+_NOT_YET_TEXT = frozenset({"_record", "_from_structlog", "exc_info", "stack_info"})
 
 _secret_values: set[str] = set()
 _known_secrets: re.Pattern[str] | None = None
@@ -87,8 +87,8 @@ def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     for key in list(event_dict):
-        if key.startswith("_") or key in _RENDERED_LATER:
-            continue  # structlog's own bookkeeping (the stdlib record), or not text yet
+        if key in _NOT_YET_TEXT:
+            continue
         if SECRET_KEY_PATTERN.search(key):
             event_dict[key] = REDACTED
         else:

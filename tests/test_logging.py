@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shared.logging import REDACTED, redact_text
+from shared.logging import REDACTED, redact_secrets, redact_text
 
 #: Each secret the child process holds, by what it is.
 SECRETS = {
@@ -152,3 +152,13 @@ def test_every_line_is_json_and_context_survives(child_log: tuple[str, list[dict
 )
 def test_credentials_inside_strings_are_redacted(text: str, expected: str) -> None:
     assert redact_text(text) == expected
+
+
+def test_the_processor_redacts_every_key_but_structlog_bookkeeping() -> None:
+    event = {"_password": "p", "_note": "Bearer abc", "exc_info": True, "count": 3, "obj": object()}
+
+    redacted = redact_secrets(None, "info", dict(event))
+
+    assert redacted["_password"] == REDACTED and redacted["_note"] == f"Bearer {REDACTED}"
+    assert redacted["exc_info"] is True and redacted["count"] == 3
+    assert redacted["obj"].startswith("<object object at ")
