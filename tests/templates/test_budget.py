@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from shared.errors import RenderLimitExceeded
+from shared.errors import RenderError, RenderLimitExceeded
 from shared.templates.budget import RenderLimits, output_bytes
 from shared.templates.engine import Compiled, TemplateSource, compile_source, render
 
@@ -123,3 +123,13 @@ def test_output_bytes_counts_utf8() -> None:
     assert output_bytes(None) == 0
     assert output_bytes("abc") == 3
     assert output_bytes(["é", "€", "x"]) == 2 + 3 + 1
+
+
+def test_partials_including_each_other_fail_the_render_cleanly() -> None:
+    """A cycle the save-time check missed (behind an #if the sample data left false) fails
+    that render with a RenderError instead of taking the process down."""
+    ping = compile_source(text_template("a{{#if go}}{{> pong}}{{/if}}", "partial"), known_partials={"pong"})
+    pong = compile_source(text_template("b{{> ping}}", "partial"), known_partials={"ping"})
+
+    with pytest.raises(RenderError, match="RecursionError"):
+        render_text("{{> ping}}", {"go": True}, RenderLimits(), {"ping": ping, "pong": pong})
