@@ -1,6 +1,7 @@
-"""Template bombs through a real worker: the in-app actor on RabbitMQ renders a message whose
-data turns a saved template into a bomb, stops within its budget, and fails the message for
-good with the reason, while an ordinary message from the same template is delivered."""
+"""Hostile template data through real workers on RabbitMQ: data that turns a saved template
+into a bomb stops within its render budget, and data that would inject an email header
+through a rendered subject fails its message for good with the reason; ordinary messages
+from the same templates are delivered."""
 
 from __future__ import annotations
 
@@ -60,3 +61,30 @@ def test_a_template_bomb_fails_its_message_for_good_with_the_reason(
     with system_scope(settings.database_url) as session:
         inbox = session.scalars(select(Notification)).all()
     assert [(n.user_id, n.message) for n in inbox] == [("u-fine", "ok" * 16)]
+
+
+def test_data_cannot_inject_a_header_through_a_rendered_subject(
+    settings: Settings, fleet: Callable[..., Fleet]
+) -> None:
+    """Given an email template whose subject prints a variable, when a message's data puts a
+    line break and a Bcc header in it, then the message fails without being sent; the same
+    template with plain data is sent."""
+    with session_scope(settings.database_url) as session:
+        given = {"key": "hello", "channel": "email", "subject": "Hi {{name}}", "text": "Hello {{name}}"}
+        store.save(
+            session,
+            store.TemplateInput.model_validate({**given, "sampleData": {"name": "A"}}),
+            default_locale="en",
+        )
+    fleet(settings, [Channel.EMAIL], threads=2)
+    service = NotificationService(settings)
+
+    injected = service.send_email(
+        to="ann@example.com", template="hello", data={"name": "Ann\r\nBcc: everyone@example.com"}
+    )
+    plain = service.send_email(to="ann@example.com", template="hello", data={"name": "Ann"})
+
+    view = final_status(service, injected, timeout=60)
+    assert (view["status"], view["attempts"], view["errorCode"]) == ("failed", 1, "template_render_error")
+    assert "line break" in (view["lastError"] or "")
+    assert final_status(service, plain, timeout=60)["status"] == "sent"
