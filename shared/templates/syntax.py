@@ -34,7 +34,7 @@ RESERVED_NAMES = frozenset({"helperMissing", "blockHelperMissing"})
 MAX_SOURCE_CHARS = 128 * 1024
 #: Most ``{{…}}`` tags in one part: compiling costs about 1 ms of CPU per tag.
 MAX_TAGS = 1000
-#: Deepest nesting of block helpers; pybars' recursive parser fails at about 150.
+#: Deepest nesting of block helpers; pybars' recursive parser overflows the stack at about 65.
 MAX_BLOCK_DEPTH = 24
 
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -71,7 +71,7 @@ class Usage:
     partials: frozenset[str]
 
 
-def _check_size(source: str) -> None:
+def _check_length_and_characters(source: str) -> None:
     if len(source) > MAX_SOURCE_CHARS:
         raise TemplateSyntaxError(Problem(1, f"over {MAX_SOURCE_CHARS} characters"))
     control = _CONTROL_RE.search(source)
@@ -163,7 +163,7 @@ def check(
     """Validate ``source``; return it ready for pybars (escaping fixed for the part) and what
     it uses. ``partials=None`` skips the partial-existence check (the caller checks later).
     Raises :class:`TemplateSyntaxError` naming the line and the reason."""
-    _check_size(source)
+    _check_length_and_characters(source)
     used_helpers: set[str] = set()
     used_partials: set[str] = set()
     stack: list[tuple[str, int]] = []
