@@ -26,6 +26,7 @@ from shared.db.session import session_scope
 from shared.errors import EnqueueError, NotFound, PayloadTooLarge
 from shared.events.processing import QUEUED
 from shared.events.queue import publish_event
+from shared.json_shape import validate_shape
 from shared.logging import get_logger
 from shared.messages import Identifier, json_size
 
@@ -76,6 +77,7 @@ class EventNotificationService:
             request = EventRequest.model_validate(fields)
         except pydantic.ValidationError as exc:
             raise validation_error(exc) from None
+        validate_shape(request.data, "data")
         size = json_size(request.data)
         if size > self.settings.max_payload_bytes:
             raise PayloadTooLarge(

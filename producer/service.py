@@ -20,6 +20,7 @@ from shared.channels import Channel
 from shared.config import Settings, get_settings
 from shared.db.session import session_scope
 from shared.errors import EnqueueError, NotFound, PayloadTooLarge, ValidationError
+from shared.json_shape import validate_shape
 from shared.logging import get_logger
 from shared.messages import (
     EmailRequest,
@@ -106,6 +107,7 @@ class NotificationService:
                 raise ValidationError(message, [{"field": "url", "message": message}]) from None
         if isinstance(request, TemplatedRequest):
             request = self.pin_template(channel, request)
+        validate_shape(request.payload(), "payload")  # type: ignore[attr-defined]
         size = json_size(request.payload())  # type: ignore[attr-defined]
         if size > settings.max_payload_bytes:
             raise PayloadTooLarge(

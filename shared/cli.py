@@ -62,12 +62,12 @@ def _run(args: argparse.Namespace) -> int:
 
     from producer.gateway.app import create_app
     from shared.db.migrate import upgrade
-    from shared.logging import configure_logging
+    from shared.logging import configure_logging, secret_values
     from workers.embedded import EmbeddedWorkers
 
     settings = startup_settings(get_settings())
     set_settings(settings)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, secret_values(settings))
     upgrade(settings.owner_database_url)
     workers = EmbeddedWorkers(settings)
     workers.start()

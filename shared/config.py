@@ -50,6 +50,14 @@ DEFAULT_TEMPLATE_LOCALE = "en"
 #: the ``default`` helper still treat a missing value as empty). pybars itself renders "".
 DEFAULT_TEMPLATE_STRICT = True
 
+#: CPU time one message's template render may use, in milliseconds (all parts together):
+#: a render over it fails the message for good. Real templates need well under 10 ms.
+DEFAULT_TEMPLATE_RENDER_TIMEOUT_MS = 250
+
+#: Output one message's template render may produce, in bytes (all parts together), checked
+#: as the render grows; the channel's own limits (SMS length, subject…) apply on top.
+DEFAULT_TEMPLATE_MAX_OUTPUT_BYTES = 1024 * 1024
+
 #: In-app notifications older than this many days are purged (0 keeps them forever).
 DEFAULT_IN_APP_RETENTION_DAYS = 90
 
@@ -164,6 +172,8 @@ class Settings:
 
     template_default_locale: str = DEFAULT_TEMPLATE_LOCALE
     template_strict: bool = DEFAULT_TEMPLATE_STRICT
+    template_render_timeout_ms: int = DEFAULT_TEMPLATE_RENDER_TIMEOUT_MS
+    template_max_output_bytes: int = DEFAULT_TEMPLATE_MAX_OUTPUT_BYTES
     #: Migrations run as the tables' owner; the application's own role (DATABASE_URL) must
     #: not own them, or PostgreSQL row-level security would not apply to it.
     migration_database_url: str | None = None
@@ -286,6 +296,16 @@ class Settings:
             template_default_locale=get("TEMPLATE_DEFAULT_LOCALE", DEFAULT_TEMPLATE_LOCALE)
             or DEFAULT_TEMPLATE_LOCALE,
             template_strict=_bool("TEMPLATE_STRICT", get("TEMPLATE_STRICT", "true") or "true"),
+            template_render_timeout_ms=_int(
+                "TEMPLATE_RENDER_TIMEOUT_MS",
+                get("TEMPLATE_RENDER_TIMEOUT_MS", str(DEFAULT_TEMPLATE_RENDER_TIMEOUT_MS)) or "",
+                minimum=1,
+            ),
+            template_max_output_bytes=_int(
+                "TEMPLATE_MAX_OUTPUT_BYTES",
+                get("TEMPLATE_MAX_OUTPUT_BYTES", str(DEFAULT_TEMPLATE_MAX_OUTPUT_BYTES)) or "",
+                minimum=1,
+            ),
             migration_database_url=_postgres_driver(get("MIGRATION_DATABASE_URL")),
             in_app_retention_days=_int(
                 "IN_APP_RETENTION_DAYS",

@@ -25,10 +25,17 @@ from shared.config import RetryPolicy, Settings
 from shared.db.models import utcnow
 from shared.db.rls import user_scope
 from shared.db.session import session_scope
-from shared.errors import DeliveryError, PermanentDeliveryError, RenderError, TemporaryDeliveryError
+from shared.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    RenderError,
+    RenderLimitExceeded,
+    TemporaryDeliveryError,
+)
 from shared.logging import get_logger
 from shared.providers.base import Provider, SendResult
 from shared.templates import messages as template_messages
+from shared.templates.budget import RenderLimits
 
 log = get_logger(__name__)
 
@@ -84,7 +91,10 @@ class Pipeline:
                 return stopped
             claim = self.render(claim)
         except RenderError as exc:
-            return self.record_failure(claim, PermanentDeliveryError(str(exc), code="template_render_error"))
+            # The same data renders the same way next time: never retried.
+            over = isinstance(exc, RenderLimitExceeded)
+            code = "template_render_limit" if over else "template_render_error"
+            return self.record_failure(claim, PermanentDeliveryError(str(exc), code=code))
         except Exception as exc:  # e.g. the database failing mid-stage: retry, then dead-letter
             return self.record_failure(claim, self.unexpected(claim, exc))
         started = time.perf_counter()
@@ -144,7 +154,11 @@ class Pipeline:
             return claim
         with session_scope(self.settings.database_url) as session:
             payload = template_messages.render_payload(
-                session, self.channel, claim.payload, strict=self.settings.template_strict
+                session,
+                self.channel,
+                claim.payload,
+                strict=self.settings.template_strict,
+                limits=RenderLimits.of(self.settings),
             )
         return replace(claim, payload=payload)
 

@@ -8,6 +8,7 @@
     ├── EnqueueError                the broker did not confirm the message; the caller may retry (HTTP 503)
     ├── NotFound                    the addressed record does not exist (HTTP 404)
     ├── RenderError                 a stored template could not render one message (that message fails)
+    │   └── RenderLimitExceeded     the render ran over its time or output budget (preview: HTTP 422)
     └── DeliveryError               a provider refused or failed a send
         ├── TemporaryDeliveryError  worth retrying: SMTP 4xx, timeouts, HTTP 408/429/5xx, Twilio 5xx/20429
         └── PermanentDeliveryError  retrying cannot help: SMTP 5xx, HTTP 4xx, Twilio 21211 …
@@ -55,6 +56,10 @@ class TemplateError(ValidationError):
 
 class RenderError(KaiError):
     """Rendering a message from its template failed (a missing variable, a bad value)."""
+
+
+class RenderLimitExceeded(RenderError):
+    """A render used more CPU time or produced more output than its budget allows."""
 
 
 class EnqueueError(KaiError):

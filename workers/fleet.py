@@ -9,13 +9,13 @@ import os
 
 from shared.broker import get_broker
 from shared.config import get_settings
-from shared.logging import configure_logging
+from shared.logging import configure_logging, secret_values
 from workers.actors import declare_all
 from workers.retention import RetentionMiddleware
 from workers.scheduler import SchedulerMiddleware
 
 settings = get_settings()
-configure_logging(settings.log_level)
+configure_logging(settings.log_level, secret_values(settings))
 broker = get_broker(settings)
 broker.add_middleware(SchedulerMiddleware(settings))
 broker.add_middleware(RetentionMiddleware(settings))

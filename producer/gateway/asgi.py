@@ -6,11 +6,11 @@ from starlette.applications import Starlette
 
 from producer.gateway.app import create_app
 from shared.config import get_settings, set_settings, startup_settings
-from shared.logging import configure_logging
+from shared.logging import configure_logging, secret_values
 
 
 def build() -> Starlette:
     settings = startup_settings(get_settings())
     set_settings(settings)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, secret_values(settings))
     return create_app(settings)

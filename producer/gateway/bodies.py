@@ -1,4 +1,5 @@
-"""Reading request bodies safely: a size cap enforced while streaming, JSON objects only."""
+"""Reading request bodies safely: a size cap enforced while streaming, JSON objects only,
+within the shape limits of :mod:`shared.json_shape` (depth, number of values, no NUL)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from starlette.requests import Request
 
 from producer.gateway.errors import ApiError
 from producer.service import validation_error
+from shared.json_shape import JsonShapeError, check_shape
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -39,35 +41,13 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
         raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "body must be a JSON object")
-    _refuse_nul(body)
+    try:
+        check_shape(body)
+    except JsonShapeError as exc:
+        if exc.too_large:
+            raise ApiError(413, "payload_too_large", f"request body has {exc}") from None
+        raise ApiError(400, "invalid_json", f"body is not acceptable JSON: {exc}") from None
     return body
-
-
-def _refuse_nul(body: dict[str, Any]) -> None:
-    """PostgreSQL stores no NUL character in text or JSONB, and no caller means to send one:
-    refuse NUL (U+0000) anywhere in the body, keys included, before it reaches the database."""
-    pending: list[tuple[str, Any]] = [("", body)]
-    while pending:
-        path, value = pending.pop()
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if "\x00" in key:
-                    raise _nul(path)
-                pending.append((f"{path}.{key}" if path else key, item))
-        elif isinstance(value, list):
-            pending.extend((f"{path}.{i}", item) for i, item in enumerate(value))
-        elif isinstance(value, str) and "\x00" in value:
-            raise _nul(path)
-
-
-def _nul(field: str) -> ApiError:
-    message = "text must not contain NUL characters (U+0000)"
-    return ApiError(
-        422,
-        "validation_error",
-        f"{field or 'body'}: {message}",
-        [{"field": field or None, "message": message}],
-    )
 
 
 def parse(model: type[M], body: dict[str, Any]) -> M:

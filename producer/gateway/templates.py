@@ -5,7 +5,8 @@ next version (``channel`` and ``locale`` in the body pick which), ``GET /{key}``
 current versions (``?channel=&locale=&version=`` for an older one), ``DELETE /{key}``
 retires it (``?channel=&locale=`` narrows; queued messages still render their version),
 and ``POST /{key}/preview`` renders it with the given or the stored sample data.
-A refused template answers 400 with ``details: [{part, line, message}]``.
+A refused template answers 400 with ``details: [{part, line, message}]``; a preview over
+the render budget (CPU time, output size) answers 422 ``render_limit_exceeded``.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from producer.gateway.errors import ApiError
 from producer.gateway.openapi import Auth, Param, Reply, operation
 from producer.gateway.openapi.views import Template, TemplateList, TemplatePreview, TemplateVersions
 from shared.db.session import session_scope
-from shared.errors import NotFound, RenderError, TemplateError
+from shared.errors import NotFound, RenderError, RenderLimitExceeded, TemplateError
 from shared.templates import engine, store
 from shared.templates import messages as template_messages
+from shared.templates.budget import RenderLimits
 
 CHANNEL = Param("channel", "The template's channel: email, sms, in_app or webhook.")
 LOCALE = Param("locale", "The locale, e.g. `fr-CA`; the default locale when absent.")
@@ -85,6 +87,7 @@ async def create_template(request: Request) -> JSONResponse:
                 session,
                 given,
                 default_locale=settings.template_default_locale,
+                limits=RenderLimits.of(settings),
             )
             return template_messages.view(row)
 
@@ -152,6 +155,7 @@ async def put_template(request: Request) -> JSONResponse:
                 session,
                 given,
                 default_locale=settings.template_default_locale,
+                limits=RenderLimits.of(settings),
             )
             return template_messages.view(row)
 
@@ -202,8 +206,15 @@ async def preview_template(request: Request) -> JSONResponse:
             compiled = store.load(session, row.key, row.channel, row.locale, row.version)
             try:
                 rendered = engine.render(
-                    compiled, data, strict=settings.template_strict, partials=store.current_partials(session)
+                    compiled,
+                    data,
+                    strict=settings.template_strict,
+                    partials=store.current_partials(session),
+                    limits=RenderLimits.of(settings),
                 )
+            except RenderLimitExceeded as exc:
+                details = [{"part": None, "line": None, "message": str(exc)}]
+                raise ApiError(422, "render_limit_exceeded", str(exc), details) from None
             except RenderError as exc:
                 raise TemplateError(str(exc), [{"part": None, "line": None, "message": str(exc)}]) from None
             return {

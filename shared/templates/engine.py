@@ -4,6 +4,11 @@ A template version is immutable, so its compiled parts are cached by
 ``(key, channel, locale, version)`` for the life of the process and never compiled per
 message. pybars' compiler is not thread-safe (pybars3 #42), so every compile holds one
 lock; rendering a compiled template is re-entrant and runs without it.
+
+pybars is not a sandbox: a source reaches its compiler only after the whitelist
+(:mod:`~shared.templates.syntax`) accepted it, compiled code looks names up through
+:mod:`~shared.templates.sandbox` (keys, never attributes), and every render runs within a
+:class:`~shared.templates.budget.RenderBudget` of CPU time and output.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import Any
 import pybars
 
 from shared.errors import RenderError
-from shared.templates import syntax
+from shared.templates import sandbox, syntax
+from shared.templates.budget import RenderBudget, RenderLimits
 from shared.templates.context import prepare_data
 from shared.templates.helpers import HELPERS
 
@@ -79,7 +85,9 @@ _cache_lock = threading.Lock()
 
 def _compile_one(source: str, *, html: bool, partials: set[str] | None, used: set[str]) -> Renderer:
     checked, usage = syntax.check(source, html=html, helpers=HELPERS, partials=partials)
+    _check_as_pybars_reads_it(checked, html=html, partials=partials)
     used.update(usage.partials)
+    sandbox.seal()
     with _compile_lock:
         try:
             renderer: Renderer = _compiler.compile(checked)
@@ -87,6 +95,21 @@ def _compile_one(source: str, *, html: bool, partials: set[str] | None, used: se
             message = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise syntax.TemplateSyntaxError(syntax.Problem(_line_of(message), message)) from None
     return renderer
+
+
+def _check_as_pybars_reads_it(checked: str, *, html: bool, partials: set[str] | None) -> None:
+    """pybars rewrites a source before parsing it (``~`` whitespace control strips spaces
+    and line breaks next to tags), which can join a stray ``{`` to a tag: ``{ {{~x}}}``
+    passes the whitelist as an escaped ``{{x}}`` and reaches pybars as the raw ``{{{x}}}``.
+    So what pybars will read must itself pass the whitelist unchanged."""
+    rewritten = _compiler.whitespace_control(checked)
+    again, _ = syntax.check(rewritten, html=html, helpers=HELPERS, partials=partials)
+    if again != rewritten:
+        differs = next(i for i, (a, b) in enumerate(zip(again, rewritten, strict=False)) if a != b)
+        line = rewritten.count("\n", 0, differs) + 1
+        raise syntax.TemplateSyntaxError(
+            syntax.Problem(line, "a brace beside a {{~ … ~}} tag changes what the tag means")
+        )
 
 
 def _line_of(message: str) -> int:
@@ -130,6 +153,8 @@ def compile_source(source: TemplateSource, *, known_partials: set[str] | None = 
 
 
 def _compile_payload(value: Any, where: str, partials: set[str] | None, used: set[str]) -> Any:
+    if isinstance(value, str) and "{{" not in value:
+        return value  # nothing to render: compiling every plain string would cost ~1 ms each
     if isinstance(value, str):
         try:
             return _compile_one(value, html=False, partials=partials, used=used)
@@ -163,9 +188,10 @@ def forget_cache() -> None:
         _cache.clear()
 
 
-def _run(renderer: Renderer, data: Any, partials: Mapping[str, Renderer]) -> str:
+def _run(renderer: Renderer, data: Any, partials: Mapping[str, Renderer], budget: RenderBudget) -> str:
+    helpers = budget.helpers(HELPERS)
     try:
-        return str(renderer(data, helpers=HELPERS, partials=dict(partials)))
+        return str(budget.run(lambda d: renderer(d, helpers=helpers, partials=dict(partials)), data))
     except RenderError:
         raise
     except Exception as exc:  # pybars raises PybarsError, and data can trip Python errors
@@ -179,27 +205,35 @@ def render(
     *,
     strict: bool,
     partials: Mapping[str, Compiled],
+    limits: RenderLimits | None = None,
 ) -> dict[str, Any]:
-    """Every part rendered with ``data``; the webhook payload as a JSON-ready document."""
+    """Every part rendered with ``data``; the webhook payload as a JSON-ready document.
+    All parts share one budget (``limits``): over it, RenderLimitExceeded."""
+    budget = RenderBudget(limits or RenderLimits())
     context = prepare_data(dict(data), strict=strict)
-    html_partials = {name: p.parts["html"] for name, p in partials.items() if "html" in p.parts}
-    text_partials = {name: p.parts["text"] for name, p in partials.items() if "text" in p.parts}
+    html_partials = {
+        name: budget.partial(p.parts["html"]) for name, p in partials.items() if "html" in p.parts
+    }
+    text_partials = {
+        name: budget.partial(p.parts["text"]) for name, p in partials.items() if "text" in p.parts
+    }
     html_parts = {spec.name for specs in CHANNEL_PARTS.values() for spec in specs if spec.html}
     result: dict[str, Any] = {}
     for name, renderer in compiled.parts.items():
-        result[name] = _run(renderer, context, html_partials if name in html_parts else text_partials)
+        partials_here = html_partials if name in html_parts else text_partials
+        result[name] = _run(renderer, context, partials_here, budget)
     if compiled.payload is not None:
-        result["payload"] = _render_payload(compiled.payload, context, text_partials)
+        result["payload"] = _render_payload(compiled.payload, context, text_partials, budget)
     return result
 
 
-def _render_payload(value: Any, context: Any, partials: Mapping[str, Renderer]) -> Any:
+def _render_payload(value: Any, context: Any, partials: Mapping[str, Renderer], budget: RenderBudget) -> Any:
     if callable(value):
-        return _run(value, context, partials)
+        return _run(value, context, partials, budget)
     if isinstance(value, dict):
-        return {k: _render_payload(v, context, partials) for k, v in value.items()}
+        return {k: _render_payload(v, context, partials, budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [_render_payload(v, context, partials) for v in value]
+        return [_render_payload(v, context, partials, budget) for v in value]
     return value
 
 

@@ -21,6 +21,7 @@ from shared.messages import (
     SMS_BODY_MAX_CHARS,
 )
 from shared.templates import engine, store
+from shared.templates.budget import RenderLimits
 
 #: The payload key holding the template reference.
 TEMPLATE_FIELD = "template"
@@ -46,13 +47,18 @@ def _text(rendered: dict[str, Any], part: str, limit: int, *, single_line: bool 
 
 
 def render_payload(
-    session: Session, channel: Channel, payload: dict[str, Any], *, strict: bool
+    session: Session,
+    channel: Channel,
+    payload: dict[str, Any],
+    *,
+    strict: bool,
+    limits: RenderLimits | None = None,
 ) -> dict[str, Any]:
     """The provider payload for a templated message. Raises RenderError (the message fails)."""
     ref = payload[TEMPLATE_FIELD]
     compiled = store.load(session, ref["key"], channel.value, ref["locale"], int(ref["version"]))
     partials = store.current_partials(session)
-    rendered = engine.render(compiled, ref.get("data") or {}, strict=strict, partials=partials)
+    rendered = engine.render(compiled, ref.get("data") or {}, strict=strict, partials=partials, limits=limits)
     if channel is Channel.EMAIL:
         text = str(rendered.get("text") or "").strip() or None
         html = str(rendered.get("html") or "").strip() or None

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from shared.db.models import MessageTemplate, utcnow
 from shared.errors import NotFound, RenderError, TemplateError
 from shared.templates import engine
+from shared.templates.budget import RenderLimits
 from shared.templates.engine import PARTIAL, Compiled, TemplateSource
 
 #: How long a process reuses its view of which partial versions are current.
@@ -97,9 +98,12 @@ def source_of(row: MessageTemplate) -> TemplateSource:
     )
 
 
-def check(session: Session, given: TemplateInput, channel: str, locale: str) -> None:
+def check(
+    session: Session, given: TemplateInput, channel: str, locale: str, limits: RenderLimits | None = None
+) -> None:
     """Refuse a template that could not render: bad syntax, unknown helper or partial, a
-    required part missing or rendering empty with the sample data. Raises TemplateError."""
+    required part missing or rendering empty (or over ``limits``) with the sample data.
+    Raises TemplateError."""
     allowed = {spec.name for spec in engine.CHANNEL_PARTS[channel]}
     stray = [name for name, text in given.parts().items() if text is not None and name not in allowed]
     if channel != "webhook" and given.payload is not None:
@@ -122,7 +126,7 @@ def check(session: Session, given: TemplateInput, channel: str, locale: str) -> 
     if channel == "webhook" and not given.payload:
         raise _refuse("payload", None, "a webhook template needs a non-empty 'payload'")
     try:
-        rendered = engine.render(compiled, given.sample_data, strict=False, partials=partials)
+        rendered = engine.render(compiled, given.sample_data, strict=False, partials=partials, limits=limits)
     except RenderError as exc:
         raise _refuse("sampleData", None, str(exc)) from None
     if channel == "email":
@@ -132,11 +136,13 @@ def check(session: Session, given: TemplateInput, channel: str, locale: str) -> 
             raise _refuse(name, None, f"{name!r} renders empty with the sample data")
 
 
-def save(session: Session, given: TemplateInput, *, default_locale: str) -> MessageTemplate:
+def save(
+    session: Session, given: TemplateInput, *, default_locale: str, limits: RenderLimits | None = None
+) -> MessageTemplate:
     """Check and store ``given`` as the next version of its key, channel and locale."""
     channel = normalize_channel(given.channel)
     locale = given.locale or default_locale
-    check(session, given, channel, locale)
+    check(session, given, channel, locale, limits)
     scope = (
         MessageTemplate.key == given.key,
         MessageTemplate.channel == channel,
