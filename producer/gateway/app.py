@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from producer.gateway import (
     events,
@@ -21,6 +22,7 @@ from producer.gateway import (
     webhooks,
 )
 from producer.gateway.errors import HANDLERS
+from producer.gateway.ratelimit import GatewayLimits, RateLimitHeaders
 from producer.service import NotificationService
 from shared.config import Settings
 from shared.metrics import QueueDepthCollector
@@ -35,6 +37,7 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await app.state.hub.stop()
+            app.state.rate_limits.close()
 
     app = Starlette(
         routes=[
@@ -51,9 +54,11 @@ def create_app(settings: Settings) -> Starlette:
             *webhooks.routes,
         ],
         exception_handlers=HANDLERS,
+        middleware=[Middleware(RateLimitHeaders)],
         lifespan=lifespan,
     )
     app.state.service = NotificationService(settings)
     app.state.queue_depths = QueueDepthCollector(settings)
     app.state.hub = open_hub(settings)
+    app.state.rate_limits = GatewayLimits(settings)
     return app

@@ -3,6 +3,8 @@
 
 Server keys are compared in constant time against every configured key (several may be
 valid at once, for rotation). A server key may act for a user with ``X-User-Id``.
+Once the caller is known, the request is charged to its rate-limit budget
+(:mod:`producer.gateway.ratelimit`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from enum import Enum
 import jwt
 from starlette.requests import Request
 
+from producer.gateway import ratelimit
 from producer.gateway.errors import ApiError
 from shared.config import Settings
 
@@ -59,7 +62,14 @@ def _is_server_key(settings: Settings, credential: str) -> bool:
 
 
 def authenticate(request: Request, settings: Settings) -> Principal:
-    return _principal(request, settings, _bearer(request))
+    credential = _bearer(request)
+    return _charged(request, _principal(request, settings, credential), credential)
+
+
+def _charged(request: Request, principal: Principal, credential: str) -> Principal:
+    server_key = credential if principal.kind is Kind.SERVER else None
+    ratelimit.charge(request, server_key=server_key, user_id=principal.user_id)
+    return principal
 
 
 def _principal(request: Request, settings: Settings, credential: str) -> Principal:
@@ -118,7 +128,7 @@ def require_user_for_stream(request: Request, settings: Settings) -> Principal:
     principal = _user_token(request, settings, token.strip())
     if principal.user_id is None:
         raise ApiError(401, "unauthenticated", "unknown token", headers=_challenge())
-    return principal
+    return _charged(request, principal, token.strip())
 
 
 def server_settings(request: Request) -> Settings:

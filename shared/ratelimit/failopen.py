@@ -19,7 +19,7 @@ from shared.ratelimit.base import Decision, RateLimiter, RateLimitUnavailable
 log = get_logger(__name__)
 
 #: After a failed call, checks pass unchecked this long before the backend is tried again.
-PAUSE_AFTER_FAILURE_SECONDS = 1.0
+PAUSE_AFTER_FAILURE_SECONDS = 5.0
 
 
 class FailOpen:
