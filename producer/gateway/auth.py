@@ -3,8 +3,9 @@
 
 Server keys are compared in constant time against every configured key (several may be
 valid at once, for rotation). A server key may act for a user with ``X-User-Id``.
-Once the caller is known, the request is charged to its rate-limit budget
-(:mod:`producer.gateway.ratelimit`).
+Once the caller is known and of the right kind, the request is charged to its rate-limit
+budget (:mod:`producer.gateway.ratelimit`): on server endpoints the key's own, on
+user-acting endpoints the user's.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Principal:
     kind: Kind
     #: The user acted for: the token's ``sub``, or a server key's ``X-User-Id``.
     user_id: str | None
+    #: Names a server key (in rate-limit budgets and logs) without revealing it.
+    key_fingerprint: str | None = None
 
 
 def _bearer(request: Request) -> str:
@@ -62,19 +65,13 @@ def _is_server_key(settings: Settings, credential: str) -> bool:
 
 
 def authenticate(request: Request, settings: Settings) -> Principal:
-    credential = _bearer(request)
-    return _charged(request, _principal(request, settings, credential), credential)
-
-
-def _charged(request: Request, principal: Principal, credential: str) -> Principal:
-    server_key = credential if principal.kind is Kind.SERVER else None
-    ratelimit.charge(request, server_key=server_key, user_id=principal.user_id)
-    return principal
+    return _principal(request, settings, _bearer(request))
 
 
 def _principal(request: Request, settings: Settings, credential: str) -> Principal:
     if _is_server_key(settings, credential):
-        return Principal(Kind.SERVER, request.headers.get("x-user-id") or None)
+        user_id = request.headers.get("x-user-id") or None
+        return Principal(Kind.SERVER, user_id, key_fingerprint=ratelimit.fingerprint(credential))
     if credential.count(".") == 2 and settings.user_token_secret:
         try:
             claims = jwt.decode(
@@ -104,6 +101,8 @@ def require_server(request: Request, settings: Settings) -> Principal:
     principal = authenticate(request, settings)
     if principal.kind is not Kind.SERVER:
         raise ApiError(403, "forbidden", "this endpoint needs a server API key, not a user token")
+    # Server endpoints act for the key, whatever X-User-Id says: one budget per key.
+    ratelimit.charge(request, key_fingerprint=principal.key_fingerprint, user_id=None)
     return principal
 
 
@@ -112,6 +111,7 @@ def require_user(request: Request, settings: Settings) -> Principal:
     principal = authenticate(request, settings)
     if principal.user_id is None:
         raise ApiError(400, "user_required", "a server key must name the user with X-User-Id")
+    ratelimit.charge(request, key_fingerprint=principal.key_fingerprint, user_id=principal.user_id)
     return principal
 
 
@@ -128,7 +128,8 @@ def require_user_for_stream(request: Request, settings: Settings) -> Principal:
     principal = _user_token(request, settings, token.strip())
     if principal.user_id is None:
         raise ApiError(401, "unauthenticated", "unknown token", headers=_challenge())
-    return _charged(request, principal, token.strip())
+    ratelimit.charge(request, key_fingerprint=None, user_id=principal.user_id)
+    return principal
 
 
 def server_settings(request: Request) -> Settings:

@@ -4,9 +4,10 @@ credential is known (:mod:`producer.gateway.auth`), once per request.
 Groups: ``send`` (POST /api/messages/*, /api/notifications/test), ``events`` (POST
 /api/events), ``read`` (the inbox, stream connects, message and event status) and ``manage``
 (templates, rules, preferences, webhook endpoints, contacts). A budget belongs to one
-credential: a server key (known by a fingerprint, never by the key itself) and, when it acts
-for a user with ``X-User-Id``, that user; or a user token's ``sub``. So one user of a server
-key cannot spend another's budget.
+credential: on server endpoints a server key's (known by a fingerprint, never by the key
+itself); on endpoints that act for a user, the user's: a server key naming it with
+``X-User-Id`` has one budget per user, so one user cannot spend another's, and a user token
+its ``sub``'s.
 
 Every limited response carries the IETF ``RateLimit-Limit``, ``RateLimit-Remaining``,
 ``RateLimit-Reset`` (seconds) and ``RateLimit-Policy`` headers
@@ -97,28 +98,19 @@ class GatewayLimits:
             {group: limit for group, limit in budgets.items() if limit is not None} if config.enabled else {}
         )
         self.guard = FailOpen(build_rate_limiter(settings.redis_url), "gateway") if self.budgets else None
-        self._fingerprints: dict[str, str] = {}
 
-    def check(self, group: Group, server_key: str | None, user_id: str | None) -> Decision | None:
+    def check(self, group: Group, key_fingerprint: str | None, user_id: str | None) -> Decision | None:
         """Spend one request of the caller's budget in ``group``; None when the group is not
         limited (or Redis did not answer)."""
         limit = self.budgets.get(group)
         if limit is None or self.guard is None:
             return None
-        if server_key is not None:
-            who = "k:" + self.fingerprint(server_key)
-            if user_id is not None:
-                who += ":u:" + _user_part(user_id)
-        else:
-            who = "u:" + _user_part(user_id or "")
-        return self.guard.hit(f"gw:{group.value}:{who}", limit.count, limit.window_ms)
-
-    def fingerprint(self, server_key: str) -> str:
-        # Only configured keys get here, so the cache holds a handful of entries.
-        known = self._fingerprints.get(server_key)
-        if known is None:
-            known = self._fingerprints[server_key] = fingerprint(server_key)
-        return known
+        who = []
+        if key_fingerprint is not None:
+            who.append(f"k:{key_fingerprint}")
+        if user_id is not None:
+            who.append(f"u:{_user_part(user_id)}")
+        return self.guard.hit(f"gw:{group.value}:{':'.join(who)}", limit.count, limit.window_ms)
 
     def close(self) -> None:
         if self.guard is not None:
@@ -134,14 +126,15 @@ def headers(decision: Decision, window_ms: int) -> dict[str, str]:
     }
 
 
-def charge(request: Request, *, server_key: str | None, user_id: str | None) -> None:
-    """Spend one request of the authenticated caller's budget, or refuse with 429. A request
-    is charged once, however many times its handler asks who the caller is."""
+def charge(request: Request, *, key_fingerprint: str | None, user_id: str | None) -> None:
+    """Spend one request of the budget of a server key (by its fingerprint), of a user it
+    acts for, or of a user token's user; or refuse with 429. A request is charged once,
+    however many times its handler asks who the caller is."""
     if SCOPE_KEY in request.scope:
         return
     limits: GatewayLimits = request.app.state.rate_limits
     group = group_of(request.method, request.url.path)
-    decision = limits.check(group, server_key, user_id)
+    decision = limits.check(group, key_fingerprint, user_id)
     if decision is None:
         request.scope[SCOPE_KEY] = None
         return
@@ -153,7 +146,7 @@ def charge(request: Request, *, server_key: str | None, user_id: str | None) -> 
     log.info(
         "gateway.rate_limited",
         group=group.value,
-        credential=limits.fingerprint(server_key) if server_key is not None else "user_token",
+        credential=key_fingerprint or "user_token",
         user_id=user_id,
         retry_after_s=decision.reset_seconds,
     )

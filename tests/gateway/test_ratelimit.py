@@ -61,6 +61,10 @@ def send_sms(client: httpx.Client, **headers: str) -> httpx.Response:
     return client.post("/api/messages/sms", json=SMS, headers={**SERVER, **headers})
 
 
+def send_test(client: httpx.Client, headers: dict[str, str]) -> httpx.Response:
+    return client.post("/api/notifications/test", headers=headers)
+
+
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -121,19 +125,28 @@ def test_over_the_limit_answers_429_with_headers_and_enqueues_nothing(
 
 
 def test_users_of_one_server_key_have_separate_budgets(limited: Callable[..., Settings]) -> None:
-    """Given a server key acting for alice with X-User-Id, when alice's send budget is spent,
-    then bob (same key), the key acting for nobody, and alice's own user token still have
-    their whole budgets."""
+    """Given a server key acting for alice with X-User-Id, when alice's send budget is spent
+    (test notifications), then bob (same key), the key's own sends, and alice's own user
+    token still have their whole budgets."""
     with gateway(limited()) as client:
-        alice = [send_sms(client, **{"X-User-Id": "alice"}) for _ in range(4)]
-        bob = send_sms(client, **{"X-User-Id": "bob"})
-        nobody = send_sms(client)
-        alice_token = client.post("/api/notifications/test", headers=user_headers("alice"))
+        alice = [send_test(client, {**SERVER, "X-User-Id": "alice"}) for _ in range(4)]
+        bob = send_test(client, {**SERVER, "X-User-Id": "bob"})
+        key_itself = send_sms(client)
+        alice_token = send_test(client, user_headers("alice"))
 
     assert [r.status_code for r in alice] == [202, 202, 202, 429]
     assert bob.status_code == 202 and bob.headers["RateLimit-Remaining"] == "2"
-    assert nobody.status_code == 202 and nobody.headers["RateLimit-Remaining"] == "2"
+    assert key_itself.status_code == 202 and key_itself.headers["RateLimit-Remaining"] == "2"
     assert alice_token.status_code == 202 and alice_token.headers["RateLimit-Remaining"] == "2"
+
+
+def test_x_user_id_does_not_split_a_server_endpoints_budget(limited: Callable[..., Settings]) -> None:
+    """Sends act for the key, so a caller naming a new user on each one still has one budget
+    (otherwise any key could escape its limit by inventing users)."""
+    with gateway(limited()) as client:
+        answers = [send_sms(client, **{"X-User-Id": f"user-{n}"}) for n in range(4)]
+
+    assert [r.status_code for r in answers] == [202, 202, 202, 429]
 
 
 def test_user_tokens_are_limited_per_user(limited: Callable[..., Settings]) -> None:
@@ -179,12 +192,12 @@ def test_refused_input_is_charged_and_says_so(limited: Callable[..., Settings]) 
 def test_the_key_itself_never_reaches_redis(limited: Callable[..., Settings], redis_url: str) -> None:
     """Budgets in Redis are named by a fingerprint of the key and a hash of the user."""
     with gateway(limited()) as client:
-        send_sms(client, **{"X-User-Id": "erin@example.com"})
+        client.get("/api/notifications/unread-count", headers={**SERVER, "X-User-Id": "erin@example.com"})
 
     client_ = redis_lib.Redis.from_url(redis_url)
     keys = [k.decode() for k in client_.keys("kai:rl:gw:*")]
     client_.close()
-    assert len(keys) == 1 and keys[0].startswith("kai:rl:gw:send:k:")
+    assert len(keys) == 1 and keys[0].startswith("kai:rl:gw:read:k:") and ":u:" in keys[0]
     assert SERVER_KEY not in keys[0] and "erin" not in keys[0]
 
 
