@@ -18,7 +18,7 @@ from pathlib import Path
 
 from shared.channels import Channel
 from shared.errors import ConfigError
-from shared.ratelimit.settings import RateLimitSettings
+from shared.ratelimit_settings import RateLimitSettings
 from shared.webhook_settings import WebhookSettings
 
 #: Where the embedded defaults keep their files (SQLite database, outbox, dev credentials).

@@ -20,7 +20,7 @@ import hashlib
 
 from shared.channels import Channel
 from shared.ratelimit import Decision, FailOpen, RateLimiter
-from shared.ratelimit.settings import RECIPIENT_WINDOW_MS, RateLimitSettings
+from shared.ratelimit_settings import RECIPIENT_WINDOW_MS, RateLimitSettings
 from shared.tracking import Claimed
 
 #: ``error_code`` of a message skipped for its recipient's limit.

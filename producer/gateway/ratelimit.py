@@ -33,7 +33,7 @@ from shared import metrics
 from shared.config import Settings
 from shared.logging import get_logger
 from shared.ratelimit import Decision, FailOpen, build_rate_limiter
-from shared.ratelimit.settings import Limit
+from shared.ratelimit_settings import Limit
 
 log = get_logger(__name__)
 

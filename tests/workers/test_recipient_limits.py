@@ -15,7 +15,7 @@ from producer.service import NotificationService
 from shared.channels import Channel
 from shared.config import Settings
 from shared.ratelimit import MemoryRateLimiter
-from shared.ratelimit.settings import DEFAULT_SMS_RECIPIENT_PER_HOUR, RateLimitSettings
+from shared.ratelimit_settings import DEFAULT_SMS_RECIPIENT_PER_HOUR, RateLimitSettings
 from shared.recipient_limits import SKIP_CODE, RecipientLimits, recipient_key
 from shared.tracking import Claimed
 from tests.conftest import Fleet, final_status

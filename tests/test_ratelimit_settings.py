@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 
 from shared.config import Settings
 from shared.errors import ConfigError
-from shared.ratelimit.settings import DEFAULT_SEND, Limit, parse_limit
+from shared.ratelimit_settings import DEFAULT_SEND, Limit, parse_limit
 
 
 @pytest.mark.parametrize(
@@ -64,3 +66,11 @@ def test_everything_can_be_set_or_switched_off() -> None:
 def test_a_bad_value_stops_the_start_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_reading_settings_imports_no_limiter_and_no_metrics_client() -> None:
+    """Worker pools read settings before they put the Prometheus client in multiprocess mode;
+    a client imported earlier would keep every worker's metrics in memory, unseen."""
+    check = "import sys, shared.config; print(sorted({'prometheus_client', 'redis'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,7 +1,10 @@
 """Settings of the rate limits: the gateway's budgets per endpoint group, and the delivery
 pipeline's per-recipient budgets.
 
-Kept apart from :mod:`shared.config` so the main settings object gains one field. A gateway
+Kept apart from :mod:`shared.config` so the main settings object gains one field, and apart
+from the :mod:`shared.ratelimit` package so reading settings imports no limiter (and no
+Prometheus client: worker pools import settings before they switch the client to
+multiprocess mode). A gateway
 budget is written ``<count>/<period>`` with the period ``s``, ``min`` or ``h`` (``6000/min``);
 a bare number is per minute; ``0`` or ``off`` lifts the group's limit.
 """
@@ -24,9 +27,6 @@ _SPEC = re.compile(r"^\s*(\d+)\s*(?:/\s*([a-z]+))?\s*$")
 class Limit:
     count: int
     window_ms: int
-
-    def __str__(self) -> str:
-        return f"{self.count}/{self.window_ms // 1000}s"
 
 
 def parse_limit(raw: str) -> Limit | None:
