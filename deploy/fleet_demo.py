@@ -238,6 +238,8 @@ def app_env() -> dict[str, str]:
         "WEBHOOK_RETRY_DELAY": "500",
         "WEBHOOK_MAX_RETRIES": "10",
         "LOG_LEVEL": "WARNING",
+        # One key enqueues the whole load: a send budget far beyond it, still checked.
+        "RATE_LIMIT_SEND": "1000000000/min",
     }
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from shared.channels import Channel
 from shared.errors import ConfigError
+from shared.ratelimit_settings import RateLimitSettings
 from shared.webhook_settings import WebhookSettings
 
 #: Where the embedded defaults keep their files (SQLite database, outbox, dev credentials).
@@ -180,6 +181,8 @@ class Settings:
 
     #: Configured webhook endpoints: retry schedule, secrets, SSRF allow-list, health.
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    #: Gateway budgets per endpoint group and credential; per-recipient budgets of workers.
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
 
     @property
     def embedded_broker(self) -> bool:
@@ -329,6 +332,7 @@ class Settings:
             cors_allowed_origins=_csv(get("CORS_ALLOWED_ORIGINS", "") or ""),
             hsts_max_age_seconds=_int("HSTS_MAX_AGE", get("HSTS_MAX_AGE", "0") or ""),
             webhooks=WebhookSettings.from_env(get),
+            rate_limits=RateLimitSettings.from_env(get),
         )
 
     def require_production_secrets(self) -> None:

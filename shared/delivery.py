@@ -1,8 +1,8 @@
 """The delivery pipeline every channel runs, as named stages with typed outcomes:
 
-    claim → preferences → render → provider.send → record_success
-              ↘ skipped      ↘ failed         ↘ record_failure → retry (broker delay | parked)
-              ↘ deferred (quiet hours: parked)                  ↘ failed (+ dead-letter queue)
+    claim → preferences → recipient limit → render → provider.send → record_success
+              ↘ skipped      ↘ skipped         ↘ failed    ↘ record_failure → retry (delay | parked)
+              ↘ deferred (quiet hours: parked)                              ↘ failed (+ dead-letter queue)
 
 It is broker-agnostic: the actor gives it a message id and a provider, and acts on the
 :class:`Outcome` (acknowledge, retry after a delay, or dead-letter). Every decision is first
@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from shared import metrics, preferences, tracking
+from shared import metrics, preferences, recipient_limits, tracking
 from shared.channels import Channel
 from shared.config import RetryPolicy, Settings
 from shared.db.models import utcnow
@@ -34,6 +34,7 @@ from shared.errors import (
 )
 from shared.logging import get_logger
 from shared.providers.base import Provider, SendResult
+from shared.ratelimit import RateLimiter, build_rate_limiter
 from shared.templates import messages as template_messages
 from shared.templates.budget import RenderLimits
 
@@ -74,19 +75,23 @@ def retry_delay_ms(policy: RetryPolicy, attempt: int, error: DeliveryError) -> i
 class Pipeline:
     """Delivers messages of one channel with one provider."""
 
-    def __init__(self, channel: Channel, provider: Provider, settings: Settings) -> None:
+    def __init__(
+        self, channel: Channel, provider: Provider, settings: Settings, limiter: RateLimiter | None = None
+    ) -> None:
         self.channel = channel
         self.provider = provider
         self.settings = settings
         self.policy = settings.retry_policy(channel)
         self.lease = timedelta(milliseconds=settings.delivery_lease_ms)
+        self.limiter = limiter or build_rate_limiter(settings.redis_url)
+        self.recipients = recipient_limits.RecipientLimits(settings.rate_limits, channel, self.limiter)
 
     def run(self, message_id: str) -> Outcome:
         claim = self.claim(message_id)
         if not isinstance(claim, tracking.Claimed):
             return self.not_claimed(message_id, claim)
         try:
-            stopped = self.check_preferences(claim)
+            stopped = self.check_preferences(claim) or self.check_recipient_limit(claim)
             if stopped is not None:
                 return stopped
             claim = self.render(claim)
@@ -148,6 +153,23 @@ class Pipeline:
             return Outcome(Action.ACK, reason="deferred by quiet hours")
         return None
 
+    def check_recipient_limit(self, claim: tracking.Claimed) -> Outcome | None:
+        """Take the message's place in its recipient's hourly budget: None to go on, or the
+        outcome of a message skipped because the recipient has had enough this hour."""
+        decision = self.recipients.reserve(claim)
+        if decision is None or decision.allowed:
+            return None
+        reason = (
+            f"the recipient already received {decision.limit} {self.channel.value} messages "
+            f"in the last hour (limit per recipient)"
+        )
+        code = recipient_limits.SKIP_CODE
+        with session_scope(self.settings.database_url) as session:
+            tracking.mark_skipped(session, claim.id, claim.attempt, reason=reason, code=code)
+        metrics.RECIPIENT_RATE_LIMITED.labels(self.channel.value).inc()
+        log.info("delivery.skipped", message_id=claim.id, channel=self.channel.value, code=code)
+        return Outcome(Action.ACK, reason=code)
+
     def render(self, claim: tracking.Claimed) -> tracking.Claimed:
         """A templated message's provider payload, rendered from its pinned version."""
         if not template_messages.is_templated(claim.payload):
@@ -195,6 +217,8 @@ class Pipeline:
         return Outcome(Action.ACK, reason="sent")
 
     def record_failure(self, claim: tracking.Claimed, error: DeliveryError) -> Outcome:
+        # Not sent, so it must not count against the recipient (a retry takes a place again).
+        self.recipients.release(claim)
         details: dict[str, Any] = getattr(error, "details", {}) or {}
         fields = {
             "message_id": claim.id,

@@ -48,6 +48,19 @@ PROVIDER_LATENCY = Histogram(
     ["channel", "outcome"],
     buckets=LATENCY_BUCKETS,
 )
+GATEWAY_RATE_LIMITED = Counter(
+    "kai_gateway_rate_limited_total", "Requests the gateway refused with 429 (rate limit).", ["group"]
+)
+RECIPIENT_RATE_LIMITED = Counter(
+    "kai_recipient_rate_limited_total",
+    "Messages skipped because their recipient had reached its hourly limit.",
+    ["channel"],
+)
+RATE_LIMIT_UNAVAILABLE = Counter(
+    "kai_rate_limit_unavailable_total",
+    "Rate-limit checks let through unchecked because the limiter's backend (Redis) did not answer.",
+    ["component"],
+)
 
 #: How long queue depths read from RabbitMQ are reused between scrapes.
 QUEUE_DEPTH_CACHE_SECONDS = 5.0

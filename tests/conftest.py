@@ -6,7 +6,8 @@ As in production, the tables belong to the migrating role (``database_url``, the
 the application connects as another role (``app_database_url``: not the owner, not a
 superuser, NOBYPASSRLS), so PostgreSQL row-level security applies to everything the code
 under test does.
-Between tests every table is emptied and every queue purged. If a service is down the run
+Between tests every table is emptied, every queue purged and the Redis database (rate-limit
+budgets, breaker state) flushed. If a service is down the run
 fails at once with the command that starts it: a skipped integration test proves nothing.
 """
 
@@ -243,6 +244,10 @@ def _clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
         forget_templates()
     if "broker_url" in request.fixturenames:
         Queues(request.getfixturevalue("broker_url")).purge_all()
+    if "redis_url" in request.fixturenames:
+        client = redis_lib.Redis.from_url(request.getfixturevalue("redis_url"))
+        client.flushdb()
+        client.close()
     yield
     reset_broker()
 

@@ -54,6 +54,7 @@ class LazyPipeline:
     def close(self) -> None:
         if self._pipeline is not None:
             self._pipeline.provider.close()
+            self._pipeline.limiter.close()
             self._pipeline = None
 
 

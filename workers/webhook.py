@@ -25,10 +25,8 @@ from shared.db.session import session_scope
 from shared.delivery import JITTER, Action, Outcome, Pipeline
 from shared.errors import DeliveryError, TemporaryDeliveryError
 from shared.logging import get_logger
-from shared.providers.base import Provider
 from shared.providers.http import ENDPOINT_STATE_CODES
 from shared.tracking import Claimed
-from shared.webhook_ratelimit import RateLimiter, build_rate_limiter
 
 log = get_logger(__name__)
 
@@ -41,6 +39,9 @@ RETRY_AFTER_CODES = frozenset({"http_429", "http_502", "http_503", "http_504"})
 #: The answer that disables an endpoint at once: the receiver says it is gone for good.
 GONE_CODE = "http_410"
 
+#: The window of an endpoint's ``rateLimitPerSecond``.
+ENDPOINT_RATE_WINDOW_MS = 1000
+
 
 def _endpoint_id(claim: Claimed) -> str | None:
     value = claim.payload.get("configurationId")
@@ -48,12 +49,6 @@ def _endpoint_id(claim: Claimed) -> str | None:
 
 
 class WebhookPipeline(Pipeline):
-    def __init__(
-        self, channel: Channel, provider: Provider, settings: Settings, limiter: RateLimiter | None = None
-    ) -> None:
-        super().__init__(channel, provider, settings)
-        self.limiter = limiter or build_rate_limiter(settings)
-
     def run(self, message_id: str) -> Outcome:
         held = self.hold_back(message_id)
         if held is not None:
@@ -78,10 +73,12 @@ class WebhookPipeline(Pipeline):
                 if due is not None:
                     return self._wait_for_predecessor(session, message_id, due)
             limit = endpoint.rate_limit_per_second
-        wait_ms = 0 if limit is None else self.limiter.acquire(endpoint_id, limit)
-        if wait_ms:
-            log.info("webhook.rate_limited", message_id=message_id, retry_in_ms=wait_ms)
-            return Outcome(Action.RETRY, delay_ms=wait_ms, reason="endpoint rate limit")
+        if limit is None:
+            return None
+        decision = self.limiter.hit(f"webhook:{endpoint_id}", limit, ENDPOINT_RATE_WINDOW_MS)
+        if not decision.allowed:
+            log.info("webhook.rate_limited", message_id=message_id, retry_in_ms=decision.reset_ms)
+            return Outcome(Action.RETRY, delay_ms=max(1, decision.reset_ms), reason="endpoint rate limit")
         return None
 
     def _wait_for_predecessor(self, session: Session, message_id: str, due: datetime) -> Outcome:

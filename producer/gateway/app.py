@@ -25,6 +25,7 @@ from producer.gateway import (
     webhooks,
 )
 from producer.gateway.errors import HANDLERS
+from producer.gateway.ratelimit import GatewayLimits, RateLimitHeaders
 from producer.gateway.security_headers import SecurityHeaders
 from producer.service import NotificationService
 from shared.config import Settings
@@ -40,6 +41,7 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await app.state.hub.stop()
+            app.state.rate_limits.close()
 
     app = Starlette(
         routes=[
@@ -61,6 +63,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[
             Middleware(SecurityHeaders, hsts_max_age_seconds=settings.hsts_max_age_seconds),
             *cors.middleware(settings),
+            Middleware(RateLimitHeaders),
         ],
         lifespan=lifespan,
     )
@@ -69,4 +72,5 @@ def create_app(settings: Settings) -> Starlette:
     app.state.service = NotificationService(settings)
     app.state.queue_depths = QueueDepthCollector(settings)
     app.state.hub = open_hub(settings)
+    app.state.rate_limits = GatewayLimits(settings)
     return app

@@ -3,6 +3,9 @@
 
 Server keys are compared in constant time against every configured key (several may be
 valid at once, for rotation). A server key may act for a user with ``X-User-Id``.
+Once the caller is known and of the right kind, the request is charged to its rate-limit
+budget (:mod:`producer.gateway.ratelimit`): on server endpoints the key's own, on
+user-acting endpoints the user's.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from enum import Enum
 import jwt
 from starlette.requests import Request
 
+from producer.gateway import ratelimit
 from producer.gateway.errors import ApiError
 from shared.config import Settings
 from shared.messages import ID_MAX_CHARS
@@ -32,6 +36,8 @@ class Principal:
     kind: Kind
     #: The user acted for: the token's ``sub``, or a server key's ``X-User-Id``.
     user_id: str | None
+    #: Names a server key (in rate-limit budgets and logs) without revealing it.
+    key_fingerprint: str | None = None
 
 
 def _bearer(request: Request) -> str:
@@ -65,7 +71,8 @@ def authenticate(request: Request, settings: Settings) -> Principal:
 
 def _principal(request: Request, settings: Settings, credential: str) -> Principal:
     if _is_server_key(settings, credential):
-        return Principal(Kind.SERVER, request.headers.get("x-user-id") or None)
+        user_id = request.headers.get("x-user-id") or None
+        return Principal(Kind.SERVER, user_id, key_fingerprint=ratelimit.fingerprint(credential))
     if credential.count(".") == 2 and settings.user_token_secret:
         try:
             claims = jwt.decode(
@@ -99,6 +106,8 @@ def require_server(request: Request, settings: Settings) -> Principal:
     principal = authenticate(request, settings)
     if principal.kind is not Kind.SERVER:
         raise ApiError(403, "forbidden", "this endpoint needs a server API key, not a user token")
+    # Server endpoints act for the key, whatever X-User-Id says: one budget per key.
+    ratelimit.charge(request, key_fingerprint=principal.key_fingerprint, user_id=None)
     return principal
 
 
@@ -110,6 +119,7 @@ def require_user(request: Request, settings: Settings) -> Principal:
     if len(principal.user_id) > ID_MAX_CHARS:
         # User ids are stored in columns of this width: refuse here rather than fail there.
         raise ApiError(400, "invalid_user_id", f"X-User-Id is longer than {ID_MAX_CHARS} characters")
+    ratelimit.charge(request, key_fingerprint=principal.key_fingerprint, user_id=principal.user_id)
     return principal
 
 
@@ -126,6 +136,7 @@ def require_user_for_stream(request: Request, settings: Settings) -> Principal:
     principal = _user_token(request, settings, token.strip())
     if principal.user_id is None:
         raise ApiError(401, "unauthenticated", "unknown token", headers=_challenge())
+    ratelimit.charge(request, key_fingerprint=None, user_id=principal.user_id)
     return principal
 
 

@@ -17,7 +17,7 @@ from producer.webhooks import WebhookAdmin
 from shared import netguard
 from shared.channels import Channel
 from shared.config import Settings
-from shared.webhook_ratelimit import WINDOW_MS, RateLimiter
+from shared.ratelimit import Decision, RateLimiter
 from tests.conftest import Fleet, final_status
 from tests.sinks.webhook_receiver import WebhookReceiver
 from tests.waiting import wait_until
@@ -176,8 +176,9 @@ def test_the_rate_limit_holds_messages_back_without_using_attempts(
     settings: Settings, fleet: Callable[..., Fleet]
 ) -> None:
     """Given an endpoint limited to one request per second, when three events are emitted at
-    once, then the limiter holds some back and grants one per one-second window, and all
-    three are delivered on their first attempt."""
+    once, then the limiter holds some back and grants one per one-second window (so the
+    third grant comes more than a second after the first), and all three are delivered on
+    their first attempt."""
     receiver, _ = receiver_with_endpoint(settings, rateLimitPerSecond=1)
     running = fleet(settings, [Channel.WEBHOOK])
     pipeline = running.pipelines[Channel.WEBHOOK].get()
@@ -190,29 +191,36 @@ def test_the_rate_limit_holds_messages_back_without_using_attempts(
         receiver.wait_for(3, timeout=15)
         service = NotificationService(settings)
         assert [final_status(service, i)["attempts"] for i in ids] == [1, 1, 1]
-        granted = [(before, after) for before, after, wait_ms in limiter.answers if wait_ms == 0]
+        granted = [(before, after) for before, after, allowed in limiter.answers if allowed]
         assert len(granted) == 3
-        surely_in = [before for before, after in granted if before == after]
-        assert len(surely_in) == len(set(surely_in)), f"two grants in one window: {granted}"
-        assert any(wait_ms > 0 for *_, wait_ms in limiter.answers)
+        # Windows of one second follow each other, so the first and third grants lie in
+        # windows at least a second apart (measured from outside the calls: a lower bound).
+        last_after, first_before = max(a for _, a in granted), min(b for b, _ in granted)
+        assert last_after - first_before > 1.0, f"grants too close together: {granted}"
+        assert not all(allowed for *_, allowed in limiter.answers)
     finally:
         receiver.stop()
 
 
 class RecordingLimiter(RateLimiter):
-    """Delegates, and records each answer with the one-second windows current just before
-    and just after it (the same when the call did not straddle a window boundary)."""
+    """Delegates, and records whether each call was allowed with the time just before and
+    just after it."""
 
     def __init__(self, inner: RateLimiter) -> None:
         self.inner = inner
-        self.answers: list[tuple[int, int, int]] = []
+        self.answers: list[tuple[float, float, bool]] = []
 
-    def acquire(self, key: str, limit: int) -> int:
-        before = int(time.time() * 1000) // WINDOW_MS
-        wait_ms = self.inner.acquire(key, limit)
-        after = int(time.time() * 1000) // WINDOW_MS
-        self.answers.append((before, after, wait_ms))
-        return wait_ms
+    def hit(self, key: str, limit: int, window_ms: int) -> Decision:
+        before = time.monotonic()
+        decision = self.inner.hit(key, limit, window_ms)
+        self.answers.append((before, time.monotonic(), decision.allowed))
+        return decision
+
+    def reserve(self, key: str, name: str, limit: int, window_ms: int) -> Decision:
+        return self.inner.reserve(key, name, limit, window_ms)
+
+    def release(self, key: str, name: str) -> None:
+        self.inner.release(key, name)
 
 
 def test_an_ordered_endpoint_delivers_each_key_in_order_one_at_a_time(

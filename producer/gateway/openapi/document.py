@@ -220,10 +220,11 @@ def _error_statuses(op: Operation, takes_parameters: bool) -> set[int]:
     statuses = set(op.errors)
     if takes_parameters:
         statuses.add(422)  # a parameter the database cannot hold (too long, a NUL character)
+    # Every authenticated request is charged to a rate-limit group (producer/gateway/ratelimit.py).
     if op.auth is Auth.SERVER:
-        statuses |= {401, 403}
+        statuses |= {401, 403, 429}
     elif op.auth in (Auth.USER, Auth.USER_OR_QUERY_TOKEN):
-        statuses |= {400, 401}
+        statuses |= {400, 401, 429}
     if op.body:
         statuses |= {400, 413, 415, 422}
     return statuses
