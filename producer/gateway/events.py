@@ -14,7 +14,7 @@ from starlette.routing import Route
 from producer.events import EventNotificationService
 from producer.gateway.auth import server_settings
 from producer.gateway.bodies import parse, read_json_object
-from shared.db.session import session_scope
+from shared.db.rls import user_scope
 from shared.errors import NotFound
 from shared.events import contacts
 
@@ -42,7 +42,7 @@ async def put_contacts(request: Request) -> JSONResponse:
     given = parse(contacts.ContactInput, body)
 
     def write() -> dict[str, Any]:
-        with session_scope(settings.database_url) as session:
+        with user_scope(settings.database_url, user_id) as session:
             return contacts.view(contacts.put(session, user_id, given))
 
     return JSONResponse(await run_in_threadpool(write))
@@ -53,7 +53,7 @@ async def get_contacts(request: Request) -> JSONResponse:
     user_id = request.path_params["user_id"]
 
     def read() -> dict[str, Any]:
-        with session_scope(settings.database_url) as session:
+        with user_scope(settings.database_url, user_id) as session:
             row = contacts.get(session, user_id)
             if row is None:
                 raise NotFound(f"no contacts for user {user_id}")
