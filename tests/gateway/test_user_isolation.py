@@ -1,0 +1,165 @@
+"""A user reaches only their own data over HTTP: with alice's token, bob's notifications,
+preferences, contacts, events, messages and stream stay out of reach, and naming one of
+bob's ids answers exactly as naming an id nobody has (nothing reveals that it exists)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from producer.gateway.app import create_app
+from shared.config import Settings
+from shared.db.models import (
+    EventLog,
+    Notification,
+    NotificationLog,
+    UserContact,
+    UserNotificationPreference,
+    utcnow,
+)
+from shared.db.rls import system_scope
+from shared.inbox import Position
+from tests.gateway.credentials import bearer, user_token
+from tests.gateway.server import LiveServer
+from tests.gateway.sse import SseClient
+from tests.waiting import wait_until
+
+NOBODYS_ID = "00000000-0000-4000-8000-000000000000"
+BOB_OLD_NOTIFICATION = "bob-old-notification"
+BOB_NOTIFICATION = "bob-notification"
+ALICE_NOTIFICATION = "alice-notification"
+BOB_MESSAGE = "bob-message"
+BOB_EVENT = "bob-event"
+BOB_EMAIL = "bob@example.com"
+
+
+def seed(settings: Settings) -> None:
+    now = utcnow()
+    with system_scope(settings.database_url) as session:
+        for ident, user, age in (
+            (BOB_OLD_NOTIFICATION, "bob", timedelta(hours=1)),
+            (ALICE_NOTIFICATION, "alice", timedelta(minutes=2)),
+            (BOB_NOTIFICATION, "bob", timedelta(minutes=1)),
+        ):
+            created = now - age
+            session.add(
+                Notification(id=ident, user_id=user, title=ident, message="m", data={}, created_at=created)
+            )
+        session.add(
+            UserNotificationPreference(
+                user_id="bob", sms_enabled=False, event_preferences={}, created_at=now, updated_at=now
+            )
+        )
+        session.add(UserContact(user_id="bob", email=BOB_EMAIL, created_at=now, updated_at=now))
+        session.add(EventLog(id=BOB_EVENT, event_type="order.placed", user_id="bob", data={}, created_at=now))
+        session.add(
+            NotificationLog(
+                id=BOB_MESSAGE,
+                channel="email",
+                status="queued",
+                recipient=BOB_EMAIL,
+                user_id="bob",
+                payload={"to": BOB_EMAIL, "subject": "private"},
+                max_attempts=3,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+
+def bobs_data(settings: Settings) -> dict[str, Any]:
+    with system_scope(settings.database_url) as session:
+        notifications = {
+            n.id: (n.read_at is None, n.deleted_at is None)
+            for n in session.query(Notification).filter(Notification.user_id == "bob")
+        }
+        preferences = session.get(UserNotificationPreference, "bob")
+        contact = session.get(UserContact, "bob")
+        return {
+            "notifications unread and kept": notifications,
+            "sms enabled": preferences.sms_enabled if preferences else None,
+            "email": contact.email if contact else None,
+        }
+
+
+BOB_UNTOUCHED = {
+    "notifications unread and kept": {BOB_OLD_NOTIFICATION: (True, True), BOB_NOTIFICATION: (True, True)},
+    "sms enabled": False,
+    "email": BOB_EMAIL,
+}
+
+
+@pytest.fixture
+def alice(settings: Settings) -> Iterator[httpx.Client]:
+    seed(settings)
+    with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url, timeout=10) as c:
+        c.headers.update(bearer(user_token("alice")))
+        yield c
+    assert bobs_data(settings) == BOB_UNTOUCHED
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A request of alice's naming one of bob's ids; ``{id}`` stands for the id."""
+
+    what: str
+    method: str
+    path: str
+    bobs_id: str
+    #: The status both bob's id and an id nobody has get.
+    status: int
+    body: dict[str, Any] | None = None
+
+    def request(self, client: httpx.Client, ident: str) -> tuple[int, Any]:
+        body = json.loads(json.dumps(self.body).replace("{id}", ident)) if self.body else None
+        response = client.request(self.method, self.path.replace("{id}", ident), json=body)
+        return response.status_code, response.json()
+
+
+IDS = {"ids": ["{id}"]}
+PROBES = [
+    Probe("mark as read", "POST", "/api/notifications/mark-as-read", BOB_NOTIFICATION, 200, IDS),
+    Probe("delete", "POST", "/api/notifications/delete", BOB_NOTIFICATION, 200, IDS),
+    Probe("read a message status", "GET", "/api/messages/{id}", BOB_MESSAGE, 403),
+    Probe("read an event", "GET", "/api/events/{id}", BOB_EVENT, 403),
+    Probe("read contacts", "GET", "/api/users/{id}/contacts", "bob", 403),
+    Probe("replace contacts", "PUT", "/api/users/{id}/contacts", "bob", 403, {"email": "eve@example.com"}),
+]
+
+
+@pytest.mark.parametrize("probe", PROBES, ids=lambda p: p.what)
+def test_bobs_id_answers_like_an_id_nobody_has(alice: httpx.Client, probe: Probe) -> None:
+    """Given bob's data, when alice names one of bob's ids, then she gets the answer an
+    unknown id gets, and bob's data is untouched (checked when the fixture ends)."""
+    with_bobs, with_nobodys = probe.request(alice, probe.bobs_id), probe.request(alice, NOBODYS_ID)
+
+    assert with_bobs == with_nobodys
+    assert with_bobs[0] == probe.status
+
+
+def test_alice_sees_only_her_own(settings: Settings, alice: httpx.Client) -> None:
+    """Given notifications and preferences of alice and bob, then alice's feed, unread count,
+    preferences and stream (resumed from one of bob's event ids) show only hers, and her
+    bulk actions touch only hers."""
+    feed = alice.get("/api/notifications").json()
+    count = alice.get("/api/notifications/unread-count").json()
+    preferences = alice.get("/api/notifications/preferences").json()
+    read_all = alice.post("/api/notifications/mark-all-as-read", json={}).json()
+    resume_from = Position(utcnow() - timedelta(hours=2), BOB_OLD_NOTIFICATION).text()
+    with SseClient(
+        str(alice.base_url.join("/api/notifications/stream")),
+        headers={"Authorization": alice.headers["Authorization"], "Last-Event-ID": resume_from},
+    ) as stream:
+        wait_until(lambda: stream.last_count() is not None, message="the stream sent no unread count")
+
+    assert [item["id"] for item in feed["items"]] == [ALICE_NOTIFICATION]
+    assert count == {"count": 1}
+    assert preferences["smsEnabled"] is True  # bob's is off
+    assert read_all == {"updated": 1, "unreadCount": 0}
+    assert stream.titles() == [ALICE_NOTIFICATION]
