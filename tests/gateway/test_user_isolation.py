@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from producer.gateway.app import create_app
 from shared.config import Settings
@@ -77,7 +78,7 @@ def bobs_data(settings: Settings) -> dict[str, Any]:
     with system_scope(settings.database_url) as session:
         notifications = {
             n.id: (n.read_at is None, n.deleted_at is None)
-            for n in session.query(Notification).filter(Notification.user_id == "bob")
+            for n in session.scalars(select(Notification).where(Notification.user_id == "bob"))
         }
         preferences = session.get(UserNotificationPreference, "bob")
         contact = session.get(UserContact, "bob")
@@ -101,7 +102,6 @@ def alice(settings: Settings) -> Iterator[httpx.Client]:
     with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url, timeout=10) as c:
         c.headers.update(bearer(user_token("alice")))
         yield c
-    assert bobs_data(settings) == BOB_UNTOUCHED
 
 
 @dataclass(frozen=True)
@@ -134,13 +134,14 @@ PROBES = [
 
 
 @pytest.mark.parametrize("probe", PROBES, ids=lambda p: p.what)
-def test_bobs_id_answers_like_an_id_nobody_has(alice: httpx.Client, probe: Probe) -> None:
+def test_bobs_id_answers_like_an_id_nobody_has(settings: Settings, alice: httpx.Client, probe: Probe) -> None:
     """Given bob's data, when alice names one of bob's ids, then she gets the answer an
-    unknown id gets, and bob's data is untouched (checked when the fixture ends)."""
+    unknown id gets, and bob's data is untouched."""
     with_bobs, with_nobodys = probe.request(alice, probe.bobs_id), probe.request(alice, NOBODYS_ID)
 
     assert with_bobs == with_nobodys
     assert with_bobs[0] == probe.status
+    assert bobs_data(settings) == BOB_UNTOUCHED
 
 
 def test_alice_sees_only_her_own(settings: Settings, alice: httpx.Client) -> None:
@@ -163,3 +164,4 @@ def test_alice_sees_only_her_own(settings: Settings, alice: httpx.Client) -> Non
     assert preferences["smsEnabled"] is True  # bob's is off
     assert read_all == {"updated": 1, "unreadCount": 0}
     assert stream.titles() == [ALICE_NOTIFICATION]
+    assert bobs_data(settings) == BOB_UNTOUCHED
