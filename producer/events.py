@@ -22,7 +22,7 @@ from producer.service import validation_error
 from shared.broker import get_broker
 from shared.config import Settings, get_settings
 from shared.db.models import EventLog, utcnow
-from shared.db.rls import system_scope
+from shared.db.rls import scope_for, system_scope
 from shared.errors import EnqueueError, NotFound, PayloadTooLarge
 from shared.events.processing import QUEUED
 from shared.events.queue import publish_event
@@ -123,11 +123,12 @@ class EventNotificationService:
                 return winner, False
             return row.id, True
 
-    def get_event(self, event_id: str) -> dict[str, Any]:
-        """The event as recorded, with what processing it produced."""
+    def get_event(self, event_id: str, *, for_user: str | None = None) -> dict[str, Any]:
+        """The event as recorded, with what processing it produced; with ``for_user``, only
+        that user's event (another's is not found)."""
         from shared.db.models import NotificationLog
 
-        with system_scope(self.settings.database_url) as session:
+        with scope_for(self.settings.database_url, for_user) as session:
             row = session.get(EventLog, event_id)
             if row is None:
                 raise NotFound(f"no event with id {event_id}")

@@ -18,7 +18,7 @@ from shared import netguard, tracking
 from shared.broker import get_broker, publish
 from shared.channels import Channel
 from shared.config import Settings, get_settings
-from shared.db.rls import system_scope
+from shared.db.rls import scope_for, system_scope
 from shared.db.session import session_scope
 from shared.errors import EnqueueError, NotFound, PayloadTooLarge, ValidationError
 from shared.logging import get_logger
@@ -166,10 +166,10 @@ class NotificationService:
 
     # -- tracking ------------------------------------------------------------------------
 
-    def get_status(self, message_id: str) -> dict[str, Any]:
+    def get_status(self, message_id: str, *, for_user: str | None = None) -> dict[str, Any]:
         """The message's delivery status as the HTTP API shows it (camelCase keys). Any
-        message: the caller holds a server key (or is the application itself)."""
-        with system_scope(self.settings.database_url) as session:
+        message, or with ``for_user`` only that user's (another's is not found)."""
+        with scope_for(self.settings.database_url, for_user) as session:
             row = tracking.get(session, message_id)
             if row is None:
                 raise NotFound(f"no message with id {message_id}")

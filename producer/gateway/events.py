@@ -1,6 +1,9 @@
 """``POST /api/events`` (server key): queue an event for rule processing (202 + id);
 ``GET /api/events/{id}``: what it produced. ``PUT|GET /api/users/{id}/contacts``: where a
-user is reached by event rules."""
+user is reached by event rules.
+
+A server key naming a user with ``X-User-Id`` reads and writes only that user's events and
+contacts: another user's answer 404, as if they did not exist."""
 
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from producer.events import EventNotificationService
-from producer.gateway.auth import server_settings
+from producer.gateway.auth import require_server, server_settings
 from producer.gateway.bodies import parse, read_json_object
+from shared.config import Settings
 from shared.db.rls import user_scope
 from shared.errors import NotFound
 from shared.events import contacts
@@ -30,14 +34,30 @@ async def post_event(request: Request) -> JSONResponse:
     return JSONResponse({"id": event_id, "status": "queued"}, status_code=202)
 
 
+def _server_acting_for(request: Request) -> tuple[Settings, str | None]:
+    """The settings, once the caller holds a server key, and the user it names, if any."""
+    settings: Settings = request.app.state.service.settings
+    return settings, require_server(request, settings).user_id
+
+
 async def get_event(request: Request) -> JSONResponse:
-    service = _events(request)
-    return JSONResponse(await run_in_threadpool(service.get_event, request.path_params["event_id"]))
+    settings, acting_for = _server_acting_for(request)
+    service, event_id = EventNotificationService(settings), request.path_params["event_id"]
+    return JSONResponse(await run_in_threadpool(lambda: service.get_event(event_id, for_user=acting_for)))
+
+
+def _contacts_owner(request: Request) -> tuple[Settings, str]:
+    """The settings and the user of the path, unless the key acts for someone else: then
+    the path's user is not found, as with any user it cannot see."""
+    settings, acting_for = _server_acting_for(request)
+    user_id: str = request.path_params["user_id"]
+    if acting_for is not None and acting_for != user_id:
+        raise NotFound(f"no contacts for user {user_id}")
+    return settings, user_id
 
 
 async def put_contacts(request: Request) -> JSONResponse:
-    settings = server_settings(request)
-    user_id = request.path_params["user_id"]
+    settings, user_id = _contacts_owner(request)
     body = await read_json_object(request, settings.max_payload_bytes)
     given = parse(contacts.ContactInput, body)
 
@@ -49,8 +69,7 @@ async def put_contacts(request: Request) -> JSONResponse:
 
 
 async def get_contacts(request: Request) -> JSONResponse:
-    settings = server_settings(request)
-    user_id = request.path_params["user_id"]
+    settings, user_id = _contacts_owner(request)
 
     def read() -> dict[str, Any]:
         with user_scope(settings.database_url, user_id) as session:

@@ -26,7 +26,7 @@ both are plain sessions.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -61,3 +61,9 @@ def system_scope(url: str) -> Iterator[Session]:
     with session_scope(url) as session:
         _set_local(session, SYSTEM_SETTING, "on")
         yield session
+
+
+def scope_for(url: str, user_id: str | None) -> AbstractContextManager[Session]:
+    """:func:`user_scope` when acting for a user, else :func:`system_scope`: a server key
+    that names a user (``X-User-Id``) reaches only that user's rows."""
+    return user_scope(url, user_id) if user_id else system_scope(url)

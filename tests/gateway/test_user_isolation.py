@@ -1,6 +1,7 @@
-"""A user reaches only their own data over HTTP: with alice's token, bob's notifications,
-preferences, contacts, events, messages and stream stay out of reach, and naming one of
-bob's ids answers exactly as naming an id nobody has (nothing reveals that it exists)."""
+"""A user reaches only their own data over HTTP: with alice's token, or a server key acting
+for alice, bob's notifications, preferences, contacts, events, messages and stream stay out
+of reach, and naming one of bob's ids answers exactly as naming an id nobody has (nothing
+reveals that it exists)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from shared.db.models import (
 )
 from shared.db.rls import system_scope
 from shared.inbox import Position
+from tests.conftest import SERVER_KEY
 from tests.gateway.credentials import bearer, user_token
 from tests.gateway.server import LiveServer
 from tests.gateway.sse import SseClient
@@ -104,6 +106,10 @@ def alice(settings: Settings) -> Iterator[httpx.Client]:
         yield c
 
 
+#: How alice calls: with her own token, or through the host application's server key.
+TOKEN, SERVER_KEY_FOR_ALICE = "alice's token", "server key + X-User-Id: alice"
+
+
 @dataclass(frozen=True)
 class Probe:
     """A request of alice's naming one of bob's ids; ``{id}`` stands for the id."""
@@ -115,25 +121,41 @@ class Probe:
     #: The status both bob's id and an id nobody has get.
     status: int
     body: dict[str, Any] | None = None
+    caller: str = TOKEN
 
     def request(self, client: httpx.Client, ident: str) -> tuple[int, Any]:
         body = json.loads(json.dumps(self.body).replace("{id}", ident)) if self.body else None
-        response = client.request(self.method, self.path.replace("{id}", ident), json=body)
-        return response.status_code, response.json()
+        headers = {**bearer(SERVER_KEY), "X-User-Id": "alice"} if self.caller == SERVER_KEY_FOR_ALICE else {}
+        response = client.request(self.method, self.path.replace("{id}", ident), json=body, headers=headers)
+        # Error messages echo the id asked for; everything else must be the same.
+        return response.status_code, json.loads(response.text.replace(ident, "{id}"))
+
+    def __str__(self) -> str:
+        return f"{self.what} ({self.caller})"
 
 
 IDS = {"ids": ["{id}"]}
+CONTACTS = {"email": "eve@example.com"}
+AS_SERVER = SERVER_KEY_FOR_ALICE
 PROBES = [
     Probe("mark as read", "POST", "/api/notifications/mark-as-read", BOB_NOTIFICATION, 200, IDS),
     Probe("delete", "POST", "/api/notifications/delete", BOB_NOTIFICATION, 200, IDS),
+    Probe("mark as read", "POST", "/api/notifications/mark-as-read", BOB_NOTIFICATION, 200, IDS, AS_SERVER),
+    Probe("delete", "POST", "/api/notifications/delete", BOB_NOTIFICATION, 200, IDS, AS_SERVER),
+    # A user token is refused on server endpoints whatever the id: 403 either way.
     Probe("read a message status", "GET", "/api/messages/{id}", BOB_MESSAGE, 403),
     Probe("read an event", "GET", "/api/events/{id}", BOB_EVENT, 403),
     Probe("read contacts", "GET", "/api/users/{id}/contacts", "bob", 403),
-    Probe("replace contacts", "PUT", "/api/users/{id}/contacts", "bob", 403, {"email": "eve@example.com"}),
+    Probe("replace contacts", "PUT", "/api/users/{id}/contacts", "bob", 403, CONTACTS),
+    # A server key acting for alice reaches alice's rows only: bob's are not found.
+    Probe("read a message status", "GET", "/api/messages/{id}", BOB_MESSAGE, 404, caller=AS_SERVER),
+    Probe("read an event", "GET", "/api/events/{id}", BOB_EVENT, 404, caller=AS_SERVER),
+    Probe("read contacts", "GET", "/api/users/{id}/contacts", "bob", 404, caller=AS_SERVER),
+    Probe("replace contacts", "PUT", "/api/users/{id}/contacts", "bob", 404, CONTACTS, AS_SERVER),
 ]
 
 
-@pytest.mark.parametrize("probe", PROBES, ids=lambda p: p.what)
+@pytest.mark.parametrize("probe", PROBES, ids=str)
 def test_bobs_id_answers_like_an_id_nobody_has(settings: Settings, alice: httpx.Client, probe: Probe) -> None:
     """Given bob's data, when alice names one of bob's ids, then she gets the answer an
     unknown id gets, and bob's data is untouched."""
@@ -165,3 +187,17 @@ def test_alice_sees_only_her_own(settings: Settings, alice: httpx.Client) -> Non
     assert read_all == {"updated": 1, "unreadCount": 0}
     assert stream.titles() == [ALICE_NOTIFICATION]
     assert bobs_data(settings) == BOB_UNTOUCHED
+
+
+@pytest.mark.parametrize("acting_for", ["bob", None], ids=["X-User-Id: bob", "no X-User-Id"])
+def test_a_server_key_reaches_its_users_or_all_rows(alice: httpx.Client, acting_for: str | None) -> None:
+    """Given bob's message, event and contacts, then a server key acting for bob, or for
+    nobody in particular, reads them all."""
+    headers = {**bearer(SERVER_KEY), **({"X-User-Id": acting_for} if acting_for else {})}
+
+    answers = [
+        alice.get(path, headers=headers).status_code
+        for path in (f"/api/messages/{BOB_MESSAGE}", f"/api/events/{BOB_EVENT}", "/api/users/bob/contacts")
+    ]
+
+    assert answers == [200, 200, 200]
