@@ -64,7 +64,6 @@ def test_every_configured_server_key_is_accepted() -> None:
     assert who(settings, ROTATED_KEY, **{"X-User-Id": "alice"}) == (Kind.SERVER, "alice")
 
 
-NOW = int(time.time())
 BEYOND = TOKEN_LEEWAY_SECONDS + 600
 WITHIN = TOKEN_LEEWAY_SECONDS // 2
 
@@ -74,13 +73,30 @@ AUD = {"USER_TOKEN_AUDIENCE": AUDIENCE}
 ISS = {"USER_TOKEN_ISSUER": ISSUER}
 ROTATING = {"USER_TOKEN_PREVIOUS_SECRETS": f"{OTHER_OLD_SECRET},{OLD_SECRET}"}
 
+Mint = Callable[[], str]
 
-def token(**extra: Any) -> str:
-    return user_token("alice", **extra)
+#: Claims holding a time, given below in seconds from the moment the token is minted.
+TIMES = ("exp", "nbf", "iat")
 
 
-#: (case, configuration, token, accepted?). Tokens are minted once, at import.
-TOKENS: list[tuple[str, dict[str, str], str, bool]] = [
+def timed(claims: dict[str, Any]) -> dict[str, Any]:
+    now = int(time.time())
+    return {name: now + value if name in TIMES else value for name, value in claims.items()}
+
+
+def token(**extra: Any) -> Mint:
+    """Alice's token, minted when the test runs: a token minted at import would age while
+    the rest of the suite runs, and the cases at the edge of the leeway would drift over it."""
+    return lambda: user_token("alice", **timed(extra))
+
+
+def raw(claims: dict[str, Any]) -> Mint:
+    """Exactly ``claims`` (times relative, as above), nothing added."""
+    return lambda: jwt.encode(timed(claims), USER_TOKEN_SECRET, algorithm="HS256")
+
+
+#: (case, configuration, token, accepted?)
+TOKENS: list[tuple[str, dict[str, str], Mint, bool]] = [
     ("plain token", PLAIN, token(), True),
     ("aud not configured: an aud claim is ignored", PLAIN, token(aud="someone-else"), True),
     ("iss not configured: an iss claim is ignored", PLAIN, token(iss="https://x.example"), True),
@@ -91,35 +107,35 @@ TOKENS: list[tuple[str, dict[str, str], str, bool]] = [
     ("iss configured and matching", ISS, token(iss=ISSUER), True),
     ("iss configured, token has none", ISS, token(), False),
     ("iss configured, token has another", ISS, token(iss="https://evil.example"), False),
-    ("expired beyond the leeway", PLAIN, token(exp=NOW - BEYOND), False),
-    ("expired within the leeway", PLAIN, token(exp=NOW - WITHIN), True),
-    ("nbf in the future beyond the leeway", PLAIN, token(nbf=NOW + BEYOND), False),
-    ("nbf in the future within the leeway", PLAIN, token(nbf=NOW + WITHIN), True),
-    ("iat in the future beyond the leeway", PLAIN, token(iat=NOW + BEYOND), False),
-    ("iat in the past", PLAIN, token(iat=NOW - 60), True),
-    ("no exp", PLAIN, jwt.encode({"sub": "alice"}, USER_TOKEN_SECRET, algorithm="HS256"), False),
-    ("no sub", PLAIN, jwt.encode({"exp": NOW + 60}, USER_TOKEN_SECRET, algorithm="HS256"), False),
-    ("empty sub", PLAIN, user_token(""), False),
+    ("expired beyond the leeway", PLAIN, token(exp=-BEYOND), False),
+    ("expired within the leeway", PLAIN, token(exp=-WITHIN), True),
+    ("nbf in the future beyond the leeway", PLAIN, token(nbf=BEYOND), False),
+    ("nbf in the future within the leeway", PLAIN, token(nbf=WITHIN), True),
+    ("iat in the future beyond the leeway", PLAIN, token(iat=BEYOND), False),
+    ("iat in the past", PLAIN, token(iat=-60), True),
+    ("no exp", PLAIN, raw({"sub": "alice"}), False),
+    ("no sub", PLAIN, raw({"exp": BEYOND}), False),
+    ("empty sub", PLAIN, lambda: user_token(""), False),
     ("signed with an unknown secret", PLAIN, token(secret=FOREIGN_SECRET), False),
-    ("alg none", PLAIN, unsigned_token("alice"), False),
-    ("HS512 with the right secret", PLAIN, hs512_token("alice"), False),
-    ("RS256", PLAIN, rsa_token("alice"), False),
+    ("alg none", PLAIN, lambda: unsigned_token("alice"), False),
+    ("HS512 with the right secret", PLAIN, lambda: hs512_token("alice"), False),
+    ("RS256", PLAIN, lambda: rsa_token("alice"), False),
     ("signed with a previous secret", ROTATING, token(secret=OLD_SECRET), True),
     ("previous secret no longer listed", PLAIN, token(secret=OLD_SECRET), False),
-    ("previous secret, but expired", ROTATING, token(secret=OLD_SECRET, exp=NOW - BEYOND), False),
+    ("previous secret, but expired", ROTATING, token(secret=OLD_SECRET, exp=-BEYOND), False),
 ]
 
 
-@pytest.mark.parametrize(("env", "token", "accepted"), [t[1:] for t in TOKENS], ids=[t[0] for t in TOKENS])
-def test_user_tokens(env: dict[str, str], token: str, accepted: bool) -> None:
+@pytest.mark.parametrize(("env", "mint", "accepted"), [t[1:] for t in TOKENS], ids=[t[0] for t in TOKENS])
+def test_user_tokens(env: dict[str, str], mint: Mint, accepted: bool) -> None:
     """Given the configuration and a token, then the token identifies its subject, or is
     refused with 401 and a Bearer challenge."""
-    settings = settings_of(**env)
+    settings, credential = settings_of(**env), mint()
 
     if accepted:
-        assert who(settings, token) == (Kind.USER, "alice")
+        assert who(settings, credential) == (Kind.USER, "alice")
     else:
-        status, code, challenge = refusal(lambda: who(settings, token))
+        status, code, challenge = refusal(lambda: who(settings, credential))
         assert (status, code) == (401, "invalid_token")
         assert challenge is not None and challenge.startswith("Bearer")
 
