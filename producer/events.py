@@ -22,7 +22,7 @@ from producer.service import validation_error
 from shared.broker import get_broker
 from shared.config import Settings, get_settings
 from shared.db.models import EventLog, utcnow
-from shared.db.session import session_scope
+from shared.db.rls import scope_for, system_scope
 from shared.errors import EnqueueError, NotFound, PayloadTooLarge
 from shared.events.processing import QUEUED
 from shared.events.queue import publish_event
@@ -91,7 +91,7 @@ class EventNotificationService:
         try:
             publish_event(get_broker(self.settings), event_id)
         except EnqueueError:
-            with session_scope(self.settings.database_url) as session:
+            with system_scope(self.settings.database_url) as session:
                 session.execute(delete(EventLog).where(EventLog.id == event_id))
             raise
         log.info("event.queued", event_id=event_id, event_type=request.event_type)
@@ -99,7 +99,8 @@ class EventNotificationService:
 
     def _record(self, request: EventRequest) -> tuple[str, bool]:
         key = request.idempotency_key
-        with session_scope(self.settings.database_url) as session:
+        # As the system, like a message: idempotency keys are unique across users.
+        with system_scope(self.settings.database_url) as session:
             if key is not None:
                 existing = session.scalar(select(EventLog.id).where(EventLog.idempotency_key == key))
                 if existing is not None:
@@ -124,11 +125,12 @@ class EventNotificationService:
                 return winner, False
             return row.id, True
 
-    def get_event(self, event_id: str) -> dict[str, Any]:
-        """The event as recorded, with what processing it produced."""
+    def get_event(self, event_id: str, *, for_user: str | None = None) -> dict[str, Any]:
+        """The event as recorded, with what processing it produced; with ``for_user``, only
+        that user's event (another's is not found)."""
         from shared.db.models import NotificationLog
 
-        with session_scope(self.settings.database_url) as session:
+        with scope_for(self.settings.database_url, for_user) as session:
             row = session.get(EventLog, event_id)
             if row is None:
                 raise NotFound(f"no event with id {event_id}")

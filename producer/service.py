@@ -18,6 +18,7 @@ from shared import netguard, tracking
 from shared.broker import get_broker, publish
 from shared.channels import Channel
 from shared.config import Settings, get_settings
+from shared.db.rls import scope_for, system_scope
 from shared.db.session import session_scope
 from shared.errors import EnqueueError, NotFound, PayloadTooLarge, ValidationError
 from shared.json_shape import validate_shape
@@ -148,7 +149,9 @@ class NotificationService:
                 else None
             ),
         )
-        with session_scope(settings.database_url) as session:
+        # As the system: an idempotency key is unique across users, so the lookup of the
+        # first message with it must see every user's rows.
+        with system_scope(settings.database_url) as session:
             message_id, created = tracking.create(session, new)
         if not created:
             log.info("message.idempotent_repeat", message_id=message_id, channel=channel.value)
@@ -156,7 +159,7 @@ class NotificationService:
         try:
             publish(get_broker(settings), channel, message_id)
         except EnqueueError:
-            with session_scope(settings.database_url) as session:
+            with system_scope(settings.database_url) as session:
                 tracking.discard(session, message_id)
             log.error("message.enqueue_failed", message_id=message_id, channel=channel.value)
             raise
@@ -165,9 +168,10 @@ class NotificationService:
 
     # -- tracking ------------------------------------------------------------------------
 
-    def get_status(self, message_id: str) -> dict[str, Any]:
-        """The message's delivery status as the HTTP API shows it (camelCase keys)."""
-        with session_scope(self.settings.database_url) as session:
+    def get_status(self, message_id: str, *, for_user: str | None = None) -> dict[str, Any]:
+        """The message's delivery status as the HTTP API shows it (camelCase keys). Any
+        message, or with ``for_user`` only that user's (another's is not found)."""
+        with scope_for(self.settings.database_url, for_user) as session:
             row = tracking.get(session, message_id)
             if row is None:
                 raise NotFound(f"no message with id {message_id}")

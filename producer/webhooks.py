@@ -19,6 +19,7 @@ from shared.broker import get_broker, publish
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import WebhookDeliveryLog, utcnow
+from shared.db.rls import system_scope
 from shared.db.session import session_scope
 from shared.errors import ValidationError
 from shared.tracking import create as create_message
@@ -112,7 +113,7 @@ class WebhookAdmin:
     def send_test(self, endpoint_id: str) -> str:
         """Queue a signed ``webhook.test`` event for the endpoint (one attempt, no retries)."""
         now = utcnow()
-        with session_scope(self.settings.database_url) as session:
+        with system_scope(self.settings.database_url) as session:
             row = webhook_endpoints.get(session, endpoint_id)
             message = endpoint_message(
                 row,
@@ -165,7 +166,7 @@ class WebhookAdmin:
         return {"data": page, "nextCursor": page[-1]["id"] if len(rows) > size else None}
 
     def replay(self, message_id: str) -> str:
-        with session_scope(self.settings.database_url) as session:
+        with system_scope(self.settings.database_url) as session:
             webhook_replay.replay(session, message_id)
         self._publish([message_id])
         return message_id
@@ -180,7 +181,7 @@ class WebhookAdmin:
             raise _query_error(
                 "since", "must be an ISO 8601 time with a UTC offset, e.g. 2026-11-26T12:00:00Z"
             )
-        with session_scope(self.settings.database_url) as session:
+        with system_scope(self.settings.database_url) as session:
             webhook_endpoints.get(session, endpoint_id)
             ids = webhook_replay.recover(session, endpoint_id, since)
         self._publish(ids)

@@ -179,6 +179,14 @@ class Settings:
     #: not own them, or PostgreSQL row-level security would not apply to it.
     migration_database_url: str | None = None
 
+    #: USER_TOKEN_PREVIOUS_SECRETS: secrets user tokens are still accepted with while their
+    #: issuer moves to USER_TOKEN_SECRET (rotation).
+    user_token_previous_secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: USER_TOKEN_AUDIENCE / USER_TOKEN_ISSUER: when set, a user token must carry exactly
+    #: this ``aud`` (one of its values) / ``iss``; unset, the claim is not required.
+    user_token_audience: str | None = None
+    user_token_issuer: str | None = None
+
     #: Configured webhook endpoints: retry schedule, secrets, SSRF allow-list, health.
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     #: Gateway budgets per endpoint group and credential; per-recipient budgets of workers.
@@ -254,6 +262,9 @@ class Settings:
             redis_url=redis_url,
             api_keys=_csv(get("API_KEYS", "") or ""),
             user_token_secret=get("USER_TOKEN_SECRET", "") or "",
+            user_token_previous_secrets=_csv(get("USER_TOKEN_PREVIOUS_SECRETS", "") or ""),
+            user_token_audience=get("USER_TOKEN_AUDIENCE"),
+            user_token_issuer=get("USER_TOKEN_ISSUER"),
             webhook_allow_private_networks=_bool(
                 "WEBHOOK_ALLOW_PRIVATE_NETWORKS", get("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true") or "true"
             ),

@@ -23,7 +23,7 @@ from shared import metrics, preferences, recipient_limits, tracking
 from shared.channels import Channel
 from shared.config import RetryPolicy, Settings
 from shared.db.models import utcnow
-from shared.db.rls import user_scope
+from shared.db.rls import system_scope, user_scope
 from shared.db.session import session_scope
 from shared.errors import (
     DeliveryError,
@@ -126,7 +126,8 @@ class Pipeline:
         return TemporaryDeliveryError(f"{type(exc).__name__}: {first_line}", code="internal_error")
 
     def claim(self, message_id: str) -> tracking.ClaimResult:
-        with session_scope(self.settings.database_url) as session:
+        # Whose message it is is known only once the row is read: claim as the system.
+        with system_scope(self.settings.database_url) as session:
             return tracking.claim(session, message_id, self.lease)
 
     def check_preferences(self, claim: tracking.Claimed) -> Outcome | None:
@@ -198,7 +199,7 @@ class Pipeline:
         return Outcome(Action.ACK, reason="no such message")
 
     def record_success(self, claim: tracking.Claimed, result: SendResult) -> Outcome:
-        with session_scope(self.settings.database_url) as session:
+        with system_scope(self.settings.database_url) as session:
             self.after_attempt(session, claim, result.details, error=None)
             tracking.mark_sent(
                 session,
@@ -228,21 +229,21 @@ class Pipeline:
             "error": error.message,
         }
         if isinstance(error, PermanentDeliveryError):
-            with session_scope(self.settings.database_url) as session:
+            with system_scope(self.settings.database_url) as session:
                 self.after_attempt(session, claim, details, error=error)
                 tracking.mark_failed(session, claim.id, claim.attempt, error=error.message, code=error.code)
             log.warning("delivery.failed_permanently", **fields)
             return Outcome(Action.ACK, reason=error.code)
         if claim.attempt >= claim.max_attempts:
             reason = f"gave up after {claim.attempt} attempts: {error.message}"
-            with session_scope(self.settings.database_url) as session:
+            with system_scope(self.settings.database_url) as session:
                 self.after_attempt(session, claim, details, error=error)
                 tracking.mark_failed(session, claim.id, claim.attempt, error=reason, code=error.code)
             log.warning("delivery.retries_exhausted", **fields)
             return Outcome(Action.DEAD_LETTER, reason=error.code)
         delay = self.retry_delay(claim, error)
         park = delay > self.settings.broker_delay_limit_ms
-        with session_scope(self.settings.database_url) as session:
+        with system_scope(self.settings.database_url) as session:
             self.after_attempt(session, claim, details, error=error)
             tracking.mark_retry(
                 session,

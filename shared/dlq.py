@@ -17,7 +17,7 @@ from shared.broker import amqp_url_with_defaults, get_broker, publish
 from shared.channels import Channel, Status
 from shared.config import Settings
 from shared.db.models import NotificationLog, utcnow
-from shared.db.session import session_scope
+from shared.db.rls import system_scope
 from shared.errors import ConfigError
 
 
@@ -74,7 +74,7 @@ def replay_dead(settings: Settings, channel: Channel, *, limit: int = 100) -> in
             message_id = _describe(body)["id"]
             if message_id:
                 now = utcnow()
-                with session_scope(settings.database_url) as session:
+                with system_scope(settings.database_url) as session:
                     session.execute(
                         update(NotificationLog)
                         .where(

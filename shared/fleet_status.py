@@ -14,7 +14,7 @@ from shared.broker import amqp_url_with_defaults
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import NotificationLog, utcnow
-from shared.db.session import session_scope
+from shared.db.rls import system_scope
 
 #: The window of "recent" outcomes shown next to the queue depths.
 RECENT_WINDOW = timedelta(minutes=1)
@@ -64,7 +64,7 @@ def broker_status(settings: Settings, queues: list[str]) -> dict[str, QueueStatu
 
 def recent_outcomes(settings: Settings) -> dict[str, dict[str, int]]:
     since = utcnow() - RECENT_WINDOW
-    with session_scope(settings.database_url) as session:
+    with system_scope(settings.database_url) as session:
         rows = session.execute(
             select(NotificationLog.channel, NotificationLog.status, func.count())
             .where(NotificationLog.completed_at >= since)

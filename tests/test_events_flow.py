@@ -116,7 +116,7 @@ def payment_failed(flow_settings: Settings) -> None:
         actionUrl="/billing/{{invoiceId}}",
         sampleData={"plan": "Pro", "amount": 10, "currency": "USD", "invoiceId": "1"},
     )
-    with session_scope(flow_settings.database_url) as session:
+    with system_scope(flow_settings.database_url) as session:
         contacts.put(session, USER, contacts.ContactInput(email="ann@example.com", phone="+14155550100"))
 
 
@@ -136,7 +136,7 @@ def event_messages(settings: Settings, event_id: str, count: int) -> list[Notifi
 
     def ready() -> bool:
         nonlocal found
-        with session_scope(settings.database_url) as session:
+        with system_scope(settings.database_url) as session:
             event = session.get(EventLog, event_id)
             found = list(session.scalars(select(NotificationLog).where(NotificationLog.event_id == event_id)))
             return event is not None and event.status == "processed" and len(found) >= count
@@ -245,7 +245,7 @@ def test_quiet_hours_delay_an_sms_until_the_window_ends(
 
     def deferred() -> bool:
         nonlocal held
-        with session_scope(flow_settings.database_url) as session:
+        with system_scope(flow_settings.database_url) as session:
             held = session.get(NotificationLog, sms.id)
             return held is not None and held.error_code == "deferred"
 
@@ -259,7 +259,7 @@ def test_quiet_hours_delay_an_sms_until_the_window_ends(
 
     # The window ends: the scheduler publishes the parked message when due.
     set_preferences(flow_settings, USER, quietHours=None)
-    with session_scope(flow_settings.database_url) as session:
+    with system_scope(flow_settings.database_url) as session:
         session.execute(update(NotificationLog).where(NotificationLog.id == sms.id).values(due_at=utcnow()))
     view = final_status(NotificationService(flow_settings), sms.id)
     assert view["status"] == "sent"
@@ -340,7 +340,7 @@ def test_conditions_decide_which_rules_fire(
 
     assert len(event_messages(flow_settings, large, 1)) == 1
     assert event_messages(flow_settings, small, 0) == []
-    with session_scope(flow_settings.database_url) as session:
+    with system_scope(flow_settings.database_url) as session:
         small_row = session.get(EventLog, small)
         assert small_row is not None and small_row.matched_rules == 0
 
@@ -444,7 +444,7 @@ def test_an_event_the_broker_lost_is_published_again(
     and the publish), when it is still queued after RESCUE_AFTER, then an events worker
     publishes it again and it is processed."""
     add_rule(flow_settings, eventType="subscription.payment_failed", channels=["in_app"])
-    with session_scope(flow_settings.database_url) as session:
+    with system_scope(flow_settings.database_url) as session:
         session.add(
             EventLog(
                 id="lost-event",

@@ -11,6 +11,7 @@ from shared.broker import get_broker, publish
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import WebhookConfiguration, WebhookDeliveryLog, utcnow
+from shared.db.rls import system_scope
 from shared.db.session import session_scope
 from shared.webhook_fanout import fan_out
 from tests.sinks.webhook_receiver import WebhookReceiver
@@ -23,7 +24,7 @@ def create_endpoint(settings: Settings, url: str, **fields: Any) -> tuple[str, s
 
 
 def emit(settings: Settings, event_type: str, data: dict[str, Any], user_id: str | None = None) -> list[str]:
-    with session_scope(settings.database_url) as session:
+    with system_scope(settings.database_url) as session:
         ids = fan_out(
             session,
             settings,

@@ -18,7 +18,7 @@ from dramatiq.middleware import Middleware
 
 from shared.broker import publish
 from shared.config import Settings
-from shared.db.session import session_scope
+from shared.db.rls import system_scope
 from shared.events import processing
 from shared.events.queue import EVENTS_ACTOR, EVENTS_QUEUE, publish_event
 from shared.logging import get_logger
@@ -31,7 +31,9 @@ RESCUE_BATCH = 500
 
 
 def handle(settings: Settings, broker: dramatiq.Broker, event_id: str) -> processing.Result:
-    with session_scope(settings.database_url) as session:
+    # As the system: an event may concern no user, and fans out to webhook endpoints that
+    # belong to none.
+    with system_scope(settings.database_url) as session:
         result = processing.process(session, settings, event_id)
     for channel, message_id in result.publish:
         publish(broker, channel, message_id)
@@ -43,7 +45,7 @@ def rescue_lost(settings: Settings, broker: dramatiq.Broker) -> int:
     """Publish again the events the broker lost; returns how many. Publishing happens before
     the marking commits, so a refused publish is retried on the next pass."""
     stale = timedelta(milliseconds=settings.rescue_after_ms)
-    with session_scope(settings.database_url) as session:
+    with system_scope(settings.database_url) as session:
         lost = processing.take_lost(session, stale_after=stale, limit=RESCUE_BATCH)
         for event_id in lost:
             publish_event(broker, event_id)

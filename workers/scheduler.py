@@ -21,7 +21,7 @@ from shared import tracking
 from shared.broker import publish
 from shared.channels import Channel
 from shared.config import Settings
-from shared.db.session import session_scope
+from shared.db.rls import system_scope
 from shared.logging import get_logger
 from workers.periodic import PeriodicThread
 
@@ -42,7 +42,7 @@ class Scheduler:
 
     def tick(self) -> int:
         """Publish what is due now. Returns how many messages were published."""
-        with session_scope(self.settings.database_url) as session:
+        with system_scope(self.settings.database_url) as session:
             due = tracking.take_due(
                 session, channels=self.channels, limit=BATCH_SIZE, stale_after=self.rescue_after
             )

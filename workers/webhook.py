@@ -21,7 +21,7 @@ from shared import webhook_alerts, webhook_ordering
 from shared.channels import Channel, Status
 from shared.config import Settings
 from shared.db.models import NotificationLog, WebhookConfiguration, WebhookDeliveryLog, utcnow
-from shared.db.session import session_scope
+from shared.db.rls import system_scope
 from shared.delivery import JITTER, Action, Outcome, Pipeline
 from shared.errors import DeliveryError, TemporaryDeliveryError
 from shared.logging import get_logger
@@ -58,7 +58,9 @@ class WebhookPipeline(Pipeline):
     def hold_back(self, message_id: str) -> Outcome | None:
         """Keep a configured endpoint's message from being claimed while an earlier message
         with its ordering key is unfinished, or while the endpoint's rate limit is spent."""
-        with session_scope(self.settings.database_url) as session:
+        # As the system: the ordering check looks at other messages to the endpoint, whoever
+        # they were sent for.
+        with system_scope(self.settings.database_url) as session:
             message = session.get(NotificationLog, message_id)
             if message is None or message.status != Status.QUEUED.value:
                 return None

@@ -6,6 +6,13 @@ valid at once, for rotation). A server key may act for a user with ``X-User-Id``
 Once the caller is known and of the right kind, the request is charged to its rate-limit
 budget (:mod:`producer.gateway.ratelimit`): on server endpoints the key's own, on
 user-acting endpoints the user's.
+
+A user token is accepted only when signed with HS256 (never ``alg: none``, never an RS/ES
+algorithm, so a public key can never pass for the HMAC secret) by ``USER_TOKEN_SECRET`` or
+one of ``USER_TOKEN_PREVIOUS_SECRETS``, not expired, not dated (``nbf``/``iat``) in the
+future beyond the leeway, and carrying the configured ``aud``/``iss`` when
+``USER_TOKEN_AUDIENCE``/``USER_TOKEN_ISSUER`` are set. Anything else is 401 with a
+``WWW-Authenticate`` challenge; the right credential on the wrong endpoint is 403.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import jwt
 from starlette.requests import Request
@@ -24,6 +32,10 @@ from shared.messages import ID_MAX_CHARS
 
 #: Clock skew tolerated on ``exp``/``nbf``/``iat`` between the token issuer and us.
 TOKEN_LEEWAY_SECONDS = 30
+
+#: The only algorithm a user token may be signed with. Listing it is what makes PyJWT refuse
+#: ``alg: none`` and algorithm confusion (https://pyjwt.readthedocs.io/en/stable/usage.html).
+TOKEN_ALGORITHMS = ["HS256"]
 
 
 class Kind(Enum):
@@ -75,13 +87,7 @@ def _principal(request: Request, settings: Settings, credential: str) -> Princip
         return Principal(Kind.SERVER, user_id, key_fingerprint=ratelimit.fingerprint(credential))
     if credential.count(".") == 2 and settings.user_token_secret:
         try:
-            claims = jwt.decode(
-                credential,
-                settings.user_token_secret,
-                algorithms=["HS256"],
-                options={"require": ["exp", "sub"], "verify_aud": False},
-                leeway=TOKEN_LEEWAY_SECONDS,
-            )
+            claims = _verified_claims(settings, credential)
         except jwt.PyJWTError as exc:
             raise ApiError(401, "invalid_token", f"invalid user token: {exc}", headers=_challenge()) from None
         subject = claims.get("sub")
@@ -95,10 +101,37 @@ def _principal(request: Request, settings: Settings, credential: str) -> Princip
     raise ApiError(401, "unauthenticated", "unknown API key or token", headers=_challenge())
 
 
+def _verified_claims(settings: Settings, token: str) -> dict[str, Any]:
+    """The token's claims once every check passed; raises :class:`jwt.PyJWTError` otherwise.
+    Each accepted secret is tried in turn, so tokens signed before a rotation stay valid."""
+    audience, issuer = settings.user_token_audience, settings.user_token_issuer
+    required = ["exp", "sub"] + (["aud"] if audience else []) + (["iss"] if issuer else [])
+    secrets = [s for s in (settings.user_token_secret, *settings.user_token_previous_secrets) if s]
+    failure: jwt.PyJWTError = jwt.InvalidSignatureError("no user token secret is configured")
+    for secret in secrets:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                secret,
+                algorithms=TOKEN_ALGORITHMS,
+                # Without a configured audience, an ``aud`` claim is neither required nor checked.
+                options={"require": required, "verify_aud": bool(audience)},
+                audience=audience,
+                issuer=issuer,
+                leeway=TOKEN_LEEWAY_SECONDS,
+            )
+            return claims
+        except jwt.InvalidSignatureError as exc:
+            failure = exc  # perhaps signed with the next secret
+    raise failure
+
+
 def _user_token(request: Request, settings: Settings, credential: str) -> Principal:
     if _is_server_key(settings, credential):
         # A server key in a URL would end up in proxy logs and browser history.
-        raise ApiError(401, "unauthenticated", "only a user token may be given as access_token")
+        raise ApiError(
+            401, "unauthenticated", "only a user token may be given as access_token", headers=_challenge()
+        )
     return _principal(request, settings, credential)
 
 

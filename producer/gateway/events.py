@@ -1,6 +1,9 @@
 """``POST /api/events`` (server key): queue an event for rule processing (202 + id);
 ``GET /api/events/{id}``: what it produced. ``PUT|GET /api/users/{id}/contacts``: where a
-user is reached by event rules."""
+user is reached by event rules.
+
+A server key naming a user with ``X-User-Id`` reads and writes only that user's events and
+contacts: another user's answer 404, as if they did not exist."""
 
 from __future__ import annotations
 
@@ -12,11 +15,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from producer.events import EventNotificationService, EventRequest
-from producer.gateway.auth import server_settings
+from producer.gateway.auth import require_server, server_settings
 from producer.gateway.bodies import parse, read_json_object
 from producer.gateway.openapi import Auth, Reply, operation
 from producer.gateway.openapi.views import Contacts, Event, Queued
-from shared.db.session import session_scope
+from shared.config import Settings
+from shared.db.rls import user_scope
 from shared.errors import NotFound
 from shared.events import contacts
 
@@ -40,6 +44,12 @@ async def post_event(request: Request) -> JSONResponse:
     return JSONResponse({"id": event_id, "status": "queued"}, status_code=202)
 
 
+def _server_acting_for(request: Request) -> tuple[Settings, str | None]:
+    """The settings, once the caller holds a server key, and the user it names, if any."""
+    settings: Settings = request.app.state.service.settings
+    return settings, require_server(request, settings).user_id
+
+
 @operation(
     "GET",
     "An event and the messages it produced",
@@ -48,8 +58,19 @@ async def post_event(request: Request) -> JSONResponse:
     errors=(404,),
 )
 async def get_event(request: Request) -> JSONResponse:
-    service = _events(request)
-    return JSONResponse(await run_in_threadpool(service.get_event, request.path_params["event_id"]))
+    settings, acting_for = _server_acting_for(request)
+    service, event_id = EventNotificationService(settings), request.path_params["event_id"]
+    return JSONResponse(await run_in_threadpool(lambda: service.get_event(event_id, for_user=acting_for)))
+
+
+def _contacts_owner(request: Request) -> tuple[Settings, str]:
+    """The settings and the user of the path, unless the key acts for someone else: then
+    the path's user is not found, as with any user it cannot see."""
+    settings, acting_for = _server_acting_for(request)
+    user_id: str = request.path_params["user_id"]
+    if acting_for is not None and acting_for != user_id:
+        raise NotFound(f"no contacts for user {user_id}")
+    return settings, user_id
 
 
 @operation(
@@ -60,13 +81,12 @@ async def get_event(request: Request) -> JSONResponse:
     replies=[Reply(200, "The user's contacts (absent fields cleared).", Contacts)],
 )
 async def put_contacts(request: Request) -> JSONResponse:
-    settings = server_settings(request)
-    user_id = request.path_params["user_id"]
+    settings, user_id = _contacts_owner(request)
     body = await read_json_object(request, settings.max_payload_bytes)
     given = parse(contacts.ContactInput, body)
 
     def write() -> dict[str, Any]:
-        with session_scope(settings.database_url) as session:
+        with user_scope(settings.database_url, user_id) as session:
             return contacts.view(contacts.put(session, user_id, given))
 
     return JSONResponse(await run_in_threadpool(write))
@@ -80,11 +100,10 @@ async def put_contacts(request: Request) -> JSONResponse:
     errors=(404,),
 )
 async def get_contacts(request: Request) -> JSONResponse:
-    settings = server_settings(request)
-    user_id = request.path_params["user_id"]
+    settings, user_id = _contacts_owner(request)
 
     def read() -> dict[str, Any]:
-        with session_scope(settings.database_url) as session:
+        with user_scope(settings.database_url, user_id) as session:
             row = contacts.get(session, user_id)
             if row is None:
                 raise NotFound(f"no contacts for user {user_id}")

@@ -60,8 +60,10 @@ def sender(channel: Channel) -> Callable[[Request], Awaitable[JSONResponse]]:
 )
 async def status(request: Request) -> JSONResponse:
     service = _service(request)
-    require_server(request, service.settings)
-    view = await run_in_threadpool(service.get_status, request.path_params["message_id"])
+    acting_for = require_server(request, service.settings).user_id
+    view = await run_in_threadpool(
+        lambda: service.get_status(request.path_params["message_id"], for_user=acting_for)
+    )
     return JSONResponse(view)
 
 

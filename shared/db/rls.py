@@ -1,14 +1,22 @@
 """Sessions that say whom they act for, so PostgreSQL row-level security can isolate users.
 
-``user_notification_preferences`` and ``notifications`` carry policies (migration 0002)
-that show a transaction only the rows of ``app.user_id``, or every row when ``app.system``
-is ``on``. A plain :func:`~shared.db.session.session_scope` sets neither and sees none of
-those rows: forgetting to say whom you act for fails closed.
+Every table with a ``user_id`` carries a policy (revisions 0002 and 0005:
+``user_notification_preferences``, ``notifications``, ``notification_logs``, ``event_logs``,
+``user_contacts``) that shows a transaction only the rows of ``app.user_id``, or every row
+when ``app.system`` is ``on``. A row whose ``user_id`` is NULL belongs to no user: only the
+system sees it. A plain :func:`~shared.db.session.session_scope` sets neither and sees none
+of those rows: forgetting to say whom you act for fails closed. It remains the session for
+the tables no user owns (templates, rules, webhook endpoints and their delivery logs).
 
 - :func:`user_scope` — request paths acting for one user (and workers handling that user's
   message): a query that forgets its ``WHERE user_id = …`` still sees only that user.
-- :func:`system_scope` — code that must act across users (maintenance, operators' tools).
-  Grep for it to review every such path.
+- :func:`system_scope` — code that must act across users: the producer recording messages
+  and events (idempotency keys are unique across users), workers claiming and recording
+  deliveries, the scheduler, event processing and rescue, retention, the dead-letter and
+  status tools, and status lookups made with a server key. Grep for it to review every
+  such path.
+
+Each scope costs one statement (``set_config``) at the start of its transaction.
 
 Both settings are transaction-local (``set_config(..., true)``), so nothing leaks to the
 next borrower of a pooled connection. On SQLite (the embedded default) there is no RLS and
@@ -18,7 +26,7 @@ both are plain sessions.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -53,3 +61,9 @@ def system_scope(url: str) -> Iterator[Session]:
     with session_scope(url) as session:
         _set_local(session, SYSTEM_SETTING, "on")
         yield session
+
+
+def scope_for(url: str, user_id: str | None) -> AbstractContextManager[Session]:
+    """:func:`user_scope` when acting for a user, else :func:`system_scope`: a server key
+    that names a user (``X-User-Id``) reaches only that user's rows."""
+    return user_scope(url, user_id) if user_id else system_scope(url)

@@ -19,7 +19,7 @@ from producer.service import NotificationService
 from shared import tracking
 from shared.broker import amqp_url_with_defaults, get_broker, publish
 from shared.channels import Channel
-from shared.db.session import session_scope
+from shared.db.rls import system_scope
 from tests.chaos.load import Load, sink_copies
 from tests.chaos.pools import Fleet
 from tests.chaos.stack import Stack
@@ -123,7 +123,7 @@ def poison(run: Run) -> Result:
             payload={"no": "title"},
             max_attempts=POISON_ATTEMPTS,
         )
-        with session_scope(settings.database_url) as session:
+        with system_scope(settings.database_url) as session:
             message_id, _ = tracking.create(session, new)
         publish(broker, Channel.IN_APP, message_id)
         poisoned.append(message_id)

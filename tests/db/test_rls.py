@@ -1,27 +1,176 @@
-"""Row-level security: the application role sees only the rows of the user it acts for,
-even when a query forgets its ``WHERE user_id = …``."""
+"""Row-level security: on every table with a ``user_id``, the application role sees and
+changes only the rows of the user it acts for, even with raw SQL that has no
+``WHERE user_id = …`` at all; acting for nobody it sees nothing; rows that belong to no user
+are the system's alone."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.orm import Session
 
 from shared.config import Settings
-from shared.db.models import Notification, UserNotificationPreference, utcnow
+from shared.db.models import Base, utcnow
 from shared.db.rls import system_scope, user_scope
 from shared.db.session import session_scope
 
+NOW = utcnow()
 
-def seed(settings: Settings) -> None:
+#: A minimal row of each per-user table, for a user (None: a row tied to no user). The
+#: table's primary key is derived from the user so that rows never collide.
+ROWS: dict[str, Callable[[str | None], dict[str, Any]]] = {
+    "notification_logs": lambda user: {
+        "id": f"message-of-{user}",
+        "user_id": user,
+        "channel": "email",
+        "status": "queued",
+        "recipient": f"{user}@example.com",
+        "payload": '{"subject": "private"}',
+        "max_attempts": 3,
+        "created_at": NOW,
+        "updated_at": NOW,
+    },
+    "event_logs": lambda user: {
+        "id": f"event-of-{user}",
+        "user_id": user,
+        "event_type": "order.shipped",
+        "data": '{"address": "private"}',
+        "status": "queued",
+        "created_at": NOW,
+    },
+    "user_contacts": lambda user: {
+        "user_id": user,
+        "email": f"{user}@example.com",
+        "created_at": NOW,
+        "updated_at": NOW,
+    },
+    "user_notification_preferences": lambda user: {
+        "user_id": user,
+        "event_preferences": "{}",
+        "created_at": NOW,
+        "updated_at": NOW,
+    },
+    "notifications": lambda user: {
+        "id": f"notification-of-{user}",
+        "user_id": user,
+        "title": "private",
+        "message": "private",
+        "type": "info",
+        "data": "{}",
+        "created_at": NOW,
+    },
+}
+
+#: Tables whose rows may belong to no user (a message or event sent without a user id).
+SHARED_ROWS = {"notification_logs", "event_logs"}
+
+
+def _nobody_last(user: str | None) -> tuple[bool, str]:
+    return user is None, user or ""
+
+
+def per_user_tables() -> set[str]:
+    return {t.name for t in Base.metadata.sorted_tables if "user_id" in t.columns}
+
+
+def insert(session: Session, table: str, row: dict[str, Any]) -> None:
+    columns = ", ".join(row)
+    values = ", ".join(f":{name}" for name in row)
+    session.execute(text(f"INSERT INTO {table} ({columns}) VALUES ({values})"), row)
+
+
+def seed(settings: Settings, table: str) -> None:
     with system_scope(settings.database_url) as session:
         for user in ("alice", "bob"):
-            session.add(UserNotificationPreference(user_id=user, event_preferences={}, sms_enabled=False))
-            session.add(
-                Notification(
-                    id=f"n-{user}", user_id=user, title="t", message="m", data={}, created_at=utcnow()
-                )
+            insert(session, table, ROWS[table](user))
+        if table in SHARED_ROWS:
+            insert(session, table, ROWS[table](None))
+
+
+def rowcount(session: Session, sql: str, **params: Any) -> int:
+    return int(session.execute(text(sql), params).rowcount)  # type: ignore[attr-defined]
+
+
+def refused(scope: Callable[[], Any], write: Callable[[Session], Any]) -> bool:
+    """True when PostgreSQL refuses ``write`` by row-level security."""
+    try:
+        with scope() as session:
+            write(session)
+    except ProgrammingError as exc:
+        assert "row-level security" in str(exc)
+        return True
+    return False
+
+
+def test_every_per_user_table_is_covered() -> None:
+    """A new table with a user_id must join ROWS (and get a policy) to pass."""
+    assert per_user_tables() == set(ROWS)
+
+
+def test_every_per_user_table_has_row_level_security_forced(settings: Settings) -> None:
+    with system_scope(settings.database_url) as session:
+        flags = {
+            row.relname: (row.relrowsecurity, row.relforcerowsecurity)
+            for row in session.execute(
+                text(
+                    "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class "
+                    "WHERE relname = ANY(:names)"
+                ),
+                {"names": list(ROWS)},
             )
+        }
+    assert flags == {table: (True, True) for table in ROWS}
+
+
+@pytest.mark.parametrize("table", sorted(ROWS))
+def test_raw_sql_without_a_user_filter_reaches_only_the_acting_user(settings: Settings, table: str) -> None:
+    """Given rows of alice and bob (and, where allowed, one of no user), when alice's
+    transaction selects, updates and deletes every row and inserts or moves a row to bob,
+    then only her own row is seen and touched and both writes for bob are refused; acting
+    for nobody sees and touches nothing; bob's row and the system's are intact."""
+    seed(settings, table)
+    url = settings.database_url
+
+    def as_alice() -> Any:
+        return user_scope(url, "alice")
+
+    with as_alice() as session:
+        seen = sorted(session.execute(text(f"SELECT user_id FROM {table}")).scalars())
+        updated = rowcount(session, f"UPDATE {table} SET user_id = user_id")
+    insert_for_bob = refused(as_alice, lambda s: insert(s, table, ROWS[table]("bob-2")))
+    move_to_bob = refused(as_alice, lambda s: s.execute(text(f"UPDATE {table} SET user_id = 'bob'")))
+    with session_scope(url) as session:
+        unscoped = (
+            session.execute(text(f"SELECT count(*) FROM {table}")).scalar_one(),
+            rowcount(session, f"UPDATE {table} SET user_id = user_id"),
+            rowcount(session, f"DELETE FROM {table}"),
+        )
+    with as_alice() as session:
+        deleted = rowcount(session, f"DELETE FROM {table}")
+    with system_scope(url) as session:
+        left = sorted(session.execute(text(f"SELECT user_id FROM {table}")).scalars(), key=_nobody_last)
+
+    assert {
+        "alice sees": seen,
+        "alice updates": updated,
+        "alice inserts for bob": "refused" if insert_for_bob else "allowed",
+        "alice gives her row to bob": "refused" if move_to_bob else "allowed",
+        "nobody sees, updates, deletes": unscoped,
+        "alice deletes": deleted,
+        "left for the system": left,
+    } == {
+        "alice sees": ["alice"],
+        "alice updates": 1,
+        "alice inserts for bob": "refused",
+        "alice gives her row to bob": "refused",
+        "nobody sees, updates, deletes": (0, 0, 0),
+        "alice deletes": 1,
+        "left for the system": ["bob", None] if table in SHARED_ROWS else ["bob"],
+    }
 
 
 def test_the_application_role_is_neither_owner_nor_superuser(settings: Settings) -> None:
@@ -36,55 +185,11 @@ def test_the_application_role_is_neither_owner_nor_superuser(settings: Settings)
     assert (row.rolsuper, row.rolbypassrls, row.owns) == (False, False, False)
 
 
-def test_a_query_without_a_where_clause_sees_only_the_acting_user(settings: Settings) -> None:
-    """Given rows of alice and bob, when alice's transaction selects every row, then it gets
-    only hers, on both per-user tables."""
-    seed(settings)
-
-    with user_scope(settings.database_url, "alice") as session:
-        preferences = session.scalars(select(UserNotificationPreference)).all()
-        inbox = session.scalars(select(Notification)).all()
-        raw = session.execute(text("SELECT user_id FROM user_notification_preferences")).scalars().all()
-
-    assert [p.user_id for p in preferences] == ["alice"]
-    assert [n.user_id for n in inbox] == ["alice"]
-    assert raw == ["alice"]
-
-
-def test_a_user_cannot_write_another_users_rows(settings: Settings) -> None:
-    seed(settings)
-
-    with user_scope(settings.database_url, "alice") as session:
-        changed = session.execute(text("UPDATE notifications SET title = 'pwned'")).rowcount  # type: ignore[attr-defined]
-    assert changed == 1  # alice's own row only
-    with pytest.raises(ProgrammingError, match="row-level security"):  # noqa: SIM117
-        with user_scope(settings.database_url, "alice") as session:
-            session.add(UserNotificationPreference(user_id="bob-2", event_preferences={}))
-            session.flush()
-    with system_scope(settings.database_url) as session:
-        titles = {
-            row.user_id: row.title
-            for row in session.execute(select(Notification.user_id, Notification.title))
-        }
-    assert titles == {"alice": "pwned", "bob": "t"}
-
-
-def test_a_session_acting_for_nobody_sees_nothing(settings: Settings) -> None:
-    """Forgetting to say whom a transaction acts for fails closed."""
-    seed(settings)
-
-    with session_scope(settings.database_url) as session:
-        assert session.scalar(select(func.count()).select_from(UserNotificationPreference)) == 0
-        assert session.scalar(select(func.count()).select_from(Notification)) == 0
-    with system_scope(settings.database_url) as session:
-        assert session.scalar(select(func.count()).select_from(Notification)) == 2
-
-
 def test_the_acting_user_does_not_leak_to_the_next_transaction(settings: Settings) -> None:
-    seed(settings)
+    seed(settings, "notifications")
     with user_scope(settings.database_url, "alice") as session:
-        session.execute(select(1))
+        session.execute(text("SELECT 1"))
 
     with session_scope(settings.database_url) as session:
         assert session.scalar(text("SELECT current_setting('app.user_id', true)")) in (None, "")
-        assert session.scalar(select(func.count()).select_from(Notification)) == 0
+        assert session.scalar(text("SELECT count(*) FROM notifications")) == 0

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from producer.gateway.app import create_app
 from shared.config import Settings
 from shared.db.models import NotificationLog
-from shared.db.session import session_scope
+from shared.db.rls import system_scope
 from tests.conftest import ROTATED_KEY, SERVER_KEY, USER_TOKEN_SECRET, Queues
 from tests.gateway.server import LiveServer
 
@@ -70,7 +70,7 @@ def client(settings: Settings) -> Iterator[httpx.Client]:
 def rows() -> int:
     from shared.config import get_settings
 
-    with session_scope(get_settings().database_url) as session:
+    with system_scope(get_settings().database_url) as session:
         return int(session.scalar(select(func.count()).select_from(NotificationLog)) or 0)
 
 

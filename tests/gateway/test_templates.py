@@ -14,7 +14,7 @@ from sqlalchemy import select
 from producer.gateway.app import create_app
 from shared.config import Settings
 from shared.db.models import NotificationLog
-from shared.db.session import session_scope
+from shared.db.rls import system_scope
 from tests.conftest import SERVER_KEY, Queues
 from tests.gateway.server import LiveServer
 
@@ -115,7 +115,7 @@ def test_a_send_may_name_a_template(client: httpx.Client, settings: Settings, qu
     assert accepted.status_code == 202, accepted.text
     assert unknown.status_code == 422
     assert "nope" in unknown.json()["error"]["message"]
-    with session_scope(settings.database_url) as session:
+    with system_scope(settings.database_url) as session:
         row = session.scalars(select(NotificationLog)).one()
     assert (row.template_key, row.template_version) == ("welcome", 1)
     assert row.payload["template"] == {
@@ -137,7 +137,7 @@ def test_a_template_falls_back_to_the_default_locale(client: httpx.Client, setti
             json={"to": "a@example.com", "template": "welcome", "data": {"name": "A"}, "locale": locale},
         )
         assert response.status_code == 202
-        with session_scope(settings.database_url) as session:
+        with system_scope(settings.database_url) as session:
             row = session.get(NotificationLog, response.json()["id"])
             assert row is not None and row.payload["template"]["locale"] == expected
 

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from producer.service import NotificationService
 from shared.config import Settings
 from shared.db.models import NotificationLog
-from shared.db.session import session_scope
+from shared.db.rls import system_scope
 from tests.conftest import WEBHOOK_SECRET, final_status
 from tests.sinks.webhook_receiver import WebhookReceiver
 
@@ -89,7 +89,7 @@ def pool(base_env: dict[str, str]) -> Iterator[WorkerPool]:
 
 
 def statuses(settings: Settings) -> dict[str, int]:
-    with session_scope(settings.database_url) as session:
+    with system_scope(settings.database_url) as session:
         rows = session.execute(
             select(NotificationLog.status, func.count()).group_by(NotificationLog.status)
         ).all()

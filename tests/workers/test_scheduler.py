@@ -10,7 +10,7 @@ from shared import tracking
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import utcnow
-from shared.db.session import session_scope
+from shared.db.rls import system_scope
 from tests.conftest import Fleet, Queues, final_status
 
 
@@ -24,7 +24,7 @@ def insert_without_publishing(settings: Settings, **changes: object) -> str:
         payload={"title": "Lost", "message": "and found", "type": "info", "actionUrl": None, "data": {}},
         max_attempts=3,
     )
-    with session_scope(settings.database_url) as session:
+    with system_scope(settings.database_url) as session:
         message_id, _ = tracking.create(session, new)
         row = tracking.get(session, message_id)
         assert row is not None
@@ -63,7 +63,7 @@ def test_a_parked_message_is_published_when_due(
 
     view = final_status(service, message_id, timeout=15)
     assert view["status"] == "delivered"
-    with session_scope(settings.database_url) as session:
+    with system_scope(settings.database_url) as session:
         row = tracking.get(session, message_id)
         assert row is not None and row.sent_at is not None
         assert row.sent_at >= due
@@ -112,7 +112,7 @@ def test_a_long_retry_delay_survives_a_fleet_restart(
         message_id = service.send_webhook(url=receiver.url, payload={"order": 1})
 
         def parked() -> bool:
-            with session_scope(settings.database_url) as session:
+            with system_scope(settings.database_url) as session:
                 row = tracking.get(session, message_id)
                 return row is not None and row.due_at is not None
 

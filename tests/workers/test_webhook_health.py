@@ -13,7 +13,7 @@ from producer.service import NotificationService
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import NotificationLog
-from shared.db.session import session_scope
+from shared.db.rls import system_scope
 from tests.conftest import WEBHOOK_SECRET, Fleet, Queues, final_status
 from tests.sinks.webhook_receiver import WebhookReceiver
 from tests.waiting import wait_until
@@ -138,7 +138,7 @@ def test_a_fleet_restart_during_a_long_retry_delay_still_delivers(
         receiver.wait_for(1)
 
         def parked() -> bool:
-            with session_scope(settings.database_url) as session:
+            with system_scope(settings.database_url) as session:
                 row = session.get(NotificationLog, message_id)
                 return row is not None and row.due_at is not None
 
@@ -193,7 +193,7 @@ def test_the_owner_and_operations_are_told_when_the_endpoint_is_disabled(
         service = NotificationService(settings)
         assert final_status(service, message_id)["status"] == "failed"
 
-        with session_scope(settings.database_url) as session:
+        with system_scope(settings.database_url) as session:
             notice = session.scalars(
                 select(NotificationLog).where(NotificationLog.channel == Channel.EMAIL.value)
             ).one()
