@@ -125,8 +125,9 @@ class Settings:
     database_url: str
     broker_url: str | None
     redis_url: str | None
-    api_keys: tuple[str, ...]
-    user_token_secret: str
+    # Secrets stay out of repr(), which tracebacks and debuggers print.
+    api_keys: tuple[str, ...] = field(repr=False)
+    user_token_secret: str = field(repr=False)
     webhook_allow_private_networks: bool
     var_dir: Path
 

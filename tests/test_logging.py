@@ -162,3 +162,22 @@ def test_the_processor_redacts_every_key_but_structlog_bookkeeping() -> None:
     assert redacted["_password"] == REDACTED and redacted["_note"] == f"Bearer {REDACTED}"
     assert redacted["exc_info"] is True and redacted["count"] == 3
     assert redacted["obj"].startswith("<object object at ")
+
+
+def test_settings_keep_their_secrets_out_of_repr() -> None:
+    """Given settings holding every kind of secret, then repr() (what tracebacks, debuggers
+    and careless f-strings print) shows none of them."""
+    from shared.config import Settings
+
+    secrets = {
+        "API_KEYS": "key-one-5b1e,key-two-77aa",
+        "USER_TOKEN_SECRET": "token-secret-e2f0",
+        "USER_TOKEN_PREVIOUS_SECRETS": "old-token-secret-91cd",
+        "WEBHOOK_SECRET": "whsec_c2VjcmV0LXZhbHVlLTEyMzQ1Njc4",
+        "EMAIL_PASSWORD": "smtp-password-3d4c",
+        "TWILIO_AUTH_TOKEN": "twilio-token-8a9b",
+    }
+    shown = repr(Settings.from_env(secrets))
+    for name, value in secrets.items():
+        for part in value.split(","):
+            assert part not in shown, name
