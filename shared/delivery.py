@@ -165,7 +165,7 @@ class Pipeline:
             f"in the last hour (limit per recipient)"
         )
         code = recipient_limits.SKIP_CODE
-        with session_scope(self.settings.database_url) as session:
+        with system_scope(self.settings.database_url) as session:
             tracking.mark_skipped(session, claim.id, claim.attempt, reason=reason, code=code)
         metrics.RECIPIENT_RATE_LIMITED.labels(self.channel.value).inc()
         log.info("delivery.skipped", message_id=claim.id, channel=self.channel.value, code=code)

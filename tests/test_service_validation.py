@@ -13,7 +13,7 @@ from producer.events import EventNotificationService
 from producer.service import NotificationService
 from shared.config import Settings
 from shared.db.models import EventLog, NotificationLog
-from shared.db.session import session_scope
+from shared.db.rls import system_scope
 from shared.errors import PayloadTooLarge, ValidationError
 from shared.json_shape import MAX_JSON_DEPTH, MAX_JSON_VALUES
 from tests.conftest import Queues
@@ -68,7 +68,7 @@ def test_the_python_api_refuses_what_the_gateway_refuses(
         getattr(service, method)(**fields)
 
     assert field in {str(d.get("field") or "").split(".")[0] for d in caught.value.details}
-    with session_scope(settings.database_url) as session:
+    with system_scope(settings.database_url) as session:
         assert session.scalar(select(func.count()).select_from(NotificationLog)) == 0
     assert sum(queues.depths().values()) == 0
 
@@ -81,7 +81,7 @@ def test_event_data_gets_the_same_shape_limits(settings: Settings, queues: Queue
     with pytest.raises(ValidationError, match="NUL"):
         events.process_event("order.created", user_id="u", data={"d": "\x00"})
 
-    with session_scope(settings.database_url) as session:
+    with system_scope(settings.database_url) as session:
         assert session.scalar(select(func.count()).select_from(EventLog)) == 0
     assert sum(queues.depths().values()) == 0
 

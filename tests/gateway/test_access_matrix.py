@@ -56,6 +56,7 @@ PUBLIC = {
     ("GET", "/metrics"),
     ("GET", "/inbox"),
     ("GET", "/inbox.js"),
+    ("GET", "/inbox.css"),
     ("GET", "/openapi.json"),
 }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import jwt
@@ -15,6 +16,7 @@ from starlette.requests import Request
 
 from producer.gateway.auth import TOKEN_LEEWAY_SECONDS, Kind, authenticate, require_user_for_stream
 from producer.gateway.errors import ApiError
+from producer.gateway.ratelimit import GatewayLimits
 from shared.config import Settings
 from tests.conftest import ROTATED_KEY, SERVER_KEY, USER_TOKEN_SECRET
 from tests.gateway.credentials import FOREIGN_SECRET, hs512_token, rsa_token, unsigned_token, user_token
@@ -31,6 +33,13 @@ def settings_of(**env: str) -> Settings:
     )
 
 
+#: What the auth functions need of the app once a caller is known: its rate limits, off here
+#: (tests/gateway/test_ratelimit.py covers them).
+UNLIMITED_APP = SimpleNamespace(
+    state=SimpleNamespace(rate_limits=GatewayLimits(Settings.from_env({"RATE_LIMIT_ENABLED": "false"})))
+)
+
+
 def request_with(headers: dict[str, str], query: str = "") -> Request:
     return Request(
         {
@@ -39,6 +48,7 @@ def request_with(headers: dict[str, str], query: str = "") -> Request:
             "path": "/",
             "query_string": query.encode(),
             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+            "app": UNLIMITED_APP,
         }
     )
 

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from producer.gateway.app import create_app
 from shared.config import Settings
 from shared.db.models import EventLog, NotificationLog, UserContact
-from shared.db.session import session_scope
+from shared.db.rls import system_scope
 from tests.conftest import SERVER_KEY
 from tests.gateway.server import LiveServer
 
@@ -35,7 +35,7 @@ def _error(response: httpx.Response, status: int) -> dict[str, Any]:
 
 
 def _rows(settings: Settings, model: Any) -> int:
-    with session_scope(settings.database_url) as session:
+    with system_scope(settings.database_url) as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 

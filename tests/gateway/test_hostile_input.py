@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from producer.gateway.app import create_app
 from shared.config import Settings
 from shared.db.models import EventLog, MessageTemplate, NotificationLog
-from shared.db.session import session_scope
+from shared.db.rls import system_scope
 from shared.json_shape import MAX_JSON_DEPTH, MAX_JSON_VALUES
 from tests.conftest import SERVER_KEY, Queues
 from tests.gateway.server import LiveServer
@@ -35,7 +35,7 @@ def nested(levels: int) -> Any:
 
 
 def stored(settings: Settings) -> int:
-    with session_scope(settings.database_url) as session:
+    with system_scope(settings.database_url) as session:
         return sum(
             int(session.scalar(select(func.count()).select_from(model)) or 0)
             for model in (NotificationLog, EventLog, MessageTemplate)

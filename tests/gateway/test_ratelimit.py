@@ -18,7 +18,7 @@ from producer.gateway.app import create_app
 from producer.gateway.ratelimit import Group, group_of
 from shared.config import Settings
 from shared.db.models import NotificationLog
-from shared.db.session import session_scope
+from shared.db.rls import system_scope
 from tests.conftest import SERVER_KEY, Queues
 from tests.gateway.inbox import user_headers
 from tests.gateway.server import GatewayProcess, LiveServer, free_port
@@ -53,7 +53,7 @@ def limited(make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
 
 
 def rows(settings: Settings) -> int:
-    with session_scope(settings.database_url) as session:
+    with system_scope(settings.database_url) as session:
         return int(session.scalar(select(func.count()).select_from(NotificationLog)) or 0)
 
 
