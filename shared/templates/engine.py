@@ -13,14 +13,15 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import pybars
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import RenderError
 from shared.templates import syntax
 from shared.templates.context import prepare_data
 from shared.templates.helpers import HELPERS
+
+if TYPE_CHECKING:
+    import pybars
 
 #: The channel name partials are stored under: shared layouts, not messages.
 PARTIAL = "partial"
@@ -71,7 +72,9 @@ class Compiled:
     partials: frozenset[str] = frozenset()
 
 
-_compiler = pybars.Compiler()
+#: Built on the first compile: importing pybars builds its grammar, most of a second of CPU
+#: that a process which never compiles a template (most workers, the gateway) should not pay.
+_compiler: pybars.Compiler | None = None
 _compile_lock = threading.Lock()
 _cache: OrderedDict[tuple[Any, ...], Compiled] = OrderedDict()
 _cache_lock = threading.Lock()
@@ -80,7 +83,12 @@ _cache_lock = threading.Lock()
 def _compile_one(source: str, *, html: bool, partials: set[str] | None, used: set[str]) -> Renderer:
     checked, usage = syntax.check(source, html=html, helpers=HELPERS, partials=partials)
     used.update(usage.partials)
+    global _compiler
     with _compile_lock:
+        if _compiler is None:
+            import pybars
+
+            _compiler = pybars.Compiler()
         try:
             renderer: Renderer = _compiler.compile(checked)
         except Exception as exc:  # pybars reports grammar errors as PybarsError or worse
