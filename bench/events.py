@@ -44,7 +44,7 @@ from workers.actors import declare_all
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP = os.environ.get("BENCH_AMQP", "guest:guest@127.0.0.1:5672")
 #: Events per run.
-EVENTS_FULL, EVENTS_QUICK = 1000, 100
+EVENTS_FULL, EVENTS_QUICK = 1000, 50
 #: Worker threads for all three queues together.
 THREADS = 16
 #: Give up waiting for the fleet after this long, in seconds.

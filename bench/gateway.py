@@ -19,9 +19,9 @@ from bench.wrk import WrkResult, run_wrk
 #: process only adds context switches.
 GATEWAY_WORKERS = 2
 
-#: A short run before each measurement so connections, pools and caches are warm: this many
-#: requests (a few per connection) or a second, whichever comes first.
-WARMUP_REQUESTS = 4 * CONNECTIONS
+#: A short run before each measurement so connections, pools and caches are warm (wrk runs
+#: whole seconds, whatever its request cap).
+WARMUP_REQUESTS = 50_000
 WARMUP_S = 1.0
 
 
