@@ -54,7 +54,7 @@ class Sizes:
 
 
 FULL = Sizes(10_000, 5.0, 8.0, 3_000, 6.0, 1.0, 2_000, (1, 4), 2_000, 300, 1_000, 5.0, (500, 50))
-QUICK = Sizes(2_000, 1.5, 1.0, 200, 1.0, 0.5, 200, (1,), 300, 40, 150, 1.5, (500,))
+QUICK = Sizes(2_000, 1.5, 1.0, 150, 1.0, 0.5, 150, (1,), 200, 30, 150, 1.5, (500,))
 
 #: Rows 6.x and 7x, in the table's order; those a quick run leaves out still get a row.
 SCALING_PROCESSES = (1, 2, 4)
