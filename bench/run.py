@@ -310,8 +310,7 @@ class Bench:
         count = self.sizes.retry_messages
         runs = [(False, 500, "7a")] + [(True, i, f"7{'bc'[n]}") for n, i in enumerate(SCHEDULER_INTERVALS)]
         for parked, interval, key in runs:
-            label = "parked, scheduler every {interval} ms" if parked else "broker delay"
-            label = label.format(interval=interval)
+            label = f"parked, scheduler every {interval} ms" if parked else "broker delay"
             if parked and interval not in self.sizes.scheduler_intervals:
                 self.rows += [
                     Row(f"{key}.{p}", f"retry lateness {p}, {label}", None, "ms", note="full run only")
