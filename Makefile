@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 PYTEST_ARGS ?=
 
 .PHONY: install run test lint typecheck bench bench-inbox chaos fleet-demo clean
@@ -16,6 +17,11 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The bench extra on top of the dev install, again only when the pins or the extras change.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
 
 ## Start the gateway on 127.0.0.1:8000 and every channel worker, on the embedded defaults.
 run: install
@@ -34,8 +40,7 @@ typecheck: install
 
 ## Throughput, latency and memory of the fleet against this machine's raw limits (bench/README.md).
 ## QUICK=1 is a smoke run with small counts.
-bench: install
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+bench: $(BENCH_STAMP)
 	sh bench/setup.sh
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
 

@@ -17,8 +17,8 @@ from bench.fleet import (
     produce,
     send_fields,
     steady_rate,
-    worker_pool,
 )
+from bench.pools import Pool, Pools, PoolSpec
 from shared.channels import Channel
 
 #: The pool every channel runs with here: one process per core, threads to cover the waits
@@ -29,8 +29,6 @@ THREADS = 16
 #: Limits on each phase, so a stuck pool ends the row instead of the run.
 PRODUCE_LIMIT_S = 60.0
 DRAIN_LIMIT_S = 60.0
-#: How long the pool idles before its memory is read "at rest".
-REST_S = 1.0
 #: Latency is measured at this fraction of the pool's maximum throughput.
 LATENCY_LOAD = 0.5
 
@@ -55,22 +53,50 @@ def drain_rate(env: BenchEnv, channel: Channel, expected: int) -> tuple[float, i
     return steady_rate(finished), len(finished)
 
 
-def measure_channel(
+def measure_channels(
     env: BenchEnv,
-    channel: Channel,
+    pools: Pools,
+    channels: list[Channel],
     *,
     receiver_url: str,
     smtp_port: int,
     count: int,
     latency_s: float,
+    rest_s: float,
+) -> dict[Channel, ChannelResult]:
+    """Every channel of ``channels`` in turn, their pools started together beforehand."""
+    # Nothing an earlier stage left in a queue may reach the pools about to start.
+    env.reset()
+    specs = [
+        PoolSpec.of(
+            channel,
+            processes=PROCESSES,
+            threads=THREADS,
+            env=channel_env(channel, receiver_url=receiver_url, smtp_port=smtp_port, threads=THREADS),
+        )
+        for channel in channels
+    ]
+    results = {}
+    for channel, pool in zip(channels, pools.start(*specs), strict=True):
+        results[channel] = measure_channel(
+            env, pool, receiver_url=receiver_url, count=count, latency_s=latency_s, rest_s=rest_s
+        )
+        pools.stop(pool)
+    return results
+
+
+def measure_channel(
+    env: BenchEnv, pool: Pool, *, receiver_url: str, count: int, latency_s: float, rest_s: float
 ) -> ChannelResult:
+    """The most a held, ready pool delivers from a full queue, then its latency at half that,
+    and its memory idle after the batch (after ``rest_s``) and at its peak."""
+    channel = pool.spec.channel
     env.reset()
     fields = send_fields(channel, receiver_url)
     produced = produce(env, channel, fields, count=count, time_limit_s=PRODUCE_LIMIT_S)
-    extra = channel_env(channel, receiver_url=receiver_url, smtp_port=smtp_port, threads=THREADS)
-    with worker_pool(env, channel, processes=PROCESSES, threads=THREADS, extra_env=extra) as pool:
+    with pool.released():
         max_rate, delivered = drain_rate(env, channel, produced.count)
-        time.sleep(REST_S)
+        time.sleep(rest_s)
         rest = max(pool.worker_rss(), default=0)
         peak = pool.peak_rss
         env.reset()

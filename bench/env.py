@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from sqlalchemy import text
 
@@ -54,6 +55,22 @@ class BenchEnv:
             conn.execute(text(f"TRUNCATE {names} CASCADE"))
         queues = [q for c in Channel for q in (c.queue_name, f"{c.queue_name}.DQ", f"{c.queue_name}.XQ")]
         purge_queues(self.broker_url, queues)
+
+    @property
+    def database_port(self) -> int:
+        return urlsplit(self.database_url).port or 5432
+
+    def busy_sessions(self, client_ports: list[int]) -> int:
+        """How many of the database sessions from ``client_ports`` are running a statement or
+        inside a transaction (and so may hold locks)."""
+        if not client_ports:
+            return 0
+        with get_engine(self.database_url).connect() as conn:
+            value = conn.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE client_port = ANY(:p) AND state <> 'idle'"),
+                {"p": client_ports},
+            ).scalar_one()
+        return int(value)
 
     def count_done(self, channel: Channel) -> int:
         with get_engine(self.database_url).connect() as conn:
@@ -111,6 +128,8 @@ def scratch_env() -> Iterator[BenchEnv]:
                     "USER_TOKEN_SECRET": secrets.token_urlsafe(32),
                     "WEBHOOK_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
                     "KAI_VAR_DIR": var_dir,
+                    # Children's temporary files (the pools' and gateways' metrics) go with it.
+                    "TMPDIR": var_dir,
                     "EMAIL_FROM": "KAI Bench <noreply@kai.test>",
                     "LOG_LEVEL": "WARNING",
                     # Budgets far beyond this machine: the limits are checked (and cost what

@@ -1,7 +1,8 @@
 """Child processes of a benchmark run: peers, gateways and worker pools, always stopped.
 
 Every child gets its own process group so stopping it also stops what it forked (uvicorn and
-Dramatiq both fork worker processes).
+Dramatiq both fork worker processes), and so a whole pool can be held still (SIGSTOP) and let
+go again (SIGCONT) at once.
 """
 
 from __future__ import annotations
@@ -33,6 +34,31 @@ def free_port() -> int:
         return port
 
 
+def launch(argv: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own process group; the caller stops it (``kill`` or ``child``)."""
+    return subprocess.Popen(
+        list(argv),
+        env={**os.environ, **(env or {})},
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    """Kill the whole group at once: for children whose work is over, so nothing of their own
+    shutdown (Dramatiq's takes seconds, waking every thread) is left to wait for."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(STOP_TIMEOUT_S)
+
+
+def group_signal(process: subprocess.Popen[bytes], signum: signal.Signals) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         # The child's own shutdown first (uvicorn's and Dramatiq's supervisors stop their
@@ -50,14 +76,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 @contextmanager
 def child(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``argv`` in its own process group for the duration of the block."""
-    process = subprocess.Popen(
-        list(argv),
-        env={**os.environ, **(env or {})},
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    process = launch(argv, env)
     try:
         yield process
     finally:

@@ -15,13 +15,12 @@ from sqlalchemy import text
 
 from bench.endtoend import DRAIN_LIMIT_S
 from bench.env import BenchEnv
-from bench.fleet import percentile, produce, send_fields, worker_pool
+from bench.fleet import percentile, produce, send_fields, webhook_pool
+from bench.pools import Pools
 from bench.procs import http_peer, peer_stats
 from shared.channels import Channel
 from shared.db.session import get_engine
 
-#: The first retry's delay (±20% jitter): short, so the run stays short.
-RETRY_DELAY_MS = 200
 #: Sending pace: well under what one 16-thread process delivers (about 80/s, row 6.1), each
 #: message counting twice (the 503, then the retry), so the row measures the retry timer and
 #: not a backlog: at 100/s the queue grew and retries measured about 5 s "late".
@@ -49,23 +48,24 @@ class RetryResult:
     p99_late_ms: float
 
 
-def measure_retry(env: BenchEnv, *, parked: bool, count: int, scheduler_interval_ms: int) -> RetryResult:
+def measure_retry(
+    env: BenchEnv, pools: Pools, *, parked: bool, count: int, scheduler_interval_ms: int
+) -> RetryResult:
+    """Retries through the broker's delay queue (the default for short delays; the pool of
+    row 6.1, which has the default 500 ms scheduler), or parked in the database with the
+    scheduler publishing every ``scheduler_interval_ms``."""
+    # 0 parks every retry in the database; the default keeps short ones in the broker.
+    overrides = (
+        {"BROKER_DELAY_LIMIT": "0", "SCHEDULER_INTERVAL": str(scheduler_interval_ms)} if parked else {}
+    )
+    [pool] = pools.start(webhook_pool(1, POOL_THREADS, **overrides))
     env.reset()
     engine = get_engine(env.database_url)
     with engine.begin() as conn:
         for statement in _TRIGGER:
             conn.execute(text(statement))
-    overrides = {
-        "WEBHOOK_RETRY_DELAY": str(RETRY_DELAY_MS),
-        "SCHEDULER_INTERVAL": str(scheduler_interval_ms),
-        # 0 parks every retry in the database; the default keeps short ones in the broker.
-        **({"BROKER_DELAY_LIMIT": "0"} if parked else {}),
-    }
     channel = Channel.WEBHOOK
-    with (
-        http_peer(fail_first=True) as url,
-        worker_pool(env, channel, processes=1, threads=POOL_THREADS, extra_env=overrides),
-    ):
+    with http_peer(fail_first=True) as url, pool.released():
         produced = produce(
             env,
             channel,

@@ -21,6 +21,7 @@ from pathlib import Path
 from bench import endtoend, gateway, limits, peer_apprise, retry, scaling
 from bench.env import BenchEnv, scratch_env
 from bench.fleet import PRODUCER_THREADS
+from bench.pools import Pools
 from bench.procs import http_peer, smtp_peer
 from bench.report import Row, render, unavailable, write_json
 from shared.channels import Channel
@@ -35,10 +36,15 @@ class Sizes:
 
     rabbit_messages: int
     rabbit_seconds: float
+    #: wrk runs whole seconds.
     wrk_seconds: float
     e2e_messages: int
     latency_seconds: float
+    #: How long a pool idles after its batch before its memory is read "at rest".
+    rest_seconds: float
     scaling_messages: int
+    #: The process counts of rows 6.x measured on their own (2 processes is row 5a's run).
+    scaling_processes: tuple[int, ...]
     slow_messages: int
     retry_messages: int
     apprise_messages: int
@@ -47,8 +53,15 @@ class Sizes:
     scheduler_intervals: tuple[int, ...]
 
 
-FULL = Sizes(10_000, 5.0, 8.0, 4_000, 6.0, 3_000, 4_000, 400, 1_000, 5.0, (500, 50))
-QUICK = Sizes(2_000, 1.5, 1.5, 300, 1.5, 300, 600, 60, 150, 1.5, (500,))
+FULL = Sizes(10_000, 5.0, 8.0, 3_000, 6.0, 1.0, 2_000, (1, 4), 2_000, 300, 1_000, 5.0, (500, 50))
+QUICK = Sizes(2_000, 1.5, 1.0, 150, 1.0, 0.5, 150, (1,), 200, 30, 150, 1.5, (500,))
+
+#: Rows 6.x and 7x, in the table's order; those a quick run leaves out still get a row.
+SCALING_PROCESSES = (1, 2, 4)
+SCHEDULER_INTERVALS = (500, 50)
+
+#: The stages that run worker pools; before any other, the pools still alive are killed.
+POOL_STAGES = {"e2e", "scaling", "retry"}
 
 #: Targets for this two-core machine (see bench/README.md).
 GATEWAY_TARGET_RPS = 3_000
@@ -78,8 +91,9 @@ def _at_most(value: float, target: float) -> bool:
 
 
 class Bench:
-    def __init__(self, env: BenchEnv, sizes: Sizes, receiver_url: str, smtp_port: int) -> None:
+    def __init__(self, env: BenchEnv, pools: Pools, sizes: Sizes, receiver_url: str, smtp_port: int) -> None:
         self.env = env
+        self.pools = pools
         self.sizes = sizes
         self.receiver_url = receiver_url
         self.smtp_port = smtp_port
@@ -88,14 +102,16 @@ class Bench:
         self.l2: float | None = None
         self.webhook_rate: float | None = None
 
-    def stage(self, name: str, measure: Callable[[], None]) -> None:
+    def stage(self, name: str, title: str, measure: Callable[[], None]) -> None:
         started = time.monotonic()
-        print(f"bench: {name} …", file=sys.stderr, flush=True)
+        print(f"bench: {title} …", file=sys.stderr, flush=True)
         try:
+            if name not in POOL_STAGES:
+                self.pools.close()
             measure()
         except Exception as exc:  # one broken stage must not hide the others' figures
-            self.rows.append(unavailable("!", name, f"{type(exc).__name__}: {exc}"))
-        print(f"bench: {name} done in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+            self.rows.append(unavailable("!", title, f"{type(exc).__name__}: {exc}"))
+        print(f"bench: {title} done in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
 
     def limits(self) -> None:
         s = self.sizes
@@ -167,16 +183,16 @@ class Bench:
         ]
 
     def end_to_end(self) -> None:
-        results: dict[Channel, endtoend.ChannelResult] = {}
-        for channel in (Channel.WEBHOOK, Channel.EMAIL, Channel.SMS, Channel.IN_APP):
-            results[channel] = endtoend.measure_channel(
-                self.env,
-                channel,
-                receiver_url=self.receiver_url,
-                smtp_port=self.smtp_port,
-                count=self.sizes.e2e_messages,
-                latency_s=self.sizes.latency_seconds,
-            )
+        results = endtoend.measure_channels(
+            self.env,
+            self.pools,
+            [Channel.WEBHOOK, Channel.EMAIL, Channel.SMS, Channel.IN_APP],
+            receiver_url=self.receiver_url,
+            smtp_port=self.smtp_port,
+            count=self.sizes.e2e_messages,
+            latency_s=self.sizes.latency_seconds,
+            rest_s=self.sizes.rest_seconds,
+        )
         webhook = results[Channel.WEBHOOK]
         self.rows.append(
             Row(
@@ -247,21 +263,34 @@ class Bench:
         return None
 
     def scaling(self) -> None:
-        n = self.sizes.scaling_messages
-        points = scaling.process_scaling(self.env, self.receiver_url, counts={1: n, 2: n, 4: n})
-        one = points[0].rate
-        for point in points:
-            self.rows.append(
-                Row(
-                    f"6.{point.processes}",
-                    f"webhook pool {point.processes}x{point.threads}, fast receiver",
-                    point.rate,
-                    "webhooks/s",
-                    "1 process",
-                    one,
-                )
+        s = self.sizes
+        points: dict[int, scaling.ScalingPoint] = {}
+        if self.webhook_rate is not None:
+            # Row 5a ran exactly this: the 2x16 webhook pool draining a full queue.
+            points[2] = scaling.ScalingPoint(2, scaling.THREADS_PER_PROCESS, self.webhook_rate, 0)
+        wanted = {*s.scaling_processes, 2} - points.keys()
+
+        def measure(processes: int) -> None:
+            points[processes] = scaling.processes_point(
+                self.env, self.pools, self.receiver_url, processes=processes, count=s.scaling_messages
             )
-        slow = scaling.slow_receiver(self.env, count=self.sizes.slow_messages)
+
+        # One process last: its pool serves row 7a too, in the stage that comes next.
+        for processes in sorted(wanted - {1}):
+            measure(processes)
+        slow = scaling.slow_receiver(self.env, self.pools, count=s.slow_messages)
+        if 1 in wanted:
+            measure(1)
+        one = points[1].rate
+        for processes in SCALING_PROCESSES:
+            what = f"webhook pool {processes}x{scaling.THREADS_PER_PROCESS}, fast receiver"
+            point = points.get(processes)
+            if point is None:
+                self.rows.append(Row(f"6.{processes}", what, None, "webhooks/s", note="full run only"))
+                continue
+            note = "the run of row 5a" if processes == 2 and self.webhook_rate is not None else ""
+            row = Row(f"6.{processes}", what, point.rate, "webhooks/s", "1 process", one, note=note)
+            self.rows.append(row)
         ceiling = slow.threads * 1000 / scaling.SLOW_RECEIVER_MS
         self.rows.append(
             Row(
@@ -279,11 +308,18 @@ class Bench:
 
     def retries(self) -> None:
         count = self.sizes.retry_messages
-        runs = [(False, 500, "7a")]
-        runs += [(True, interval, f"7{'bc'[n]}") for n, interval in enumerate(self.sizes.scheduler_intervals)]
+        runs = [(False, 500, "7a")] + [(True, i, f"7{'bc'[n]}") for n, i in enumerate(SCHEDULER_INTERVALS)]
         for parked, interval, key in runs:
-            result = retry.measure_retry(self.env, parked=parked, count=count, scheduler_interval_ms=interval)
-            label = result.path + (f", scheduler every {interval} ms" if parked else "")
+            label = f"parked, scheduler every {interval} ms" if parked else "broker delay"
+            if parked and interval not in self.sizes.scheduler_intervals:
+                self.rows += [
+                    Row(f"{key}.{p}", f"retry lateness {p}, {label}", None, "ms", note="full run only")
+                    for p in ("p50", "p99")
+                ]
+                continue
+            result = retry.measure_retry(
+                self.env, self.pools, parked=parked, count=count, scheduler_interval_ms=interval
+            )
             self.rows += [
                 Row(f"{key}.p50", f"retry lateness p50, {label}", result.p50_late_ms, "ms"),
                 Row(
@@ -348,8 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pika").setLevel(logging.ERROR)
     sizes = QUICK if args.quick else FULL
     started = time.monotonic()
-    with scratch_env() as env, http_peer() as receiver_url, smtp_peer() as smtp_port:
-        bench = Bench(env, sizes, receiver_url, smtp_port)
+    with scratch_env() as env, http_peer() as receiver_url, smtp_peer() as smtp_port, Pools(env) as pools:
+        bench = Bench(env, pools, sizes, receiver_url, smtp_port)
         stages = {
             "limits": ("raw limits (L1, L2)", bench.limits),
             "gateway": ("gateway (3)", bench.gateway),
@@ -361,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for name, (title, measure) in stages.items():
             if not args.only or name in args.only:
-                bench.stage(title, measure)
+                bench.stage(name, title, measure)
     elapsed = time.monotonic() - started
     print(render(bench.rows))
     print(f"\n{'quick' if args.quick else 'full'} run in {elapsed:.0f} s; written to {args.output}")

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from bench.endtoend import PRODUCE_LIMIT_S, drain_rate
 from bench.env import BenchEnv
-from bench.fleet import produce, send_fields, worker_pool
+from bench.fleet import produce, send_fields, webhook_pool
+from bench.pools import Pool, Pools
 from bench.procs import http_peer, peer_stats
 from shared.channels import Channel
 
@@ -29,27 +30,30 @@ class ScalingPoint:
     max_in_flight: int = 0
 
 
-def _run(env: BenchEnv, receiver_url: str, *, processes: int, threads: int, count: int) -> ScalingPoint:
+def _drain(env: BenchEnv, pool: Pool, receiver_url: str, *, count: int) -> ScalingPoint:
+    """Fill the webhook queue while ``pool`` is held, then time it draining the queue."""
     env.reset()
     channel = Channel.WEBHOOK
     produced = produce(
         env, channel, send_fields(channel, receiver_url), count=count, time_limit_s=PRODUCE_LIMIT_S
     )
-    with worker_pool(env, channel, processes=processes, threads=threads, extra_env={}):
+    with pool.released():
         rate, delivered = drain_rate(env, channel, produced.count)
-    return ScalingPoint(processes, threads, rate, delivered)
+    return ScalingPoint(pool.spec.processes, pool.spec.threads, rate, delivered)
 
 
-def process_scaling(env: BenchEnv, receiver_url: str, *, counts: dict[int, int]) -> list[ScalingPoint]:
-    """Throughput with each number of processes in ``counts`` (processes → messages)."""
-    return [
-        _run(env, receiver_url, processes=p, threads=THREADS_PER_PROCESS, count=n) for p, n in counts.items()
-    ]
+def processes_point(
+    env: BenchEnv, pools: Pools, receiver_url: str, *, processes: int, count: int
+) -> ScalingPoint:
+    """Throughput of a webhook pool of ``processes`` processes against the fast receiver."""
+    [pool] = pools.start(webhook_pool(processes, THREADS_PER_PROCESS))
+    return _drain(env, pool, receiver_url, count=count)
 
 
-def slow_receiver(env: BenchEnv, *, count: int) -> ScalingPoint:
+def slow_receiver(env: BenchEnv, pools: Pools, *, count: int) -> ScalingPoint:
     """One worker process with many threads against a receiver that takes 100 ms per request."""
+    [pool] = pools.start(webhook_pool(1, SLOW_THREADS))
     with http_peer(delay_ms=SLOW_RECEIVER_MS) as url:
-        point = _run(env, url, processes=1, threads=SLOW_THREADS, count=count)
+        point = _drain(env, pool, url, count=count)
         in_flight = int(peer_stats(url)["max_in_flight"])  # type: ignore[call-overload]
     return ScalingPoint(point.processes, point.threads, point.rate, point.delivered, in_flight)

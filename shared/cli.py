@@ -106,6 +106,10 @@ def _worker(args: argparse.Namespace) -> int:
     ]
     from dramatiq.cli import main as dramatiq_main
 
+    # Imported once here, before Dramatiq forks the worker processes: they inherit it instead
+    # of each importing it again, most of a worker process's start-up CPU. (It opens nothing.)
+    import workers.actors  # noqa: F401
+
     sys.argv = argv
     code: int = dramatiq_main()  # type: ignore[no-untyped-call]
     return code

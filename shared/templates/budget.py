@@ -19,8 +19,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pybars import Scope, strlist
-
 from shared.config import DEFAULT_TEMPLATE_MAX_OUTPUT_BYTES, DEFAULT_TEMPLATE_RENDER_TIMEOUT_MS, Settings
 from shared.errors import RenderError, RenderLimitExceeded
 
@@ -89,6 +87,9 @@ class RenderBudget:
     # The block helpers, with pybars' calling convention ``helper(this, options, *args)``.
 
     def each(self, this: Any, options: Mapping[str, Any], context: Any) -> Any:
+        # Imported here: pybars is loaded by the first compile, never at start-up.
+        from pybars import Scope, strlist
+
         try:
             count = len(context)
         except TypeError:

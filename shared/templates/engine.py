@@ -18,15 +18,16 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import pybars
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import RenderError
 from shared.templates import sandbox, syntax
 from shared.templates.budget import RenderBudget, RenderLimits
 from shared.templates.context import prepare_data
 from shared.templates.helpers import HELPERS
+
+if TYPE_CHECKING:
+    import pybars
 
 #: The channel name partials are stored under: shared layouts, not messages.
 PARTIAL = "partial"
@@ -77,8 +78,24 @@ class Compiled:
     partials: frozenset[str] = frozenset()
 
 
-_compiler = pybars.Compiler()
+#: Built on the first compile: importing pybars builds its grammar, most of a second of CPU
+#: that a process which never compiles a template (most workers, the gateway) should not pay.
+_compiler: pybars.Compiler | None = None
 _compile_lock = threading.Lock()
+_compiler_lock = threading.Lock()
+
+
+def _pybars() -> pybars.Compiler:
+    global _compiler
+    if _compiler is None:
+        with _compiler_lock:
+            if _compiler is None:
+                import pybars
+
+                _compiler = pybars.Compiler()
+    return _compiler
+
+
 _cache: OrderedDict[tuple[Any, ...], Compiled] = OrderedDict()
 _cache_lock = threading.Lock()
 
@@ -90,7 +107,7 @@ def _compile_one(source: str, *, html: bool, partials: set[str] | None, used: se
     sandbox.seal()
     with _compile_lock:
         try:
-            renderer: Renderer = _compiler.compile(checked)
+            renderer: Renderer = _pybars().compile(checked)
         except Exception as exc:  # pybars reports grammar errors as PybarsError or worse
             message = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise syntax.TemplateSyntaxError(syntax.Problem(_line_of(message), message)) from None
@@ -102,7 +119,7 @@ def _check_as_pybars_reads_it(checked: str, *, html: bool, partials: set[str] | 
     and line breaks next to tags), which can join a stray ``{`` to a tag: ``{ {{~x}}}``
     passes the whitelist as an escaped ``{{x}}`` and reaches pybars as the raw ``{{{x}}}``.
     So what pybars will read must itself pass the whitelist unchanged."""
-    rewritten = _compiler.whitespace_control(checked)
+    rewritten = _pybars().whitespace_control(checked)
     again, _ = syntax.check(rewritten, html=html, helpers=HELPERS, partials=partials)
     if again != rewritten:
         differs = next(i for i, (a, b) in enumerate(zip(again, rewritten, strict=False)) if a != b)

@@ -16,17 +16,18 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import pybars._compiler
-
 from shared.templates.context import Missing
 
 _sealed = False
+#: pybars' own scope type, known once :func:`seal` has imported pybars (importing it builds
+#: its grammar, which processes that never compile a template should not pay for).
+_scope_type: type[Any] = dict
 _seal_lock = threading.Lock()
 
 
 def pick(context: Any, name: Any, default: Any = None) -> Any:
     """``context[name]`` for the data's own objects and pybars scopes; otherwise ``default``."""
-    if isinstance(context, dict | Missing | pybars._compiler.Scope):
+    if isinstance(context, dict | Missing | _scope_type):
         return context.get(name, default)
     if isinstance(context, list) and isinstance(name, str) and name.isdigit():
         index = int(name)
@@ -36,8 +37,11 @@ def pick(context: Any, name: Any, default: Any = None) -> Any:
 
 def seal() -> None:
     """Make pybars look names up with :func:`pick` from now on, in this process."""
-    global _sealed
+    global _sealed, _scope_type
     with _seal_lock:
         if not _sealed:
+            import pybars._compiler
+
+            _scope_type = pybars._compiler.Scope
             pybars._compiler.pick = pick
             _sealed = True
