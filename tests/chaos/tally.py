@@ -21,11 +21,15 @@ def plain_url(database_url: str) -> str:
 
 
 def statuses(database_url: str, ids: list[str]) -> dict[str, tuple[str, str | None]]:
+    return {message_id: (status, code) for message_id, (status, code, _) in _rows(database_url, ids).items()}
+
+
+def _rows(database_url: str, ids: list[str]) -> dict[str, tuple[str, str | None, str | None]]:
     with psycopg.connect(plain_url(database_url)) as conn:
         rows = conn.execute(
-            "SELECT id, status, error_code FROM notification_logs WHERE id = ANY(%s)", (ids,)
+            "SELECT id, status, error_code, last_error FROM notification_logs WHERE id = ANY(%s)", (ids,)
         ).fetchall()
-    return {row[0]: (row[1], row[2]) for row in rows}
+    return {row[0]: (row[1], row[2], row[3]) for row in rows}
 
 
 def wait_drained(database_url: str, ids: list[str], timeout: float) -> float:
@@ -55,6 +59,8 @@ class Result:
     #: SMS: by body), the webhook receiver's programmed refusals taken out.
     duplicates_by_channel: dict[str, int]
     drain_seconds: float
+    #: One recorded error per failure code, so a table says why and not only how many.
+    failure_samples: dict[str, str] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,18 +80,20 @@ def tally(
 ) -> Result:
     """``copies``: per email/SMS/webhook id, how many times its peer got it; a peer's refusals
     (answers it was told to give) are attempts, not duplicates."""
-    rows = statuses(database_url, list(ids))
+    rows = _rows(database_url, list(ids))
     failed: Counter[str] = Counter()
+    samples: dict[str, str] = {}
     not_terminal: Counter[str] = Counter()
     delivered = skipped = missing = 0
     for message_id in ids:
-        status, code = rows.get(message_id, ("missing", None))
+        status, code, error = rows.get(message_id, ("missing", None, None))
         if status in ("sent", "delivered"):
             delivered += 1
             if sinks_reachable and message_id in copies and copies[message_id] == 0:
                 missing += 1
         elif status == "failed":
             failed[code or "unknown"] += 1
+            samples.setdefault(code or "unknown", (error or "")[:200])
         elif status == "skipped":
             skipped += 1
         else:
@@ -108,6 +116,7 @@ def tally(
         duplicates_at_sink=sum(extra.values()),
         duplicates_by_channel={channel: n for channel, n in sorted(extra.items()) if n},
         drain_seconds=round(drain_seconds, 1),
+        failure_samples=samples,
     )
 
 
@@ -126,6 +135,7 @@ def table(results: list[Result]) -> str:
             lines.append(
                 "    failed by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(r.failed.items()))
             )
+            lines.extend(f"      e.g. {code}: {text}" for code, text in sorted(r.failure_samples.items()))
         if r.duplicates_by_channel:
             by_channel = ", ".join(f"{k}={v}" for k, v in r.duplicates_by_channel.items())
             lines.append("    duplicates at the sink: " + by_channel)
