@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ipaddress
+import socket
 import ssl
 import threading
 from collections.abc import Coroutine
@@ -179,6 +180,10 @@ class SmtpProvider:
         self._timeout_s = settings.email_timeout_ms / 1000
         self._attempt_timeout_s = self._timeout_s * ATTEMPT_TIMEOUT_FACTOR
         self._use_tls, self._start_tls = tls_mode(settings)
+        # aiosmtplib otherwise looks the name up on every connect through the default thread
+        # pool, which refuses work once the interpreter starts shutting down: a worker
+        # finishing its last messages after SIGTERM then failed every email it had left.
+        self._local_hostname = socket.getfqdn()
         self._lock = threading.Lock()
         self._runner: _LoopThread | None = None
         # Touched only on the provider's loop: a slot per allowed connection, None = not open.
@@ -239,6 +244,7 @@ class SmtpProvider:
         conn = aiosmtplib.SMTP(
             hostname=self._host,
             port=settings.email_port,
+            local_hostname=self._local_hostname,
             username=settings.email_user,
             password=settings.email_password if settings.email_user else None,
             timeout=self._timeout_s,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures.thread
 import socket
 import threading
 import uuid
@@ -149,6 +150,19 @@ def test_a_retried_message_keeps_its_message_id(sink: SmtpSink, provider: SmtpPr
 
     assert first.provider_message_id == second.provider_message_id
     assert [m["Message-ID"] for m in sink.wait_for(2)] == [first.provider_message_id] * 2
+
+
+def test_mail_still_goes_out_while_the_interpreter_shuts_down(
+    sink: SmtpSink, provider: SmtpProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given a worker finishing its last messages after SIGTERM (the interpreter shutting
+    down, so thread pools take no new work), when it sends an email on a fresh connection,
+    then the email is delivered: connecting needs no thread pool."""
+    monkeypatch.setattr(concurrent.futures.thread, "_shutdown", True)
+
+    provider.send(email())
+
+    assert len(sink.wait_for(1)) == 1
 
 
 # -- connection reuse -------------------------------------------------------------------------
