@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -50,6 +51,9 @@ def main() -> int:
     # own account of every failed connection attempt would drown the tables.
     logging.getLogger("pika").setLevel(logging.CRITICAL)
 
+    # Stopped from outside (SIGTERM), clean up as on Ctrl-C: the finally below stops the
+    # pools and the private services instead of leaving them holding their ports.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     stack = Stack(private_broker="2" in chosen)
     fleet: Fleet | None = None
     results = []
