@@ -11,6 +11,7 @@ import uuid
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -18,6 +19,7 @@ from starlette.routing import Route
 from producer.gateway.auth import require_server
 from producer.gateway.bodies import read_json_object
 from producer.gateway.errors import HANDLERS
+from producer.gateway.ratelimit import GatewayLimits, RateLimitHeaders
 from producer.service import NotificationService
 from shared.channels import Channel
 from shared.config import get_settings, set_settings
@@ -41,7 +43,11 @@ def build() -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    return Starlette(
+    app = Starlette(
         routes=[Route("/api/messages/webhook", send, methods=["POST"]), Route("/healthz", healthz)],
         exception_handlers=HANDLERS,
+        middleware=[Middleware(RateLimitHeaders)],
     )
+    # The same rate-limit check as the real gateway's (one Redis round trip per request).
+    app.state.rate_limits = GatewayLimits(settings)
+    return app
