@@ -108,8 +108,9 @@ class NotificationService:
                 raise ValidationError(message, [{"field": "url", "message": message}]) from None
         if isinstance(request, TemplatedRequest):
             request = self.pin_template(channel, request)
-        validate_shape(request.payload(), "payload")  # type: ignore[attr-defined]
-        size = json_size(request.payload())  # type: ignore[attr-defined]
+        payload = request.payload()  # type: ignore[attr-defined]
+        validate_shape(payload, "payload")
+        size = json_size(payload)
         if size > settings.max_payload_bytes:
             raise PayloadTooLarge(
                 f"message is {size} bytes; the limit is {settings.max_payload_bytes} bytes",
