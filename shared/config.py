@@ -227,6 +227,9 @@ class Settings:
             value = env.get(name)
             return value if value not in (None, "") else default
 
+        def integer(name: str, default: int | str, *, minimum: int = 0) -> int:
+            return _int(name, get(name, str(default)) or "", minimum=minimum)
+
         var_dir = Path(get("KAI_VAR_DIR", str(DEFAULT_VAR_DIR)) or DEFAULT_VAR_DIR)
         database_url = _postgres_driver(get("DATABASE_URL")) or f"sqlite:///{var_dir / 'kai-messaging.db'}"
 
@@ -239,17 +242,13 @@ class Settings:
 
         def policy(prefix: str, retries: int, base: int, cap: int) -> RetryPolicy:
             return RetryPolicy(
-                max_retries=_int(f"{prefix}_MAX_RETRIES", get(f"{prefix}_MAX_RETRIES", str(retries)) or ""),
-                base_delay_ms=_int(
-                    f"{prefix}_RETRY_DELAY", get(f"{prefix}_RETRY_DELAY", str(base)) or "", minimum=1
-                ),
-                max_delay_ms=_int(
-                    f"{prefix}_MAX_RETRY_DELAY", get(f"{prefix}_MAX_RETRY_DELAY", str(cap)) or "", minimum=1
-                ),
+                max_retries=integer(f"{prefix}_MAX_RETRIES", retries),
+                base_delay_ms=integer(f"{prefix}_RETRY_DELAY", base, minimum=1),
+                max_delay_ms=integer(f"{prefix}_MAX_RETRY_DELAY", cap, minimum=1),
             )
 
         email_secure = _bool("EMAIL_SECURE", get("EMAIL_SECURE", "false") or "false")
-        email_port = _int("EMAIL_PORT", get("EMAIL_PORT", "465" if email_secure else "587") or "", minimum=1)
+        email_port = integer("EMAIL_PORT", "465" if email_secure else "587", minimum=1)
         email_service = (get("EMAIL_SERVICE", "smtp") or "smtp").lower()
         if email_service != "smtp":
             raise ConfigError(f"EMAIL_SERVICE {email_service!r} is not supported (supported: smtp)")
@@ -277,72 +276,46 @@ class Settings:
             email_user=get("EMAIL_USER"),
             email_password=get("EMAIL_PASSWORD"),
             email_from=get("EMAIL_FROM", "noreply@localhost") or "noreply@localhost",
-            email_timeout_ms=_int("EMAIL_TIMEOUT", get("EMAIL_TIMEOUT", "10000") or "", minimum=1),
-            email_pool_size=_int("EMAIL_POOL_SIZE", get("EMAIL_POOL_SIZE", "4") or "", minimum=1),
+            email_timeout_ms=integer("EMAIL_TIMEOUT", "10000", minimum=1),
+            email_pool_size=integer("EMAIL_POOL_SIZE", "4", minimum=1),
             sms_provider=sms_provider,
             twilio_account_sid=get("TWILIO_ACCOUNT_SID"),
             twilio_auth_token=get("TWILIO_AUTH_TOKEN"),
             twilio_phone_number=get("TWILIO_PHONE_NUMBER"),
             twilio_api_base=(get("TWILIO_API_BASE", "https://api.twilio.com") or "").rstrip("/"),
-            sms_timeout_ms=_int("SMS_TIMEOUT", get("SMS_TIMEOUT", "10000") or "", minimum=1),
-            webhook_timeout_ms=_int("WEBHOOK_TIMEOUT", get("WEBHOOK_TIMEOUT", "5000") or "", minimum=1),
+            sms_timeout_ms=integer("SMS_TIMEOUT", "10000", minimum=1),
+            webhook_timeout_ms=integer("WEBHOOK_TIMEOUT", "5000", minimum=1),
             webhook_secret=get("WEBHOOK_SECRET", "") or "",
             email_retry=policy("EMAIL", 5, 5_000, 3_600_000),
             sms_retry=policy("SMS", 5, 5_000, 3_600_000),
             webhook_retry=policy("WEBHOOK", 3, 1_000, 3_600_000),
             in_app_retry=policy("IN_APP", 5, 1_000, 600_000),
-            max_payload_bytes=_int(
-                "MAX_PAYLOAD_BYTES", get("MAX_PAYLOAD_BYTES", str(DEFAULT_MAX_PAYLOAD_BYTES)) or "", minimum=1
-            ),
-            broker_delay_limit_ms=_int(
-                "BROKER_DELAY_LIMIT",
-                get("BROKER_DELAY_LIMIT", str(DEFAULT_BROKER_DELAY_LIMIT_MS)) or "",
-            ),
-            delivery_lease_ms=_int(
-                "DELIVERY_LEASE", get("DELIVERY_LEASE", str(DEFAULT_DELIVERY_LEASE_MS)) or "", minimum=100
-            ),
-            scheduler_interval_ms=_int(
-                "SCHEDULER_INTERVAL", get("SCHEDULER_INTERVAL", "500") or "", minimum=10
-            ),
-            rescue_after_ms=_int(
-                "RESCUE_AFTER", get("RESCUE_AFTER", str(DEFAULT_RESCUE_AFTER_MS)) or "", minimum=1000
-            ),
+            max_payload_bytes=integer("MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES, minimum=1),
+            broker_delay_limit_ms=integer("BROKER_DELAY_LIMIT", DEFAULT_BROKER_DELAY_LIMIT_MS),
+            delivery_lease_ms=integer("DELIVERY_LEASE", DEFAULT_DELIVERY_LEASE_MS, minimum=100),
+            scheduler_interval_ms=integer("SCHEDULER_INTERVAL", "500", minimum=10),
+            rescue_after_ms=integer("RESCUE_AFTER", DEFAULT_RESCUE_AFTER_MS, minimum=1000),
             log_level=(get("LOG_LEVEL", "INFO") or "INFO").upper(),
             template_default_locale=get("TEMPLATE_DEFAULT_LOCALE", DEFAULT_TEMPLATE_LOCALE)
             or DEFAULT_TEMPLATE_LOCALE,
             template_strict=_bool("TEMPLATE_STRICT", get("TEMPLATE_STRICT", "true") or "true"),
-            template_render_timeout_ms=_int(
-                "TEMPLATE_RENDER_TIMEOUT_MS",
-                get("TEMPLATE_RENDER_TIMEOUT_MS", str(DEFAULT_TEMPLATE_RENDER_TIMEOUT_MS)) or "",
-                minimum=1,
+            template_render_timeout_ms=integer(
+                "TEMPLATE_RENDER_TIMEOUT_MS", DEFAULT_TEMPLATE_RENDER_TIMEOUT_MS, minimum=1
             ),
-            template_max_output_bytes=_int(
-                "TEMPLATE_MAX_OUTPUT_BYTES",
-                get("TEMPLATE_MAX_OUTPUT_BYTES", str(DEFAULT_TEMPLATE_MAX_OUTPUT_BYTES)) or "",
-                minimum=1,
+            template_max_output_bytes=integer(
+                "TEMPLATE_MAX_OUTPUT_BYTES", DEFAULT_TEMPLATE_MAX_OUTPUT_BYTES, minimum=1
             ),
             migration_database_url=_postgres_driver(get("MIGRATION_DATABASE_URL")),
-            in_app_retention_days=_int(
-                "IN_APP_RETENTION_DAYS",
-                get("IN_APP_RETENTION_DAYS", str(DEFAULT_IN_APP_RETENTION_DAYS)) or "",
+            in_app_retention_days=integer("IN_APP_RETENTION_DAYS", DEFAULT_IN_APP_RETENTION_DAYS),
+            in_app_retention_interval_ms=integer(
+                "IN_APP_RETENTION_INTERVAL", DEFAULT_IN_APP_RETENTION_INTERVAL_MS, minimum=10
             ),
-            in_app_retention_interval_ms=_int(
-                "IN_APP_RETENTION_INTERVAL",
-                get("IN_APP_RETENTION_INTERVAL", str(DEFAULT_IN_APP_RETENTION_INTERVAL_MS)) or "",
-                minimum=10,
+            sse_max_connections_per_user=integer(
+                "SSE_MAX_CONNECTIONS_PER_USER", DEFAULT_SSE_MAX_CONNECTIONS_PER_USER, minimum=1
             ),
-            sse_max_connections_per_user=_int(
-                "SSE_MAX_CONNECTIONS_PER_USER",
-                get("SSE_MAX_CONNECTIONS_PER_USER", str(DEFAULT_SSE_MAX_CONNECTIONS_PER_USER)) or "",
-                minimum=1,
-            ),
-            sse_heartbeat_ms=_int(
-                "SSE_HEARTBEAT_INTERVAL",
-                get("SSE_HEARTBEAT_INTERVAL", str(DEFAULT_SSE_HEARTBEAT_MS)) or "",
-                minimum=10,
-            ),
+            sse_heartbeat_ms=integer("SSE_HEARTBEAT_INTERVAL", DEFAULT_SSE_HEARTBEAT_MS, minimum=10),
             cors_allowed_origins=_csv(get("CORS_ALLOWED_ORIGINS", "") or ""),
-            hsts_max_age_seconds=_int("HSTS_MAX_AGE", get("HSTS_MAX_AGE", "0") or ""),
+            hsts_max_age_seconds=integer("HSTS_MAX_AGE", "0"),
             webhooks=WebhookSettings.from_env(get),
             rate_limits=RateLimitSettings.from_env(get),
         )
