@@ -35,7 +35,7 @@ def _events(request: Request) -> EventNotificationService:
     auth=Auth.SERVER,
     body=EventRequest,
     replies=[Reply(202, "Recorded and enqueued; `GET /api/events/{id}` shows what it produced.", Queued)],
-    errors=(429, 503),
+    errors=(503,),
 )
 async def post_event(request: Request) -> JSONResponse:
     service = _events(request)

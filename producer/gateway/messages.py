@@ -33,7 +33,7 @@ def sender(channel: Channel) -> Callable[[Request], Awaitable[JSONResponse]]:
         auth=Auth.SERVER,
         body=(REQUEST_MODELS[channel], TEMPLATED_MODELS[channel]),
         replies=[QUEUED],
-        errors=(429, 503),
+        errors=(503,),
         description="Literal content, or `template` + `data` to render a stored template. The message "
         "is recorded and enqueued before the answer; an `idempotencyKey` already used returns the "
         "first message's id.",

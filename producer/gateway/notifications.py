@@ -43,9 +43,6 @@ TEST_NOTIFICATION = {
     "type": "info",
 }
 
-#: What every inbox endpoint may answer besides its success.
-INBOX_ERRORS = (429,)
-
 
 class IdsInput(BaseModel):
     """The body of mark-as-read and delete (checked by :func:`_ids`, which names the field
@@ -121,7 +118,7 @@ def _feed_query(request: Request) -> tuple[inbox.FeedFilter, inbox.Position | No
     auth=Auth.USER,
     params=FEED_PARAMS,
     replies=[Reply(200, "A page of the feed; `nextCursor` is null on the last page.", Feed)],
-    errors=(422, *INBOX_ERRORS),
+    errors=(422,),
 )
 async def feed(request: Request) -> JSONResponse:
     settings, user_id = _user(request)
@@ -140,7 +137,6 @@ async def feed(request: Request) -> JSONResponse:
     "How many of the user's notifications are unread",
     auth=Auth.USER,
     replies=[Reply(200, "The unread count.", UnreadCount)],
-    errors=INBOX_ERRORS,
 )
 async def unread(request: Request) -> JSONResponse:
     settings, user_id = _user(request)
@@ -187,7 +183,6 @@ async def _change(settings: Settings, user_id: str, verb: str, ids: list[str] | 
     auth=Auth.USER,
     body=IdsInput,
     replies=[Reply(200, "How many changed, and the unread count after.", MarkedRead)],
-    errors=INBOX_ERRORS,
 )
 async def mark_as_read(request: Request) -> JSONResponse:
     settings, user_id = _user(request)
@@ -199,7 +194,6 @@ async def mark_as_read(request: Request) -> JSONResponse:
     "Mark all the user's notifications read",
     auth=Auth.USER,
     replies=[Reply(200, "How many changed, and the unread count after.", MarkedRead)],
-    errors=INBOX_ERRORS,
 )
 async def mark_all_as_read(request: Request) -> JSONResponse:
     settings, user_id = _user(request)
@@ -212,7 +206,6 @@ async def mark_all_as_read(request: Request) -> JSONResponse:
     auth=Auth.USER,
     body=IdsInput,
     replies=[Reply(200, "How many were deleted, and the unread count after.", Deleted)],
-    errors=INBOX_ERRORS,
 )
 async def delete(request: Request) -> JSONResponse:
     settings, user_id = _user(request)
@@ -224,7 +217,7 @@ async def delete(request: Request) -> JSONResponse:
     "Send the user a test in-app notification",
     auth=Auth.USER,
     replies=[Reply(202, "Enqueued.", Queued)],
-    errors=(*INBOX_ERRORS, 503),
+    errors=(503,),
 )
 async def send_test(request: Request) -> JSONResponse:
     service = _service(request)

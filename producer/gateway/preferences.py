@@ -27,7 +27,6 @@ from shared.db.rls import user_scope
     "The user's notification preferences",
     auth=Auth.USER,
     replies=[Reply(200, "The preferences (defaults if never set).", Preferences)],
-    errors=(429,),
 )
 async def get_preferences(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.service.settings
@@ -46,7 +45,6 @@ async def get_preferences(request: Request) -> JSONResponse:
     auth=Auth.USER,
     body=preferences.PreferencesUpdate,
     replies=[Reply(200, "The preferences after the change.", Preferences)],
-    errors=(429,),
 )
 async def put_preferences(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.service.settings

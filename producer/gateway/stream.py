@@ -138,7 +138,7 @@ async def _events(
             media_type="text/event-stream",
         )
     ],
-    errors=(422, 429),
+    errors=(422,),
 )
 async def stream_endpoint(request: Request) -> StreamingResponse:
     service: NotificationService = request.app.state.service
