@@ -29,11 +29,11 @@ from sqlalchemy import func, select
 
 from bench.env import BenchEnv
 from bench.report import Row
+from migrations.migrate import upgrade
 from producer.events import EventNotificationService
 from shared.broker import get_broker, reset_broker
 from shared.channels import TERMINAL_STATUSES
 from shared.config import Settings, set_settings
-from shared.db.migrate import upgrade
 from shared.db.models import NotificationLog
 from shared.db.session import dispose_all, session_scope
 from shared.events import rules

@@ -35,9 +35,9 @@ import psycopg
 
 from bench.loadgen import Connection, closed_loop, percentile
 from bench.sse import SseStream
+from migrations.migrate import upgrade
 from shared.channels import Channel
 from shared.config import Settings
-from shared.db.migrate import upgrade
 from shared.tracking import Claimed
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -262,7 +262,7 @@ class DeliveryClock:
 
 
 async def measure_delivery(port: int, settings: Settings, secret: str, samples: int) -> dict[str, Any]:
-    from workers.in_app import InboxProvider
+    from workers.providers.inbox import InboxProvider
 
     user = f"rt-{uuid.uuid4().hex[:8]}"
     clock = DeliveryClock()

@@ -135,4 +135,4 @@ def reset_peer(base_url: str) -> None:
 
 def kai(args: Sequence[str]) -> list[str]:
     """argv for the ``kai-messaging`` command of this environment."""
-    return [sys.executable, "-m", "shared.cli", *args]
+    return [sys.executable, "-m", "cli", *args]

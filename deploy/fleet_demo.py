@@ -353,7 +353,7 @@ def worker_argv(threads: int) -> list[str]:
     return [
         PYTHON,
         "-m",
-        "shared.cli",
+        "cli",
         "worker",
         "webhook",
         "--processes",
@@ -375,13 +375,13 @@ def run(messages: int, threads: int) -> dict[str, Any]:
         broker = start_broker(procs)
         start_database(procs)
         env = app_env()
-        sh(PYTHON, "-m", "shared.cli", "migrate", env=env, cwd=ROOT)
+        sh(PYTHON, "-m", "cli", "migrate", env=env, cwd=ROOT)
         procs.start("receiver", "receiver", [PYTHON, str(Path(__file__)), "receiver"], env)
         wait_for("receiver", receiver_stats, 20)
         procs.start(
             "gateway",
             "gateway",
-            [PYTHON, "-m", "shared.cli", "gateway", "--host", ip("gateway"), "--port", "8000"],
+            [PYTHON, "-m", "cli", "gateway", "--host", ip("gateway"), "--port", "8000"],
             env,
         )
         import httpx

@@ -34,7 +34,7 @@ from shared.messages import (
 from shared.templates import messages as template_messages
 from shared.templates import store as template_store
 from shared.templates.requests import TEMPLATED_MODELS, TemplatedRequest
-from shared.webhook_settings import address_policy
+from shared.webhooks.settings import address_policy
 
 log = get_logger(__name__)
 

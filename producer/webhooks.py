@@ -14,7 +14,6 @@ import pydantic
 from sqlalchemy import select
 
 from producer.service import validation_error
-from shared import webhook_endpoints, webhook_replay
 from shared.broker import get_broker, publish
 from shared.channels import Channel
 from shared.config import Settings
@@ -23,8 +22,10 @@ from shared.db.rls import system_scope
 from shared.db.session import session_scope
 from shared.errors import ValidationError
 from shared.tracking import create as create_message
-from shared.webhook_endpoints import EndpointFields
-from shared.webhook_fanout import endpoint_message
+from shared.webhooks import endpoints as webhook_endpoints
+from shared.webhooks import replay as webhook_replay
+from shared.webhooks.endpoints import EndpointFields
+from shared.webhooks.fanout import endpoint_message
 
 #: Event type of the message ``POST .../test`` sends.
 TEST_EVENT_TYPE = "webhook.test"

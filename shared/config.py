@@ -19,7 +19,7 @@ from pathlib import Path
 from shared.channels import Channel
 from shared.errors import ConfigError
 from shared.ratelimit_settings import RateLimitSettings
-from shared.webhook_settings import WebhookSettings
+from shared.webhooks.settings import WebhookSettings
 
 #: Where the embedded defaults keep their files (SQLite database, outbox, dev credentials).
 DEFAULT_VAR_DIR = Path("var")

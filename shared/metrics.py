@@ -1,7 +1,7 @@
 """Prometheus metrics of the message flow.
 
 Counters and histograms are recorded where the state changes (``shared.tracking``) and
-around provider calls (``shared.delivery``), so every channel and every outcome is counted
+around provider calls (``workers.delivery.pipeline``), so every channel and every outcome is counted
 in one place. Worker pools run several processes: ``kai-messaging worker`` sets
 ``PROMETHEUS_MULTIPROC_DIR`` before the processes start and serves the merged view on its
 metrics port (Dramatiq's Prometheus middleware adds per-actor in-progress, retry and
@@ -75,7 +75,7 @@ class QueueDepthCollector(Collector):
         self._cached: tuple[float, list[Any]] | None = None
 
     def _read(self) -> list[Any]:
-        from shared.fleet_status import broker_status
+        from shared.queue_status import broker_status
 
         with self._lock:
             now = time.monotonic()

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import psycopg
 
-from shared.db.migrate import upgrade
+from migrations.migrate import upgrade
 
 
 def create_database(admin_url: str, name: str) -> str:

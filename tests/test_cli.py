@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
+from cli.main import main
 from producer.service import NotificationService
 from shared.channels import Channel
-from shared.cli import main
 from shared.config import Settings
 from tests.conftest import Fleet, final_status
 

@@ -32,7 +32,7 @@ def embedded(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in REAL_COMPONENT_VARS}
     process = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "run", "--port", str(port)],
+        [sys.executable, "-m", "cli", "run", "--port", str(port)],
         cwd=tmp_path,
         env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
         stdout=subprocess.DEVNULL,

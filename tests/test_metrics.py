@@ -94,7 +94,7 @@ def test_a_worker_pool_serves_merged_metrics(base_env: dict[str, str], settings:
         [
             sys.executable,
             "-m",
-            "shared.cli",
+            "cli",
             "worker",
             "in_app",
             "--processes",

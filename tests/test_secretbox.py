@@ -6,7 +6,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from shared.errors import ConfigError
-from shared.secretbox import ENCRYPTED_PREFIX, seal, unseal
+from shared.webhooks.secretbox import ENCRYPTED_PREFIX, seal, unseal
 
 SECRET = "whsec_c2VjcmV0LWtleS1tYXRlcmlhbC0xMjM0NTY3OA=="
 

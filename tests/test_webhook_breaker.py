@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from shared.webhook_breaker import CircuitBreaker, LocalBreaker, RedisBreaker
 from tests.waiting import wait_until
+from workers.webhook.breaker import CircuitBreaker, LocalBreaker, RedisBreaker
 
 THRESHOLD = 2
 COOLDOWN_MS = 300

@@ -8,7 +8,7 @@ import pytest
 
 from shared.config import Settings
 from shared.errors import ConfigError
-from shared.webhook_settings import DEFAULT_RETRY_SCHEDULE_MS
+from shared.webhooks.settings import DEFAULT_RETRY_SCHEDULE_MS
 
 
 def test_defaults_follow_svix() -> None:

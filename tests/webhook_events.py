@@ -13,7 +13,7 @@ from shared.config import Settings
 from shared.db.models import WebhookConfiguration, WebhookDeliveryLog, utcnow
 from shared.db.rls import system_scope
 from shared.db.session import session_scope
-from shared.webhook_fanout import fan_out
+from shared.webhooks.fanout import fan_out
 from tests.sinks.webhook_receiver import WebhookReceiver
 
 

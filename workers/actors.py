@@ -1,6 +1,6 @@
 """Dramatiq actors: one per channel, each on its own queue, all running the same pipeline.
 
-The actor only translates the pipeline's :class:`~shared.delivery.Outcome` into broker
+The actor only translates the pipeline's :class:`~workers.delivery.pipeline.Outcome` into broker
 terms: return (ack), ``raise Retry(delay=…)`` (the Retries middleware re-publishes the
 message to the channel's delay queue), or fail the message so it is dead-lettered.
 """
@@ -15,16 +15,17 @@ from dramatiq.middleware import CurrentMessage
 
 from shared.channels import Channel
 from shared.config import Settings
-from shared.delivery import Action, Pipeline
 from shared.errors import KaiError
 from shared.events.queue import EVENTS_ACTOR
+from workers.delivery.pipeline import Action, Pipeline
 
 PipelineFactory = Callable[[Settings], Pipeline]
 
 
 def _factories() -> dict[Channel, PipelineFactory]:
     # Imported here so a process only loads the provider libraries of channels it runs.
-    from workers import email, in_app, sms, webhook
+    from workers import email, in_app, sms
+    from workers.webhook import pipeline as webhook
 
     return {
         Channel.EMAIL: email.build_pipeline,

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from shared.channels import Channel
 from shared.config import Settings
-from shared.delivery import Pipeline
-from shared.providers.base import Provider
+from workers.delivery.pipeline import Pipeline
+from workers.providers.base import Provider
 
 
 def build_provider(settings: Settings) -> Provider:
     if settings.email_host is None:
-        from shared.providers.outbox import OutboxEmailProvider
+        from workers.providers.outbox import OutboxEmailProvider
 
         return OutboxEmailProvider(settings)
-    from shared.providers.smtp import SmtpProvider
+    from workers.providers.smtp import SmtpProvider
 
     return SmtpProvider(settings)
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from shared.channels import Channel
 from shared.config import Settings
-from shared.delivery import Pipeline
-from shared.providers.base import Provider
+from workers.delivery.pipeline import Pipeline
+from workers.providers.base import Provider
 
 
 def build_provider(settings: Settings) -> Provider:
     if not (settings.twilio_account_sid and settings.twilio_auth_token):
-        from shared.providers.outbox import OutboxSmsProvider
+        from workers.providers.outbox import OutboxSmsProvider
 
         return OutboxSmsProvider(settings)
-    from shared.providers.twilio import TwilioProvider
+    from workers.providers.twilio import TwilioProvider
 
     return TwilioProvider(settings)
 

@@ -29,8 +29,8 @@ from producer.gateway.openapi.views import (
 )
 from producer.service import NotificationService
 from producer.webhooks import LOGS_PAGE_MAX, WebhookAdmin
-from shared.webhook_endpoints import EndpointFields
-from shared.webhook_replay import ReplayRefused
+from shared.webhooks.endpoints import EndpointFields
+from shared.webhooks.replay import ReplayRefused
 
 #: How often ``POST .../test`` looks for the outcome of its attempt.
 TEST_POLL_SECONDS = 0.05

@@ -26,7 +26,7 @@ from shared.logging import get_logger
 from shared.messages import normalize_email, normalize_phone
 from shared.templates import messages as template_messages
 from shared.templates import store as template_store
-from shared.webhook_fanout import fan_out
+from shared.webhooks.fanout import fan_out
 
 log = get_logger(__name__)
 

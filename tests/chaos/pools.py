@@ -50,7 +50,7 @@ class Pool:
                 [
                     sys.executable,
                     "-m",
-                    "shared.cli",
+                    "cli",
                     "worker",
                     self.channel.value,
                     "--processes",

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import psycopg
 
-from shared.db.migrate import upgrade
+from migrations.migrate import upgrade
 from shared.db.session import dispose_all
 from tests.chaos.services import Postgres, RabbitMQ, Redis
 from tests.sinks.smtp_sink import SmtpSink

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from cli.main import build_parser
 from shared.channels import Channel
-from shared.cli import build_parser
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 BIN = Path(sys.executable).parent
@@ -94,10 +94,10 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
 def test_env_example_documents_every_variable_the_settings_read() -> None:
     documented = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", (DEPLOY / ".env.example").read_text(), re.MULTILINE))
     shared = Path(__file__).resolve().parents[2] / "shared"
-    sources = "\n".join(p.read_text() for p in shared.glob("*.py"))
+    sources = "\n".join(p.read_text() for p in shared.rglob("*.py"))
     read = set(re.findall(r'get\("([A-Z][A-Z0-9_]+)"', sources))
     # Settings modules also pass variable names to small parsing helpers.
-    settings_sources = (shared / "config.py").read_text() + (shared / "webhook_settings.py").read_text()
+    settings_sources = (shared / "config.py").read_text() + (shared / "webhooks" / "settings.py").read_text()
     read |= {
         name
         for name in re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', settings_sources)

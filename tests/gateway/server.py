@@ -61,7 +61,7 @@ class GatewayProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> GatewayProcess:
-        command = [sys.executable, "-m", "shared.cli", "gateway", "--host", "127.0.0.1"]
+        command = [sys.executable, "-m", "cli", "gateway", "--host", "127.0.0.1"]
         command += ["--port", str(self.port)]
         self.process = subprocess.Popen(
             command, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

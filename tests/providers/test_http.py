@@ -19,7 +19,9 @@ import pytest
 from shared.channels import Channel
 from shared.config import Settings
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
-from shared.providers.http import (
+from shared.tracking import Claimed
+from tests.sinks.webhook_receiver import WebhookReceiver
+from workers.providers.http import (
     REDACTED,
     RESPONSE_BODY_MAX_BYTES,
     RETRY_AFTER_MAX_MS,
@@ -27,8 +29,6 @@ from shared.providers.http import (
     parse_retry_after,
     redact_headers,
 )
-from shared.tracking import Claimed
-from tests.sinks.webhook_receiver import WebhookReceiver
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 

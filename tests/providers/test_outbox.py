@@ -14,9 +14,9 @@ import pytest
 from shared.channels import Channel
 from shared.config import Settings
 from shared.errors import PermanentDeliveryError
-from shared.providers.mime import build_email, to_bytes
-from shared.providers.outbox import OutboxEmailProvider, OutboxSmsProvider
 from shared.tracking import Claimed
+from workers.providers.mime import build_email, to_bytes
+from workers.providers.outbox import OutboxEmailProvider, OutboxSmsProvider
 
 SENDER = "KAI Tests <noreply@kai.test>"
 

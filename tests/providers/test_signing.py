@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from shared.signing import signed_headers
+from shared.webhooks.signing import signed_headers
 
 
 def new_secret() -> str:

@@ -16,9 +16,9 @@ import pytest
 from shared.channels import Channel
 from shared.config import Settings
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
-from shared.providers.smtp import SmtpProvider, classify, tls_mode
 from shared.tracking import Claimed
 from tests.sinks.smtp_sink import SmtpSink
+from workers.providers.smtp import SmtpProvider, classify, tls_mode
 
 SENDER = "KAI Tests <noreply@kai.test>"
 

@@ -15,9 +15,9 @@ from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from shared.channels import Channel
 from shared.config import Settings
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
-from shared.providers.twilio import SMS_BODY_MAX_CHARS, TwilioProvider, classify
 from shared.tracking import Claimed
 from tests.sinks.twilio_sink import TwilioSink
+from workers.providers.twilio import SMS_BODY_MAX_CHARS, TwilioProvider, classify
 
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "test-auth-token"

@@ -39,7 +39,7 @@ class WorkerPool:
             [
                 sys.executable,
                 "-m",
-                "shared.cli",
+                "cli",
                 "worker",
                 "webhook",
                 "--processes",

@@ -16,12 +16,12 @@ from shared.channels import Channel
 from shared.config import Settings
 from shared.ratelimit import MemoryRateLimiter
 from shared.ratelimit_settings import DEFAULT_SMS_RECIPIENT_PER_HOUR, RateLimitSettings
-from shared.recipient_limits import SKIP_CODE, RecipientLimits, recipient_key
 from shared.tracking import Claimed
 from tests.conftest import Fleet, final_status
 from tests.gateway.server import free_port
 from tests.sinks.smtp_sink import SmtpSink
 from tests.sinks.twilio_sink import TwilioSink
+from workers.delivery.recipient_limits import SKIP_CODE, RecipientLimits, recipient_key
 
 TWILIO_SID = "AC" + "2" * 32
 TWILIO_TOKEN = "twilio-test-token"

@@ -22,7 +22,7 @@ from tests.conftest import Fleet, final_status
 from tests.sinks.webhook_receiver import WebhookReceiver
 from tests.waiting import wait_until
 from tests.webhook_events import attempts_of, create_endpoint, emit, endpoint_row, receiver_with_endpoint
-from workers.webhook import WebhookPipeline
+from workers.webhook.pipeline import WebhookPipeline
 
 
 def test_each_subscribed_endpoint_gets_its_own_signed_message(
@@ -90,7 +90,7 @@ def test_old_and_new_secret_both_verify_during_the_grace_period(
 
 def create_secret_of(settings: Settings, endpoint_id: str) -> str:
     """The endpoint's current secret, unsealed (tests only; the API never shows it again)."""
-    from shared.webhook_endpoints import signing_secrets
+    from shared.webhooks.endpoints import signing_secrets
 
     return signing_secrets(endpoint_row(settings, endpoint_id), settings)[0]
 

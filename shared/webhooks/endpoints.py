@@ -2,7 +2,7 @@
 
 An endpoint's signing secret is generated here (``whsec_`` + base64 of 32 random bytes), is
 shown to the caller only when created or regenerated, and is stored sealed
-(:mod:`shared.secretbox`). Regenerating keeps the previous secret signing too until the
+(:mod:`shared.webhooks.secretbox`). Regenerating keeps the previous secret signing too until the
 grace period ends, so receivers rotate without downtime (:func:`signing_secrets`).
 """
 
@@ -21,13 +21,14 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import netguard, secretbox
+from shared import netguard
 from shared.config import Settings
 from shared.db.models import WebhookConfiguration, utcnow
 from shared.errors import NotFound, ValidationError
 from shared.messages import check_http_url, normalize_email
-from shared.signing import SECRET_PREFIX
-from shared.webhook_settings import address_policy, parse_schedule
+from shared.webhooks import secretbox
+from shared.webhooks.settings import address_policy, parse_schedule
+from shared.webhooks.signing import SECRET_PREFIX
 
 #: Random bytes in a generated secret (Standard Webhooks asks for 24 to 64).
 SECRET_BYTES = 32

@@ -28,9 +28,9 @@ import aiosmtplib
 
 from shared.config import Settings
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
-from shared.providers.base import SendResult
-from shared.providers.mime import build_email
 from shared.tracking import Claimed
+from workers.providers.base import SendResult
+from workers.providers.mime import build_email
 
 #: One attempt (waiting for a pooled connection, connect, TLS, AUTH and the mail transaction)
 #: may take at most this many ``EMAIL_TIMEOUT``s; the timeout itself bounds each socket

@@ -4,62 +4,19 @@ per channel (from RabbitMQ), and the last minute's outcomes per channel (from
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import timedelta
 
-import pika
 from sqlalchemy import func, select
 
-from shared.broker import amqp_url_with_defaults
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import NotificationLog, utcnow
 from shared.db.rls import system_scope
+from shared.queue_status import QueueStatus, broker_status
 
 #: The window of "recent" outcomes shown next to the queue depths.
 RECENT_WINDOW = timedelta(minutes=1)
-
-
-@dataclass
-class QueueStatus:
-    queue: str
-    depth: int | None = None
-    consumers: int | None = None
-    delayed: int | None = None
-    dead_lettered: int | None = None
-    #: Outcomes in the last minute, by status (sent, delivered, failed, skipped).
-    recent: dict[str, int] = field(default_factory=dict)
-
-
-def _declare_passive(connection: pika.BlockingConnection, name: str) -> tuple[int, int] | None:
-    channel = connection.channel()
-    try:
-        ok = channel.queue_declare(name, passive=True).method
-        return int(ok.message_count), int(ok.consumer_count)
-    except pika.exceptions.ChannelClosedByBroker:
-        return None  # not declared yet: nobody has published or consumed there
-    finally:
-        if channel.is_open:
-            channel.close()
-
-
-def broker_status(settings: Settings, queues: list[str]) -> dict[str, QueueStatus]:
-    result = {q: QueueStatus(queue=q) for q in queues}
-    if settings.broker_url is None:
-        return result  # the in-process broker has no shared state to look at
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url_with_defaults(settings.broker_url)))
-    try:
-        for name, status in result.items():
-            main = _declare_passive(connection, name)
-            if main is not None:
-                status.depth, status.consumers = main
-            delayed = _declare_passive(connection, f"{name}.DQ")
-            status.delayed = delayed[0] if delayed else 0
-            dead = _declare_passive(connection, f"{name}.XQ")
-            status.dead_lettered = dead[0] if dead else 0
-    finally:
-        connection.close()
-    return result
 
 
 def recent_outcomes(settings: Settings) -> dict[str, dict[str, int]]:

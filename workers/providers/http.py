@@ -28,18 +28,19 @@ from typing import Any
 
 import httpx
 
-from shared import netguard, webhook_endpoints
+from shared import netguard
 from shared.config import Settings
 from shared.db.models import WebhookConfiguration
 from shared.db.session import session_scope
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from shared.messages import check_http_url
-from shared.providers.base import SendResult
-from shared.signing import SIGNATURE_HEADER, signed_headers
 from shared.tracking import Claimed
-from shared.webhook_breaker import CircuitBreaker, build_breaker
-from shared.webhook_endpoints import HEADER_NAME, RESERVED_HEADERS
-from shared.webhook_settings import address_policy
+from shared.webhooks import endpoints as webhook_endpoints
+from shared.webhooks.endpoints import HEADER_NAME, RESERVED_HEADERS
+from shared.webhooks.settings import address_policy
+from shared.webhooks.signing import SIGNATURE_HEADER, signed_headers
+from workers.providers.base import SendResult
+from workers.webhook.breaker import CircuitBreaker, build_breaker
 
 #: We read at most this much of a receiver's answer; the rest is dropped with the connection.
 RESPONSE_BODY_MAX_BYTES = 64 * 1024

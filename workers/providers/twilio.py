@@ -19,8 +19,8 @@ from twilio.rest import Client
 from shared.config import Settings
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from shared.messages import SMS_BODY_MAX_CHARS as MESSAGES_SMS_BODY_MAX_CHARS
-from shared.providers.base import SendResult
 from shared.tracking import Claimed
+from workers.providers.base import SendResult
 
 #: Twilio refuses bodies longer than this (1,600 characters, up to 10 segments); the same
 #: limit the request schema enforces at the door.

@@ -13,15 +13,14 @@ loses the acknowledgement.
 from __future__ import annotations
 
 import enum
-import random
 import time
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from shared import metrics, preferences, recipient_limits, tracking
+from shared import metrics, preferences, tracking
 from shared.channels import Channel
-from shared.config import RetryPolicy, Settings
+from shared.config import Settings
 from shared.db.models import utcnow
 from shared.db.rls import system_scope, user_scope
 from shared.db.session import session_scope
@@ -33,15 +32,14 @@ from shared.errors import (
     TemporaryDeliveryError,
 )
 from shared.logging import get_logger
-from shared.providers.base import Provider, SendResult
 from shared.ratelimit import RateLimiter, build_rate_limiter
 from shared.templates import messages as template_messages
 from shared.templates.budget import RenderLimits
+from workers.delivery import recipient_limits
+from workers.delivery.retry import retry_delay_ms
+from workers.providers.base import Provider, SendResult
 
 log = get_logger(__name__)
-
-#: Spread of retry delays (±20%) so messages that failed together don't retry together.
-JITTER = 0.2
 
 
 class Action(enum.Enum):
@@ -55,21 +53,6 @@ class Outcome:
     action: Action
     delay_ms: int | None = None
     reason: str = ""
-
-
-def backoff_ms(policy: RetryPolicy, attempt: int, *, rng: random.Random | None = None) -> int:
-    """Exponential backoff after ``attempt`` failed attempts, with jitter, capped."""
-    base = min(policy.base_delay_ms * 2 ** max(attempt - 1, 0), policy.max_delay_ms)
-    spread = (rng or random).uniform(1 - JITTER, 1 + JITTER)
-    return max(1, min(int(base * spread), policy.max_delay_ms))
-
-
-def retry_delay_ms(policy: RetryPolicy, attempt: int, error: DeliveryError) -> int:
-    """The provider's own hint (Retry-After) wins, clamped to the policy's ceiling."""
-    hint = error.retry_after_ms if isinstance(error, TemporaryDeliveryError) else None
-    if hint is not None:
-        return max(0, min(hint, policy.max_delay_ms))
-    return backoff_ms(policy, attempt)
 
 
 class Pipeline:

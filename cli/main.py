@@ -28,7 +28,7 @@ DEFAULT_PORT = 8000
 
 
 def _migrate(_args: argparse.Namespace) -> int:
-    from shared.db.migrate import upgrade
+    from migrations.migrate import upgrade
 
     upgrade(get_settings().owner_database_url)
     print("database is at the latest revision", file=sys.stderr)
@@ -60,8 +60,8 @@ def _run(args: argparse.Namespace) -> int:
     """Everything in one process on the embedded defaults (or on the configured services)."""
     import uvicorn
 
+    from migrations.migrate import upgrade
     from producer.gateway.app import create_app
-    from shared.db.migrate import upgrade
     from shared.logging import configure_logging, secret_values
     from workers.embedded import EmbeddedWorkers
 
@@ -165,7 +165,7 @@ def _status(args: argparse.Namespace) -> int:
 
         print(json.dumps(notification_service.get_status(args.message_id), indent=2))
         return 0
-    from shared.fleet_status import as_dicts, fleet_status, render
+    from cli.fleet_status import as_dicts, fleet_status, render
 
     statuses = fleet_status(get_settings())
     if args.json:
@@ -185,7 +185,7 @@ def _health(_args: argparse.Namespace) -> int:
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    from shared.dlq import list_dead, replay_dead
+    from cli.dlq import list_dead, replay_dead
 
     channel = Channel.parse(args.channel)
     if args.action == "list":

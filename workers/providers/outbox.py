@@ -18,9 +18,9 @@ from pathlib import Path
 
 from shared.config import Settings
 from shared.errors import PermanentDeliveryError, TemporaryDeliveryError
-from shared.providers.base import SendResult
-from shared.providers.mime import build_email, to_bytes
 from shared.tracking import Claimed
+from workers.providers.base import SendResult
+from workers.providers.mime import build_email, to_bytes
 
 #: File name endings, so the two channels can share one directory.
 EMAIL_SUFFIX = ".eml"

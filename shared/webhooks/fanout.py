@@ -17,8 +17,8 @@ from shared import tracking
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import WebhookConfiguration
-from shared.webhook_endpoints import subscribed
-from shared.webhook_ordering import ORDERING_KEY_FIELD
+from shared.webhooks.endpoints import subscribed
+from shared.webhooks.ordering import ORDERING_KEY_FIELD
 
 
 def retry_schedule(row: WebhookConfiguration, settings: Settings) -> list[int]:

@@ -5,7 +5,7 @@ Messages for a configured endpoint follow the endpoint's retry schedule (Svix's 
 and keep the endpoint's health record: consecutive failures, since when it has been failing,
 and whether it is disabled (410 Gone at once, or failing for WEBHOOK_DISABLE_AFTER). Ad-hoc
 messages keep the channel's exponential backoff (WEBHOOK_MAX_RETRIES, WEBHOOK_RETRY_DELAY).
-An endpoint's ``rateLimitPerSecond`` and per-key ordering (:mod:`shared.webhook_ordering`)
+An endpoint's ``rateLimitPerSecond`` and per-key ordering (:mod:`shared.webhooks.ordering`)
 are enforced before a message is claimed, so a message held back keeps all its attempts.
 """
 
@@ -17,16 +17,18 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from shared import webhook_alerts, webhook_ordering
 from shared.channels import Channel, Status
 from shared.config import Settings
 from shared.db.models import NotificationLog, WebhookConfiguration, WebhookDeliveryLog, utcnow
 from shared.db.rls import system_scope
-from shared.delivery import JITTER, Action, Outcome, Pipeline
 from shared.errors import DeliveryError, TemporaryDeliveryError
 from shared.logging import get_logger
-from shared.providers.http import ENDPOINT_STATE_CODES
 from shared.tracking import Claimed
+from shared.webhooks import ordering as webhook_ordering
+from workers.delivery.pipeline import Action, Outcome, Pipeline
+from workers.delivery.retry import JITTER
+from workers.providers.http import ENDPOINT_STATE_CODES
+from workers.webhook import alerts as webhook_alerts
 
 log = get_logger(__name__)
 
@@ -166,6 +168,6 @@ class WebhookPipeline(Pipeline):
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
-    from shared.providers.http import WebhookProvider
+    from workers.providers.http import WebhookProvider
 
     return WebhookPipeline(Channel.WEBHOOK, WebhookProvider(settings), settings)
