@@ -36,9 +36,8 @@ import psycopg
 from bench.loadgen import Connection, closed_loop, percentile
 from bench.sse import SseStream
 from migrations.migrate import upgrade
-from shared.channels import Channel
 from shared.config import Settings
-from shared.tracking import Claimed
+from shared.payloads import InAppPayload
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -262,12 +261,14 @@ class DeliveryClock:
 
 
 async def measure_delivery(port: int, settings: Settings, secret: str, samples: int) -> dict[str, Any]:
+    from workers.in_app import DatabaseInbox
+    from workers.providers.base import Outgoing
     from workers.providers.inbox import InboxProvider
 
     user = f"rt-{uuid.uuid4().hex[:8]}"
     clock = DeliveryClock()
     clock.install()
-    provider = InboxProvider(settings)
+    provider = InboxProvider(DatabaseInbox(settings))
     stream = SseStream("127.0.0.1", port, token_for(user, secret))
     await stream.open()
     await stream.next_frame()  # the unread count sent on connect
@@ -280,17 +281,13 @@ async def measure_delivery(port: int, settings: Settings, secret: str, samples: 
 
     listener = asyncio.create_task(listen())
     for n in range(samples):
-        claimed = Claimed(
+        message = Outgoing(
             id=str(uuid.uuid4()),
-            channel=Channel.IN_APP,
-            recipient=user,
-            payload={"title": f"realtime {n}", "message": "timing", "type": "info"},
             attempt=1,
-            max_attempts=1,
+            payload=InAppPayload(title=f"realtime {n}", message="timing"),
             user_id=user,
-            event_type=None,
         )
-        await asyncio.to_thread(provider.send, claimed)
+        await asyncio.to_thread(provider.send, message)
         await asyncio.sleep(DELIVERY_GAP_SECONDS)
     await asyncio.wait_for(listener, timeout=30)
     stream.close()

@@ -11,12 +11,11 @@ import json
 from typing import Any
 
 import pika
-from sqlalchemy import update
 
+from shared import tracking
 from shared.broker import amqp_url_with_defaults, get_broker, publish
 from shared.channels import Channel, Status
 from shared.config import Settings
-from shared.db.models import NotificationLog, utcnow
 from shared.db.rls import system_scope
 from shared.errors import ConfigError
 
@@ -73,21 +72,12 @@ def replay_dead(settings: Settings, channel: Channel, *, limit: int = 100) -> in
                 break
             message_id = _describe(body)["id"]
             if message_id:
-                now = utcnow()
                 with system_scope(settings.database_url) as session:
-                    session.execute(
-                        update(NotificationLog)
-                        .where(
-                            NotificationLog.id == message_id, NotificationLog.status == Status.FAILED.value
-                        )
-                        .values(
-                            status=Status.QUEUED.value,
-                            max_attempts=NotificationLog.attempts + policy.max_attempts,
-                            next_attempt_at=now,
-                            due_at=None,
-                            completed_at=None,
-                            updated_at=now,
-                        )
+                    tracking.reopen(
+                        session,
+                        message_id,
+                        extra_attempts=policy.max_attempts,
+                        from_statuses=frozenset({Status.FAILED}),
                     )
                 publish(broker, channel, message_id)
                 replayed += 1

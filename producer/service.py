@@ -31,10 +31,10 @@ from shared.messages import (
     _Request,
     json_size,
 )
+from shared.payloads import EmailPayload, Payload, SmsPayload, Stored, Templated, WebhookPayload
 from shared.templates import messages as template_messages
 from shared.templates import store as template_store
 from shared.templates.requests import TEMPLATED_MODELS, TemplatedRequest
-from shared.webhooks.settings import address_policy
 
 log = get_logger(__name__)
 
@@ -102,13 +102,13 @@ class NotificationService:
         url = getattr(request, "url", None)
         if channel is Channel.WEBHOOK and isinstance(url, str):  # literal or templated
             try:
-                netguard.check_url(url, address_policy(settings))
+                netguard.check_url(url, settings.address_policy)
             except netguard.AddressRefused as exc:
                 message = f"URL refused: {exc}"
                 raise ValidationError(message, [{"field": "url", "message": message}]) from None
         if isinstance(request, TemplatedRequest):
             request = self.pin_template(channel, request)
-        payload = request.payload()  # type: ignore[attr-defined]
+        payload = request.payload().to_json()
         validate_shape(payload, "payload")
         size = json_size(payload)
         if size > settings.max_payload_bytes:
@@ -134,18 +134,18 @@ class NotificationService:
 
     def enqueue(self, channel: Channel, request: _Request) -> str:
         settings = self.settings
-        payload: dict[str, Any] = request.payload()  # type: ignore[attr-defined]
+        payload = request.payload()
         new = tracking.NewMessage(
             channel=channel,
             recipient=_recipient(channel, request, payload),
-            payload=payload,
+            payload=Stored(payload),
             max_attempts=settings.retry_policy(channel).max_attempts,
             user_id=request.user_id,
             event_type=request.event_type,
             idempotency_key=request.idempotency_key,
             template_key=request.template if isinstance(request, TemplatedRequest) else None,
             template_version=(
-                request.template_ref["version"]
+                request.template_ref.version
                 if isinstance(request, TemplatedRequest) and request.template_ref
                 else None
             ),
@@ -214,9 +214,16 @@ REQUEST_MODELS: dict[Channel, type[_Request]] = {
 }
 
 
-def _recipient(channel: Channel, request: _Request, payload: dict[str, Any]) -> str:
-    if channel is Channel.WEBHOOK:
-        return str(payload["url"])
+def _recipient(channel: Channel, request: _Request, payload: Payload) -> str:
     if channel is Channel.IN_APP:
         return str(request.user_id)
-    return str(payload["to"])
+    address = (
+        payload.url
+        if isinstance(payload, WebhookPayload | Templated) and channel is Channel.WEBHOOK
+        else None
+    )
+    if address is None and isinstance(payload, EmailPayload | SmsPayload | Templated):
+        address = payload.to
+    if not address:
+        raise ValidationError(f"a {channel.value} message needs a recipient")
+    return address

@@ -6,7 +6,6 @@ Each method runs its own transaction and publishes what it queued only after the
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 from typing import Any
 
@@ -122,9 +121,7 @@ class WebhookAdmin:
                 event_type=TEST_EVENT_TYPE,
                 data={"message": "This is a test event from KAI Messaging.", "configurationId": endpoint_id},
                 occurred_at=now,
-            )
-            message = dataclasses.replace(
-                message, max_attempts=1, payload={**message.payload, "retryScheduleMs": []}
+                retries=False,
             )
             message_id, _ = create_message(session, message)
         self._publish([message_id])

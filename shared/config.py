@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.channels import Channel
+from shared.envvars import parse_bool, parse_csv, parse_int
 from shared.errors import ConfigError
+from shared.netguard import AddressPolicy
 from shared.ratelimit_settings import RateLimitSettings
 from shared.webhooks.settings import WebhookSettings
 
@@ -74,34 +76,11 @@ DEFAULT_SSE_MAX_CONNECTIONS_PER_USER = 10
 DEFAULT_SSE_HEARTBEAT_MS = 15_000
 
 
-def _bool(name: str, raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off", ""}:
-        return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
-
-
-def _int(name: str, raw: str, *, minimum: int = 0) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 def _postgres_driver(url: str | None) -> str | None:
     """psycopg 3 is the driver we ship; accept the URL libpq users write."""
     if url is not None and url.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
-
-
-def _csv(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
 @dataclass(frozen=True)
@@ -211,6 +190,13 @@ class Settings:
         }[channel]
 
     @property
+    def address_policy(self) -> AddressPolicy:
+        """Where webhooks may connect: WEBHOOK_ALLOW_PRIVATE_NETWORKS and WEBHOOK_ALLOWED_SUBNETS."""
+        return AddressPolicy(
+            allow_private=self.webhook_allow_private_networks, allowed=self.webhooks.allowed_subnets
+        )
+
+    @property
     def owner_database_url(self) -> str:
         """Where migrations run: ``MIGRATION_DATABASE_URL``, else ``DATABASE_URL``."""
         return self.migration_database_url or self.database_url
@@ -228,7 +214,7 @@ class Settings:
             return value if value not in (None, "") else default
 
         def integer(name: str, default: int | str, *, minimum: int = 0) -> int:
-            return _int(name, get(name, str(default)) or "", minimum=minimum)
+            return parse_int(name, get(name, str(default)) or "", minimum=minimum)
 
         var_dir = Path(get("KAI_VAR_DIR", str(DEFAULT_VAR_DIR)) or DEFAULT_VAR_DIR)
         database_url = _postgres_driver(get("DATABASE_URL")) or f"sqlite:///{var_dir / 'kai-messaging.db'}"
@@ -247,7 +233,7 @@ class Settings:
                 max_delay_ms=integer(f"{prefix}_MAX_RETRY_DELAY", cap, minimum=1),
             )
 
-        email_secure = _bool("EMAIL_SECURE", get("EMAIL_SECURE", "false") or "false")
+        email_secure = parse_bool("EMAIL_SECURE", get("EMAIL_SECURE", "false") or "false")
         email_port = integer("EMAIL_PORT", "465" if email_secure else "587", minimum=1)
         email_service = (get("EMAIL_SERVICE", "smtp") or "smtp").lower()
         if email_service != "smtp":
@@ -260,12 +246,12 @@ class Settings:
             database_url=database_url,
             broker_url=broker_url,
             redis_url=redis_url,
-            api_keys=_csv(get("API_KEYS", "") or ""),
+            api_keys=parse_csv(get("API_KEYS", "") or ""),
             user_token_secret=get("USER_TOKEN_SECRET", "") or "",
-            user_token_previous_secrets=_csv(get("USER_TOKEN_PREVIOUS_SECRETS", "") or ""),
+            user_token_previous_secrets=parse_csv(get("USER_TOKEN_PREVIOUS_SECRETS", "") or ""),
             user_token_audience=get("USER_TOKEN_AUDIENCE"),
             user_token_issuer=get("USER_TOKEN_ISSUER"),
-            webhook_allow_private_networks=_bool(
+            webhook_allow_private_networks=parse_bool(
                 "WEBHOOK_ALLOW_PRIVATE_NETWORKS", get("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true") or "true"
             ),
             var_dir=var_dir,
@@ -298,7 +284,7 @@ class Settings:
             log_level=(get("LOG_LEVEL", "INFO") or "INFO").upper(),
             template_default_locale=get("TEMPLATE_DEFAULT_LOCALE", DEFAULT_TEMPLATE_LOCALE)
             or DEFAULT_TEMPLATE_LOCALE,
-            template_strict=_bool("TEMPLATE_STRICT", get("TEMPLATE_STRICT", "true") or "true"),
+            template_strict=parse_bool("TEMPLATE_STRICT", get("TEMPLATE_STRICT", "true") or "true"),
             template_render_timeout_ms=integer(
                 "TEMPLATE_RENDER_TIMEOUT_MS", DEFAULT_TEMPLATE_RENDER_TIMEOUT_MS, minimum=1
             ),
@@ -314,7 +300,7 @@ class Settings:
                 "SSE_MAX_CONNECTIONS_PER_USER", DEFAULT_SSE_MAX_CONNECTIONS_PER_USER, minimum=1
             ),
             sse_heartbeat_ms=integer("SSE_HEARTBEAT_INTERVAL", DEFAULT_SSE_HEARTBEAT_MS, minimum=10),
-            cors_allowed_origins=_csv(get("CORS_ALLOWED_ORIGINS", "") or ""),
+            cors_allowed_origins=parse_csv(get("CORS_ALLOWED_ORIGINS", "") or ""),
             hsts_max_age_seconds=integer("HSTS_MAX_AGE", "0"),
             webhooks=WebhookSettings.from_env(get),
             rate_limits=RateLimitSettings.from_env(get),

@@ -17,6 +17,8 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from shared.payloads import EmailPayload, InAppPayload, Payload, SmsPayload, WebhookPayload
+
 #: RFC 5322 caps a header line at 998 characters; a subject longer than that is not an email.
 EMAIL_SUBJECT_MAX_CHARS = 998
 #: Twilio refuses bodies over 1,600 characters (concatenated segments).
@@ -101,6 +103,10 @@ class _Request(BaseModel):
     event_type: Identifier | None = None
     idempotency_key: Identifier | None = None
 
+    def payload(self) -> Payload:
+        """What the message carries to its provider, stored in its row."""
+        raise NotImplementedError
+
 
 class EmailRequest(_Request):
     to: str
@@ -124,8 +130,8 @@ class EmailRequest(_Request):
             raise ValueError("an email needs text or html (or both)")
         return self
 
-    def payload(self) -> dict[str, Any]:
-        return {"to": self.to, "subject": self.subject, "text": self.text, "html": self.html}
+    def payload(self) -> EmailPayload:
+        return EmailPayload(to=self.to, subject=self.subject, text=self.text, html=self.html)
 
 
 class SmsRequest(_Request):
@@ -137,8 +143,8 @@ class SmsRequest(_Request):
     def _to(cls, value: str) -> str:
         return normalize_phone(value)
 
-    def payload(self) -> dict[str, Any]:
-        return {"to": self.to, "message": self.message}
+    def payload(self) -> SmsPayload:
+        return SmsPayload(to=self.to, message=self.message)
 
 
 class WebhookRequest(_Request):
@@ -150,8 +156,8 @@ class WebhookRequest(_Request):
     def _url(cls, value: str) -> str:
         return check_http_url(value)
 
-    def payload(self) -> dict[str, Any]:
-        return {"url": self.url, "payload": self.payload_}
+    def payload(self) -> WebhookPayload:
+        return WebhookPayload(url=self.url, body=self.payload_)
 
 
 class InAppRequest(_Request):
@@ -169,11 +175,7 @@ class InAppRequest(_Request):
             return value  # a path inside the host application
         return check_http_url(value)
 
-    def payload(self) -> dict[str, Any]:
-        return {
-            "title": self.title,
-            "message": self.message,
-            "type": self.type,
-            "actionUrl": self.action_url,
-            "data": self.data,
-        }
+    def payload(self) -> InAppPayload:
+        return InAppPayload(
+            title=self.title, message=self.message, type=self.type, action_url=self.action_url, data=self.data
+        )

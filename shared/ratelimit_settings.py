@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from shared.envvars import parse_bool, parse_int
 from shared.errors import ConfigError
 
 #: Milliseconds in each period a budget may be written in.
@@ -90,16 +91,11 @@ class RateLimitSettings:
                 raise ConfigError(f"{name}: {exc}") from None
 
         def per_hour(name: str, default: int) -> int:
-            raw = (get(name) or str(default)).strip()
-            if not raw.isdigit():
-                raise ConfigError(f"{name} must be a whole number (0 switches it off), got {raw!r}")
-            return int(raw)
+            # 0 switches the limit off.
+            return parse_int(name, get(name) or str(default))
 
-        enabled = (get("RATE_LIMIT_ENABLED") or "true").strip().lower()
-        if enabled not in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
-            raise ConfigError(f"RATE_LIMIT_ENABLED must be true or false, got {enabled!r}")
         return cls(
-            enabled=enabled in {"true", "1", "yes", "on"},
+            enabled=parse_bool("RATE_LIMIT_ENABLED", get("RATE_LIMIT_ENABLED") or "true"),
             send=limit("RATE_LIMIT_SEND", DEFAULT_SEND),
             events=limit("RATE_LIMIT_EVENTS", DEFAULT_EVENTS),
             read=limit("RATE_LIMIT_READ", DEFAULT_READ),

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from shared import metrics
 from shared.channels import Channel, Status
 from shared.db.models import NotificationLog, utcnow
+from shared.payloads import Stored
 
 #: Longest error text we keep per message; provider bodies can be large.
 MAX_ERROR_CHARS = 2000
@@ -34,7 +35,7 @@ def new_message_id() -> str:
 class NewMessage:
     channel: Channel
     recipient: str
-    payload: dict[str, Any]
+    payload: Stored
     max_attempts: int
     user_id: str | None = None
     event_type: str | None = None
@@ -67,7 +68,7 @@ def create(session: Session, message: NewMessage) -> tuple[str, bool]:
         template_key=message.template_key,
         template_version=message.template_version,
         idempotency_key=message.idempotency_key,
-        payload=message.payload,
+        payload=message.payload.to_json(),
         attempts=0,
         max_attempts=message.max_attempts,
         next_attempt_at=message.due_at or now,
@@ -103,6 +104,9 @@ def discard(session: Session, message_id: str) -> None:
 
 @dataclass(frozen=True)
 class Claimed:
+    """One attempt of a message, taken by a worker. ``payload`` is the row's JSON as stored;
+    the pipeline reads it once into its typed form (:func:`shared.payloads.load`)."""
+
     id: str
     channel: Channel
     recipient: str
@@ -305,6 +309,74 @@ def defer(session: Session, message_id: str, attempt: int, *, until: datetime, r
             "due_at": until,
         },
     )
+
+
+def close_unsendable(session: Session, message_id: str, *, status: Status, reason: str, code: str) -> bool:
+    """End a message that was never attempted because it cannot be sent (a rule's message
+    with no address or no template): ``skipped`` or ``failed`` straight from ``queued``."""
+    if not status.is_terminal:
+        raise ValueError(f"{status.value} does not end a message")
+    now = utcnow()
+    row = session.execute(
+        update(NotificationLog)
+        .where(NotificationLog.id == message_id, NotificationLog.status == Status.QUEUED.value)
+        .values(
+            status=status.value,
+            last_error=reason[:MAX_ERROR_CHARS],
+            error_code=code,
+            completed_at=now,
+            next_attempt_at=None,
+            due_at=None,
+            updated_at=now,
+        )
+        .returning(NotificationLog.channel)
+    ).one_or_none()
+    if row is None:
+        return False
+    metrics.COMPLETED.labels(row.channel, status.value, code).inc()
+    return True
+
+
+def reopen(
+    session: Session, message_id: str, *, extra_attempts: int, from_statuses: frozenset[Status]
+) -> bool:
+    """Give a finished message ``extra_attempts`` more attempts (a replay, a dead letter sent
+    again): back to ``queued``, due now. Only from one of ``from_statuses``; False otherwise.
+    The caller publishes the id after commit."""
+    if not from_statuses or not all(s.is_terminal for s in from_statuses):
+        raise ValueError("only a finished message can be reopened")
+    now = utcnow()
+    row = session.execute(
+        update(NotificationLog)
+        .where(
+            NotificationLog.id == message_id,
+            NotificationLog.status.in_([s.value for s in from_statuses]),
+        )
+        .values(
+            status=Status.QUEUED.value,
+            max_attempts=NotificationLog.attempts + extra_attempts,
+            next_attempt_at=now,
+            due_at=None,
+            locked_until=None,
+            completed_at=None,
+            updated_at=now,
+        )
+        .returning(NotificationLog.channel)
+    ).one_or_none()
+    return row is not None
+
+
+def hold(session: Session, message_id: str, *, until: datetime, planned: datetime) -> bool:
+    """Park a queued message for the scheduler until ``until`` without an attempt (a webhook
+    waiting behind an earlier one with its ordering key); ``planned`` is when it is expected
+    to go, as shown in its status."""
+    row = session.execute(
+        update(NotificationLog)
+        .where(NotificationLog.id == message_id, NotificationLog.status == Status.QUEUED.value)
+        .values(due_at=until, next_attempt_at=planned, updated_at=utcnow())
+        .returning(NotificationLog.id)
+    ).one_or_none()
+    return row is not None
 
 
 def get(session: Session, message_id: str) -> NotificationLog | None:

@@ -64,10 +64,11 @@ def test_queue_and_dead_letter_depths_are_exported(settings: Settings, fleet: Ca
     """Given a poison message dead-lettered after its retries and an SMS waiting with no
     worker, /metrics shows the dead-letter depth of in_app and the ready depth of sms."""
     from shared.broker import publish
+    from tests.poison import POISON_PAYLOAD
     from tests.workers.test_scheduler import insert_without_publishing
 
     running = fleet(settings, [Channel.IN_APP])
-    poison = insert_without_publishing(settings, payload={"no": "title"})
+    poison = insert_without_publishing(settings, payload=POISON_PAYLOAD.to_json())
     publish(running.broker, Channel.IN_APP, poison)
     service = NotificationService(settings)
     assert final_status(service, poison)["status"] == "failed"

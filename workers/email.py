@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from shared.channels import Channel
 from shared.config import Settings
+from shared.payloads import EmailPayload
 from workers.delivery.pipeline import Pipeline
 from workers.providers.base import Provider
 
 
-def build_provider(settings: Settings) -> Provider:
+def build_provider(settings: Settings) -> Provider[EmailPayload]:
     if settings.email_host is None:
         from workers.providers.outbox import OutboxEmailProvider
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from shared.channels import Channel
 from shared.config import Settings
+from shared.payloads import SmsPayload
 from workers.delivery.pipeline import Pipeline
 from workers.providers.base import Provider
 
 
-def build_provider(settings: Settings) -> Provider:
+def build_provider(settings: Settings) -> Provider[SmsPayload]:
     if not (settings.twilio_account_sid and settings.twilio_auth_token):
         from workers.providers.outbox import OutboxSmsProvider
 

@@ -24,6 +24,7 @@ from shared.errors import NotFound
 from shared.events import conditions, contacts, rules
 from shared.logging import get_logger
 from shared.messages import normalize_email, normalize_phone
+from shared.payloads import Stored, Templated, TemplateRef
 from shared.templates import messages as template_messages
 from shared.templates import store as template_store
 from shared.webhooks.fanout import fan_out
@@ -76,21 +77,6 @@ def _recipient(channel: Channel, event: EventLog, contact: UserContact | None) -
     return event.user_id
 
 
-def _close(session: Session, message_id: str, status: Status, reason: str, code: str) -> None:
-    """Record a message the rule could not send (no address, no template) as such."""
-    session.execute(
-        update(NotificationLog)
-        .where(NotificationLog.id == message_id, NotificationLog.status == Status.QUEUED.value)
-        .values(
-            status=status.value,
-            last_error=reason,
-            error_code=code,
-            completed_at=utcnow(),
-            next_attempt_at=None,
-        )
-    )
-
-
 def _message(
     session: Session,
     settings: Settings,
@@ -107,43 +93,47 @@ def _message(
         recipient, problem = None, (Status.SKIPPED, str(exc), "invalid_recipient")
     given_locale = (event.data or {}).get("locale")
     locale = str(given_locale) if given_locale else (contact.locale if contact else None)
-    ref: dict[str, Any] | None = None
+    key = rule.template_key or ""
+    found: TemplateRef | None = None
     try:
         found_locale, version = template_store.resolve(
-            session, rule.template_key or "", channel.value, locale, settings.template_default_locale
+            session, key, channel.value, locale, settings.template_default_locale
         )
-        ref = template_messages.reference(
-            rule.template_key or "", found_locale, version, template_data(event)
-        )
+        found = template_messages.reference(key, found_locale, version, template_data(event))
     except NotFound as exc:
         problem = problem or (Status.FAILED, str(exc), "template_not_found")
+    # Without a version found the message is closed at once (template_not_found); its
+    # reference then records what was asked for, with version 0.
+    ref = found or template_messages.reference(
+        key, locale or settings.template_default_locale, 0, template_data(event)
+    )
     if recipient is None and problem is None:
         what = {Channel.EMAIL: "email address", Channel.SMS: "phone number"}.get(channel, "user")
         problem = (Status.SKIPPED, f"no {what} for user {event.user_id!r}", "no_recipient")
-    payload: dict[str, Any] = {"template": ref, "critical": rule.critical}
     if channel in (Channel.EMAIL, Channel.SMS):
-        payload["to"] = recipient
+        content = Templated(template=ref, to=recipient)
     else:
-        payload["type"] = "error" if rule.critical else "info"
+        content = Templated(template=ref, type="error" if rule.critical else "info")
     due_at = utcnow() + timedelta(milliseconds=rule.delay_ms) if rule.delay_ms and problem is None else None
     message_id, created = tracking.create(
         session,
         tracking.NewMessage(
             channel=channel,
             recipient=recipient or "",
-            payload=payload,
+            payload=Stored(content, critical=rule.critical),
             max_attempts=settings.retry_policy(channel).max_attempts,
             user_id=event.user_id,
             event_type=event.event_type,
             event_id=event.id,
             idempotency_key=idempotency_key(event.id, rule.id, channel),
             template_key=rule.template_key,
-            template_version=ref["version"] if ref else None,
+            template_version=found.version if found else None,
             due_at=due_at,
         ),
     )
     if problem is not None and created:
-        _close(session, message_id, *problem)
+        status, reason, code = problem
+        tracking.close_unsendable(session, message_id, status=status, reason=reason, code=code)
         log.warning("event.message_unsendable", event_id=event.id, rule_id=rule.id, reason=problem[1])
         return message_id, created, False
     return message_id, created, due_at is None

@@ -1,9 +1,9 @@
 """Turning a templated message into the concrete payload its provider sends.
 
-A message sent with ``template=…`` is stored with a ``template`` reference in its payload
-(``{"key", "locale", "version", "data"}``) beside its recipient; the delivery pipeline's
-render stage calls :func:`render_payload` just before the provider, so the provider sees
-the same payload shape as for a message with literal content.
+A message sent with ``template=…`` is stored as a :class:`~shared.payloads.Templated`
+payload: a :class:`~shared.payloads.TemplateRef` pinned at enqueue time beside its
+recipient; the delivery pipeline's render stage calls :func:`render_payload` just before the
+provider, so the provider sees the same payload as for a message with literal content.
 """
 
 from __future__ import annotations
@@ -20,19 +20,21 @@ from shared.messages import (
     IN_APP_TITLE_MAX_CHARS,
     SMS_BODY_MAX_CHARS,
 )
+from shared.payloads import (
+    Content,
+    EmailPayload,
+    InAppPayload,
+    SmsPayload,
+    Templated,
+    TemplateRef,
+    WebhookPayload,
+)
 from shared.templates import engine, store
 from shared.templates.budget import RenderLimits
 
-#: The payload key holding the template reference.
-TEMPLATE_FIELD = "template"
 
-
-def reference(key: str, locale: str, version: int, data: dict[str, Any]) -> dict[str, Any]:
-    return {"key": key, "locale": locale, "version": version, "data": data}
-
-
-def is_templated(payload: dict[str, Any]) -> bool:
-    return isinstance(payload.get(TEMPLATE_FIELD), dict)
+def reference(key: str, locale: str, version: int, data: dict[str, Any]) -> TemplateRef:
+    return TemplateRef(key=key, locale=locale, version=version, data=data)
 
 
 def _text(rendered: dict[str, Any], part: str, limit: int, *, single_line: bool = False) -> str:
@@ -46,37 +48,45 @@ def _text(rendered: dict[str, Any], part: str, limit: int, *, single_line: bool 
     return value
 
 
+def _address(value: str | None, what: str) -> str:
+    if not value:
+        raise RenderError(f"the templated message has no {what}")
+    return value
+
+
 def render_payload(
     session: Session,
     channel: Channel,
-    payload: dict[str, Any],
+    message: Templated,
     *,
     strict: bool,
     limits: RenderLimits | None = None,
-) -> dict[str, Any]:
+) -> Content:
     """The provider payload for a templated message. Raises RenderError (the message fails)."""
-    ref = payload[TEMPLATE_FIELD]
-    compiled = store.load(session, ref["key"], channel.value, ref["locale"], int(ref["version"]))
+    ref = message.template
+    compiled = store.load(session, ref.key, channel.value, ref.locale, ref.version)
     partials = store.current_partials(session)
-    rendered = engine.render(compiled, ref.get("data") or {}, strict=strict, partials=partials, limits=limits)
+    rendered = engine.render(compiled, ref.data, strict=strict, partials=partials, limits=limits)
     if channel is Channel.EMAIL:
         text = str(rendered.get("text") or "").strip() or None
         html = str(rendered.get("html") or "").strip() or None
         if not (text or html):
             raise RenderError("the template's text and html both rendered empty")
         subject = _text(rendered, "subject", EMAIL_SUBJECT_MAX_CHARS, single_line=True)
-        return {"to": payload["to"], "subject": subject, "text": text, "html": html}
+        return EmailPayload(to=_address(message.to, "address"), subject=subject, text=text, html=html)
     if channel is Channel.SMS:
-        return {"to": payload["to"], "message": _text(rendered, "sms", SMS_BODY_MAX_CHARS)}
+        return SmsPayload(
+            to=_address(message.to, "phone number"), message=_text(rendered, "sms", SMS_BODY_MAX_CHARS)
+        )
     if channel is Channel.IN_APP:
-        return {
-            "title": _text(rendered, "title", IN_APP_TITLE_MAX_CHARS, single_line=True),
-            "message": _text(rendered, "message", IN_APP_MESSAGE_MAX_CHARS),
-            "type": payload.get("type") or "info",
-            "actionUrl": str(rendered.get("actionUrl") or "").strip() or None,
-            "data": payload.get("data") or {},
-        }
-    return {"url": payload["url"], "payload": rendered.get("payload")}
+        return InAppPayload(
+            title=_text(rendered, "title", IN_APP_TITLE_MAX_CHARS, single_line=True),
+            message=_text(rendered, "message", IN_APP_MESSAGE_MAX_CHARS),
+            type=message.type or "info",
+            action_url=str(rendered.get("actionUrl") or "").strip() or None,
+            data=message.data or {},
+        )
+    return WebhookPayload(url=_address(message.url, "URL"), body=rendered.get("payload"))
 
 
 def view(row: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from shared.messages import (
     normalize_email,
     normalize_phone,
 )
+from shared.payloads import Templated, TemplateRef
 from shared.templates.store import KEY_PATTERN, LOCALE_MAX_CHARS, LOCALE_PATTERN
 
 
@@ -26,15 +27,18 @@ class TemplatedRequest(_Request):
     template: str = Field(pattern=KEY_PATTERN)
     data: dict[str, Any] = Field(default_factory=dict)
     locale: str | None = Field(default=None, pattern=LOCALE_PATTERN, max_length=LOCALE_MAX_CHARS)
-    #: Filled by the producer once the template is found: ``{key, locale, version, data}``;
-    #: not for callers, so it stays out of the API's schema.
-    template_ref: SkipJsonSchema[dict[str, Any] | None] = None
+    #: Filled by the producer once the template is found; not for callers, so it stays out
+    #: of the API's schema.
+    template_ref: SkipJsonSchema[TemplateRef | None] = None
 
-    def recipient_fields(self) -> dict[str, Any]:
-        return {}
+    def payload(self) -> Templated:
+        if self.template_ref is None:
+            raise ValueError("the template is pinned (template_ref) before the payload is built")
+        return self.kept(self.template_ref)
 
-    def payload(self) -> dict[str, Any]:
-        return {**self.recipient_fields(), "template": self.template_ref}
+    def kept(self, ref: TemplateRef) -> Templated:
+        """The stored payload: the template and what the template does not render."""
+        return Templated(template=ref)
 
 
 class TemplatedEmailRequest(TemplatedRequest):
@@ -45,8 +49,8 @@ class TemplatedEmailRequest(TemplatedRequest):
     def _to(cls, value: str) -> str:
         return normalize_email(value)
 
-    def recipient_fields(self) -> dict[str, Any]:
-        return {"to": self.to}
+    def kept(self, ref: TemplateRef) -> Templated:
+        return Templated(template=ref, to=self.to)
 
 
 class TemplatedSmsRequest(TemplatedRequest):
@@ -57,8 +61,8 @@ class TemplatedSmsRequest(TemplatedRequest):
     def _to(cls, value: str) -> str:
         return normalize_phone(value)
 
-    def recipient_fields(self) -> dict[str, Any]:
-        return {"to": self.to}
+    def kept(self, ref: TemplateRef) -> Templated:
+        return Templated(template=ref, to=self.to)
 
 
 class TemplatedWebhookRequest(TemplatedRequest):
@@ -69,16 +73,16 @@ class TemplatedWebhookRequest(TemplatedRequest):
     def _url(cls, value: str) -> str:
         return check_http_url(value)
 
-    def recipient_fields(self) -> dict[str, Any]:
-        return {"url": self.url}
+    def kept(self, ref: TemplateRef) -> Templated:
+        return Templated(template=ref, url=self.url)
 
 
 class TemplatedInAppRequest(TemplatedRequest):
     user_id: Identifier
     type: InAppType = "info"
 
-    def recipient_fields(self) -> dict[str, Any]:
-        return {"type": self.type}
+    def kept(self, ref: TemplateRef) -> Templated:
+        return Templated(template=ref, type=self.type)
 
 
 TEMPLATED_MODELS: dict[Channel, type[TemplatedRequest]] = {

@@ -9,7 +9,6 @@ grace period ends, so receivers rotate without downtime (:func:`signing_secrets`
 from __future__ import annotations
 
 import base64
-import re
 import secrets as random_secrets
 import uuid
 from dataclasses import dataclass
@@ -27,7 +26,8 @@ from shared.db.models import WebhookConfiguration, utcnow
 from shared.errors import NotFound, ValidationError
 from shared.messages import check_http_url, normalize_email
 from shared.webhooks import secretbox
-from shared.webhooks.settings import address_policy, parse_schedule
+from shared.webhooks.headers import HEADER_NAME, RESERVED_HEADERS
+from shared.webhooks.settings import parse_schedule
 from shared.webhooks.signing import SECRET_PREFIX
 
 #: Random bytes in a generated secret (Standard Webhooks asks for 24 to 64).
@@ -38,24 +38,6 @@ MAX_CUSTOM_HEADERS = 20
 HEADER_VALUE_MAX_CHARS = 4096
 #: Highest per-endpoint rate limit we accept (requests per second).
 MAX_RATE_LIMIT_PER_SECOND = 10_000
-
-#: RFC 9110 token: what a header name may consist of.
-HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-#: Headers an endpoint may not set: we own framing, content and signature.
-RESERVED_HEADERS = frozenset(
-    {
-        "host",
-        "content-length",
-        "content-type",
-        "transfer-encoding",
-        "connection",
-        "user-agent",
-        "accept-encoding",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-    }
-)
 
 EventType = Annotated[
     str,
@@ -124,7 +106,7 @@ def _refuse(field: str, message: str) -> ValidationError:
 
 def _check_reachable(settings: Settings, url: str) -> None:
     try:
-        netguard.check_url(url, address_policy(settings))
+        netguard.check_url(url, settings.address_policy)
     except netguard.AddressRefused as exc:
         raise _refuse("url", f"URL refused: {exc}") from None
 

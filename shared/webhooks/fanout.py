@@ -17,6 +17,7 @@ from shared import tracking
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import WebhookConfiguration
+from shared.payloads import Stored, WebhookPayload
 from shared.webhooks.endpoints import subscribed
 from shared.webhooks.ordering import ORDERING_KEY_FIELD
 
@@ -43,23 +44,24 @@ def endpoint_message(
     event_id: str | None = None,
     user_id: str | None = None,
     idempotency_key: str | None = None,
+    retries: bool = True,
 ) -> tracking.NewMessage:
-    """The message that carries one event to one endpoint."""
-    schedule = retry_schedule(row, settings)
+    """The message that carries one event to one endpoint; ``retries=False`` gives it one
+    attempt only (a test event)."""
+    schedule = retry_schedule(row, settings) if retries else []
     body = {"type": event_type, "timestamp": occurred_at.astimezone(UTC).isoformat(), "data": data}
-    payload: dict[str, Any] = {
-        "configurationId": row.id,
-        "url": row.url,
-        "payload": body,
-        "retryScheduleMs": schedule,
-    }
     ordering_key = data.get(ORDERING_KEY_FIELD)
-    if isinstance(ordering_key, str) and ordering_key:
-        payload[ORDERING_KEY_FIELD] = ordering_key
+    payload = WebhookPayload(
+        url=row.url,
+        body=body,
+        configuration_id=row.id,
+        retry_schedule_ms=tuple(schedule),
+        ordering_key=ordering_key if isinstance(ordering_key, str) and ordering_key else None,
+    )
     return tracking.NewMessage(
         channel=Channel.WEBHOOK,
         recipient=row.url,
-        payload=payload,
+        payload=Stored(payload),
         max_attempts=len(schedule) + 1,
         user_id=user_id,
         event_type=event_type,

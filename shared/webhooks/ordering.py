@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from shared import tracking
 from shared.channels import Channel, Status
 from shared.db.models import NotificationLog, utcnow
 
 #: Field of the event data, copied into the message, that names its ordering key.
 ORDERING_KEY_FIELD = "orderingKey"
+#: The stored payload's field naming the endpoint (:class:`shared.payloads.WebhookPayload`).
+CONFIGURATION_FIELD = "configurationId"
 
 #: How often a held-back message looks again whether its predecessor has finished.
 RECHECK_MS = 200
@@ -26,13 +29,11 @@ RECHECK_MS = 200
 _IN_FLIGHT = (Status.QUEUED.value, Status.PROCESSING.value)
 
 
-def predecessor_due(session: Session, message: NotificationLog) -> datetime | None:
-    """When the earliest unfinished earlier message of the same endpoint and key is planned
-    (now, for one being sent); None when ``message`` may go."""
-    endpoint_id = message.payload.get("configurationId")
-    key = message.payload.get(ORDERING_KEY_FIELD)
-    if not (isinstance(endpoint_id, str) and isinstance(key, str)):
-        return None
+def predecessor_due(
+    session: Session, message: NotificationLog, endpoint_id: str, key: str
+) -> datetime | None:
+    """When the earliest unfinished earlier message to ``endpoint_id`` with ordering ``key``
+    is planned (now, for one being sent); None when ``message`` may go."""
     earlier = or_(
         NotificationLog.created_at < message.created_at,
         and_(NotificationLog.created_at == message.created_at, NotificationLog.id < message.id),
@@ -42,7 +43,7 @@ def predecessor_due(session: Session, message: NotificationLog) -> datetime | No
         .where(
             NotificationLog.channel == Channel.WEBHOOK.value,
             NotificationLog.status.in_(_IN_FLIGHT),
-            NotificationLog.payload["configurationId"].as_string() == endpoint_id,
+            NotificationLog.payload[CONFIGURATION_FIELD].as_string() == endpoint_id,
             NotificationLog.payload[ORDERING_KEY_FIELD].as_string() == key,
             earlier,
         )
@@ -61,8 +62,4 @@ def predecessor_due(session: Session, message: NotificationLog) -> datetime | No
 def park(session: Session, message_id: str, until: datetime) -> None:
     """Hand a held-back message to the scheduler until ``until`` (its predecessor waits
     longer than the broker should hold a message)."""
-    session.execute(
-        update(NotificationLog)
-        .where(NotificationLog.id == message_id, NotificationLog.status == Status.QUEUED.value)
-        .values(due_at=until + timedelta(milliseconds=RECHECK_MS), next_attempt_at=until, updated_at=utcnow())
-    )
+    tracking.hold(session, message_id, until=until + timedelta(milliseconds=RECHECK_MS), planned=until)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.channels import Channel, Status
-from shared.db.models import NotificationLog, WebhookDeliveryLog, utcnow
+from shared import tracking
+from shared.channels import TERMINAL_STATUSES, Channel, Status
+from shared.db.models import NotificationLog, WebhookDeliveryLog
 from shared.errors import KaiError, NotFound
 
 #: Most messages one recovery request replays; ask again with a later ``since`` for more.
@@ -33,20 +34,7 @@ def replay(session: Session, message_id: str) -> str:
         raise NotFound(f"no webhook delivery {message_id}")
     if not Status(row.status).is_terminal:
         raise ReplayRefused(f"delivery {message_id} is still {row.status}; replay it once it has finished")
-    now = utcnow()
-    session.execute(
-        update(NotificationLog)
-        .where(NotificationLog.id == message_id)
-        .values(
-            status=Status.QUEUED.value,
-            max_attempts=row.attempts + 1,
-            next_attempt_at=now,
-            due_at=None,
-            locked_until=None,
-            completed_at=None,
-            updated_at=now,
-        )
-    )
+    tracking.reopen(session, message_id, extra_attempts=1, from_statuses=TERMINAL_STATUSES)
     return message_id
 
 

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from shared.envvars import parse_csv, parse_int
 from shared.errors import ConfigError
-from shared.netguard import AddressPolicy, IPNetwork, parse_subnets
-
-if TYPE_CHECKING:
-    from shared.config import Settings
+from shared.netguard import IPNetwork, parse_subnets
 
 #: Delays before each retry of a configured endpoint, after the immediate first attempt:
 #: Svix's schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h), about 28 hours in all, long
@@ -66,18 +63,10 @@ class WebhookSettings:
     def from_env(cls, get: Callable[[str], str | None]) -> WebhookSettings:
         def number(name: str, default: int, minimum: int = 0) -> int:
             raw = get(name)
-            if raw is None:
-                return default
-            try:
-                value = int(raw.strip())
-            except ValueError:
-                raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-            if value < minimum:
-                raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-            return value
+            return default if raw is None else parse_int(name, raw, minimum=minimum)
 
         def items(name: str) -> list[str]:
-            return [part.strip() for part in (get(name) or "").split(",") if part.strip()]
+            return list(parse_csv(get(name) or ""))
 
         try:
             subnets = parse_subnets(items("WEBHOOK_ALLOWED_SUBNETS"))
@@ -120,10 +109,3 @@ def parse_schedule(raw: list[str] | list[int]) -> tuple[int, ...]:
             raise ValueError(f"each delay must be between 0 and {MAX_SCHEDULE_DELAY_MS} ms")
         delays.append(value)
     return tuple(delays)
-
-
-def address_policy(settings: Settings) -> AddressPolicy:
-    return AddressPolicy(
-        allow_private=settings.webhook_allow_private_networks,
-        allowed=settings.webhooks.allowed_subnets,
-    )

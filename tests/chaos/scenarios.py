@@ -24,6 +24,7 @@ from tests.chaos.load import Load, sink_copies
 from tests.chaos.pools import Fleet
 from tests.chaos.stack import Stack
 from tests.chaos.tally import Result, tally, wait_drained
+from tests.poison import POISON_PAYLOAD
 
 #: Seconds between SIGKILLs of a worker process in the worker-kill scenario.
 KILL_EVERY = 2.0
@@ -119,8 +120,7 @@ def poison(run: Run) -> Result:
             channel=Channel.IN_APP,
             recipient=f"user-poison-{n}",
             user_id=f"user-poison-{n}",
-            # Written by an older or buggy producer: the in-app actor fails on it every time.
-            payload={"no": "title"},
+            payload=POISON_PAYLOAD,  # the in-app actor fails on it every time
             max_attempts=POISON_ATTEMPTS,
         )
         with system_scope(settings.database_url) as session:

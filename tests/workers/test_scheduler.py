@@ -7,11 +7,14 @@ from datetime import timedelta
 
 from producer.service import NotificationService
 from shared import tracking
+from shared.broker import publish
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import utcnow
 from shared.db.rls import system_scope
+from shared.payloads import InAppPayload, Stored
 from tests.conftest import Fleet, Queues, final_status
+from tests.poison import POISON_PAYLOAD
 
 
 def insert_without_publishing(settings: Settings, **changes: object) -> str:
@@ -21,7 +24,7 @@ def insert_without_publishing(settings: Settings, **changes: object) -> str:
         channel=Channel.IN_APP,
         recipient="user-lost",
         user_id="user-lost",
-        payload={"title": "Lost", "message": "and found", "type": "info", "actionUrl": None, "data": {}},
+        payload=Stored(InAppPayload(title="Lost", message="and found")),
         max_attempts=3,
     )
     with system_scope(settings.database_url) as session:
@@ -76,9 +79,7 @@ def test_a_poison_message_is_dead_lettered_and_failed(
     marked failed with the reason, lands in the dead-letter queue, and the queue keeps
     flowing for other messages."""
     running = fleet(settings, [Channel.IN_APP])
-    poison = insert_without_publishing(settings, payload={"no": "title"})
-    from shared.broker import publish
-
+    poison = insert_without_publishing(settings, payload=POISON_PAYLOAD.to_json())
     publish(running.broker, Channel.IN_APP, poison)
     service = NotificationService(settings)
     healthy = service.send_in_app_notification(user_id="u-healthy", title="fine", message="fine")
@@ -87,11 +88,28 @@ def test_a_poison_message_is_dead_lettered_and_failed(
     assert view["status"] == "failed"
     assert view["attempts"] == 3
     assert view["errorCode"] == "internal_error"
-    assert "KeyError" in (view["lastError"] or "")
+    assert "NotFound" in (view["lastError"] or "")
     assert final_status(service, healthy)["status"] == "delivered"
     from tests.waiting import wait_until
 
     wait_until(lambda: queues.depth("in_app.XQ") == 1, timeout=10, message="poison message not dead-lettered")
+
+
+def test_a_payload_unfit_for_its_channel_fails_at_once(
+    settings: Settings, fleet: Callable[..., Fleet], queues: Queues
+) -> None:
+    """Given a stored in-app payload without a title (written by a buggy producer), then the
+    first attempt fails it for good with ``invalid_payload``: no retry can make it readable,
+    so it is neither retried nor dead-lettered."""
+    running = fleet(settings, [Channel.IN_APP])
+    unreadable = insert_without_publishing(settings, payload={"message": "no title"})
+    publish(running.broker, Channel.IN_APP, unreadable)
+
+    view = final_status(NotificationService(settings), unreadable)
+
+    assert (view["status"], view["attempts"], view["errorCode"]) == ("failed", 1, "invalid_payload")
+    assert "title" in (view["lastError"] or "")
+    assert queues.depth("in_app.XQ") == 0
 
 
 def test_a_long_retry_delay_survives_a_fleet_restart(

@@ -1,22 +1,27 @@
 """The delivery pipeline every channel runs, as named stages with typed outcomes:
 
-    claim → preferences → recipient limit → render → provider.send → record_success
-              ↘ skipped      ↘ skipped         ↘ failed    ↘ record_failure → retry (delay | parked)
-              ↘ deferred (quiet hours: parked)                              ↘ failed (+ dead-letter queue)
+    claim → preferences → recipient limit → render → dispatch → record_success
+              ↘ skipped      ↘ skipped         ↘ failed  ↘ record_failure → retry (delay | parked)
+              ↘ deferred (quiet hours: parked)                         ↘ failed (+ dead-letter queue)
 
 It is broker-agnostic: the actor gives it a message id and a provider, and acts on the
 :class:`Outcome` (acknowledge, retry after a delay, or dead-letter). Every decision is first
-written to the message's ``notification_logs`` row, so the row is right even if the broker
-loses the acknowledgement.
+written to the message's ``notification_logs`` row (through :mod:`shared.tracking`, its one
+writer), so the row is right even if the broker loses the acknowledgement. The stages pass
+a typed :class:`~workers.delivery.attempt.Delivery`; the dispatch stage ends in a
+:class:`~workers.providers.base.SendResult` or a
+:class:`~workers.providers.base.FailedDispatch`, never in a bare exception.
 """
 
 from __future__ import annotations
 
 import enum
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from shared import metrics, preferences, tracking
 from shared.channels import Channel
@@ -32,12 +37,14 @@ from shared.errors import (
     TemporaryDeliveryError,
 )
 from shared.logging import get_logger
+from shared.payloads import PayloadError, Templated
 from shared.ratelimit import RateLimiter, build_rate_limiter
 from shared.templates import messages as template_messages
 from shared.templates.budget import RenderLimits
 from workers.delivery import recipient_limits
-from workers.delivery.retry import retry_delay_ms
-from workers.providers.base import Provider, SendResult
+from workers.delivery.attempt import Delivery
+from workers.delivery.retry import AfterFailure, after_failure, retry_delay_ms
+from workers.providers.base import FailedDispatch, Provider, SendResult
 
 log = get_logger(__name__)
 
@@ -59,7 +66,11 @@ class Pipeline:
     """Delivers messages of one channel with one provider."""
 
     def __init__(
-        self, channel: Channel, provider: Provider, settings: Settings, limiter: RateLimiter | None = None
+        self,
+        channel: Channel,
+        provider: Provider[Any],
+        settings: Settings,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.channel = channel
         self.provider = provider
@@ -74,37 +85,54 @@ class Pipeline:
         if not isinstance(claim, tracking.Claimed):
             return self.not_claimed(message_id, claim)
         try:
-            stopped = self.check_preferences(claim) or self.check_recipient_limit(claim)
+            delivery = Delivery.of(claim)
+        except PayloadError as exc:
+            return self.refuse_unreadable(claim, exc)
+        try:
+            stopped = self.check_preferences(delivery) or self.check_recipient_limit(delivery)
             if stopped is not None:
                 return stopped
-            claim = self.render(claim)
+            delivery = self.render(delivery)
         except RenderError as exc:
             # The same data renders the same way next time: never retried.
             over = isinstance(exc, RenderLimitExceeded)
             code = "template_render_limit" if over else "template_render_error"
-            return self.record_failure(claim, PermanentDeliveryError(str(exc), code=code))
+            return self.record_failure(delivery, FailedDispatch(PermanentDeliveryError(str(exc), code=code)))
         except Exception as exc:  # e.g. the database failing mid-stage: retry, then dead-letter
-            return self.record_failure(claim, self.unexpected(claim, exc))
+            return self.record_failure(delivery, FailedDispatch(self.unexpected(delivery.id, exc)))
+        dispatched = self.dispatch(delivery)
+        if isinstance(dispatched, FailedDispatch):
+            return self.record_failure(delivery, dispatched)
+        return self.record_success(delivery, dispatched)
+
+    def dispatch(self, delivery: Delivery) -> SendResult | FailedDispatch:
+        """One call of the provider; channels with stages of their own around it override this."""
         started = time.perf_counter()
         try:
-            result = self.provider.send(claim)
+            result = self.provider.send(delivery.outgoing())
         except DeliveryError as exc:
-            self.observe_provider(
-                started, "permanent" if isinstance(exc, PermanentDeliveryError) else "temporary"
-            )
-            return self.record_failure(claim, exc)
+            self.observe_provider(started, exc)
+            return FailedDispatch(exc)
         except Exception as exc:  # a bug or an unexpected library error: retry, then dead-letter
-            self.observe_provider(started, "error")
-            return self.record_failure(claim, self.unexpected(claim, exc))
-        self.observe_provider(started, "success")
-        return self.record_success(claim, result)
+            error = self.unexpected(delivery.id, exc)
+            self.observe_provider(started, None)
+            return FailedDispatch(error)
+        self.observe_provider(started, result)
+        return result
 
-    def observe_provider(self, started: float, outcome: str) -> None:
+    def observe_provider(self, started: float, outcome: SendResult | DeliveryError | None) -> None:
+        """Time a provider call, labelled success, permanent, temporary or error (a bug)."""
+        if isinstance(outcome, SendResult):
+            label = "success"
+        elif outcome is None:
+            label = "error"
+        else:
+            label = "permanent" if isinstance(outcome, PermanentDeliveryError) else "temporary"
         elapsed = time.perf_counter() - started
-        metrics.PROVIDER_LATENCY.labels(self.channel.value, outcome).observe(elapsed)
+        metrics.PROVIDER_LATENCY.labels(self.channel.value, label).observe(elapsed)
 
-    def unexpected(self, claim: tracking.Claimed, exc: Exception) -> TemporaryDeliveryError:
-        log.exception("delivery.unexpected_error", message_id=claim.id, channel=self.channel.value)
+    def unexpected(self, message_id: str, exc: Exception) -> TemporaryDeliveryError:
+        log.exception("delivery.unexpected_error", message_id=message_id, channel=self.channel.value)
         first_line = (str(exc).splitlines() or [""])[0]
         return TemporaryDeliveryError(f"{type(exc).__name__}: {first_line}", code="internal_error")
 
@@ -113,34 +141,49 @@ class Pipeline:
         with system_scope(self.settings.database_url) as session:
             return tracking.claim(session, message_id, self.lease)
 
-    def check_preferences(self, claim: tracking.Claimed) -> Outcome | None:
+    def refuse_unreadable(self, claim: tracking.Claimed, exc: PayloadError) -> Outcome:
+        """A stored payload that does not fit its channel can never be sent: fail it now."""
+        with system_scope(self.settings.database_url) as session:
+            tracking.mark_failed(session, claim.id, claim.attempt, error=str(exc), code="invalid_payload")
+        log.warning(
+            "delivery.invalid_payload", message_id=claim.id, channel=self.channel.value, error=str(exc)
+        )
+        return Outcome(Action.ACK, reason="invalid_payload")
+
+    def check_preferences(self, delivery: Delivery) -> Outcome | None:
         """The user's preferences as they are now: None to go on, or the outcome of a
         message skipped (opted out) or deferred (quiet hours)."""
-        if not claim.user_id:
+        if not delivery.user_id:
             return None
-        critical = bool(claim.payload.get("critical"))
-        with user_scope(self.settings.database_url, claim.user_id) as session:
+        with user_scope(self.settings.database_url, delivery.user_id) as session:
             decision = preferences.decide(
-                preferences.load(session, claim.user_id), self.channel, claim.event_type, critical=critical
+                preferences.load(session, delivery.user_id),
+                self.channel,
+                delivery.event_type,
+                critical=delivery.critical,
             )
             if isinstance(decision, preferences.Suppress):
                 tracking.mark_skipped(
-                    session, claim.id, claim.attempt, reason=decision.reason, code=decision.code
+                    session, delivery.id, delivery.attempt, reason=decision.reason, code=decision.code
                 )
             elif isinstance(decision, preferences.Defer):
-                tracking.defer(session, claim.id, claim.attempt, until=decision.until, reason=decision.reason)
+                tracking.defer(
+                    session, delivery.id, delivery.attempt, until=decision.until, reason=decision.reason
+                )
         if isinstance(decision, preferences.Suppress):
-            log.info("delivery.skipped", message_id=claim.id, channel=self.channel.value, code=decision.code)
+            log.info(
+                "delivery.skipped", message_id=delivery.id, channel=self.channel.value, code=decision.code
+            )
             return Outcome(Action.ACK, reason=decision.code)
         if isinstance(decision, preferences.Defer):
-            log.info("delivery.deferred", message_id=claim.id, until=decision.until.isoformat())
+            log.info("delivery.deferred", message_id=delivery.id, until=decision.until.isoformat())
             return Outcome(Action.ACK, reason="deferred by quiet hours")
         return None
 
-    def check_recipient_limit(self, claim: tracking.Claimed) -> Outcome | None:
+    def check_recipient_limit(self, delivery: Delivery) -> Outcome | None:
         """Take the message's place in its recipient's hourly budget: None to go on, or the
         outcome of a message skipped because the recipient has had enough this hour."""
-        decision = self.recipients.reserve(claim)
+        decision = self.recipients.reserve(delivery)
         if decision is None or decision.allowed:
             return None
         reason = (
@@ -149,24 +192,24 @@ class Pipeline:
         )
         code = recipient_limits.SKIP_CODE
         with system_scope(self.settings.database_url) as session:
-            tracking.mark_skipped(session, claim.id, claim.attempt, reason=reason, code=code)
+            tracking.mark_skipped(session, delivery.id, delivery.attempt, reason=reason, code=code)
         metrics.RECIPIENT_RATE_LIMITED.labels(self.channel.value).inc()
-        log.info("delivery.skipped", message_id=claim.id, channel=self.channel.value, code=code)
+        log.info("delivery.skipped", message_id=delivery.id, channel=self.channel.value, code=code)
         return Outcome(Action.ACK, reason=code)
 
-    def render(self, claim: tracking.Claimed) -> tracking.Claimed:
-        """A templated message's provider payload, rendered from its pinned version."""
-        if not template_messages.is_templated(claim.payload):
-            return claim
+    def render(self, delivery: Delivery) -> Delivery:
+        """A templated message's content, rendered from its pinned version."""
+        if not isinstance(delivery.payload, Templated):
+            return delivery
         with session_scope(self.settings.database_url) as session:
-            payload = template_messages.render_payload(
+            content = template_messages.render_payload(
                 session,
                 self.channel,
-                claim.payload,
+                delivery.payload,
                 strict=self.settings.template_strict,
                 limits=RenderLimits.of(self.settings),
             )
-        return replace(claim, payload=payload)
+        return delivery.rendered(content)
 
     def not_claimed(self, message_id: str, claim: tracking.ClaimResult) -> Outcome:
         if isinstance(claim, tracking.AlreadyFinal):
@@ -181,57 +224,60 @@ class Pipeline:
         log.warning("delivery.unknown_message", message_id=message_id, channel=self.channel.value)
         return Outcome(Action.ACK, reason="no such message")
 
-    def record_success(self, claim: tracking.Claimed, result: SendResult) -> Outcome:
+    def record_success(self, delivery: Delivery, result: SendResult) -> Outcome:
         with system_scope(self.settings.database_url) as session:
-            self.after_attempt(session, claim, result.details, error=None)
+            self.after_attempt(session, delivery, result)
             tracking.mark_sent(
                 session,
-                claim.id,
-                claim.attempt,
+                delivery.id,
+                delivery.attempt,
                 provider_message_id=result.provider_message_id,
                 delivered=result.delivered,
             )
         log.info(
             "delivery.sent",
-            message_id=claim.id,
+            message_id=delivery.id,
             channel=self.channel.value,
-            attempt=claim.attempt,
+            attempt=delivery.attempt,
             provider_message_id=result.provider_message_id,
         )
         return Outcome(Action.ACK, reason="sent")
 
-    def record_failure(self, claim: tracking.Claimed, error: DeliveryError) -> Outcome:
+    def record_failure(self, delivery: Delivery, failure: FailedDispatch) -> Outcome:
         # Not sent, so it must not count against the recipient (a retry takes a place again).
-        self.recipients.release(claim)
-        details: dict[str, Any] = getattr(error, "details", {}) or {}
+        self.recipients.release(delivery)
+        error = failure.error
         fields = {
-            "message_id": claim.id,
+            "message_id": delivery.id,
             "channel": self.channel.value,
-            "attempt": claim.attempt,
+            "attempt": delivery.attempt,
             "code": error.code,
             "error": error.message,
         }
-        if isinstance(error, PermanentDeliveryError):
+        step = after_failure(error, delivery.attempt, delivery.max_attempts)
+        if step is AfterFailure.FAIL:
             with system_scope(self.settings.database_url) as session:
-                self.after_attempt(session, claim, details, error=error)
-                tracking.mark_failed(session, claim.id, claim.attempt, error=error.message, code=error.code)
+                self.after_attempt(session, delivery, failure)
+                tracking.mark_failed(
+                    session, delivery.id, delivery.attempt, error=error.message, code=error.code
+                )
             log.warning("delivery.failed_permanently", **fields)
             return Outcome(Action.ACK, reason=error.code)
-        if claim.attempt >= claim.max_attempts:
-            reason = f"gave up after {claim.attempt} attempts: {error.message}"
+        if step is AfterFailure.GIVE_UP:
+            reason = f"gave up after {delivery.attempt} attempts: {error.message}"
             with system_scope(self.settings.database_url) as session:
-                self.after_attempt(session, claim, details, error=error)
-                tracking.mark_failed(session, claim.id, claim.attempt, error=reason, code=error.code)
+                self.after_attempt(session, delivery, failure)
+                tracking.mark_failed(session, delivery.id, delivery.attempt, error=reason, code=error.code)
             log.warning("delivery.retries_exhausted", **fields)
             return Outcome(Action.DEAD_LETTER, reason=error.code)
-        delay = self.retry_delay(claim, error)
+        delay = self.retry_delay(delivery, error)
         park = delay > self.settings.broker_delay_limit_ms
         with system_scope(self.settings.database_url) as session:
-            self.after_attempt(session, claim, details, error=error)
+            self.after_attempt(session, delivery, failure)
             tracking.mark_retry(
                 session,
-                claim.id,
-                claim.attempt,
+                delivery.id,
+                delivery.attempt,
                 error=error.message,
                 code=error.code,
                 at=utcnow() + timedelta(milliseconds=delay),
@@ -242,13 +288,13 @@ class Pipeline:
             return Outcome(Action.ACK, reason="parked until due")
         return Outcome(Action.RETRY, delay_ms=delay, reason=error.code)
 
-    def retry_delay(self, claim: tracking.Claimed, error: DeliveryError) -> int:
-        """Milliseconds before the next attempt of ``claim``; channels with their own retry
+    def retry_delay(self, delivery: Delivery, error: DeliveryError) -> int:
+        """Milliseconds before the next attempt of ``delivery``; channels with their own retry
         schedule override this."""
-        return retry_delay_ms(self.policy, claim.attempt, error)
+        return retry_delay_ms(self.policy, delivery.attempt, error)
 
     def after_attempt(
-        self, session: Any, claim: tracking.Claimed, details: dict[str, Any], error: DeliveryError | None
+        self, session: Session, delivery: Delivery, outcome: SendResult | FailedDispatch
     ) -> None:
         """Hook for channels that keep a per-attempt record (webhooks); in the same transaction
         as the status change."""

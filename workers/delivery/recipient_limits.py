@@ -21,7 +21,7 @@ import hashlib
 from shared.channels import Channel
 from shared.ratelimit import Decision, FailOpen, RateLimiter
 from shared.ratelimit_settings import RECIPIENT_WINDOW_MS, RateLimitSettings
-from shared.tracking import Claimed
+from workers.delivery.attempt import Delivery
 
 #: ``error_code`` of a message skipped for its recipient's limit.
 SKIP_CODE = "recipient_rate_limited"
@@ -58,19 +58,19 @@ class RecipientLimits:
         self.limit = hourly_limit(settings, channel)
         self.guard = FailOpen(limiter, f"recipient_{channel.value}")
 
-    def applies_to(self, claim: Claimed) -> bool:
-        return self.limit > 0 and bool(claim.recipient) and not claim.payload.get("critical")
+    def applies_to(self, delivery: Delivery) -> bool:
+        return self.limit > 0 and bool(delivery.recipient) and not delivery.critical
 
-    def reserve(self, claim: Claimed) -> Decision | None:
-        """The recipient's budget after taking ``claim``'s place in it; None when unlimited
+    def reserve(self, delivery: Delivery) -> Decision | None:
+        """The recipient's budget after taking ``delivery``'s place in it; None when unlimited
         (or unchecked because Redis is down)."""
-        if not self.applies_to(claim):
+        if not self.applies_to(delivery):
             return None
         return self.guard.reserve(
-            recipient_key(self.channel, claim.recipient), claim.id, self.limit, RECIPIENT_WINDOW_MS
+            recipient_key(self.channel, delivery.recipient), delivery.id, self.limit, RECIPIENT_WINDOW_MS
         )
 
-    def release(self, claim: Claimed) -> None:
-        """Give ``claim``'s place back: its attempt did not send it."""
-        if self.applies_to(claim):
-            self.guard.release(recipient_key(self.channel, claim.recipient), claim.id)
+    def release(self, delivery: Delivery) -> None:
+        """Give ``delivery``'s place back: its attempt did not send it."""
+        if self.applies_to(delivery):
+            self.guard.release(recipient_key(self.channel, delivery.recipient), delivery.id)

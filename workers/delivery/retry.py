@@ -1,12 +1,14 @@
-"""When a failed attempt is tried again: exponential backoff with jitter, capped by the
-channel's policy, unless the provider said when (``Retry-After``)."""
+"""After a failed attempt: whether it is tried again (:func:`after_failure`), and when:
+exponential backoff with jitter, capped by the channel's policy, unless the provider said
+when (``Retry-After``)."""
 
 from __future__ import annotations
 
+import enum
 import random
 
 from shared.config import RetryPolicy
-from shared.errors import DeliveryError, TemporaryDeliveryError
+from shared.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 
 #: Spread of retry delays (±20%) so messages that failed together don't retry together.
 JITTER = 0.2
@@ -25,3 +27,21 @@ def retry_delay_ms(policy: RetryPolicy, attempt: int, error: DeliveryError) -> i
     if hint is not None:
         return max(0, min(hint, policy.max_delay_ms))
     return backoff_ms(policy, attempt)
+
+
+class AfterFailure(enum.Enum):
+    """What follows a failed attempt."""
+
+    FAIL = "fail"  # retrying cannot help: failed now
+    GIVE_UP = "give_up"  # worth retrying, but no attempt is left: failed and dead-lettered
+    RETRY = "retry"  # another attempt after a delay
+
+
+def after_failure(error: DeliveryError, attempt: int, max_attempts: int) -> AfterFailure:
+    """The error's type decides first (a permanent error is never retried), then the attempts
+    left."""
+    if isinstance(error, PermanentDeliveryError):
+        return AfterFailure.FAIL
+    if attempt >= max_attempts:
+        return AfterFailure.GIVE_UP
+    return AfterFailure.RETRY

@@ -1,4 +1,4 @@
-"""Webhooks: a signed JSON POST to the caller's URL, with httpx.
+"""Webhooks: a signed JSON POST to a URL, with httpx.
 
 One ``httpx.Client`` (thread-safe, pooled) serves every worker thread of the process. Each
 request is signed with Standard Webhooks headers whose ``webhook-id`` is our message id, the
@@ -7,21 +7,21 @@ request must not be replayed to a host the caller did not name. Every connection
 through :class:`shared.netguard.GuardedBackend`, which checks the address actually
 connected to (SSRF and DNS rebinding).
 
-A message for a configured endpoint (``configurationId`` in its payload) is sent to the
-endpoint as it is *now* (its URL, headers and secrets: during a secret rotation both the new
-and the previous secret sign), and not at all while the endpoint is disabled or its circuit
-breaker is open. An ad-hoc message is signed with WEBHOOK_SECRET.
-
-Every attempt, successful or not, yields a ``details`` dict (status, request body, request and
-response headers with secrets redacted, a capped excerpt of the answer, timing): on
-``SendResult.details`` for a success, as the ``details`` attribute of the raised error
-otherwise, so the pipeline can write one delivery log row per attempt.
+The provider is handed a :class:`WebhookCall`: the URL, body, custom headers and signing
+secrets to use now (the webhook pipeline resolves a configured endpoint to these; an
+ad-hoc message is signed with WEBHOOK_SECRET). Every attempt yields an
+:class:`~workers.providers.base.Exchange` (request and response with secrets redacted, a
+capped excerpt of the answer, timings), on the :class:`SendResult` of a success or the
+:class:`FailedDispatch` of a failure, so the pipeline can keep one delivery log row per
+attempt.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -30,17 +30,11 @@ import httpx
 
 from shared import netguard
 from shared.config import Settings
-from shared.db.models import WebhookConfiguration
-from shared.db.session import session_scope
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from shared.messages import check_http_url
-from shared.tracking import Claimed
-from shared.webhooks import endpoints as webhook_endpoints
-from shared.webhooks.endpoints import HEADER_NAME, RESERVED_HEADERS
-from shared.webhooks.settings import address_policy
+from shared.webhooks.headers import HEADER_NAME, RESERVED_HEADERS
 from shared.webhooks.signing import SIGNATURE_HEADER, signed_headers
-from workers.providers.base import SendResult
-from workers.webhook.breaker import CircuitBreaker, build_breaker
+from workers.providers.base import Exchange, FailedDispatch, Outgoing, SendResult
 
 #: We read at most this much of a receiver's answer; the rest is dropped with the connection.
 RESPONSE_BODY_MAX_BYTES = 64 * 1024
@@ -51,18 +45,6 @@ MAX_KEEPALIVE_CONNECTIONS = 20
 
 #: Longest Retry-After we honour; a receiver asking for more is retried after a day anyway.
 RETRY_AFTER_MAX_MS = 24 * 60 * 60 * 1000
-
-#: Failures that say something about the endpoint's configuration, not its health: they
-#: neither open its circuit breaker nor count towards disabling it.
-ENDPOINT_STATE_CODES = frozenset(
-    {
-        "endpoint_deleted",
-        "endpoint_disabled",
-        "endpoint_secret_unreadable",
-        "circuit_open",
-        "http_address_refused",
-    }
-)
 
 #: Statuses that mean "try again later" besides 5xx.
 TEMPORARY_STATUSES = frozenset({408, 425, 429})
@@ -107,12 +89,6 @@ def redact_headers(headers: httpx.Headers) -> dict[str, str]:
         sensitive = lowered in SENSITIVE_HEADERS or any(part in lowered for part in SENSITIVE_HEADER_PARTS)
         shown[lowered] = REDACTED if sensitive else value
     return shown
-
-
-def _attach(err: DeliveryError, details: dict[str, Any]) -> DeliveryError:
-    # errors.py has no ``details`` field; the pipeline reads this with getattr(err, "details").
-    err.details = details  # type: ignore[attr-defined]
-    return err
 
 
 def _transport_error(exc: httpx.HTTPError | httpx.InvalidURL) -> DeliveryError:
@@ -197,54 +173,38 @@ class _Timings:
         return {name: value for name, value in found.items() if value is not None}
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookCall:
+    """What to post: the URL, the JSON body, the receiver's own headers and the secrets that
+    sign the request (several during a secret rotation; None signs with WEBHOOK_SECRET)."""
+
+    url: str
+    body: Any
+    headers: Mapping[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] | None = None
+
+
 class WebhookProvider:
     """POST signed webhooks; thread-safe, one pooled client per process."""
 
-    def __init__(self, settings: Settings, breaker: CircuitBreaker | None = None) -> None:
-        self._settings = settings
-        self._secrets = [settings.webhook_secret]
+    def __init__(self, settings: Settings) -> None:
+        self._secrets = (settings.webhook_secret,)
         try:
             signed_headers("probe", "", self._secrets)
         except ValueError as exc:
             raise ConfigError("WEBHOOK_SECRET must be a whsec_<base64> secret") from exc
         self._timeout_s = settings.webhook_timeout_ms / 1000
-        self.breaker = breaker or build_breaker(settings)
         self._client = httpx.Client(
             timeout=httpx.Timeout(settings.webhook_timeout_ms / 1000),
-            transport=guarded_transport(address_policy(settings)),
+            transport=guarded_transport(settings.address_policy),
             follow_redirects=False,
             # Proxies for webhooks are infrastructure, not something a worker's shell may inject.
             trust_env=False,
         )
 
-    def _endpoint(self, endpoint_id: str) -> dict[str, Any]:
-        """The payload fields a configured endpoint decides now: url, headers, secrets."""
-        with session_scope(self._settings.database_url) as session:
-            row = session.get(WebhookConfiguration, endpoint_id)
-            if row is None:
-                raise PermanentDeliveryError("the webhook endpoint was deleted", code="endpoint_deleted")
-            if not row.active or row.disabled_at is not None:
-                reason = row.disabled_reason or "deactivated"
-                raise PermanentDeliveryError(
-                    f"the webhook endpoint is disabled: {reason}", code="endpoint_disabled"
-                )
-            try:
-                secrets = webhook_endpoints.signing_secrets(row, self._settings)
-            except ConfigError as exc:
-                raise PermanentDeliveryError(str(exc), code="endpoint_secret_unreadable") from exc
-            return {"url": row.url, "headers": dict(row.headers or {}), "secrets": secrets}
-
-    def _request(self, message: Claimed) -> tuple[str, bytes, httpx.Headers]:
-        payload = message.payload
-        secrets = self._secrets
-        endpoint_id = payload.get("configurationId")
-        if isinstance(endpoint_id, str):
-            current = self._endpoint(endpoint_id)
-            payload = {**payload, "url": current["url"], "headers": current["headers"]}
-            secrets = current["secrets"]
-        url = payload.get("url")
-        if not isinstance(url, str):
-            raise PermanentDeliveryError("webhook payload has no url", code="http_invalid_url")
+    def _request(self, message: Outgoing[WebhookCall]) -> tuple[str, bytes, httpx.Headers]:
+        call = message.payload
+        url = call.url
         try:
             # Only the form of the URL here: where it may lead is checked by the address guard
             # on the address actually connected to.
@@ -252,16 +212,13 @@ class WebhookProvider:
         except ValueError as exc:
             raise PermanentDeliveryError(f"webhook URL refused: {exc}", code="http_invalid_url") from exc
         try:
-            body = json.dumps(payload.get("payload"), separators=(",", ":"), ensure_ascii=False)
+            body = json.dumps(call.body, separators=(",", ":"), ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise PermanentDeliveryError(
                 f"webhook payload is not JSON: {exc}", code="http_invalid_body"
             ) from exc
         headers = httpx.Headers()
-        custom = payload.get("headers") or {}
-        if not isinstance(custom, dict):
-            raise PermanentDeliveryError("webhook headers must be an object", code="http_invalid_header")
-        for name, value in custom.items():
+        for name, value in call.headers.items():
             if not (isinstance(name, str) and HEADER_NAME.fullmatch(name)):
                 raise PermanentDeliveryError(f"invalid header name {name!r}", code="http_invalid_header")
             if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
@@ -273,42 +230,24 @@ class WebhookProvider:
         # An uncompressed answer keeps the 64 KiB read cap a real memory cap (a small gzip
         # chunk can inflate to megabytes).
         headers["accept-encoding"] = "identity"
-        headers.update(signed_headers(message.id, body, secrets))
+        headers.update(signed_headers(message.id, body, call.secrets or self._secrets))
         return url, body.encode(), headers
 
-    def send(self, message: Claimed) -> SendResult:
-        endpoint_id = message.payload.get("configurationId")
-        breaker_key = endpoint_id if isinstance(endpoint_id, str) else None
-        if breaker_key is not None:
-            wait_ms = self.breaker.wait_ms(breaker_key)
-            if wait_ms:
-                raise _attach(
-                    TemporaryDeliveryError(
-                        "the endpoint's circuit breaker is open after repeated failures; not sent",
-                        code="circuit_open",
-                        retry_after_ms=wait_ms,
-                    ),
-                    {"status": None, "circuit_open": True},
-                )
-        try:
-            result = self._send(message)
-        except DeliveryError as exc:
-            if breaker_key is not None and exc.code not in ENDPOINT_STATE_CODES:
-                self.breaker.record(breaker_key, ok=False)
-            raise
-        if breaker_key is not None:
-            self.breaker.record(breaker_key, ok=True)
-        return result
+    def send(self, message: Outgoing[WebhookCall]) -> SendResult:
+        outcome = self.post(message)
+        if isinstance(outcome, FailedDispatch):
+            raise outcome.error
+        return outcome
 
-    def _send(self, message: Claimed) -> SendResult:
-        url, body, headers = self._request(message)
+    def post(self, message: Outgoing[WebhookCall]) -> SendResult | FailedDispatch:
+        """One attempt; its outcome either way, with what went over the wire."""
+        try:
+            url, body, headers = self._request(message)
+        except DeliveryError as exc:
+            return FailedDispatch(exc)
         # The URL goes to the delivery log row only, never to the process logs: it may carry a
         # token in its path or query.
-        details: dict[str, Any] = {
-            "url": url,
-            "request_headers": redact_headers(headers),
-            "request_body": body.decode(),
-        }
+        sent = Exchange(url=url, request_headers=redact_headers(headers), request_body=body.decode())
         timings = _Timings()
         started = timings.started
 
@@ -322,22 +261,17 @@ class WebhookProvider:
             ) as response:
                 excerpt, truncated = _read_capped(response, started + self._timeout_s)
         except netguard.AddressRefused as exc:
-            details.update(status=None, duration_ms=elapsed_ms(), error=str(exc))
-            error = PermanentDeliveryError(f"webhook address refused: {exc}", code="http_address_refused")
-            raise _attach(error, details) from exc
+            refused = PermanentDeliveryError(f"webhook address refused: {exc}", code="http_address_refused")
+            return FailedDispatch(refused, replace(sent, duration_ms=elapsed_ms()))
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            details.update(
-                status=None,
-                duration_ms=elapsed_ms(),
-                timings=timings.phases(),
-                error=str(exc) or type(exc).__name__,
-            )
-            raise _attach(_transport_error(exc), details) from exc
+            record = replace(sent, duration_ms=elapsed_ms(), timings=timings.phases())
+            return FailedDispatch(_transport_error(exc), record)
         finally:
             netguard.lookup_observer.reset(observing)
 
         status = response.status_code
-        details.update(
+        record = replace(
+            sent,
             status=status,
             response_headers=redact_headers(response.headers),
             duration_ms=elapsed_ms(),
@@ -346,15 +280,15 @@ class WebhookProvider:
             response_truncated=truncated,
         )
         if 200 <= status < 300:
-            return SendResult(provider_message_id=str(status), delivered=True, details=details)
+            return SendResult(provider_message_id=str(status), delivered=True, exchange=record)
         reason = f"http_{status}"
         summary = f"webhook answered HTTP {status}"
         if 400 <= status < 500 and status not in TEMPORARY_STATUSES:
-            raise _attach(PermanentDeliveryError(summary, code=reason), details)
+            return FailedDispatch(PermanentDeliveryError(summary, code=reason), record)
         # 3xx (redirects are not followed), 408/425/429, 5xx and anything unexpected.
         retry_after_ms = parse_retry_after(response.headers.get("retry-after"))
-        details["retry_after_ms"] = retry_after_ms
-        raise _attach(TemporaryDeliveryError(summary, code=reason, retry_after_ms=retry_after_ms), details)
+        error = TemporaryDeliveryError(summary, code=reason, retry_after_ms=retry_after_ms)
+        return FailedDispatch(error, record)
 
     def close(self) -> None:
         self._client.close()

@@ -1,65 +1,37 @@
-"""The inbox provider: an in-app message is delivered by inserting the user's
-``notifications`` row, keyed by the message id so a redelivered message finds its row
-already there and counts as delivered instead of inserting a second one. Once the row is
-committed, the new notification and the user's unread count are announced to the user's
-open streams."""
+"""The inbox provider: an in-app message is delivered by adding it to the user's inbox.
+
+The inbox itself (the ``notifications`` rows and the realtime announcement of a new one)
+is handed in as an :class:`Inbox`, so this provider, like every other, knows nothing of
+storage; :mod:`workers.in_app` gives it the database-backed one.
+"""
 
 from __future__ import annotations
 
-import uuid
+from typing import Protocol
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from shared.errors import PermanentDeliveryError
+from shared.payloads import InAppPayload
+from workers.providers.base import Outgoing, SendResult
 
-from shared.config import Settings
-from shared.db.models import Notification, utcnow
-from shared.db.rls import user_scope
-from shared.errors import TemporaryDeliveryError
-from shared.inbox import unread_count
-from shared.realtime.announce import announce, count_event, notification_event
-from shared.tracking import Claimed
-from workers.providers.base import SendResult
+
+class Inbox(Protocol):
+    def add(self, owner: str, message_id: str, payload: InAppPayload) -> str:
+        """Put the notification for ``message_id`` in ``owner``'s inbox once and return its
+        id; a message added before returns the existing id. Raises
+        :class:`~shared.errors.TemporaryDeliveryError` when the inbox cannot be reached."""
+        ...
 
 
 class InboxProvider:
-    """Delivers by inserting the inbox row."""
+    """Delivers into an :class:`Inbox`; a notification in the inbox counts as delivered."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
 
-    def send(self, message: Claimed) -> SendResult:
-        payload = message.payload
-        notification_id = str(uuid.uuid4())
-        owner = message.user_id or message.recipient
-        try:
-            # The inbox is isolated per user (row-level security): write as that user.
-            with user_scope(self.settings.database_url, owner) as session:
-                row = Notification(
-                    id=notification_id,
-                    user_id=owner,
-                    notification_log_id=message.id,
-                    title=payload["title"],
-                    message=payload["message"],
-                    type=payload.get("type") or "info",
-                    action_url=payload.get("actionUrl"),
-                    data=payload.get("data") or {},
-                    created_at=utcnow(),
-                )
-                session.add(row)
-                session.flush()
-                unread = unread_count(session, row.user_id)
-        except IntegrityError:
-            with user_scope(self.settings.database_url, owner) as session:
-                existing = session.scalar(
-                    select(Notification.id).where(Notification.notification_log_id == message.id)
-                )
-            if existing is None:
-                raise
-            notification_id = existing
-        except OperationalError as exc:
-            raise TemporaryDeliveryError(f"database unavailable: {exc.orig}", code="db_unavailable") from exc
-        else:
-            announce(self.settings, notification_event(row), count_event(row.user_id, unread))
+    def send(self, message: Outgoing[InAppPayload]) -> SendResult:
+        if not message.user_id:
+            raise PermanentDeliveryError("an in-app message needs a user", code="in_app_invalid")
+        notification_id = self.inbox.add(message.user_id, message.id, message.payload)
         return SendResult(provider_message_id=notification_id, delivered=True)
 
     def close(self) -> None:

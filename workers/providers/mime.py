@@ -13,7 +13,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses
 
 from shared.errors import PermanentDeliveryError
-from shared.tracking import Claimed
+from shared.payloads import EmailPayload
+from workers.providers.base import Outgoing
 
 #: Header carrying our message id, so a bounce or a support ticket can be traced back.
 MESSAGE_ID_HEADER = "X-KAI-Message-Id"
@@ -40,19 +41,16 @@ def rfc_message_id(message_id: str, sender: str) -> str:
     return f"<kai.{local}@{message_id_domain(sender)}>"
 
 
-def build_email(message: Claimed, sender: str, *, now: datetime | None = None) -> EmailMessage:
-    """The MIME message for an email payload ``{"to", "subject", "text", "html"}``.
+def build_email(message: Outgoing[EmailPayload], sender: str, *, now: datetime | None = None) -> EmailMessage:
+    """The MIME message for an email.
 
     text only → text/plain; html only → text/html; both → multipart/alternative with the
     plain part first (clients show the last part they understand). A payload that cannot
     become a valid message raises PermanentDeliveryError: resending it cannot help.
     """
     payload = message.payload
-    to = payload.get("to") or message.recipient
-    subject = payload.get("subject") or ""
-    text = payload.get("text")
-    html = payload.get("html")
-    if not isinstance(to, str) or not to:
+    to, subject, text, html = payload.to, payload.subject, payload.text, payload.html
+    if not to:
         raise PermanentDeliveryError("email payload has no recipient", code="email_invalid")
     if not (text or html):
         raise PermanentDeliveryError("email payload has neither text nor html", code="email_invalid")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from shared.config import Settings
 from shared.errors import PermanentDeliveryError, TemporaryDeliveryError
-from shared.tracking import Claimed
-from workers.providers.base import SendResult
+from shared.payloads import EmailPayload, SmsPayload
+from workers.providers.base import Outgoing, SendResult
 from workers.providers.mime import build_email, to_bytes
 
 #: File name endings, so the two channels can share one directory.
@@ -59,7 +59,7 @@ def _write(directory: Path, name: str, data: bytes) -> SendResult:
     except OSError as exc:
         # A full or read-only disk may be fixed by an operator; keep the message for later.
         raise TemporaryDeliveryError(f"cannot write outbox file {name}: {exc}", code="outbox_io") from exc
-    return SendResult(provider_message_id=path.name, delivered=False, details={"file": path.name})
+    return SendResult(provider_message_id=path.name, delivered=False)
 
 
 class OutboxEmailProvider:
@@ -69,7 +69,7 @@ class OutboxEmailProvider:
         self._directory = settings.outbox_dir
         self._sender = settings.email_from
 
-    def send(self, message: Claimed) -> SendResult:
+    def send(self, message: Outgoing[EmailPayload]) -> SendResult:
         mime = build_email(message, self._sender)
         return _write(self._directory, _file_name(message.id, EMAIL_SUFFIX), to_bytes(mime))
 
@@ -84,10 +84,9 @@ class OutboxSmsProvider:
         self._directory = settings.outbox_dir
         self._from = settings.twilio_phone_number
 
-    def send(self, message: Claimed) -> SendResult:
-        to = message.payload.get("to") or message.recipient
-        body = message.payload.get("message")
-        if not isinstance(to, str) or not to or not isinstance(body, str) or not body:
+    def send(self, message: Outgoing[SmsPayload]) -> SendResult:
+        to, body = message.payload.to, message.payload.message
+        if not to or not body:
             raise PermanentDeliveryError("SMS payload needs 'to' and 'message'", code="sms_invalid")
         record = {
             "id": message.id,

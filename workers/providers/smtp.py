@@ -28,8 +28,8 @@ import aiosmtplib
 
 from shared.config import Settings
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
-from shared.tracking import Claimed
-from workers.providers.base import SendResult
+from shared.payloads import EmailPayload
+from workers.providers.base import Outgoing, SendResult
 from workers.providers.mime import build_email
 
 #: One attempt (waiting for a pooled connection, connect, TLS, AUTH and the mail transaction)
@@ -196,9 +196,9 @@ class SmtpProvider:
 
     # -- the synchronous face -------------------------------------------------------------
 
-    def send(self, message: Claimed) -> SendResult:
+    def send(self, message: Outgoing[EmailPayload]) -> SendResult:
         mime = build_email(message, self._settings.email_from)
-        recipient = str(message.payload.get("to") or message.recipient)
+        recipient = message.payload.to
         future = self._loop_thread().submit(self._deliver(mime, recipient))
         try:
             future.result(timeout=self._attempt_timeout_s + CALLER_GRACE_S)

@@ -19,8 +19,8 @@ from twilio.rest import Client
 from shared.config import Settings
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from shared.messages import SMS_BODY_MAX_CHARS as MESSAGES_SMS_BODY_MAX_CHARS
-from shared.tracking import Claimed
-from workers.providers.base import SendResult
+from shared.payloads import SmsPayload
+from workers.providers.base import Outgoing, SendResult
 
 #: Twilio refuses bodies longer than this (1,600 characters, up to 10 segments); the same
 #: limit the request schema enforces at the door.
@@ -117,12 +117,11 @@ class TwilioProvider:
                 self._clients.append(client)
         return client
 
-    def send(self, message: Claimed) -> SendResult:
-        to = message.payload.get("to") or message.recipient
-        body = message.payload.get("message")
-        if not isinstance(to, str) or not to:
+    def send(self, message: Outgoing[SmsPayload]) -> SendResult:
+        to, body = message.payload.to, message.payload.message
+        if not to:
             raise PermanentDeliveryError("SMS payload has no recipient", code="sms_invalid")
-        if not isinstance(body, str) or not body:
+        if not body:
             raise PermanentDeliveryError("SMS payload has no message", code="sms_invalid")
         if len(body) > SMS_BODY_MAX_CHARS:
             raise PermanentDeliveryError(
@@ -134,8 +133,7 @@ class TwilioProvider:
         except Exception as exc:
             raise classify(exc) from exc
         sid = getattr(created, "sid", None)
-        details = {"status": getattr(created, "status", None)}
-        return SendResult(provider_message_id=str(sid) if sid else None, delivered=False, details=details)
+        return SendResult(provider_message_id=str(sid) if sid else None, delivered=False)
 
     def close(self) -> None:
         """Close every thread's HTTP session (their pooled sockets)."""

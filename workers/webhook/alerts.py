@@ -15,6 +15,7 @@ from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import WebhookConfiguration, utcnow
 from shared.logging import get_logger
+from shared.payloads import EmailPayload, Stored, WebhookPayload
 
 log = get_logger(__name__)
 
@@ -56,7 +57,7 @@ def _webhook(session: Session, settings: Settings, row: WebhookConfiguration, di
         tracking.NewMessage(
             channel=Channel.WEBHOOK,
             recipient=url,
-            payload={"url": url, "payload": body},
+            payload=Stored(WebhookPayload(url=url, body=body)),
             max_attempts=settings.retry_policy(Channel.WEBHOOK).max_attempts,
             event_type=DISABLED_EVENT_TYPE,
             idempotency_key=f"{DISABLED_EVENT_TYPE}:webhook:{row.id}:{disabled_at}",
@@ -82,7 +83,7 @@ def _email(session: Session, settings: Settings, row: WebhookConfiguration, disa
         tracking.NewMessage(
             channel=Channel.EMAIL,
             recipient=recipient,
-            payload={"to": recipient, "subject": "Webhook endpoint disabled", "text": text, "html": None},
+            payload=Stored(EmailPayload(to=recipient, subject="Webhook endpoint disabled", text=text)),
             max_attempts=settings.retry_policy(Channel.EMAIL).max_attempts,
             event_type=DISABLED_EVENT_TYPE,
             idempotency_key=f"{DISABLED_EVENT_TYPE}:{row.id}:{disabled_at}",

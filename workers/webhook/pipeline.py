@@ -7,13 +7,19 @@ and whether it is disabled (410 Gone at once, or failing for WEBHOOK_DISABLE_AFT
 messages keep the channel's exponential backoff (WEBHOOK_MAX_RETRIES, WEBHOOK_RETRY_DELAY).
 An endpoint's ``rateLimitPerSecond`` and per-key ordering (:mod:`shared.webhooks.ordering`)
 are enforced before a message is claimed, so a message held back keeps all its attempts.
+
+The dispatch stage, around the provider's one HTTP call:
+
+    endpoint as it is now (url, headers, secrets) → circuit breaker → POST → breaker verdict
+      ↘ deleted / disabled: failed                  ↘ open: retried after the cooldown
 """
 
 from __future__ import annotations
 
 import random
+import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -21,14 +27,19 @@ from shared.channels import Channel, Status
 from shared.config import Settings
 from shared.db.models import NotificationLog, WebhookConfiguration, WebhookDeliveryLog, utcnow
 from shared.db.rls import system_scope
-from shared.errors import DeliveryError, TemporaryDeliveryError
+from shared.db.session import session_scope
+from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from shared.logging import get_logger
-from shared.tracking import Claimed
+from shared.payloads import PayloadError, WebhookPayload, load
+from shared.webhooks import endpoints as webhook_endpoints
 from shared.webhooks import ordering as webhook_ordering
+from workers.delivery.attempt import Delivery
 from workers.delivery.pipeline import Action, Outcome, Pipeline
 from workers.delivery.retry import JITTER
-from workers.providers.http import ENDPOINT_STATE_CODES
+from workers.providers.base import Exchange, FailedDispatch, Outgoing, SendResult
+from workers.providers.http import WebhookCall, WebhookProvider
 from workers.webhook import alerts as webhook_alerts
+from workers.webhook.breaker import CircuitBreaker, build_breaker
 
 log = get_logger(__name__)
 
@@ -44,13 +55,33 @@ GONE_CODE = "http_410"
 #: The window of an endpoint's ``rateLimitPerSecond``.
 ENDPOINT_RATE_WINDOW_MS = 1000
 
+#: Failures that say something about the endpoint's configuration, not its health: they
+#: neither open its circuit breaker nor count towards disabling it.
+ENDPOINT_STATE_CODES = frozenset(
+    {
+        "endpoint_deleted",
+        "endpoint_disabled",
+        "endpoint_secret_unreadable",
+        "circuit_open",
+        "http_address_refused",
+    }
+)
 
-def _endpoint_id(claim: Claimed) -> str | None:
-    value = claim.payload.get("configurationId")
-    return value if isinstance(value, str) else None
+
+def _content(delivery: Delivery) -> WebhookPayload | None:
+    """The webhook's content; None while a templated message is not rendered yet (its render
+    failed)."""
+    return delivery.payload if isinstance(delivery.payload, WebhookPayload) else None
 
 
 class WebhookPipeline(Pipeline):
+    def __init__(
+        self, provider: WebhookProvider, settings: Settings, breaker: CircuitBreaker | None = None
+    ) -> None:
+        super().__init__(Channel.WEBHOOK, provider, settings)
+        self.http = provider
+        self.breaker = breaker or build_breaker(settings)
+
     def run(self, message_id: str) -> Outcome:
         held = self.hold_back(message_id)
         if held is not None:
@@ -66,14 +97,18 @@ class WebhookPipeline(Pipeline):
             message = session.get(NotificationLog, message_id)
             if message is None or message.status != Status.QUEUED.value:
                 return None
-            endpoint_id = message.payload.get("configurationId")
-            if not isinstance(endpoint_id, str):
+            try:
+                content = load(Channel.WEBHOOK, message.payload).payload
+            except PayloadError:
+                return None  # the pipeline fails it once claimed
+            if not isinstance(content, WebhookPayload) or content.configuration_id is None:
                 return None
+            endpoint_id = content.configuration_id
             endpoint = session.get(WebhookConfiguration, endpoint_id)
             if endpoint is None:
                 return None
-            if endpoint.ordered:
-                due = webhook_ordering.predecessor_due(session, message)
+            if endpoint.ordered and content.ordering_key is not None:
+                due = webhook_ordering.predecessor_due(session, message, endpoint_id, content.ordering_key)
                 if due is not None:
                     return self._wait_for_predecessor(session, message_id, due)
             limit = endpoint.rate_limit_per_second
@@ -92,11 +127,78 @@ class WebhookPipeline(Pipeline):
             return Outcome(Action.ACK, reason="parked behind an earlier message with its ordering key")
         return Outcome(Action.RETRY, delay_ms=wait_ms, reason="waiting for an earlier message with its key")
 
-    def retry_delay(self, claim: Claimed, error: DeliveryError) -> int:
-        schedule = claim.payload.get("retryScheduleMs")
-        if not isinstance(schedule, list) or not schedule:
-            return super().retry_delay(claim, error)
-        planned = int(schedule[min(claim.attempt, len(schedule)) - 1])
+    def dispatch(self, delivery: Delivery) -> SendResult | FailedDispatch:
+        content = _content(delivery)
+        if content is None:
+            raise TypeError("a webhook is dispatched only once rendered")
+        endpoint_id = content.configuration_id
+        if endpoint_id is None:  # an ad-hoc URL, signed with WEBHOOK_SECRET
+            return self.post(delivery, WebhookCall(url=content.url, body=content.body))
+        endpoint = self.endpoint(endpoint_id)
+        if isinstance(endpoint, FailedDispatch):
+            return endpoint
+        wait_ms = self.breaker.wait_ms(endpoint_id)
+        if wait_ms:
+            return FailedDispatch(
+                TemporaryDeliveryError(
+                    "the endpoint's circuit breaker is open after repeated failures; not sent",
+                    code="circuit_open",
+                    retry_after_ms=wait_ms,
+                )
+            )
+        outcome = self.post(
+            delivery,
+            WebhookCall(
+                url=endpoint.url, body=content.body, headers=endpoint.headers, secrets=endpoint.secrets
+            ),
+        )
+        if isinstance(outcome, SendResult):
+            self.breaker.record(endpoint_id, ok=True)
+        elif outcome.error.code not in ENDPOINT_STATE_CODES:
+            self.breaker.record(endpoint_id, ok=False)
+        return outcome
+
+    def endpoint(self, endpoint_id: str) -> Endpoint | FailedDispatch:
+        """The endpoint as it is *now*: a message goes to its current URL, headers and secrets
+        (during a secret rotation both the new and the previous secret sign), and not at all
+        once it is deleted or disabled."""
+        with session_scope(self.settings.database_url) as session:
+            row = session.get(WebhookConfiguration, endpoint_id)
+            if row is None:
+                return FailedDispatch(
+                    PermanentDeliveryError("the webhook endpoint was deleted", code="endpoint_deleted")
+                )
+            if not row.active or row.disabled_at is not None:
+                reason = row.disabled_reason or "deactivated"
+                return FailedDispatch(
+                    PermanentDeliveryError(
+                        f"the webhook endpoint is disabled: {reason}", code="endpoint_disabled"
+                    )
+                )
+            try:
+                secrets = webhook_endpoints.signing_secrets(row, self.settings)
+            except ConfigError as exc:
+                return FailedDispatch(PermanentDeliveryError(str(exc), code="endpoint_secret_unreadable"))
+            return Endpoint(url=row.url, headers=dict(row.headers or {}), secrets=tuple(secrets))
+
+    def post(self, delivery: Delivery, call: WebhookCall) -> SendResult | FailedDispatch:
+        started = time.perf_counter()
+        message = Outgoing(id=delivery.id, attempt=delivery.attempt, payload=call, user_id=delivery.user_id)
+        try:
+            outcome = self.http.post(message)
+        except Exception as exc:  # a bug or an unexpected library error: retry, then dead-letter
+            error = self.unexpected(delivery.id, exc)
+            self.observe_provider(started, None)
+            return FailedDispatch(error)
+        self.observe_provider(started, outcome if isinstance(outcome, SendResult) else outcome.error)
+        return outcome
+
+    def retry_delay(self, delivery: Delivery, error: DeliveryError) -> int:
+        content = _content(delivery)
+        schedule = content.retry_schedule_ms if content is not None else ()
+        if not schedule:
+            return super().retry_delay(delivery, error)
+        planned = schedule[min(delivery.attempt, len(schedule)) - 1]
         delay = int(planned * random.uniform(1 - JITTER, 1 + JITTER))
         hint = error.retry_after_ms if isinstance(error, TemporaryDeliveryError) else None
         if hint is None:
@@ -110,31 +212,32 @@ class WebhookPipeline(Pipeline):
         return delay
 
     def after_attempt(
-        self, session: Session, claim: Claimed, details: dict[str, Any], error: DeliveryError | None
+        self, session: Session, delivery: Delivery, outcome: SendResult | FailedDispatch
     ) -> None:
-        endpoint_id = _endpoint_id(claim)
+        content = _content(delivery)
+        endpoint_id = content.configuration_id if content is not None else None
+        error = outcome.error if isinstance(outcome, FailedDispatch) else None
         if endpoint_id is not None and (error is None or error.code not in ENDPOINT_STATE_CODES):
             # Before the log insert: that insert's foreign key takes a KEY SHARE lock on the
             # endpoint row, and two attempts each holding one while waiting to update the row
             # would deadlock.
             self._record_health(session, endpoint_id, error)
-        body = details.get("request_body")
+        sent = outcome.exchange or Exchange(url=content.url if content is not None else delivery.recipient)
         session.add(
             WebhookDeliveryLog(
-                notification_log_id=claim.id,
+                notification_log_id=delivery.id,
                 configuration_id=endpoint_id,
-                attempt=claim.attempt,
-                url=str(details.get("url") or claim.payload.get("url", claim.recipient)),
-                request_headers=details.get("request_headers") or {},
-                request_body=body if isinstance(body, str) else None,
-                response_status=details.get("status"),
-                response_headers=details.get("response_headers"),
-                response_body=(details.get("response_excerpt") or None)
-                and str(details["response_excerpt"])[:RESPONSE_EXCERPT_CHARS],
+                attempt=delivery.attempt,
+                url=sent.url,
+                request_headers=sent.request_headers,
+                request_body=sent.request_body,
+                response_status=sent.status,
+                response_headers=sent.response_headers,
+                response_body=(sent.response_excerpt or "")[:RESPONSE_EXCERPT_CHARS] or None,
                 error_class=None if error is None else error.code,
                 error_message=None if error is None else error.message,
-                duration_ms=details.get("duration_ms"),
-                timings=details.get("timings") or None,
+                duration_ms=sent.duration_ms,
+                timings=sent.timings or None,
                 success=error is None,
             )
         )
@@ -167,7 +270,14 @@ class WebhookPipeline(Pipeline):
             webhook_alerts.endpoint_disabled(session, self.settings, row)
 
 
-def build_pipeline(settings: Settings) -> Pipeline:
-    from workers.providers.http import WebhookProvider
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where and how a configured endpoint's message is sent now."""
 
-    return WebhookPipeline(Channel.WEBHOOK, WebhookProvider(settings), settings)
+    url: str
+    headers: dict[str, str]
+    secrets: tuple[str, ...]
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    return WebhookPipeline(WebhookProvider(settings), settings)

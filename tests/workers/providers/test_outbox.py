@@ -14,24 +14,19 @@ import pytest
 from shared.channels import Channel
 from shared.config import Settings
 from shared.errors import PermanentDeliveryError
-from shared.tracking import Claimed
+from shared.payloads import EmailPayload, SmsPayload
+from tests.workers.providers.messages import outgoing
+from workers.providers.base import Outgoing
 from workers.providers.mime import build_email, to_bytes
 from workers.providers.outbox import OutboxEmailProvider, OutboxSmsProvider
 
 SENDER = "KAI Tests <noreply@kai.test>"
 
 
-def claimed(channel: Channel, payload: dict[str, Any], message_id: str | None = None) -> Claimed:
-    return Claimed(
-        id=message_id or str(uuid.uuid4()),
-        channel=channel,
-        recipient=str(payload.get("to")),
-        payload=payload,
-        attempt=1,
-        max_attempts=3,
-        user_id=None,
-        event_type=None,
-    )
+def claimed(channel: Channel, payload: dict[str, Any], message_id: str | None = None) -> Outgoing[Any]:
+    if channel is Channel.SMS:
+        return outgoing(SmsPayload(**{"message": "", **payload}), message_id)
+    return outgoing(EmailPayload(**payload), message_id)
 
 
 def settings(tmp_path: Path) -> Settings:

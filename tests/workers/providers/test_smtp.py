@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures.thread
 import socket
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,28 +12,22 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from shared.channels import Channel
 from shared.config import Settings
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
-from shared.tracking import Claimed
+from shared.payloads import EmailPayload
 from tests.sinks.smtp_sink import SmtpSink
+from tests.workers.providers.messages import outgoing
+from workers.providers.base import Outgoing
 from workers.providers.smtp import SmtpProvider, classify, tls_mode
 
 SENDER = "KAI Tests <noreply@kai.test>"
 
 
-def email(to: str = "ada@example.com", *, message_id: str | None = None, **fields: Any) -> Claimed:
+def email(
+    to: str = "ada@example.com", *, message_id: str | None = None, **fields: Any
+) -> Outgoing[EmailPayload]:
     payload = {"to": to, "subject": "Your receipt", "text": "Thanks!", "html": None, **fields}
-    return Claimed(
-        id=message_id or str(uuid.uuid4()),
-        channel=Channel.EMAIL,
-        recipient=to,
-        payload=payload,
-        attempt=1,
-        max_attempts=3,
-        user_id=None,
-        event_type=None,
-    )
+    return outgoing(EmailPayload(**payload), message_id)
 
 
 def closed_port() -> int:

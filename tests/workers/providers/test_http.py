@@ -6,7 +6,6 @@ import base64
 import secrets
 import socket
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -16,15 +15,16 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.channels import Channel
 from shared.config import Settings
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
-from shared.tracking import Claimed
 from tests.sinks.webhook_receiver import WebhookReceiver
+from tests.workers.providers.messages import outgoing
+from workers.providers.base import Exchange, FailedDispatch, Outgoing, SendResult
 from workers.providers.http import (
     REDACTED,
     RESPONSE_BODY_MAX_BYTES,
     RETRY_AFTER_MAX_MS,
+    WebhookCall,
     WebhookProvider,
     parse_retry_after,
     redact_headers,
@@ -38,20 +38,8 @@ EVENT = {
 }
 
 
-def webhook(url: str, payload: Any = None, *, headers: dict[str, str] | None = None) -> Claimed:
-    body: dict[str, Any] = {"url": url, "payload": EVENT if payload is None else payload}
-    if headers is not None:
-        body["headers"] = headers
-    return Claimed(
-        id=str(uuid.uuid4()),
-        channel=Channel.WEBHOOK,
-        recipient=url,
-        payload=body,
-        attempt=1,
-        max_attempts=3,
-        user_id=None,
-        event_type="invoice.paid",
-    )
+def webhook(url: str, payload: Any = None, *, headers: dict[str, str] | None = None) -> Outgoing[WebhookCall]:
+    return outgoing(WebhookCall(url=url, body=EVENT if payload is None else payload, headers=headers or {}))
 
 
 def closed_port() -> int:
@@ -87,10 +75,17 @@ def provider(make_provider: Callable[..., WebhookProvider]) -> WebhookProvider:
     return make_provider()
 
 
-def details_of(error: DeliveryError) -> dict[str, Any]:
-    details = getattr(error, "details", None)
-    assert isinstance(details, dict), "a webhook failure must carry details for the delivery log"
-    return details
+def failed(outcome: SendResult | FailedDispatch) -> tuple[DeliveryError, Exchange]:
+    """The error and the exchange of a failed attempt: a webhook failure must carry what went
+    over the wire, for the delivery log."""
+    assert isinstance(outcome, FailedDispatch), f"expected a failure, got {outcome}"
+    assert outcome.exchange is not None, "a webhook failure must carry its exchange"
+    return outcome.error, outcome.exchange
+
+
+def exchange_of(result: SendResult) -> Exchange:
+    assert result.exchange is not None, "a webhook attempt must carry its exchange"
+    return result.exchange
 
 
 # -- success -----------------------------------------------------------------------------------
@@ -116,14 +111,16 @@ def test_a_webhook_arrives_signed_and_verifies(receiver: WebhookReceiver, provid
     assert delivery.headers["user-agent"] == "KAI-Messaging-Webhooks/1.0"
     assert result.delivered is True
     assert result.provider_message_id == "200"
-    assert result.details["status"] == 200
-    assert result.details["response_excerpt"] == '{"ok":true}'
-    assert result.details["response_truncated"] is False
-    assert isinstance(result.details["duration_ms"], int)
-    assert result.details["request_headers"]["webhook-signature"] == REDACTED
-    assert result.details["request_headers"]["webhook-id"] == message.id
-    assert result.details["request_body"].encode() == delivery.body
-    assert result.details["response_headers"]["content-type"] == "application/json"
+    sent = exchange_of(result)
+    assert sent.status == 200
+    assert sent.response_excerpt == '{"ok":true}'
+    assert sent.response_truncated is False
+    assert isinstance(sent.duration_ms, int)
+    assert sent.request_headers["webhook-signature"] == REDACTED
+    assert sent.request_headers["webhook-id"] == message.id
+    assert sent.request_body is not None and sent.request_body.encode() == delivery.body
+    assert sent.response_headers is not None
+    assert sent.response_headers["content-type"] == "application/json"
 
 
 @pytest.mark.parametrize("payload", [{"a": 1}, [1, "two", {"three": None}], {}, []])
@@ -160,8 +157,8 @@ def test_custom_headers_are_sent_but_cannot_override_ours(
     assert delivery.headers["x-tenant"] == "acme"
     assert delivery.headers["content-type"] == "application/json"
     assert "forged" not in delivery.headers["webhook-signature"]
-    assert result.details["request_headers"]["authorization"] == REDACTED
-    assert result.details["request_headers"]["x-tenant"] == "acme"
+    assert exchange_of(result).request_headers["authorization"] == REDACTED
+    assert exchange_of(result).request_headers["x-tenant"] == "acme"
 
 
 def test_a_retry_carries_the_same_webhook_id(receiver: WebhookReceiver, provider: WebhookProvider) -> None:
@@ -203,14 +200,13 @@ def test_statuses_are_classified(
     and other 4xx permanently, with ``http_<status>`` and the attempt's details attached."""
     receiver.respond_next(status, body=b'{"error":"nope"}')
 
-    with pytest.raises(kind) as caught:
-        provider.send(webhook(receiver.url))
+    error, sent = failed(provider.post(webhook(receiver.url)))
 
-    assert caught.value.code == f"http_{status}"
-    details = details_of(caught.value)
-    assert details["status"] == status
-    assert details["response_excerpt"] == '{"error":"nope"}'
-    assert details["request_headers"]["webhook-signature"] == REDACTED
+    assert isinstance(error, kind)
+    assert error.code == f"http_{status}"
+    assert sent.status == status
+    assert sent.response_excerpt == '{"error":"nope"}'
+    assert sent.request_headers["webhook-signature"] == REDACTED
 
 
 def test_redirects_are_not_followed(receiver: WebhookReceiver, provider: WebhookProvider) -> None:
@@ -296,22 +292,21 @@ def test_a_slow_receiver_times_out(
     receiver.delay = 2.0
     started = time.monotonic()
 
-    with pytest.raises(TemporaryDeliveryError) as caught:
-        provider.send(webhook(receiver.url))
+    error, sent = failed(provider.post(webhook(receiver.url)))
 
-    assert caught.value.code == "http_timeout"
+    assert isinstance(error, TemporaryDeliveryError)
+    assert error.code == "http_timeout"
     assert time.monotonic() - started < 1.5
-    details = details_of(caught.value)
-    assert details["status"] is None and details["duration_ms"] >= 250
+    assert sent.status is None and sent.duration_ms is not None and sent.duration_ms >= 250
 
 
 def test_connection_refused_is_temporary(provider: WebhookProvider) -> None:
     """Given nothing listening at the URL, when posted, then it fails temporarily."""
-    with pytest.raises(TemporaryDeliveryError) as caught:
-        provider.send(webhook(f"http://127.0.0.1:{closed_port()}/hooks"))
+    error, sent = failed(provider.post(webhook(f"http://127.0.0.1:{closed_port()}/hooks")))
 
-    assert caught.value.code == "http_connection"
-    assert details_of(caught.value)["status"] is None
+    assert isinstance(error, TemporaryDeliveryError)
+    assert error.code == "http_connection"
+    assert sent.status is None
 
 
 def test_only_64_kib_of_the_answer_is_read(receiver: WebhookReceiver, provider: WebhookProvider) -> None:
@@ -321,8 +316,9 @@ def test_only_64_kib_of_the_answer_is_read(receiver: WebhookReceiver, provider: 
 
     result = provider.send(webhook(receiver.url))
 
-    assert len(result.details["response_excerpt"]) == RESPONSE_BODY_MAX_BYTES
-    assert result.details["response_truncated"] is True
+    sent = exchange_of(result)
+    assert sent.response_excerpt is not None and len(sent.response_excerpt) == RESPONSE_BODY_MAX_BYTES
+    assert sent.response_truncated is True
 
 
 @pytest.mark.parametrize(

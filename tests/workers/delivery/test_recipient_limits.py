@@ -14,13 +14,14 @@ from prometheus_client import REGISTRY
 from producer.service import NotificationService
 from shared.channels import Channel
 from shared.config import Settings
+from shared.payloads import SmsPayload
 from shared.ratelimit import MemoryRateLimiter
 from shared.ratelimit_settings import DEFAULT_SMS_RECIPIENT_PER_HOUR, RateLimitSettings
-from shared.tracking import Claimed
 from tests.conftest import Fleet, final_status
 from tests.gateway.server import free_port
 from tests.sinks.smtp_sink import SmtpSink
 from tests.sinks.twilio_sink import TwilioSink
+from workers.delivery.attempt import Delivery
 from workers.delivery.recipient_limits import SKIP_CODE, RecipientLimits, recipient_key
 
 TWILIO_SID = "AC" + "2" * 32
@@ -148,16 +149,17 @@ def test_one_address_gets_its_hourly_email_however_it_is_spelled(
         assert delivered == {"ann@example.com": 2, "bob@example.com": 1}
 
 
-def claim(message_id: str, recipient: str, *, critical: bool = False) -> Claimed:
-    return Claimed(
+def claim(message_id: str, recipient: str, *, critical: bool = False) -> Delivery:
+    return Delivery(
         id=message_id,
         channel=Channel.SMS,
         recipient=recipient,
-        payload={"to": recipient, "message": "x", "critical": critical},
         attempt=1,
         max_attempts=3,
         user_id="u1",
         event_type="security.alert",
+        payload=SmsPayload(to=recipient, message="x"),
+        critical=critical,
     )
 
 

@@ -1,0 +1,226 @@
+"""What a message carries from the producer to its provider: one typed value per channel.
+
+The producer builds a payload from a validated request (:mod:`shared.messages`) and stores
+it as JSON in the message's ``notification_logs.payload``; a worker reads it back with
+:func:`load` and hands the typed value down the pipeline, so no stage reads a dict by key.
+
+A message sent with a template carries a :class:`Templated` payload instead: the recipient
+and a :class:`TemplateRef` pinned at enqueue time; the worker's render stage turns it into the
+channel's concrete payload just before the provider.
+
+The JSON keys are camelCase, as in the HTTP API, and are part of the stored format: rows
+written by an earlier version must still load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.channels import Channel
+
+
+@dataclass(frozen=True, slots=True)
+class EmailPayload:
+    to: str
+    subject: str
+    text: str | None = None
+    html: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"to": self.to, "subject": self.subject, "text": self.text, "html": self.html}
+
+
+@dataclass(frozen=True, slots=True)
+class SmsPayload:
+    to: str
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"to": self.to, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookPayload:
+    url: str
+    #: The JSON document posted (an object or an array).
+    body: Any
+    #: The configured endpoint this message goes to; None for an ad-hoc URL. A configured
+    #: endpoint's URL, headers and secrets are read when the message is sent, not stored here.
+    configuration_id: str | None = None
+    #: Delays before each retry to a configured endpoint (its own schedule at fan-out time).
+    retry_schedule_ms: tuple[int, ...] = ()
+    #: Messages to an ordered endpoint with the same key arrive one at a time, in order.
+    ordering_key: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"url": self.url, "payload": self.body}
+        if self.configuration_id is not None:
+            out["configurationId"] = self.configuration_id
+            out["retryScheduleMs"] = list(self.retry_schedule_ms)
+        if self.ordering_key is not None:
+            out["orderingKey"] = self.ordering_key
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class InAppPayload:
+    title: str
+    message: str
+    type: str = "info"
+    action_url: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "message": self.message,
+            "type": self.type,
+            "actionUrl": self.action_url,
+            "data": self.data,
+        }
+
+
+#: The concrete content of a message on each channel, what its provider sends.
+Content = EmailPayload | SmsPayload | WebhookPayload | InAppPayload
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateRef:
+    """The template version a message renders, found when it was enqueued."""
+
+    key: str
+    locale: str
+    version: int
+    data: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "locale": self.locale, "version": self.version, "data": self.data}
+
+
+@dataclass(frozen=True, slots=True)
+class Templated:
+    """A message whose content is rendered from a template at send time. Besides the
+    template it keeps what is not part of the template: the address (email, SMS), the URL
+    (webhook) or the notification's type and data (in-app)."""
+
+    template: TemplateRef
+    to: str | None = None
+    url: str | None = None
+    type: str | None = None
+    data: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"template": self.template.to_json()}
+        for key in ("to", "url", "type", "data"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+
+Payload = Content | Templated
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A message's payload as stored: its content (or template) and whether it comes from a
+    ``critical`` rule (it then bypasses opt-outs, quiet hours and recipient limits)."""
+
+    payload: Payload
+    critical: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.payload.to_json()
+        if self.critical:
+            out["critical"] = True
+        return out
+
+
+class PayloadError(ValueError):
+    """A stored payload that does not have its channel's shape."""
+
+
+def _optional(raw: dict[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise PayloadError(f"payload field {key!r} must be a string")
+    return value
+
+
+def _required(raw: dict[str, Any], key: str) -> str:
+    value = _optional(raw, key)
+    if value is None:
+        raise PayloadError(f"payload has no {key!r}")
+    return value
+
+
+def _template(raw: dict[str, Any]) -> TemplateRef:
+    ref = raw["template"]
+    try:
+        return TemplateRef(
+            key=str(ref["key"]),
+            locale=str(ref["locale"]),
+            version=int(ref["version"]),
+            data=ref.get("data") or {},
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PayloadError(f"payload has a malformed template reference: {exc}") from None
+
+
+def load(channel: Channel, raw: dict[str, Any]) -> Stored:
+    """The typed payload of a stored message. Raises :class:`PayloadError` for a payload that
+    does not fit its channel (a message that can never be sent)."""
+    if not isinstance(raw, dict):
+        raise PayloadError("payload must be an object")
+    critical = bool(raw.get("critical"))
+    if isinstance(raw.get("template"), dict):
+        data = raw.get("data")
+        return Stored(
+            Templated(
+                template=_template(raw),
+                to=_optional(raw, "to"),
+                url=_optional(raw, "url"),
+                type=_optional(raw, "type"),
+                data=data if isinstance(data, dict) else None,
+            ),
+            critical,
+        )
+    return Stored(_content(channel, raw), critical)
+
+
+def _content(channel: Channel, raw: dict[str, Any]) -> Content:
+    if channel is Channel.EMAIL:
+        text, html = _optional(raw, "text"), _optional(raw, "html")
+        if not (text or html):
+            raise PayloadError("email payload has neither text nor html")
+        return EmailPayload(
+            to=_required(raw, "to"), subject=_optional(raw, "subject") or "", text=text, html=html
+        )
+    if channel is Channel.SMS:
+        return SmsPayload(to=_required(raw, "to"), message=_required(raw, "message"))
+    if channel is Channel.WEBHOOK:
+        schedule = raw.get("retryScheduleMs") or ()
+        if not isinstance(schedule, list | tuple) or not all(isinstance(d, int) for d in schedule):
+            raise PayloadError("payload field 'retryScheduleMs' must be a list of milliseconds")
+        return WebhookPayload(
+            url=_required(raw, "url"),
+            body=raw.get("payload"),
+            configuration_id=_optional(raw, "configurationId"),
+            retry_schedule_ms=tuple(schedule),
+            ordering_key=_optional(raw, "orderingKey"),
+        )
+    data = raw.get("data")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PayloadError("payload field 'data' must be an object")
+    return InAppPayload(
+        title=_required(raw, "title"),
+        message=_required(raw, "message"),
+        type=_optional(raw, "type") or "info",
+        action_url=_optional(raw, "actionUrl"),
+        data=data,
+    )
