@@ -31,9 +31,11 @@ run: install
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+## ruff, and the architecture's import rules (import-linter contracts in pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy
