@@ -1,4 +1,5 @@
-"""The public Python API is what CONTRACT.md promises, and nothing is exported by accident."""
+"""The public Python API is what the README's "Python API" section promises, and nothing is
+exported by accident."""
 
 from __future__ import annotations
 

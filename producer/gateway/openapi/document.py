@@ -2,7 +2,7 @@
 
 Each route's endpoint carries its :class:`~.operation.Operation` per method; request and
 response schemas come from pydantic models (``models_json_schema``), gathered once under
-``components/schemas``. Errors all share the ``Error`` schema of CONTRACT.md; which
+``components/schemas``. Errors all share the ``Error`` schema (README, "HTTP API"); which
 statuses an operation documents follows from who may call it, whether it takes a body, and
 what it adds itself.
 """

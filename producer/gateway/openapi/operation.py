@@ -22,7 +22,7 @@ ATTRIBUTE = "__openapi_operations__"
 
 
 class Auth(Enum):
-    """Who may call an operation (CONTRACT.md, "Auth")."""
+    """Who may call an operation (README, "HTTP API": server keys and user tokens)."""
 
     #: No credential, like ``/healthz``.
     PUBLIC = "public"
