@@ -15,7 +15,6 @@ import threading
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import (
     AsyncIO,
@@ -28,6 +27,7 @@ from dramatiq.middleware import (
 from shared.channels import Channel
 from shared.config import Settings
 from shared.errors import EnqueueError
+from shared.rabbitmq import CoalescingRabbitmqBroker
 
 #: An attempt that runs longer than this is interrupted (each network call has its own,
 #: shorter timeout; this is the backstop for CPU-bound surprises).
@@ -72,7 +72,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     if settings.broker_url is None:
         broker = StubBroker(middleware=middleware)
     else:
-        broker = RabbitmqBroker(
+        broker = CoalescingRabbitmqBroker(
             url=amqp_url_with_defaults(settings.broker_url),
             confirm_delivery=True,
             middleware=middleware,
