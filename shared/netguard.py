@@ -7,25 +7,21 @@ IPv6 encodings that smuggle an IPv4 address (IPv4-mapped ``::ffff:a.b.c.d``, NAT
 ``64:ff9b::/96``, 6to4 ``2002::/16``) are judged by the address they carry.
 
 The same :class:`AddressPolicy` runs twice: when a URL is saved (:func:`check_url`, a
-clear refusal for the caller) and at send time inside the HTTP client
-(:class:`GuardedBackend`), which resolves the host once, checks every address and connects
-to a checked one. A name that resolves to a public address at save time and to a private
-one later (DNS rebinding) therefore gets nothing. TLS still verifies the certificate against
-the host name and the ``Host`` header is untouched: only the TCP connect is redirected.
+clear refusal for the caller) and at send time inside the HTTP client (the webhook
+provider's resolver calls :func:`resolve_checked`), which resolves the host once, checks
+every address and connects to a checked one. A name that resolves to a public address at
+save time and to a private one later (DNS rebinding) therefore gets nothing. TLS still
+verifies the certificate against the host name and the ``Host`` header is untouched: only
+the TCP connect is redirected.
 """
 
 from __future__ import annotations
 
-import contextvars
 import ipaddress
 import socket
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
-
-import httpcore
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -163,21 +159,11 @@ def system_resolve(host: str, port: int) -> list[IPAddress]:
 #: The resolver the guard uses; tests replace it to play DNS rebinding.
 resolve: Resolver = system_resolve
 
-#: Told how long each lookup of the guard took, in ms (the sender's per-attempt timings);
-#: a context variable because one backend serves every thread of the process.
-lookup_observer: contextvars.ContextVar[Callable[[float], None] | None] = contextvars.ContextVar(
-    "lookup_observer", default=None
-)
-
 
 def resolve_checked(policy: AddressPolicy, host: str, port: int) -> list[IPAddress]:
     """The addresses of ``host``, all of them allowed by ``policy``, or AddressRefused.
     One forbidden address refuses the name: round-robin DNS must not let some requests in."""
-    started = time.monotonic()
     addresses = list(resolve(host, port))
-    observer = lookup_observer.get()
-    if observer is not None:
-        observer((time.monotonic() - started) * 1000)
     if not addresses:
         raise OSError(f"{host} resolves to no address")
     for address in addresses:
@@ -201,32 +187,3 @@ def check_url(url: str, policy: AddressPolicy) -> None:
         resolve_checked(policy, host, port)
     except OSError as exc:
         raise AddressRefused(f"{host} cannot be resolved ({exc}), so its address cannot be checked") from None
-
-
-class GuardedBackend(httpcore.SyncBackend):
-    """httpcore's socket backend with the address check between resolving and connecting."""
-
-    def __init__(self, policy: AddressPolicy) -> None:
-        self.policy = policy
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        if self.policy.allow_private:
-            return super().connect_tcp(host, port, timeout, local_address, socket_options)
-        try:
-            addresses = resolve_checked(self.policy, host, port)
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
-        # Try each checked address in turn, as socket.create_connection would with the name.
-        for address in addresses[:-1]:
-            try:
-                return super().connect_tcp(str(address), port, timeout, local_address, socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout):
-                continue
-        return super().connect_tcp(str(addresses[-1]), port, timeout, local_address, socket_options)

@@ -12,13 +12,15 @@ after a message was enqueued still applies to it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+from sqlalchemy import Connection, Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from shared.channels import Channel
@@ -72,7 +74,8 @@ def _parse_time(raw: str | None) -> time | None:
     return time.fromisoformat(raw) if raw else None
 
 
-def from_row(row: UserNotificationPreference | None) -> Preferences:
+def from_row(row: Any) -> Preferences:
+    """From a ``user_notification_preferences`` row (ORM object or Core row); None: defaults."""
     if row is None:
         return Preferences()
     return Preferences(
@@ -87,6 +90,20 @@ def from_row(row: UserNotificationPreference | None) -> Preferences:
 def load(session: Session, user_id: str) -> Preferences:
     """The user's preferences (defaults without a row). ``session`` must act for the user."""
     return from_row(session.get(UserNotificationPreference, user_id))
+
+
+_TABLE = cast(Table, UserNotificationPreference.__table__)
+_MANY = select(_TABLE).where(_TABLE.c.user_id.in_(bindparam("users", expanding=True)))
+
+
+def load_many(connection: Connection, user_ids: Iterable[str]) -> dict[str, Preferences]:
+    """Several users' preferences in one query (defaults for those without a row); the
+    transaction must act as the system."""
+    wanted = set(user_ids)
+    if not wanted:
+        return {}
+    found = {row.user_id: from_row(row) for row in connection.execute(_MANY, {"users": list(wanted)})}
+    return {user: found.get(user) or Preferences() for user in wanted}
 
 
 def quiet_hours_end(prefs: Preferences, now: datetime) -> datetime | None:

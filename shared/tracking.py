@@ -10,12 +10,13 @@ of the message may claim it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Table, and_, bindparam, delete, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared import metrics
@@ -50,51 +51,60 @@ class NewMessage:
 def create(session: Session, message: NewMessage) -> tuple[str, bool]:
     """Insert the row for a new message. Returns ``(id, created)``; with an idempotency key
     already used, returns the first message's id and ``created=False``."""
-    if message.idempotency_key is not None:
-        existing = session.scalar(
-            select(NotificationLog.id).where(NotificationLog.idempotency_key == message.idempotency_key)
-        )
-        if existing is not None:
-            return existing, False
+    return create_many(session.connection(), [message])[0]
+
+
+def create_many(connection: Connection, messages: Sequence[NewMessage]) -> list[tuple[str, bool]]:
+    """Insert the rows of new messages in one statement; ``(id, created)`` for each, in order.
+    A message whose idempotency key is already taken (by an earlier message, or earlier in
+    ``messages``) gets that message's id and ``created=False``."""
+    if not messages:
+        return []
     now = utcnow()
-    row = NotificationLog(
-        id=new_message_id(),
-        channel=message.channel.value,
-        status=Status.QUEUED.value,
-        recipient=message.recipient,
-        user_id=message.user_id,
-        event_type=message.event_type,
-        event_id=message.event_id,
-        template_key=message.template_key,
-        template_version=message.template_version,
-        idempotency_key=message.idempotency_key,
-        payload=message.payload.to_json(),
-        attempts=0,
-        max_attempts=message.max_attempts,
-        next_attempt_at=message.due_at or now,
-        due_at=message.due_at,
-        created_at=now,
-        updated_at=now,
+    rows = [_row(m, now) for m in messages]
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(_LOGS).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(_LOGS.c.id)
     )
-    if message.idempotency_key is None:
-        session.add(row)
-        session.flush()
-        metrics.ENQUEUED.labels(message.channel.value).inc()
-        return row.id, True
-    try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:
-        # A concurrent request with the same key won the insert.
-        winner = session.scalar(
-            select(NotificationLog.id).where(NotificationLog.idempotency_key == message.idempotency_key)
-        )
-        if winner is None:
-            raise
-        return winner, False
-    metrics.ENQUEUED.labels(message.channel.value).inc()
-    return row.id, True
+    inserted = {row.id for row in connection.execute(statement, rows)}
+    keys = [m.idempotency_key for m, r in zip(messages, rows, strict=True) if r["id"] not in inserted]
+    winners = (
+        {key: id_ for key, id_ in connection.execute(_BY_KEY, {"keys": [k for k in keys if k is not None]})}
+        if keys
+        else {}
+    )
+    results: list[tuple[str, bool]] = []
+    for message, row in zip(messages, rows, strict=True):
+        if row["id"] in inserted:
+            metrics.ENQUEUED.labels(message.channel.value).inc()
+            results.append((row["id"], True))
+        elif message.idempotency_key in winners:
+            results.append((winners[message.idempotency_key], False))
+        else:  # a conflict on the key, yet no row holds it: nothing to return
+            raise RuntimeError(f"message with idempotency key {message.idempotency_key!r} was not stored")
+    return results
+
+
+def _row(message: NewMessage, now: datetime) -> dict[str, Any]:
+    return {
+        "id": new_message_id(),
+        "channel": message.channel.value,
+        "status": Status.QUEUED.value,
+        "recipient": message.recipient,
+        "user_id": message.user_id,
+        "event_type": message.event_type,
+        "event_id": message.event_id,
+        "template_key": message.template_key,
+        "template_version": message.template_version,
+        "idempotency_key": message.idempotency_key,
+        "payload": message.payload.to_json(),
+        "attempts": 0,
+        "max_attempts": message.max_attempts,
+        "next_attempt_at": message.due_at or now,
+        "due_at": message.due_at,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def discard(session: Session, message_id: str) -> None:
@@ -115,6 +125,7 @@ class Claimed:
     max_attempts: int
     user_id: str | None
     event_type: str | None
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -136,89 +147,231 @@ class Missing:
 
 ClaimResult = Claimed | AlreadyFinal | Busy | Missing
 
+_LOGS = cast(Table, NotificationLog.__table__)
+_CLAIM = (
+    update(_LOGS)
+    .where(
+        _LOGS.c.id.in_(bindparam("ids", expanding=True)),
+        or_(
+            _LOGS.c.status == Status.QUEUED.value,
+            and_(
+                _LOGS.c.status == Status.PROCESSING.value,
+                or_(_LOGS.c.locked_until.is_(None), _LOGS.c.locked_until < bindparam("now")),
+            ),
+        ),
+    )
+    .values(
+        status=Status.PROCESSING.value,
+        attempts=_LOGS.c.attempts + 1,
+        locked_until=bindparam("until"),
+        due_at=None,
+        updated_at=bindparam("now"),
+    )
+    .returning(
+        _LOGS.c.id,
+        _LOGS.c.channel,
+        _LOGS.c.recipient,
+        _LOGS.c.payload,
+        _LOGS.c.attempts,
+        _LOGS.c.max_attempts,
+        _LOGS.c.user_id,
+        _LOGS.c.event_type,
+        _LOGS.c.created_at,
+    )
+)
+_BY_KEY = select(_LOGS.c.idempotency_key, _LOGS.c.id).where(
+    _LOGS.c.idempotency_key.in_(bindparam("keys", expanding=True))
+)
+_WHERE_THEY_STAND = select(_LOGS.c.id, _LOGS.c.status, _LOGS.c.locked_until).where(
+    _LOGS.c.id.in_(bindparam("ids", expanding=True))
+)
+
 
 def claim(session: Session, message_id: str, lease: timedelta) -> ClaimResult:
     """Take the message for one attempt, or say why not."""
+    return claim_many(session.connection(), [message_id], lease)[0]
+
+
+def claim_many(connection: Connection, message_ids: Sequence[str], lease: timedelta) -> list[ClaimResult]:
+    """Take each message for one attempt, or say why not: one statement for all of them (and
+    one more only for those not taken). A message named twice is taken once; the second
+    copy finds it busy."""
     now = utcnow()
-    row = session.execute(
-        update(NotificationLog)
-        .where(
-            NotificationLog.id == message_id,
-            or_(
-                NotificationLog.status == Status.QUEUED.value,
-                and_(
-                    NotificationLog.status == Status.PROCESSING.value,
-                    or_(NotificationLog.locked_until.is_(None), NotificationLog.locked_until < now),
-                ),
-            ),
+    taken = {
+        row.id: row
+        for row in connection.execute(
+            _CLAIM, {"ids": list(set(message_ids)), "now": now, "until": now + lease}
         )
-        .values(
-            status=Status.PROCESSING.value,
-            attempts=NotificationLog.attempts + 1,
-            locked_until=now + lease,
-            due_at=None,
-            updated_at=now,
-        )
-        .returning(
-            NotificationLog.id,
-            NotificationLog.channel,
-            NotificationLog.recipient,
-            NotificationLog.payload,
-            NotificationLog.attempts,
-            NotificationLog.max_attempts,
-            NotificationLog.user_id,
-            NotificationLog.event_type,
-        )
-    ).one_or_none()
-    if row is not None:
-        metrics.ATTEMPTS.labels(row.channel).inc()
-        return Claimed(
-            id=row.id,
-            channel=Channel(row.channel),
-            recipient=row.recipient,
-            payload=row.payload,
-            attempt=row.attempts,
-            max_attempts=row.max_attempts,
-            user_id=row.user_id,
-            event_type=row.event_type,
-        )
-    current = session.execute(
-        select(NotificationLog.status, NotificationLog.locked_until).where(NotificationLog.id == message_id)
-    ).one_or_none()
-    if current is None:
+    }
+    others = [i for i in message_ids if i not in taken]
+    standing = (
+        {row.id: row for row in connection.execute(_WHERE_THEY_STAND, {"ids": list(set(others))})}
+        if others
+        else {}
+    )
+    results: list[ClaimResult] = []
+    handed_out: set[str] = set()
+    for message_id in message_ids:
+        row = taken.get(message_id)
+        if row is not None and message_id not in handed_out:
+            handed_out.add(message_id)
+            metrics.ATTEMPTS.labels(row.channel).inc()
+            results.append(
+                Claimed(
+                    id=row.id,
+                    channel=Channel(row.channel),
+                    recipient=row.recipient,
+                    payload=row.payload,
+                    attempt=row.attempts,
+                    max_attempts=row.max_attempts,
+                    user_id=row.user_id,
+                    event_type=row.event_type,
+                    created_at=row.created_at,
+                )
+            )
+        elif row is not None:
+            results.append(Busy(until=now + lease))
+        else:
+            results.append(_not_taken(standing.get(message_id), now))
+    return results
+
+
+def _not_taken(row: Any, now: datetime) -> ClaimResult:
+    if row is None:
         return Missing()
-    status = Status(current.status)
+    status = Status(row.status)
     if status.is_terminal:
         return AlreadyFinal(status)
-    return Busy(until=current.locked_until or now)
+    return Busy(until=row.locked_until or now)
 
 
-def _finish(session: Session, message_id: str, attempt: int, values: dict[str, Any]) -> bool:
-    """Apply a result, but only for the attempt that holds the claim (a late, superseded
-    attempt must not overwrite a newer outcome)."""
+@dataclass(frozen=True)
+class Finish:
+    """The outcome of one claimed attempt, as it is written to the message's row.
+
+    ``status`` is terminal (sent, delivered, failed, skipped) or ``queued`` again: then
+    ``next_attempt_at`` says when, ``parked`` hands the message to the scheduler until then
+    (long delays) instead of the broker, and ``refund`` gives the attempt back (quiet hours:
+    a message held back was not attempted)."""
+
+    message_id: str
+    attempt: int
+    status: Status
+    error: str | None = None
+    code: str | None = None
+    provider_message_id: str | None = None
+    next_attempt_at: datetime | None = None
+    parked: bool = False
+    refund: bool = False
+
+
+def finish_many(connection: Connection, finishes: Sequence[Finish]) -> list[bool]:
+    """Apply each outcome, but only for the attempt that holds the claim (a late, superseded
+    attempt must not overwrite a newer outcome); True for each one applied."""
+    if not finishes:
+        return []
     now = utcnow()
-    row = session.execute(
-        update(NotificationLog)
-        .where(
-            NotificationLog.id == message_id,
-            NotificationLog.status == Status.PROCESSING.value,
-            NotificationLog.attempts == attempt,
-        )
-        .values(updated_at=now, locked_until=None, **values)
-        .returning(NotificationLog.channel, NotificationLog.created_at)
-    ).one_or_none()
-    if row is None:
-        return False
-    status = Status(values["status"])
-    reason = values.get("error_code") or "ok"
-    if status.is_terminal:
-        metrics.COMPLETED.labels(row.channel, status.value, reason).inc()
-        metrics.DELIVERY_LATENCY.labels(row.channel, status.value).observe(
-            (now - row.created_at).total_seconds()
+    if connection.dialect.name == "postgresql":
+        rows = _finish_in_one_statement(connection, finishes, now)
+    else:
+        rows = [row for f in finishes for row in _finish_one(connection, f, now)]
+    applied = {row.id: row for row in rows}
+    for f in finishes:
+        row = applied.get(f.message_id)
+        if row is not None:
+            _count(f, row.channel, row.created_at, now)
+    return [f.message_id in applied for f in finishes]
+
+
+def _count(finish: Finish, channel: str, created_at: datetime, now: datetime) -> None:
+    reason = finish.code or "ok"
+    if finish.status.is_terminal:
+        metrics.COMPLETED.labels(channel, finish.status.value, reason).inc()
+        metrics.DELIVERY_LATENCY.labels(channel, finish.status.value).observe(
+            (now - created_at).total_seconds()
         )
     else:
-        metrics.RETRIES.labels(row.channel, reason).inc()
-    return True
+        metrics.RETRIES.labels(channel, reason).inc()
+
+
+#: Every outcome of a batch in one statement on PostgreSQL: the batch arrives as arrays.
+_FINISH_ALL = text(
+    """
+    UPDATE notification_logs AS t SET
+        status = v.status,
+        last_error = v.error,
+        error_code = v.code,
+        provider_message_id = COALESCE(v.pmid, t.provider_message_id),
+        sent_at = CASE WHEN v.status IN ('sent', 'delivered') THEN :now ELSE t.sent_at END,
+        delivered_at = CASE WHEN v.status = 'delivered' THEN :now ELSE t.delivered_at END,
+        completed_at = CASE WHEN v.status IN ('queued', 'processing') THEN t.completed_at ELSE :now END,
+        next_attempt_at = v.next_at,
+        due_at = CASE WHEN v.parked THEN v.next_at END,
+        attempts = t.attempts - CASE WHEN v.refund THEN 1 ELSE 0 END,
+        locked_until = NULL,
+        updated_at = :now
+    FROM unnest(
+        CAST(:ids AS text[]), CAST(:attempts AS integer[]), CAST(:statuses AS text[]),
+        CAST(:errors AS text[]), CAST(:codes AS text[]), CAST(:pmids AS text[]),
+        CAST(:next_ats AS timestamptz[]), CAST(:parked AS boolean[]), CAST(:refunds AS boolean[])
+    ) AS v(id, attempt, status, error, code, pmid, next_at, parked, refund)
+    WHERE t.id = v.id AND t.status = 'processing' AND t.attempts = v.attempt
+    RETURNING t.id, t.channel, t.created_at
+    """
+)
+
+
+def _finish_in_one_statement(connection: Connection, finishes: Sequence[Finish], now: datetime) -> list[Any]:
+    params = {
+        "now": now,
+        "ids": [f.message_id for f in finishes],
+        "attempts": [f.attempt for f in finishes],
+        "statuses": [f.status.value for f in finishes],
+        "errors": [_error_text(f.error) for f in finishes],
+        "codes": [f.code for f in finishes],
+        "pmids": [f.provider_message_id for f in finishes],
+        "next_ats": [f.next_attempt_at for f in finishes],
+        "parked": [f.parked for f in finishes],
+        "refunds": [f.refund for f in finishes],
+    }
+    return list(connection.execute(_FINISH_ALL, params))
+
+
+def _finish_one(connection: Connection, f: Finish, now: datetime) -> list[Any]:
+    values: dict[str, Any] = {
+        "status": f.status.value,
+        "last_error": _error_text(f.error),
+        "error_code": f.code,
+        "next_attempt_at": f.next_attempt_at,
+        "due_at": f.next_attempt_at if f.parked else None,
+        "locked_until": None,
+        "updated_at": now,
+    }
+    if f.provider_message_id is not None:
+        values["provider_message_id"] = f.provider_message_id
+    if f.status in (Status.SENT, Status.DELIVERED):
+        values["sent_at"] = now
+    if f.status is Status.DELIVERED:
+        values["delivered_at"] = now
+    if f.status.is_terminal:
+        values["completed_at"] = now
+    if f.refund:
+        values["attempts"] = _LOGS.c.attempts - 1
+    statement = (
+        update(_LOGS)
+        .where(
+            _LOGS.c.id == f.message_id,
+            _LOGS.c.status == Status.PROCESSING.value,
+            _LOGS.c.attempts == f.attempt,
+        )
+        .values(**values)
+        .returning(_LOGS.c.id, _LOGS.c.channel, _LOGS.c.created_at)
+    )
+    return list(connection.execute(statement))
+
+
+def _error_text(error: str | None) -> str | None:
+    return None if error is None else error[:MAX_ERROR_CHARS]
 
 
 def mark_sent(
@@ -229,49 +382,17 @@ def mark_sent(
     provider_message_id: str | None,
     delivered: bool,
 ) -> bool:
-    now = utcnow()
-    values: dict[str, Any] = {
-        "status": (Status.DELIVERED if delivered else Status.SENT).value,
-        "provider_message_id": provider_message_id,
-        "sent_at": now,
-        "completed_at": now,
-        "next_attempt_at": None,
-        "last_error": None,
-        "error_code": None,
-    }
-    if delivered:
-        values["delivered_at"] = now
-    return _finish(session, message_id, attempt, values)
+    status = Status.DELIVERED if delivered else Status.SENT
+    finish = Finish(message_id, attempt, status, provider_message_id=provider_message_id)
+    return finish_many(session.connection(), [finish])[0]
 
 
 def mark_failed(session: Session, message_id: str, attempt: int, *, error: str, code: str) -> bool:
-    return _finish(
-        session,
-        message_id,
-        attempt,
-        {
-            "status": Status.FAILED.value,
-            "last_error": error[:MAX_ERROR_CHARS],
-            "error_code": code,
-            "completed_at": utcnow(),
-            "next_attempt_at": None,
-        },
-    )
+    return finish_many(session.connection(), [Finish(message_id, attempt, Status.FAILED, error, code)])[0]
 
 
 def mark_skipped(session: Session, message_id: str, attempt: int, *, reason: str, code: str) -> bool:
-    return _finish(
-        session,
-        message_id,
-        attempt,
-        {
-            "status": Status.SKIPPED.value,
-            "last_error": reason[:MAX_ERROR_CHARS],
-            "error_code": code,
-            "completed_at": utcnow(),
-            "next_attempt_at": None,
-        },
-    )
+    return finish_many(session.connection(), [Finish(message_id, attempt, Status.SKIPPED, reason, code)])[0]
 
 
 def mark_retry(
@@ -279,36 +400,24 @@ def mark_retry(
 ) -> bool:
     """Back to ``queued`` until ``at``. ``park`` hands the message to the scheduler (long
     delays); otherwise the broker's delay queue holds it."""
-    return _finish(
-        session,
-        message_id,
-        attempt,
-        {
-            "status": Status.QUEUED.value,
-            "last_error": error[:MAX_ERROR_CHARS],
-            "error_code": code,
-            "next_attempt_at": at,
-            "due_at": at if park else None,
-        },
-    )
+    finish = Finish(message_id, attempt, Status.QUEUED, error, code, next_attempt_at=at, parked=park)
+    return finish_many(session.connection(), [finish])[0]
 
 
 def defer(session: Session, message_id: str, attempt: int, *, until: datetime, reason: str) -> bool:
     """Hold a claimed message until ``until`` without counting an attempt (quiet hours): it
     is parked for the scheduler like a long retry delay."""
-    return _finish(
-        session,
+    finish = Finish(
         message_id,
         attempt,
-        {
-            "status": Status.QUEUED.value,
-            "attempts": NotificationLog.attempts - 1,
-            "last_error": f"delayed: {reason}",
-            "error_code": "deferred",
-            "next_attempt_at": until,
-            "due_at": until,
-        },
+        Status.QUEUED,
+        f"delayed: {reason}",
+        "deferred",
+        next_attempt_at=until,
+        parked=True,
+        refund=True,
     )
+    return finish_many(session.connection(), [finish])[0]
 
 
 def close_unsendable(session: Session, message_id: str, *, status: Status, reason: str, code: str) -> bool:
@@ -362,19 +471,6 @@ def reopen(
             updated_at=now,
         )
         .returning(NotificationLog.channel)
-    ).one_or_none()
-    return row is not None
-
-
-def hold(session: Session, message_id: str, *, until: datetime, planned: datetime) -> bool:
-    """Park a queued message for the scheduler until ``until`` without an attempt (a webhook
-    waiting behind an earlier one with its ordering key); ``planned`` is when it is expected
-    to go, as shown in its status."""
-    row = session.execute(
-        update(NotificationLog)
-        .where(NotificationLog.id == message_id, NotificationLog.status == Status.QUEUED.value)
-        .values(due_at=until, next_attempt_at=planned, updated_at=utcnow())
-        .returning(NotificationLog.id)
     ).one_or_none()
     return row is not None
 

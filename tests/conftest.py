@@ -62,6 +62,12 @@ ALL_QUEUES = [
 ]
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (``pytest.mark.anyio``) run on asyncio, the loop the workers use."""
+    return "asyncio"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _json_logs_on_stderr() -> None:
     """Logs as in production (JSON on stderr), keeping stdout for what commands print."""
@@ -279,12 +285,17 @@ class Fleet:
 
     def start(self) -> Fleet:
         self.worker.start()
+        self.stopped = False
         return self
 
     def stop(self) -> None:
+        # Once only: Dramatiq keeps one event loop per process, and stopping a stopped worker
+        # again would stop the loop of the fleet started after it.
+        if self.stopped:
+            return
+        self.stopped = True
+        # The pipelines close with the worker, on its event loop (workers.actors.ClosePipelines).
         self.worker.stop()
-        for pipeline in self.pipelines.values():
-            pipeline.close()
         reset_broker()
 
 

@@ -1,23 +1,33 @@
 """Dramatiq actors: one per channel, each on its own queue, all running the same pipeline.
 
-The actor only translates the pipeline's :class:`~workers.delivery.pipeline.Outcome` into broker
-terms: return (ack), ``raise Retry(delay=…)`` (the Retries middleware re-publishes the
-message to the channel's delay queue), or fail the message so it is dead-lettered.
+The actors are coroutines (Dramatiq's AsyncIO middleware runs them on one event loop per
+process): every message in flight waits on the same loop, where the pipeline's batched
+database trips and the providers' pooled connections live, instead of each holding a
+thread. The actor only translates the pipeline's :class:`~workers.delivery.pipeline.Outcome`
+into broker terms: return (ack), ``raise Retry(delay=…)`` (the Retries middleware
+re-publishes the message to the channel's delay queue), or fail the message so it is
+dead-lettered.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import dramatiq
-from dramatiq.middleware import CurrentMessage
+from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.middleware import AsyncIO, CurrentMessage, Middleware
 
 from shared.channels import Channel
 from shared.config import Settings
+from shared.db.session import dispose_loop_engines
 from shared.errors import KaiError
 from shared.events.queue import EVENTS_ACTOR
+from shared.logging import get_logger
 from workers.delivery.pipeline import Action, Pipeline
+
+log = get_logger(__name__)
 
 PipelineFactory = Callable[[Settings], Pipeline]
 
@@ -52,18 +62,36 @@ class LazyPipeline:
                     self._pipeline = _factories()[self.channel](self.settings)
         return self._pipeline
 
-    def close(self) -> None:
-        if self._pipeline is not None:
-            self._pipeline.provider.close()
-            self._pipeline.limiter.close()
-            self._pipeline = None
+    async def close(self) -> None:
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            await pipeline.close()
+
+
+class ClosePipelines(Middleware):
+    """Closes the pipelines' connections on the event loop they were made on, once the worker
+    threads have stopped and before the AsyncIO middleware stops that loop."""
+
+    def __init__(self, pipelines: Iterable[LazyPipeline]) -> None:
+        self.pipelines = list(pipelines)
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        loop_thread = get_event_loop_thread()
+        if loop_thread is None:
+            return
+        for pipeline in self.pipelines:
+            try:
+                loop_thread.run_coroutine(pipeline.close())
+            except Exception:
+                log.warning("worker.pipeline_close_failed", channel=pipeline.channel.value, exc_info=True)
+        loop_thread.run_coroutine(dispose_loop_engines())
 
 
 def declare_actor(
     broker: dramatiq.Broker, channel: Channel, pipeline: LazyPipeline
 ) -> dramatiq.Actor[[str], None]:
-    def deliver(message_id: str) -> None:
-        outcome = pipeline.get().run(message_id)
+    async def deliver(message_id: str) -> None:
+        outcome = await pipeline.get().run(message_id)
         if outcome.action is Action.RETRY:
             raise dramatiq.Retry(outcome.reason, delay=outcome.delay_ms)
         if outcome.action is Action.DEAD_LETTER:
@@ -92,6 +120,10 @@ def declare_all(broker: dramatiq.Broker, settings: Settings) -> dict[Channel, La
             continue
         pipelines[channel] = LazyPipeline(channel, settings)
         declare_actor(broker, channel, pipelines[channel])
+    if pipelines:
+        # After AsyncIO in the list: ``after_*`` hooks run in reverse order, so this one runs
+        # while the loop is still there.
+        broker.add_middleware(ClosePipelines(pipelines.values()), after=AsyncIO)
     if EVENTS_ACTOR not in broker.actors:
         from workers import events
 

@@ -30,6 +30,5 @@ class EmbeddedWorkers:
         self.worker.start()
 
     def stop(self) -> None:
+        # The pipelines close with the worker (workers.actors.ClosePipelines).
         self.worker.stop()
-        for pipeline in self.pipelines.values():
-            pipeline.close()

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 from shared.db.session import session_scope
@@ -42,7 +42,17 @@ def _set_local(session: Session, name: str, value: str) -> None:
     if session.get_bind().dialect.name == "postgresql":
         # set_config(..., true) is SET LOCAL with a bound value (SET LOCAL itself cannot take
         # parameters under psycopg 3's server-side binding).
-        session.execute(text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
+        session.execute(_SET_LOCAL, {"name": name, "value": value})
+
+
+_SET_LOCAL = text("SELECT set_config(:name, :value, true)")
+
+
+def act_as_system(connection: Connection) -> None:
+    """Make the transaction under way on ``connection`` act as the system (batched writers that
+    hold a connection rather than a session)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(_SET_LOCAL, {"name": SYSTEM_SETTING, "value": "on"})
 
 
 @contextmanager

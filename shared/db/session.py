@@ -7,6 +7,7 @@ the worker threads of one process.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 _lock = threading.Lock()
@@ -25,6 +27,9 @@ _factories: dict[str, sessionmaker[Session]] = {}
 #: scheduler thread; the gateway runs its publish calls on a thread pool of 40.
 POOL_SIZE = 20
 POOL_OVERFLOW = 30
+
+#: Connections an event loop's engine keeps: its batched writers hold one each at a time.
+ASYNC_POOL_SIZE = 4
 
 #: A pooled PostgreSQL connection idle longer than this (seconds) is pinged before reuse. One
 #: returned more recently is handed out as is: pinging every checkout cost a round trip per
@@ -51,7 +56,11 @@ def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
     if checked_in_at is None or time.monotonic() - checked_in_at <= IDLE_PING_AFTER_S:
         return  # fresh from connect, or returned a moment ago
     try:
-        dbapi_connection.execute("SELECT 1")
+        # Through a cursor: the same calls on psycopg's connection and on SQLAlchemy's
+        # adapter of its asyncio connection.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
         dbapi_connection.rollback()
     except Exception as error:  # any failure means "do not hand this connection out"
         # The pool discards the connection and checks out another (SQLAlchemy's documented
@@ -94,6 +103,48 @@ def session_scope(url: str) -> Iterator[Session]:
         session.close()
 
 
+def async_url(url: str) -> str:
+    """The same database through an asyncio driver: psycopg's own for PostgreSQL, aiosqlite
+    for SQLite."""
+    if url.startswith("sqlite:"):
+        return "sqlite+aiosqlite:" + url.removeprefix("sqlite:")
+    return url
+
+
+#: Engines per event loop: an asyncio connection belongs to the loop that opened it.
+_async_engines: dict[tuple[str, int], AsyncEngine] = {}
+
+
+def get_async_engine(url: str) -> AsyncEngine:
+    """The asyncio engine for ``url`` on the running event loop."""
+    key = (url, id(asyncio.get_running_loop()))
+    with _lock:
+        engine = _async_engines.get(key)
+        if engine is None:
+            if url.startswith("sqlite"):
+                engine = create_async_engine(async_url(url), connect_args={"timeout": 10})
+                event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            else:
+                engine = create_async_engine(
+                    url, pool_size=ASYNC_POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_recycle=1800
+                )
+                event.listen(engine.sync_engine, "checkin", _stamp_checkin)
+                event.listen(engine.sync_engine, "checkout", _ping_if_idle)
+            _async_engines[key] = engine
+        return engine
+
+
+async def dispose_loop_engines() -> None:
+    """Close the pooled connections of the running loop's engines (before the loop ends: an
+    asyncio connection cannot be closed from another loop)."""
+    loop = id(asyncio.get_running_loop())
+    with _lock:
+        mine = [key for key in _async_engines if key[1] == loop]
+        engines = [_async_engines.pop(key) for key in mine]
+    for engine in engines:
+        await engine.dispose()
+
+
 def dispose_all() -> None:
     """Close every pooled connection (after fork, at shutdown, between tests)."""
     with _lock:
@@ -101,3 +152,6 @@ def dispose_all() -> None:
             engine.dispose()
         _engines.clear()
         _factories.clear()
+        # Asyncio engines close on their own loops; the pooled connections of loops that are
+        # gone are released with their engines.
+        _async_engines.clear()

@@ -9,12 +9,11 @@ holds the next one back, as with any ordered delivery that must not stall foreve
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from shared import tracking
 from shared.channels import Channel, Status
 from shared.db.models import NotificationLog, utcnow
 
@@ -30,13 +29,13 @@ _IN_FLIGHT = (Status.QUEUED.value, Status.PROCESSING.value)
 
 
 def predecessor_due(
-    session: Session, message: NotificationLog, endpoint_id: str, key: str
+    session: Session, message_id: str, created_at: datetime, endpoint_id: str, key: str
 ) -> datetime | None:
     """When the earliest unfinished earlier message to ``endpoint_id`` with ordering ``key``
-    is planned (now, for one being sent); None when ``message`` may go."""
+    is planned (now, for one being sent); None when the message may go."""
     earlier = or_(
-        NotificationLog.created_at < message.created_at,
-        and_(NotificationLog.created_at == message.created_at, NotificationLog.id < message.id),
+        NotificationLog.created_at < created_at,
+        and_(NotificationLog.created_at == created_at, NotificationLog.id < message_id),
     )
     row = session.execute(
         select(NotificationLog.status, NotificationLog.next_attempt_at)
@@ -57,9 +56,3 @@ def predecessor_due(
     if row.status == Status.PROCESSING.value or planned is None:
         return now
     return max(now, planned)
-
-
-def park(session: Session, message_id: str, until: datetime) -> None:
-    """Hand a held-back message to the scheduler until ``until`` (its predecessor waits
-    longer than the broker should hold a message)."""
-    tracking.hold(session, message_id, until=until + timedelta(milliseconds=RECHECK_MS), planned=until)

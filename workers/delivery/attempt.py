@@ -4,6 +4,7 @@ stored payload read into its typed form (:mod:`shared.payloads`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from shared.channels import Channel
@@ -25,6 +26,7 @@ class Delivery:
     payload: Payload
     #: From a ``critical`` rule: bypasses opt-outs, quiet hours and recipient limits.
     critical: bool = False
+    created_at: datetime | None = None
 
     @classmethod
     def of(cls, claim: Claimed) -> Delivery:
@@ -40,6 +42,7 @@ class Delivery:
             event_type=claim.event_type,
             payload=stored.payload,
             critical=stored.critical,
+            created_at=claim.created_at,
         )
 
     @property

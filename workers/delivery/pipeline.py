@@ -7,7 +7,9 @@
 It is broker-agnostic: the actor gives it a message id and a provider, and acts on the
 :class:`Outcome` (acknowledge, retry after a delay, or dead-letter). Every decision is first
 written to the message's ``notification_logs`` row (through :mod:`shared.tracking`, its one
-writer), so the row is right even if the broker loses the acknowledgement. The stages pass
+writer), so the row is right even if the broker loses the acknowledgement. The claim and the
+outcome go through the process's :class:`~workers.delivery.ledger.Ledger`, which writes them
+in batches with the other worker threads' (two transactions per batch, not per message). The stages pass
 a typed :class:`~workers.delivery.attempt.Delivery`; the dispatch stage ends in a
 :class:`~workers.providers.base.SendResult` or a
 :class:`~workers.providers.base.FailedDispatch`, never in a bare exception.
@@ -15,19 +17,17 @@ a typed :class:`~workers.delivery.attempt.Delivery`; the dispatch stage ends in 
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from shared import metrics, preferences, tracking
-from shared.channels import Channel
+from shared.channels import Channel, Status
 from shared.config import Settings
 from shared.db.models import utcnow
-from shared.db.rls import system_scope, user_scope
 from shared.db.session import session_scope
 from shared.errors import (
     DeliveryError,
@@ -37,12 +37,13 @@ from shared.errors import (
     TemporaryDeliveryError,
 )
 from shared.logging import get_logger
-from shared.payloads import PayloadError, Templated
+from shared.payloads import Content, PayloadError, Templated
 from shared.ratelimit import RateLimiter, build_rate_limiter
 from shared.templates import messages as template_messages
 from shared.templates.budget import RenderLimits
 from workers.delivery import recipient_limits
 from workers.delivery.attempt import Delivery
+from workers.delivery.ledger import Claim, Ledger, Record
 from workers.delivery.retry import AfterFailure, after_failure, retry_delay_ms
 from workers.providers.base import FailedDispatch, Provider, SendResult
 
@@ -76,40 +77,57 @@ class Pipeline:
         self.provider = provider
         self.settings = settings
         self.policy = settings.retry_policy(channel)
-        self.lease = timedelta(milliseconds=settings.delivery_lease_ms)
         self.limiter = limiter or build_rate_limiter(settings.redis_url)
         self.recipients = recipient_limits.RecipientLimits(settings.rate_limits, channel, self.limiter)
+        self.ledger = self.make_ledger()
 
-    def run(self, message_id: str) -> Outcome:
-        claim = self.claim(message_id)
-        if not isinstance(claim, tracking.Claimed):
-            return self.not_claimed(message_id, claim)
+    def make_ledger(self) -> Ledger[Any]:
+        """The batched reads and writes of this channel's rows; channels that load or keep more
+        beside the row (webhooks) override this."""
+        return Ledger(self.settings, self.channel.value)
+
+    async def close(self) -> None:
+        await self.ledger.stop()
+        await self.provider.close()
+        self.limiter.close()
+
+    async def run(self, message_id: str) -> Outcome:
+        # Whose message it is is known only once the row is read: claimed as the system.
+        claim = await self.ledger.claim(message_id)
+        if not isinstance(claim.result, tracking.Claimed):
+            return self.not_claimed(message_id, claim.result)
         try:
-            delivery = Delivery.of(claim)
+            delivery = Delivery.of(claim.result)
         except PayloadError as exc:
-            return self.refuse_unreadable(claim, exc)
+            return await self.refuse_unreadable(claim.result, exc)
         try:
-            stopped = self.check_preferences(delivery) or self.check_recipient_limit(delivery)
+            stopped = await self.before_sending(delivery, claim)
             if stopped is not None:
                 return stopped
-            delivery = self.render(delivery)
+            delivery = await self.render(delivery)
         except RenderError as exc:
             # The same data renders the same way next time: never retried.
             over = isinstance(exc, RenderLimitExceeded)
             code = "template_render_limit" if over else "template_render_error"
-            return self.record_failure(delivery, FailedDispatch(PermanentDeliveryError(str(exc), code=code)))
+            failure = FailedDispatch(PermanentDeliveryError(str(exc), code=code))
+            return await self.record_failure(delivery, failure)
         except Exception as exc:  # e.g. the database failing mid-stage: retry, then dead-letter
-            return self.record_failure(delivery, FailedDispatch(self.unexpected(delivery.id, exc)))
-        dispatched = self.dispatch(delivery)
+            return await self.record_failure(delivery, FailedDispatch(self.unexpected(delivery.id, exc)))
+        dispatched = await self.dispatch(delivery, claim)
         if isinstance(dispatched, FailedDispatch):
-            return self.record_failure(delivery, dispatched)
-        return self.record_success(delivery, dispatched)
+            return await self.record_failure(delivery, dispatched)
+        return await self.record_success(delivery, dispatched)
 
-    def dispatch(self, delivery: Delivery) -> SendResult | FailedDispatch:
+    async def before_sending(self, delivery: Delivery, claim: Claim[Any]) -> Outcome | None:
+        """The stages that may stop a claimed message before it is sent: None to go on."""
+        stopped = await self.check_preferences(delivery, claim.preferences)
+        return stopped or await self.check_recipient_limit(delivery)
+
+    async def dispatch(self, delivery: Delivery, claim: Claim[Any]) -> SendResult | FailedDispatch:
         """One call of the provider; channels with stages of their own around it override this."""
         started = time.perf_counter()
         try:
-            result = self.provider.send(delivery.outgoing())
+            result = await self.provider.send(delivery.outgoing())
         except DeliveryError as exc:
             self.observe_provider(started, exc)
             return FailedDispatch(exc)
@@ -136,51 +154,58 @@ class Pipeline:
         first_line = (str(exc).splitlines() or [""])[0]
         return TemporaryDeliveryError(f"{type(exc).__name__}: {first_line}", code="internal_error")
 
-    def claim(self, message_id: str) -> tracking.ClaimResult:
-        # Whose message it is is known only once the row is read: claim as the system.
-        with system_scope(self.settings.database_url) as session:
-            return tracking.claim(session, message_id, self.lease)
-
-    def refuse_unreadable(self, claim: tracking.Claimed, exc: PayloadError) -> Outcome:
+    async def refuse_unreadable(self, claim: tracking.Claimed, exc: PayloadError) -> Outcome:
         """A stored payload that does not fit its channel can never be sent: fail it now."""
-        with system_scope(self.settings.database_url) as session:
-            tracking.mark_failed(session, claim.id, claim.attempt, error=str(exc), code="invalid_payload")
+        finish = tracking.Finish(claim.id, claim.attempt, Status.FAILED, str(exc), "invalid_payload")
+        await self.ledger.record(Record(finish))
         log.warning(
             "delivery.invalid_payload", message_id=claim.id, channel=self.channel.value, error=str(exc)
         )
         return Outcome(Action.ACK, reason="invalid_payload")
 
-    def check_preferences(self, delivery: Delivery) -> Outcome | None:
-        """The user's preferences as they are now: None to go on, or the outcome of a
-        message skipped (opted out) or deferred (quiet hours)."""
-        if not delivery.user_id:
+    async def check_preferences(
+        self, delivery: Delivery, prefs: preferences.Preferences | None
+    ) -> Outcome | None:
+        """The user's preferences as they were when the message was claimed: None to go on,
+        or the outcome of a message skipped (opted out) or deferred (quiet hours)."""
+        if prefs is None:
             return None
-        with user_scope(self.settings.database_url, delivery.user_id) as session:
-            decision = preferences.decide(
-                preferences.load(session, delivery.user_id),
-                self.channel,
-                delivery.event_type,
-                critical=delivery.critical,
-            )
-            if isinstance(decision, preferences.Suppress):
-                tracking.mark_skipped(
-                    session, delivery.id, delivery.attempt, reason=decision.reason, code=decision.code
-                )
-            elif isinstance(decision, preferences.Defer):
-                tracking.defer(
-                    session, delivery.id, delivery.attempt, until=decision.until, reason=decision.reason
-                )
+        decision = preferences.decide(prefs, self.channel, delivery.event_type, critical=delivery.critical)
         if isinstance(decision, preferences.Suppress):
+            await self.ledger.record(
+                Record(
+                    tracking.Finish(
+                        delivery.id, delivery.attempt, Status.SKIPPED, decision.reason, decision.code
+                    )
+                )
+            )
             log.info(
                 "delivery.skipped", message_id=delivery.id, channel=self.channel.value, code=decision.code
             )
             return Outcome(Action.ACK, reason=decision.code)
         if isinstance(decision, preferences.Defer):
+            await self.hold(delivery, decision.until, reason=decision.reason, code="deferred", park=True)
             log.info("delivery.deferred", message_id=delivery.id, until=decision.until.isoformat())
             return Outcome(Action.ACK, reason="deferred by quiet hours")
         return None
 
-    def check_recipient_limit(self, delivery: Delivery) -> Outcome | None:
+    async def hold(self, delivery: Delivery, until: datetime, *, reason: str, code: str, park: bool) -> None:
+        """Put a claimed message back without counting the attempt: it was held back, not
+        attempted. ``park`` hands it to the scheduler until then; otherwise the caller retries
+        it through the broker."""
+        finish = tracking.Finish(
+            delivery.id,
+            delivery.attempt,
+            Status.QUEUED,
+            f"delayed: {reason}",
+            code,
+            next_attempt_at=until,
+            parked=park,
+            refund=True,
+        )
+        await self.ledger.record(Record(finish))
+
+    async def check_recipient_limit(self, delivery: Delivery) -> Outcome | None:
         """Take the message's place in its recipient's hourly budget: None to go on, or the
         outcome of a message skipped because the recipient has had enough this hour."""
         decision = self.recipients.reserve(delivery)
@@ -191,25 +216,31 @@ class Pipeline:
             f"in the last hour (limit per recipient)"
         )
         code = recipient_limits.SKIP_CODE
-        with system_scope(self.settings.database_url) as session:
-            tracking.mark_skipped(session, delivery.id, delivery.attempt, reason=reason, code=code)
+        await self.ledger.record(
+            Record(tracking.Finish(delivery.id, delivery.attempt, Status.SKIPPED, reason, code))
+        )
         metrics.RECIPIENT_RATE_LIMITED.labels(self.channel.value).inc()
         log.info("delivery.skipped", message_id=delivery.id, channel=self.channel.value, code=code)
         return Outcome(Action.ACK, reason=code)
 
-    def render(self, delivery: Delivery) -> Delivery:
-        """A templated message's content, rendered from its pinned version."""
-        if not isinstance(delivery.payload, Templated):
+    async def render(self, delivery: Delivery) -> Delivery:
+        """A templated message's content, rendered from its pinned version (off the event
+        loop: a template not yet cached is read from the database, and rendering is CPU)."""
+        templated = delivery.payload
+        if not isinstance(templated, Templated):
             return delivery
-        with session_scope(self.settings.database_url) as session:
-            content = template_messages.render_payload(
-                session,
-                self.channel,
-                delivery.payload,
-                strict=self.settings.template_strict,
-                limits=RenderLimits.of(self.settings),
-            )
-        return delivery.rendered(content)
+
+        def render() -> Content:
+            with session_scope(self.settings.database_url) as session:
+                return template_messages.render_payload(
+                    session,
+                    self.channel,
+                    templated,
+                    strict=self.settings.template_strict,
+                    limits=RenderLimits.of(self.settings),
+                )
+
+        return delivery.rendered(await asyncio.to_thread(render))
 
     def not_claimed(self, message_id: str, claim: tracking.ClaimResult) -> Outcome:
         if isinstance(claim, tracking.AlreadyFinal):
@@ -224,16 +255,12 @@ class Pipeline:
         log.warning("delivery.unknown_message", message_id=message_id, channel=self.channel.value)
         return Outcome(Action.ACK, reason="no such message")
 
-    def record_success(self, delivery: Delivery, result: SendResult) -> Outcome:
-        with system_scope(self.settings.database_url) as session:
-            self.after_attempt(session, delivery, result)
-            tracking.mark_sent(
-                session,
-                delivery.id,
-                delivery.attempt,
-                provider_message_id=result.provider_message_id,
-                delivered=result.delivered,
-            )
+    async def record_success(self, delivery: Delivery, result: SendResult) -> Outcome:
+        status = Status.DELIVERED if result.delivered else Status.SENT
+        finish = tracking.Finish(
+            delivery.id, delivery.attempt, status, provider_message_id=result.provider_message_id
+        )
+        await self.ledger.record(Record(finish, self.kept_beside(delivery, result)))
         log.info(
             "delivery.sent",
             message_id=delivery.id,
@@ -243,7 +270,7 @@ class Pipeline:
         )
         return Outcome(Action.ACK, reason="sent")
 
-    def record_failure(self, delivery: Delivery, failure: FailedDispatch) -> Outcome:
+    async def record_failure(self, delivery: Delivery, failure: FailedDispatch) -> Outcome:
         # Not sent, so it must not count against the recipient (a retry takes a place again).
         self.recipients.release(delivery)
         error = failure.error
@@ -254,35 +281,31 @@ class Pipeline:
             "code": error.code,
             "error": error.message,
         }
+        kept = self.kept_beside(delivery, failure)
         step = after_failure(error, delivery.attempt, delivery.max_attempts)
         if step is AfterFailure.FAIL:
-            with system_scope(self.settings.database_url) as session:
-                self.after_attempt(session, delivery, failure)
-                tracking.mark_failed(
-                    session, delivery.id, delivery.attempt, error=error.message, code=error.code
-                )
+            finish = tracking.Finish(delivery.id, delivery.attempt, Status.FAILED, error.message, error.code)
+            await self.ledger.record(Record(finish, kept))
             log.warning("delivery.failed_permanently", **fields)
             return Outcome(Action.ACK, reason=error.code)
         if step is AfterFailure.GIVE_UP:
             reason = f"gave up after {delivery.attempt} attempts: {error.message}"
-            with system_scope(self.settings.database_url) as session:
-                self.after_attempt(session, delivery, failure)
-                tracking.mark_failed(session, delivery.id, delivery.attempt, error=reason, code=error.code)
+            finish = tracking.Finish(delivery.id, delivery.attempt, Status.FAILED, reason, error.code)
+            await self.ledger.record(Record(finish, kept))
             log.warning("delivery.retries_exhausted", **fields)
             return Outcome(Action.DEAD_LETTER, reason=error.code)
         delay = self.retry_delay(delivery, error)
         park = delay > self.settings.broker_delay_limit_ms
-        with system_scope(self.settings.database_url) as session:
-            self.after_attempt(session, delivery, failure)
-            tracking.mark_retry(
-                session,
-                delivery.id,
-                delivery.attempt,
-                error=error.message,
-                code=error.code,
-                at=utcnow() + timedelta(milliseconds=delay),
-                park=park,
-            )
+        finish = tracking.Finish(
+            delivery.id,
+            delivery.attempt,
+            Status.QUEUED,
+            error.message,
+            error.code,
+            next_attempt_at=utcnow() + timedelta(milliseconds=delay),
+            parked=park,
+        )
+        await self.ledger.record(Record(finish, kept))
         log.info("delivery.retry_scheduled", delay_ms=delay, parked=park, **fields)
         if park:
             return Outcome(Action.ACK, reason="parked until due")
@@ -293,8 +316,7 @@ class Pipeline:
         schedule override this."""
         return retry_delay_ms(self.policy, delivery.attempt, error)
 
-    def after_attempt(
-        self, session: Session, delivery: Delivery, outcome: SendResult | FailedDispatch
-    ) -> None:
-        """Hook for channels that keep a per-attempt record (webhooks); in the same transaction
-        as the status change."""
+    def kept_beside(self, delivery: Delivery, outcome: SendResult | FailedDispatch) -> Any:
+        """What the channel writes beside the attempt's outcome, in the same transaction (the
+        ledger's ``write_extra`` receives it); None for channels that keep nothing more."""
+        return None

@@ -3,9 +3,10 @@
 A provider sends one :class:`Outgoing` message and either returns a :class:`SendResult` or
 raises :class:`~shared.errors.TemporaryDeliveryError` (retry later) or
 :class:`~shared.errors.PermanentDeliveryError` (fail now). It never returns a failure
-value, never retries by itself, and puts a timeout on every network call (Dramatiq's time
-limit cannot interrupt blocking I/O). Providers are built once per worker process and are
-called from many worker threads at once, so they must be thread-safe.
+value, never retries by itself, and puts one deadline on every attempt, whatever the peer
+does. Providers are asyncio-native: built once per worker process, they run on the
+process's event loop with many messages in flight at once over pooled connections, and
+never block the loop.
 
 Providers know the outside world only: they are handed the typed payload to send and never
 read or write the database.
@@ -73,10 +74,10 @@ class FailedDispatch:
 
 
 class Provider(Protocol[P_contra]):
-    def send(self, message: Outgoing[P_contra]) -> SendResult:
+    async def send(self, message: Outgoing[P_contra]) -> SendResult:
         """Deliver ``message`` once. Raises a DeliveryError subclass on failure."""
         ...
 
-    def close(self) -> None:
-        """Release connections (called at worker shutdown)."""
+    async def close(self) -> None:
+        """Release connections (called at worker shutdown, on the provider's loop)."""
         ...

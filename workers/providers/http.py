@@ -1,11 +1,17 @@
-"""Webhooks: a signed JSON POST to a URL, with httpx.
+"""Webhooks: a signed JSON POST to a URL, with aiohttp.
 
-One ``httpx.Client`` (thread-safe, pooled) serves every worker thread of the process. Each
-request is signed with Standard Webhooks headers whose ``webhook-id`` is our message id, the
-same on every retry, so receivers can drop duplicates. Redirects are not followed: a signed
-request must not be replayed to a host the caller did not name. Every connection goes
-through :class:`shared.netguard.GuardedBackend`, which checks the address actually
-connected to (SSRF and DNS rebinding).
+One ``aiohttp.ClientSession`` on the worker process's event loop serves every message in
+flight: hundreds of requests can be on their way from one process over pooled keep-alive
+connections (a slow receiver costs waiting time, not threads or CPU). Each request is signed
+with Standard Webhooks headers whose ``webhook-id`` is our message id, the same on every
+retry, so receivers can drop duplicates. Redirects are not followed: a signed request must
+not be replayed to a host the caller did not name. Every name is resolved through
+:class:`GuardedResolver`, which checks each address (SSRF and DNS rebinding) before aiohttp
+connects to it; a literal address in the URL is checked before the request. No cookies are
+kept between requests.
+
+One deadline (WEBHOOK_TIMEOUT) covers the whole attempt: connect, TLS, sending, the answer's
+headers and as much of its body as is read, whatever the receiver does.
 
 The provider is handed a :class:`WebhookCall`: the URL, body, custom headers and signing
 secrets to use now (the webhook pipeline resolves a configured endpoint to these; an
@@ -18,15 +24,21 @@ attempt.
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import json
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from shared import netguard
 from shared.config import Settings
@@ -39,9 +51,10 @@ from workers.providers.base import Exchange, FailedDispatch, Outgoing, SendResul
 #: We read at most this much of a receiver's answer; the rest is dropped with the connection.
 RESPONSE_BODY_MAX_BYTES = 64 * 1024
 
-#: Connections the shared client may hold open at once (all hosts together) and keep idle.
-MAX_CONNECTIONS = 100
-MAX_KEEPALIVE_CONNECTIONS = 20
+#: Connections the process may hold open at once, all receivers together: above the most
+#: requests a pool's threads can have in flight, so a request never waits for a connection.
+MAX_CONNECTIONS = 1024
+
 
 #: Longest Retry-After we honour; a receiver asking for more is retried after a day anyway.
 RETRY_AFTER_MAX_MS = 24 * 60 * 60 * 1000
@@ -81,7 +94,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> int | N
     return max(0, min(millis, RETRY_AFTER_MAX_MS))
 
 
-def redact_headers(headers: httpx.Headers) -> dict[str, str]:
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The headers as they may appear in logs and the database."""
     shown: dict[str, str] = {}
     for name, value in headers.items():
@@ -91,86 +104,99 @@ def redact_headers(headers: httpx.Headers) -> dict[str, str]:
     return shown
 
 
-def _transport_error(exc: httpx.HTTPError | httpx.InvalidURL) -> DeliveryError:
+def _transport_error(exc: BaseException) -> DeliveryError:
     """A request that got no (complete) answer: timeouts, refused or reset connections, DNS."""
-    if isinstance(exc, httpx.TimeoutException):
-        return TemporaryDeliveryError(f"webhook timed out: {type(exc).__name__}", code="http_timeout")
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+    if isinstance(exc, asyncio.TimeoutError):
+        return TemporaryDeliveryError("webhook timed out", code="http_timeout")
+    if isinstance(exc, aiohttp.InvalidURL):
         return PermanentDeliveryError(f"webhook URL refused: {exc}", code="http_invalid_url")
-    return TemporaryDeliveryError(f"webhook connection failed: {exc}", code="http_connection")
-
-
-def _read_capped(response: httpx.Response, deadline: float) -> tuple[bytes, bool]:
-    """Up to RESPONSE_BODY_MAX_BYTES of the body, and whether there was more (or the read
-    broke off). The status is already known, so a body that fails to arrive is not a failure.
-    ``deadline`` (monotonic) stops a receiver that drips its body slower than the read timeout."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        for chunk in response.iter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > RESPONSE_BODY_MAX_BYTES or time.monotonic() > deadline:
-                return b"".join(chunks)[:RESPONSE_BODY_MAX_BYTES], True
-    except httpx.HTTPError:
-        return b"".join(chunks)[:RESPONSE_BODY_MAX_BYTES], True
-    return b"".join(chunks), False
-
-
-def guarded_transport(policy: netguard.AddressPolicy) -> httpx.HTTPTransport:
-    """httpx's transport with every TCP connect going through the address guard."""
-    transport = httpx.HTTPTransport(
-        limits=httpx.Limits(
-            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS
-        ),
-        trust_env=False,
+    return TemporaryDeliveryError(
+        f"webhook connection failed: {exc or type(exc).__name__}", code="http_connection"
     )
-    # httpx does not take a network backend as an argument; its pool (an httpcore
-    # ConnectionPool) does, and reads it on every new connection.
-    transport._pool._network_backend = netguard.GuardedBackend(policy)
-    return transport
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver with the address policy between resolving and connecting: every
+    address a name resolves to must be allowed (:func:`shared.netguard.resolve_checked`), and
+    aiohttp connects only to the addresses returned here."""
+
+    def __init__(self, policy: netguard.AddressPolicy) -> None:
+        self.policy = policy
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        loop = asyncio.get_running_loop()
+        if self.policy.allow_private:
+            addresses = await loop.run_in_executor(None, netguard.resolve, host, port)
+        else:
+            addresses = await loop.run_in_executor(None, netguard.resolve_checked, self.policy, host, port)
+        return [
+            {
+                "hostname": host,
+                "host": str(address),
+                "port": port,
+                "family": socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+def _check_literal(url: str, policy: netguard.AddressPolicy) -> None:
+    """aiohttp connects to a literal address without asking the resolver: check it here."""
+    host = urlsplit(url).hostname or ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    why = policy.reason(address)
+    if why is not None:
+        raise netguard.AddressRefused(
+            f"{address} is {why}; webhooks may only reach public addresses "
+            "(see WEBHOOK_ALLOW_PRIVATE_NETWORKS and WEBHOOK_ALLOWED_SUBNETS)"
+        )
 
 
 class _Timings:
-    """Phases of one request from httpx's ``trace`` extension, in ms since the start."""
+    """Phases of one attempt in ms: dns and connect (on a new connection only; a reused one
+    has neither) and first_byte (the answer's status line and headers)."""
 
     def __init__(self) -> None:
         self.started = time.monotonic()
-        self._marks: dict[str, float] = {}
-        self.dns_ms: float | None = None
+        self.found: dict[str, float] = {}
 
-    def lookup(self, elapsed_ms: float) -> None:
-        self.dns_ms = round(elapsed_ms, 2)
+    def mark(self, name: str, since: float | None = None) -> None:
+        self.found[name] = round((time.monotonic() - (since or self.started)) * 1000, 2)
 
-    def __call__(self, event: str, info: dict[str, Any]) -> None:
-        self._marks.setdefault(event, time.monotonic())
 
-    def phases(self) -> dict[str, float]:
-        def span(begin: str, end: str) -> float | None:
-            if begin in self._marks and end in self._marks:
-                return round((self._marks[end] - self._marks[begin]) * 1000, 2)
-            return None
+def _trace_config() -> aiohttp.TraceConfig:
+    config = aiohttp.TraceConfig()
 
-        first_byte = next(
-            (
-                self._marks[e]
-                for e in (
-                    "http11.receive_response_headers.complete",
-                    "http2.receive_response_headers.complete",
-                )
-                if e in self._marks
-            ),
-            None,
-        )
-        found = {
-            "dns": self.dns_ms,
-            # When the address guard resolves (private networks refused), the connect span
-            # includes its lookup, which is also given alone as ``dns``.
-            "connect": span("connection.connect_tcp.started", "connection.connect_tcp.complete"),
-            "tls": span("connection.start_tls.started", "connection.start_tls.complete"),
-            "first_byte": None if first_byte is None else round((first_byte - self.started) * 1000, 2),
-        }
-        return {name: value for name, value in found.items() if value is not None}
+    async def dns_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        ctx.trace_request_ctx.dns_started = time.monotonic()
+
+    async def dns_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        timings: _Timings = ctx.trace_request_ctx
+        timings.mark("dns", getattr(timings, "dns_started", None))
+
+    async def connect_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        ctx.trace_request_ctx.connect_started = time.monotonic()
+
+    async def connect_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        timings: _Timings = ctx.trace_request_ctx
+        # With the address guard, the connect span includes its lookup (also given as dns).
+        timings.mark("connect", getattr(timings, "connect_started", None))
+
+    config.on_dns_resolvehost_start.append(dns_start)
+    config.on_dns_resolvehost_end.append(dns_end)
+    config.on_connection_create_start.append(connect_start)
+    config.on_connection_create_end.append(connect_end)
+    return config
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +211,7 @@ class WebhookCall:
 
 
 class WebhookProvider:
-    """POST signed webhooks; thread-safe, one pooled client per process."""
+    """POST signed webhooks; one pooled client per process, on its event loop."""
 
     def __init__(self, settings: Settings) -> None:
         self._secrets = (settings.webhook_secret,)
@@ -194,15 +220,11 @@ class WebhookProvider:
         except ValueError as exc:
             raise ConfigError("WEBHOOK_SECRET must be a whsec_<base64> secret") from exc
         self._timeout_s = settings.webhook_timeout_ms / 1000
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(settings.webhook_timeout_ms / 1000),
-            transport=guarded_transport(settings.address_policy),
-            follow_redirects=False,
-            # Proxies for webhooks are infrastructure, not something a worker's shell may inject.
-            trust_env=False,
-        )
+        self._policy = settings.address_policy
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
 
-    def _request(self, message: Outgoing[WebhookCall]) -> tuple[str, bytes, httpx.Headers]:
+    def _request(self, message: Outgoing[WebhookCall]) -> tuple[str, bytes, dict[str, str]]:
         call = message.payload
         url = call.url
         try:
@@ -217,7 +239,7 @@ class WebhookProvider:
             raise PermanentDeliveryError(
                 f"webhook payload is not JSON: {exc}", code="http_invalid_body"
             ) from exc
-        headers = httpx.Headers()
+        headers: dict[str, str] = {}
         for name, value in call.headers.items():
             if not (isinstance(name, str) and HEADER_NAME.fullmatch(name)):
                 raise PermanentDeliveryError(f"invalid header name {name!r}", code="http_invalid_header")
@@ -233,49 +255,51 @@ class WebhookProvider:
         headers.update(signed_headers(message.id, body, call.secrets or self._secrets))
         return url, body.encode(), headers
 
-    def send(self, message: Outgoing[WebhookCall]) -> SendResult:
-        outcome = self.post(message)
+    async def send(self, message: Outgoing[WebhookCall]) -> SendResult:
+        outcome = await self.post(message)
         if isinstance(outcome, FailedDispatch):
             raise outcome.error
         return outcome
 
-    def post(self, message: Outgoing[WebhookCall]) -> SendResult | FailedDispatch:
+    async def post(self, message: Outgoing[WebhookCall]) -> SendResult | FailedDispatch:
         """One attempt; its outcome either way, with what went over the wire."""
         try:
             url, body, headers = self._request(message)
         except DeliveryError as exc:
             return FailedDispatch(exc)
+        return await self._post(url, body, headers)
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> SendResult | FailedDispatch:
         # The URL goes to the delivery log row only, never to the process logs: it may carry a
         # token in its path or query.
         sent = Exchange(url=url, request_headers=redact_headers(headers), request_body=body.decode())
         timings = _Timings()
-        started = timings.started
-
-        def elapsed_ms() -> int:
-            return int((time.monotonic() - started) * 1000)
-
-        observing = netguard.lookup_observer.set(timings.lookup)
         try:
-            with self._client.stream(
-                "POST", url, content=body, headers=headers, extensions={"trace": timings}
+            _check_literal(url, self._policy)
+            async with self._client().post(
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                trace_request_ctx=timings,
             ) as response:
-                excerpt, truncated = _read_capped(response, started + self._timeout_s)
+                timings.mark("first_byte")
+                excerpt, truncated = await _read_capped(response)
+                status = response.status
+                answer_headers = redact_headers(response.headers)
+                retry_after = response.headers.get("retry-after")
         except netguard.AddressRefused as exc:
             refused = PermanentDeliveryError(f"webhook address refused: {exc}", code="http_address_refused")
-            return FailedDispatch(refused, replace(sent, duration_ms=elapsed_ms()))
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            record = replace(sent, duration_ms=elapsed_ms(), timings=timings.phases())
+            return FailedDispatch(refused, replace(sent, duration_ms=_since(timings.started)))
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            record = replace(sent, duration_ms=_since(timings.started), timings=timings.found)
             return FailedDispatch(_transport_error(exc), record)
-        finally:
-            netguard.lookup_observer.reset(observing)
-
-        status = response.status_code
         record = replace(
             sent,
             status=status,
-            response_headers=redact_headers(response.headers),
-            duration_ms=elapsed_ms(),
-            timings=timings.phases(),
+            response_headers=answer_headers,
+            duration_ms=_since(timings.started),
+            timings=timings.found,
             response_excerpt=excerpt.decode("utf-8", errors="replace"),
             response_truncated=truncated,
         )
@@ -286,9 +310,51 @@ class WebhookProvider:
         if 400 <= status < 500 and status not in TEMPORARY_STATUSES:
             return FailedDispatch(PermanentDeliveryError(summary, code=reason), record)
         # 3xx (redirects are not followed), 408/425/429, 5xx and anything unexpected.
-        retry_after_ms = parse_retry_after(response.headers.get("retry-after"))
-        error = TemporaryDeliveryError(summary, code=reason, retry_after_ms=retry_after_ms)
+        error = TemporaryDeliveryError(summary, code=reason, retry_after_ms=parse_retry_after(retry_after))
         return FailedDispatch(error, record)
 
-    def close(self) -> None:
-        self._client.close()
+    def _client(self) -> aiohttp.ClientSession:
+        """The pooled session of the running loop, made at first use."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session_loop is not loop:
+            self._session_loop = loop
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=MAX_CONNECTIONS, limit_per_host=0, resolver=GuardedResolver(self._policy)
+                ),
+                # One deadline for the whole attempt, whatever the receiver does.
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+                # Cookies set by one receiver must never travel to another.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                trace_configs=[_trace_config()],
+            )
+        return self._session
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and self._session_loop is asyncio.get_running_loop():
+            await session.close()
+
+
+def _since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    """Up to RESPONSE_BODY_MAX_BYTES of the body, and whether there was more (or the read
+    broke off). The status is already known, so a body that fails to arrive is not a failure;
+    the attempt's deadline stops a receiver that drips it."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while size <= RESPONSE_BODY_MAX_BYTES:
+            chunk = await response.content.read(RESPONSE_BODY_MAX_BYTES + 1 - size)
+            if not chunk:
+                return b"".join(chunks), False
+            chunks.append(chunk)
+            size += len(chunk)
+    except (TimeoutError, aiohttp.ClientError):
+        pass
+    response.close()  # the rest is not read: the connection cannot be reused
+    return b"".join(chunks)[:RESPONSE_BODY_MAX_BYTES], True

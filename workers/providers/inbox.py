@@ -15,7 +15,7 @@ from workers.providers.base import Outgoing, SendResult
 
 
 class Inbox(Protocol):
-    def add(self, owner: str, message_id: str, payload: InAppPayload) -> str:
+    async def add(self, owner: str, message_id: str, payload: InAppPayload) -> str:
         """Put the notification for ``message_id`` in ``owner``'s inbox once and return its
         id; a message added before returns the existing id. Raises
         :class:`~shared.errors.TemporaryDeliveryError` when the inbox cannot be reached."""
@@ -28,11 +28,11 @@ class InboxProvider:
     def __init__(self, inbox: Inbox) -> None:
         self.inbox = inbox
 
-    def send(self, message: Outgoing[InAppPayload]) -> SendResult:
+    async def send(self, message: Outgoing[InAppPayload]) -> SendResult:
         if not message.user_id:
             raise PermanentDeliveryError("an in-app message needs a user", code="in_app_invalid")
-        notification_id = self.inbox.add(message.user_id, message.id, message.payload)
+        notification_id = await self.inbox.add(message.user_id, message.id, message.payload)
         return SendResult(provider_message_id=notification_id, delivered=True)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass

@@ -10,6 +10,7 @@ replaces its file.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
@@ -69,11 +70,13 @@ class OutboxEmailProvider:
         self._directory = settings.outbox_dir
         self._sender = settings.email_from
 
-    def send(self, message: Outgoing[EmailPayload]) -> SendResult:
+    async def send(self, message: Outgoing[EmailPayload]) -> SendResult:
         mime = build_email(message, self._sender)
-        return _write(self._directory, _file_name(message.id, EMAIL_SUFFIX), to_bytes(mime))
+        return await asyncio.to_thread(
+            _write, self._directory, _file_name(message.id, EMAIL_SUFFIX), to_bytes(mime)
+        )
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass  # nothing held open between sends
 
 
@@ -84,7 +87,7 @@ class OutboxSmsProvider:
         self._directory = settings.outbox_dir
         self._from = settings.twilio_phone_number
 
-    def send(self, message: Outgoing[SmsPayload]) -> SendResult:
+    async def send(self, message: Outgoing[SmsPayload]) -> SendResult:
         to, body = message.payload.to, message.payload.message
         if not to or not body:
             raise PermanentDeliveryError("SMS payload needs 'to' and 'message'", code="sms_invalid")
@@ -96,7 +99,7 @@ class OutboxSmsProvider:
             "written_at": datetime.now(UTC).isoformat(),
         }
         data = (json.dumps(record, ensure_ascii=False, indent=2) + "\n").encode()
-        return _write(self._directory, _file_name(message.id, SMS_SUFFIX), data)
+        return await asyncio.to_thread(_write, self._directory, _file_name(message.id, SMS_SUFFIX), data)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass  # nothing held open between sends

@@ -1,10 +1,9 @@
-"""Email over SMTP (aiosmtplib), called synchronously from many worker threads.
+"""Email over SMTP (aiosmtplib), on the worker process's event loop.
 
-aiosmtplib is asyncio-only and one ``SMTP`` object is one connection whose sends are
-serialized, so the provider owns one event loop in a background thread and a pool of up to
-``EMAIL_POOL_SIZE`` connections on it. Worker threads hand each message to that loop and block
-on the result, so a worker process keeps at most ``EMAIL_POOL_SIZE`` SMTP sessions open however
-many threads it runs, and sessions are reused instead of paying TCP + TLS + AUTH per mail.
+One ``SMTP`` object is one connection whose sends are serialized, so the provider keeps a
+pool of up to ``EMAIL_POOL_SIZE`` connections: a worker process holds at most that many SMTP
+sessions open however many messages it has in flight, and sessions are reused instead of
+paying TCP + TLS + AUTH per mail.
 
 TLS is never left to chance (``start_tls=None`` would silently send in clear text when a
 man in the middle strips the STARTTLS offer): ``EMAIL_SECURE=true`` means implicit TLS, else
@@ -15,14 +14,11 @@ test sink that usually has no certificate and whose traffic never leaves the mac
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import ipaddress
 import socket
 import ssl
-import threading
-from collections.abc import Coroutine
 from email.message import EmailMessage
-from typing import Any, TypeVar
 
 import aiosmtplib
 
@@ -37,10 +33,6 @@ from workers.providers.mime import build_email
 #: operation, as aiosmtplib applies it.
 ATTEMPT_TIMEOUT_FACTOR = 4
 
-#: The calling thread waits this much longer than the attempt deadline, so the deadline on the
-#: event loop fires first and returns the connection to the pool in a known state.
-CALLER_GRACE_S = 2.0
-
 #: How long ``close()`` waits for each connection's QUIT.
 QUIT_TIMEOUT_S = 2.0
 
@@ -50,8 +42,6 @@ SMTP_SERVICE_CLOSING = 421
 
 #: Host names that always mean this machine.
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
-
-_T = TypeVar("_T")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -140,37 +130,8 @@ def _is_stale_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError) and not isinstance(exc, TimeoutError)
 
 
-class _LoopThread:
-    """An asyncio event loop running forever in a daemon thread."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def submit(self, coro: Coroutine[Any, Any, _T]) -> concurrent.futures.Future[_T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join()
-        # Let cancelled leftovers finish so closing the loop does not warn about pending tasks.
-        pending = asyncio.all_tasks(self.loop)
-        for task in pending:
-            task.cancel()
-        if pending:
-            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-        self.loop.run_until_complete(self.loop.shutdown_default_executor())
-        self.loop.close()
-
-
 class SmtpProvider:
-    """Send email through the SMTP relay in ``EMAIL_HOST``; thread-safe, pooled."""
+    """Send email through the SMTP relay in ``EMAIL_HOST``; pooled connections."""
 
     def __init__(self, settings: Settings) -> None:
         if not settings.email_host:
@@ -184,56 +145,32 @@ class SmtpProvider:
         # pool, which refuses work once the interpreter starts shutting down: a worker
         # finishing its last messages after SIGTERM then failed every email it had left.
         self._local_hostname = socket.getfqdn()
-        self._lock = threading.Lock()
-        self._runner: _LoopThread | None = None
-        # Touched only on the provider's loop: a slot per allowed connection, None = not open.
+        # A slot per allowed connection, None = not open; made on the loop that first sends.
         # Last in, first out, so a quiet period reuses one warm session instead of cycling
         # through (and opening) all of them.
         self._slots: asyncio.LifoQueue[aiosmtplib.SMTP | None] | None = None
+        self._slots_loop: asyncio.AbstractEventLoop | None = None
         self._open: set[aiosmtplib.SMTP] = set()
         #: Connections opened since start; lets tests and metrics see that sessions are reused.
         self.connections_opened = 0
 
-    # -- the synchronous face -------------------------------------------------------------
-
-    def send(self, message: Outgoing[EmailPayload]) -> SendResult:
+    async def send(self, message: Outgoing[EmailPayload]) -> SendResult:
         mime = build_email(message, self._settings.email_from)
-        recipient = message.payload.to
-        future = self._loop_thread().submit(self._deliver(mime, recipient))
-        try:
-            future.result(timeout=self._attempt_timeout_s + CALLER_GRACE_S)
-        except concurrent.futures.TimeoutError as exc:
-            # Only if the loop itself is stuck; its own deadline normally answers first.
-            future.cancel()
-            raise TemporaryDeliveryError("SMTP send did not finish in time", code="smtp_timeout") from exc
+        await self._deliver(mime, message.payload.to)
         return SendResult(provider_message_id=str(mime["Message-ID"]), delivered=False)
 
-    def close(self) -> None:
-        """QUIT every connection and stop the loop. A later send() starts afresh."""
-        with self._lock:
-            runner, self._runner = self._runner, None
-        if runner is None:
-            return
-        try:
-            runner.submit(self._close_all()).result(timeout=QUIT_TIMEOUT_S * 2 + CALLER_GRACE_S)
-        except Exception:
-            pass  # shutting down: whatever did not QUIT in time is closed below
-        finally:
-            # Queued before the loop's stop, so it runs on the loop while it is still alive.
-            runner.loop.call_soon_threadsafe(self._close_open)
-            runner.stop()
-            self._slots = None
-
-    def _loop_thread(self) -> _LoopThread:
-        with self._lock:
-            if self._runner is None:
-                self._runner = _LoopThread(name="smtp-provider-loop")
-            return self._runner
-
-    # -- on the loop ----------------------------------------------------------------------
+    async def close(self) -> None:
+        """QUIT every pooled connection. A later send() starts afresh."""
+        if self._slots is not None and self._slots_loop is asyncio.get_running_loop():
+            await self._close_all()
+        self._close_open()
+        self._slots = None
 
     def _pool(self) -> asyncio.LifoQueue[aiosmtplib.SMTP | None]:
-        if self._slots is None:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots_loop is not loop:
+            self._close_open()  # connections of another (finished) loop cannot be reused
+            self._slots_loop = loop
             self._slots = asyncio.LifoQueue()
             for _ in range(self._settings.email_pool_size):
                 self._slots.put_nowait(None)
@@ -262,8 +199,11 @@ class SmtpProvider:
 
     def _discard(self, conn: aiosmtplib.SMTP | None) -> None:
         if conn is not None:
-            conn.close()
             self._open.discard(conn)
+            # A connection of a loop that has ended cannot be closed through it; the process
+            # frees its socket.
+            with contextlib.suppress(RuntimeError):
+                conn.close()
 
     async def _deliver(self, mime: EmailMessage, recipient: str) -> None:
         try:

@@ -1,19 +1,20 @@
-"""SMS through Twilio's Messages API, with the official ``twilio`` SDK.
+"""SMS through Twilio's Messages API, with the official ``twilio`` SDK's asyncio client.
 
-The SDK is synchronous (requests) and its client keeps a ``requests.Session``, which is not
-documented as thread-safe, so every worker thread gets its own client. Each client has an
-explicit timeout (the SDK's default is none, and a hung socket would hold a worker thread
-forever) and is pointed at ``TWILIO_API_BASE``, which tests and staging set to a local server.
+One client (an aiohttp session the SDK pools connections in) per event loop serves every
+message the process has in flight. Each attempt has one deadline, SMS_TIMEOUT, around the
+whole request (the SDK's default is none, and a hung socket would hold the message forever),
+and the client is pointed at ``TWILIO_API_BASE``, which tests and staging set to a local
+server.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from typing import Any
 
-import requests
+import aiohttp
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
-from twilio.http.http_client import TwilioHttpClient
+from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from shared.config import Settings
@@ -58,13 +59,13 @@ def classify(exc: BaseException) -> DeliveryError:
         ):
             return TemporaryDeliveryError(message, code=reason)
         return PermanentDeliveryError(message, code=reason)
-    # ConnectTimeout is both a ConnectionError and a Timeout: nothing was sent, so it is a
-    # connection failure. A read timeout is different: Twilio may have created the message.
-    if isinstance(exc, requests.ConnectionError):
+    # A connect failure sent nothing. A timeout is different: Twilio may have created the
+    # message before the deadline cut the answer off.
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return TemporaryDeliveryError(f"Twilio unreachable: {exc}", code="twilio_connection")
-    if isinstance(exc, requests.Timeout):
-        return TemporaryDeliveryError(f"Twilio did not answer in time: {exc}", code="twilio_timeout")
-    if isinstance(exc, requests.RequestException | OSError):
+    if isinstance(exc, asyncio.TimeoutError):
+        return TemporaryDeliveryError("Twilio did not answer in time", code="twilio_timeout")
+    if isinstance(exc, aiohttp.ClientError | OSError):
         return TemporaryDeliveryError(f"Twilio request failed: {exc}", code="twilio_connection")
     if isinstance(exc, TwilioException | ValueError):
         # Unparseable answers (a proxy's HTML page, truncated JSON) and other SDK surprises.
@@ -75,7 +76,7 @@ def classify(exc: BaseException) -> DeliveryError:
 
 
 class TwilioProvider:
-    """Send SMS from ``TWILIO_PHONE_NUMBER`` through the Twilio REST API; thread-safe."""
+    """Send SMS from ``TWILIO_PHONE_NUMBER`` through the Twilio REST API."""
 
     def __init__(self, settings: Settings) -> None:
         missing = [
@@ -94,30 +95,28 @@ class TwilioProvider:
         self._from = str(settings.twilio_phone_number)
         self._api_base = settings.twilio_api_base
         self._timeout_s = settings.sms_timeout_ms / 1000
-        self._local = threading.local()
-        self._clients: list[Client] = []
-        self._clients_lock = threading.Lock()
+        self._client_of: tuple[asyncio.AbstractEventLoop, Client, AsyncTwilioHttpClient] | None = None
 
     def _client(self) -> Client:
-        client: Client | None = getattr(self._local, "client", None)
-        if client is None:
+        """The running loop's client, made at its first message."""
+        loop = asyncio.get_running_loop()
+        if self._client_of is None or self._client_of[0] is not loop:
+            http = AsyncTwilioHttpClient()
             client = Client(
                 username=self._account_sid,
                 password=self._auth_token,
                 account_sid=self._account_sid,
-                http_client=TwilioHttpClient(timeout=self._timeout_s),
+                http_client=http,
                 # The SDK falls back to os.environ when this mapping is empty, and would then
                 # pick up TWILIO_EDGE / TWILIO_REGION, which rewrite the host we point it at.
                 environment={"TWILIO_ACCOUNT_SID": self._account_sid},
             )
             # Every API domain takes its base URL from here (the Messages API lives on "api").
             client.api.base_url = self._api_base
-            self._local.client = client
-            with self._clients_lock:
-                self._clients.append(client)
-        return client
+            self._client_of = (loop, client, http)
+        return self._client_of[1]
 
-    def send(self, message: Outgoing[SmsPayload]) -> SendResult:
+    async def send(self, message: Outgoing[SmsPayload]) -> SendResult:
         to, body = message.payload.to, message.payload.message
         if not to:
             raise PermanentDeliveryError("SMS payload has no recipient", code="sms_invalid")
@@ -129,20 +128,15 @@ class TwilioProvider:
                 code="sms_too_long",
             )
         try:
-            created: Any = self._client().messages.create(to=to, from_=self._from, body=body)
+            async with asyncio.timeout(self._timeout_s):
+                created: Any = await self._client().messages.create_async(to=to, from_=self._from, body=body)
         except Exception as exc:
             raise classify(exc) from exc
         sid = getattr(created, "sid", None)
         return SendResult(provider_message_id=str(sid) if sid else None, delivered=False)
 
-    def close(self) -> None:
-        """Close every thread's HTTP session (their pooled sockets)."""
-        with self._clients_lock:
-            clients, self._clients = self._clients, []
-        for client in clients:
-            http_client = client.http_client
-            session = getattr(http_client, "session", None)
-            if session is not None:
-                session.close()
-        # Threads that send again after close() build fresh clients.
-        self._local = threading.local()
+    async def close(self) -> None:
+        """Close the loop's HTTP session (its pooled sockets)."""
+        held, self._client_of = self._client_of, None
+        if held is not None and held[0] is asyncio.get_running_loop():
+            await held[2].close()

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
+from shared import netguard
 from shared.config import Settings
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from tests.sinks.webhook_receiver import WebhookReceiver
@@ -29,6 +31,8 @@ from workers.providers.http import (
     parse_retry_after,
     redact_headers,
 )
+
+pytestmark = pytest.mark.anyio
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
@@ -54,7 +58,7 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture
-def make_provider(tmp_path: Path) -> Iterator[Callable[..., WebhookProvider]]:
+async def make_provider(tmp_path: Path) -> AsyncIterator[Callable[..., WebhookProvider]]:
     made: list[WebhookProvider] = []
 
     def make(**env: str) -> WebhookProvider:
@@ -67,7 +71,7 @@ def make_provider(tmp_path: Path) -> Iterator[Callable[..., WebhookProvider]]:
 
     yield make
     for provider in made:
-        provider.close()
+        await provider.close()
 
 
 @pytest.fixture
@@ -91,12 +95,14 @@ def exchange_of(result: SendResult) -> Exchange:
 # -- success -----------------------------------------------------------------------------------
 
 
-def test_a_webhook_arrives_signed_and_verifies(receiver: WebhookReceiver, provider: WebhookProvider) -> None:
+async def test_a_webhook_arrives_signed_and_verifies(
+    receiver: WebhookReceiver, provider: WebhookProvider
+) -> None:
     """Given a payload, when it is posted, then the receiver gets the exact JSON with a
     signature that verifies with the shared secret, and the result counts as delivered."""
     message = webhook(receiver.url)
 
-    result = provider.send(message)
+    result = await provider.send(message)
 
     (delivery,) = receiver.wait_for(1)
     assert delivery.verified, delivery.error
@@ -124,17 +130,17 @@ def test_a_webhook_arrives_signed_and_verifies(receiver: WebhookReceiver, provid
 
 
 @pytest.mark.parametrize("payload", [{"a": 1}, [1, "two", {"three": None}], {}, []])
-def test_any_json_object_or_array_is_sent(
+async def test_any_json_object_or_array_is_sent(
     receiver: WebhookReceiver, provider: WebhookProvider, payload: Any
 ) -> None:
     """Given a JSON object or array payload, when posted, then it arrives unchanged and signed."""
-    provider.send(webhook(receiver.url, payload))
+    await provider.send(webhook(receiver.url, payload))
 
     (delivery,) = receiver.wait_for(1)
     assert delivery.verified and delivery.json == payload
 
 
-def test_custom_headers_are_sent_but_cannot_override_ours(
+async def test_custom_headers_are_sent_but_cannot_override_ours(
     receiver: WebhookReceiver, provider: WebhookProvider
 ) -> None:
     """Given custom headers including forged signature and content-type, when posted, then the
@@ -149,7 +155,7 @@ def test_custom_headers_are_sent_but_cannot_override_ours(
         },
     )
 
-    result = provider.send(message)
+    result = await provider.send(message)
 
     (delivery,) = receiver.wait_for(1)
     assert delivery.verified, delivery.error
@@ -161,15 +167,17 @@ def test_custom_headers_are_sent_but_cannot_override_ours(
     assert exchange_of(result).request_headers["x-tenant"] == "acme"
 
 
-def test_a_retry_carries_the_same_webhook_id(receiver: WebhookReceiver, provider: WebhookProvider) -> None:
+async def test_a_retry_carries_the_same_webhook_id(
+    receiver: WebhookReceiver, provider: WebhookProvider
+) -> None:
     """Given a first attempt answered 500, when the message is sent again, then both requests
     carry the same webhook-id, so the receiver can tell a retry from a new event."""
     message = webhook(receiver.url)
     receiver.respond_next(500)
 
     with pytest.raises(TemporaryDeliveryError):
-        provider.send(message)
-    provider.send(message)
+        await provider.send(message)
+    await provider.send(message)
 
     assert receiver.count(message.id) == 2
     assert all(d.verified for d in receiver.wait_for(2))
@@ -193,14 +201,14 @@ def test_a_retry_carries_the_same_webhook_id(receiver: WebhookReceiver, provider
         (422, PermanentDeliveryError),
     ],
 )
-def test_statuses_are_classified(
+async def test_statuses_are_classified(
     receiver: WebhookReceiver, provider: WebhookProvider, status: int, kind: type[DeliveryError]
 ) -> None:
     """Given a receiver answering ``status``, when posted, then 408/429/5xx fail temporarily
     and other 4xx permanently, with ``http_<status>`` and the attempt's details attached."""
     receiver.respond_next(status, body=b'{"error":"nope"}')
 
-    error, sent = failed(provider.post(webhook(receiver.url)))
+    error, sent = failed(await provider.post(webhook(receiver.url)))
 
     assert isinstance(error, kind)
     assert error.code == f"http_{status}"
@@ -209,13 +217,13 @@ def test_statuses_are_classified(
     assert sent.request_headers["webhook-signature"] == REDACTED
 
 
-def test_redirects_are_not_followed(receiver: WebhookReceiver, provider: WebhookProvider) -> None:
+async def test_redirects_are_not_followed(receiver: WebhookReceiver, provider: WebhookProvider) -> None:
     """Given a receiver answering 301 to another location, when posted, then the redirect is
     not followed (one request only) and the failure is temporary."""
     receiver.respond_next(301, headers={"Location": receiver.url + "/elsewhere"})
 
     with pytest.raises(TemporaryDeliveryError) as caught:
-        provider.send(webhook(receiver.url))
+        await provider.send(webhook(receiver.url))
 
     assert caught.value.code == "http_301"
     assert len(receiver.deliveries) == 1
@@ -231,7 +239,7 @@ def test_redirects_are_not_followed(receiver: WebhookReceiver, provider: Webhook
         (500, None, None),
     ],
 )
-def test_retry_after_is_passed_on(
+async def test_retry_after_is_passed_on(
     receiver: WebhookReceiver,
     provider: WebhookProvider,
     status: int,
@@ -243,19 +251,19 @@ def test_retry_after_is_passed_on(
     receiver.respond_next(status, headers={"Retry-After": retry_after} if retry_after else {})
 
     with pytest.raises(TemporaryDeliveryError) as caught:
-        provider.send(webhook(receiver.url))
+        await provider.send(webhook(receiver.url))
 
     assert caught.value.retry_after_ms == expected_ms
 
 
-def test_retry_after_as_an_http_date(receiver: WebhookReceiver, provider: WebhookProvider) -> None:
+async def test_retry_after_as_an_http_date(receiver: WebhookReceiver, provider: WebhookProvider) -> None:
     """Given 503 with Retry-After as an HTTP-date 30 s ahead, when posted, then the error asks
     for about 30 s."""
     when = datetime.now(UTC) + timedelta(seconds=30)
     receiver.respond_next(503, headers={"Retry-After": format_datetime(when, usegmt=True)})
 
     with pytest.raises(TemporaryDeliveryError) as caught:
-        provider.send(webhook(receiver.url))
+        await provider.send(webhook(receiver.url))
 
     assert caught.value.retry_after_ms is not None
     assert 25_000 <= caught.value.retry_after_ms <= 30_000
@@ -276,14 +284,14 @@ def test_retry_after_as_an_http_date(receiver: WebhookReceiver, provider: Webhoo
         (None, None),
     ],
 )
-def test_parse_retry_after(header: str | None, expected: int | None) -> None:
+async def test_parse_retry_after(header: str | None, expected: int | None) -> None:
     """Given a Retry-After value at a fixed now, then it becomes clamped milliseconds or None."""
     now = datetime(2031, 1, 1, tzinfo=UTC)
 
     assert parse_retry_after(header, now=now) == expected
 
 
-def test_a_slow_receiver_times_out(
+async def test_a_slow_receiver_times_out(
     receiver: WebhookReceiver, make_provider: Callable[..., WebhookProvider]
 ) -> None:
     """Given a receiver that takes two seconds, when posted with a 300 ms timeout, then the
@@ -292,7 +300,7 @@ def test_a_slow_receiver_times_out(
     receiver.delay = 2.0
     started = time.monotonic()
 
-    error, sent = failed(provider.post(webhook(receiver.url)))
+    error, sent = failed(await provider.post(webhook(receiver.url)))
 
     assert isinstance(error, TemporaryDeliveryError)
     assert error.code == "http_timeout"
@@ -300,21 +308,23 @@ def test_a_slow_receiver_times_out(
     assert sent.status is None and sent.duration_ms is not None and sent.duration_ms >= 250
 
 
-def test_connection_refused_is_temporary(provider: WebhookProvider) -> None:
+async def test_connection_refused_is_temporary(provider: WebhookProvider) -> None:
     """Given nothing listening at the URL, when posted, then it fails temporarily."""
-    error, sent = failed(provider.post(webhook(f"http://127.0.0.1:{closed_port()}/hooks")))
+    error, sent = failed(await provider.post(webhook(f"http://127.0.0.1:{closed_port()}/hooks")))
 
     assert isinstance(error, TemporaryDeliveryError)
     assert error.code == "http_connection"
     assert sent.status is None
 
 
-def test_only_64_kib_of_the_answer_is_read(receiver: WebhookReceiver, provider: WebhookProvider) -> None:
+async def test_only_64_kib_of_the_answer_is_read(
+    receiver: WebhookReceiver, provider: WebhookProvider
+) -> None:
     """Given a receiver answering 200 with a 1 MiB body, when posted, then the attempt succeeds
     and keeps only the first 64 KiB, marked truncated."""
     receiver.respond_next(200, body=b"a" * (1024 * 1024))
 
-    result = provider.send(webhook(receiver.url))
+    result = await provider.send(webhook(receiver.url))
 
     sent = exchange_of(result)
     assert sent.response_excerpt is not None and len(sent.response_excerpt) == RESPONSE_BODY_MAX_BYTES
@@ -330,7 +340,7 @@ def test_only_64_kib_of_the_answer_is_read(receiver: WebhookReceiver, provider: 
         ("{receiver}", {"Bad Name": "x"}, "http_invalid_header"),
     ],
 )
-def test_unsendable_requests_fail_permanently_without_a_request(
+async def test_unsendable_requests_fail_permanently_without_a_request(
     receiver: WebhookReceiver,
     provider: WebhookProvider,
     url: str,
@@ -340,13 +350,13 @@ def test_unsendable_requests_fail_permanently_without_a_request(
     """Given a URL or header that cannot be sent, when posted, then it fails permanently and
     nothing reaches the receiver."""
     with pytest.raises(PermanentDeliveryError) as caught:
-        provider.send(webhook(url.format(receiver=receiver.url), headers=headers))
+        await provider.send(webhook(url.format(receiver=receiver.url), headers=headers))
 
     assert caught.value.code == error_code
     assert receiver.deliveries == []
 
 
-def test_private_networks_can_be_refused(
+async def test_private_networks_can_be_refused(
     receiver: WebhookReceiver, make_provider: Callable[..., WebhookProvider]
 ) -> None:
     """Given WEBHOOK_ALLOW_PRIVATE_NETWORKS=false, when posting to 127.0.0.1, then it fails
@@ -354,7 +364,7 @@ def test_private_networks_can_be_refused(
     provider = make_provider(WEBHOOK_ALLOW_PRIVATE_NETWORKS="false")
 
     with pytest.raises(PermanentDeliveryError) as caught:
-        provider.send(webhook(receiver.url))
+        await provider.send(webhook(receiver.url))
 
     assert caught.value.code == "http_address_refused"
     assert "loopback" in caught.value.message
@@ -362,26 +372,24 @@ def test_private_networks_can_be_refused(
 
 
 @pytest.mark.parametrize("secret", ["", "not-base64-!"])
-def test_a_missing_or_malformed_secret_is_a_configuration_error(secret: str) -> None:
+async def test_a_missing_or_malformed_secret_is_a_configuration_error(secret: str) -> None:
     """Given no usable WEBHOOK_SECRET, when the provider is built, then ConfigError."""
     with pytest.raises(ConfigError):
         WebhookProvider(Settings.from_env({"WEBHOOK_SECRET": secret}))
 
 
-def test_redact_headers_hides_credentials() -> None:
+async def test_redact_headers_hides_credentials() -> None:
     """Given request headers, then signature and credential-looking headers are redacted and
     the rest shown as sent."""
     shown = redact_headers(
-        httpx.Headers(
-            {
-                "webhook-signature": "v1,abc",
-                "Authorization": "Bearer x",
-                "X-Api-Key": "k",
-                "X-Client-Secret": "s",
-                "webhook-id": "m1",
-                "X-Tenant": "acme",
-            }
-        )
+        {
+            "webhook-signature": "v1,abc",
+            "Authorization": "Bearer x",
+            "X-Api-Key": "k",
+            "X-Client-Secret": "s",
+            "webhook-id": "m1",
+            "X-Tenant": "acme",
+        }
     )
 
     assert shown == {
@@ -392,3 +400,59 @@ def test_redact_headers_hides_credentials() -> None:
         "webhook-id": "m1",
         "x-tenant": "acme",
     }
+
+
+def _rebinding(answers: list[str]) -> Callable[[str, int], list[netguard.IPAddress]]:
+    """A resolver answering each lookup with the next address (DNS rebinding)."""
+    remaining = list(answers)
+
+    def resolve(host: str, port: int) -> list[netguard.IPAddress]:
+        return [ipaddress.ip_address(remaining.pop(0) if len(remaining) > 1 else remaining[0])]
+
+    return resolve
+
+
+async def test_the_address_connected_to_is_checked_at_send_time(
+    receiver: WebhookReceiver, make_provider: Callable[..., WebhookProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given a name that resolved to a public address when it was saved and to loopback now
+    (DNS rebinding), when posted with private networks refused, then the attempt fails
+    permanently before any connection."""
+    monkeypatch.setattr(netguard, "resolve", _rebinding(["93.184.216.34", "127.0.0.1"]))
+    port = urlsplit(receiver.url).port
+    url = f"http://rebind.example:{port}/hooks"
+    netguard.check_url(url, netguard.AddressPolicy())
+    provider = make_provider(WEBHOOK_ALLOW_PRIVATE_NETWORKS="false")
+
+    error, _sent = failed(await provider.post(webhook(url)))
+
+    assert (error.code, "loopback" in error.message) == ("http_address_refused", True)
+    assert receiver.deliveries == []
+
+
+async def test_an_allowed_name_is_reached_at_the_checked_address(
+    receiver: WebhookReceiver, make_provider: Callable[..., WebhookProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given a name resolving into WEBHOOK_ALLOWED_SUBNETS, then the request reaches the
+    checked address with the name, not the address, as its Host."""
+    monkeypatch.setattr(netguard, "resolve", lambda host, port: [ipaddress.ip_address("127.0.0.1")])
+    port = urlsplit(receiver.url).port
+    provider = make_provider(WEBHOOK_ALLOW_PRIVATE_NETWORKS="false", WEBHOOK_ALLOWED_SUBNETS="127.0.0.0/8")
+
+    await provider.send(webhook(f"http://receiver.example:{port}/hooks"))
+
+    (delivery,) = receiver.wait_for(1)
+    assert delivery.verified and delivery.headers["host"] == f"receiver.example:{port}"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::1]", "169.254.169.254", "[::ffff:127.0.0.1]"])
+async def test_a_literal_private_address_is_refused_without_a_connection(
+    make_provider: Callable[..., WebhookProvider], host: str
+) -> None:
+    """A literal address is connected to without a lookup: it is checked before the request."""
+    provider = make_provider(WEBHOOK_ALLOW_PRIVATE_NETWORKS="false")
+
+    error, sent = failed(await provider.post(webhook(f"http://{host}:9/hooks")))
+
+    assert error.code == "http_address_refused"
+    assert sent.status is None

@@ -20,6 +20,9 @@ from workers.providers.base import Outgoing
 from workers.providers.mime import build_email, to_bytes
 from workers.providers.outbox import OutboxEmailProvider, OutboxSmsProvider
 
+pytestmark = pytest.mark.anyio
+
+
 SENDER = "KAI Tests <noreply@kai.test>"
 
 
@@ -56,13 +59,13 @@ def email_payload(**fields: Any) -> dict[str, Any]:
     }
 
 
-def test_an_email_becomes_an_eml_file(tmp_path: Path) -> None:
+async def test_an_email_becomes_an_eml_file(tmp_path: Path) -> None:
     """Given no SMTP relay, when an email is sent, then ``<id>.eml`` appears in the outbox
     (created on demand) holding the full multipart message with our headers."""
     config = settings(tmp_path)
     message = claimed(Channel.EMAIL, email_payload())
 
-    result = OutboxEmailProvider(config).send(message)
+    result = await OutboxEmailProvider(config).send(message)
 
     path = config.outbox_dir / f"{message.id}.eml"
     assert result.provider_message_id == path.name
@@ -78,13 +81,13 @@ def test_an_email_becomes_an_eml_file(tmp_path: Path) -> None:
     assert b"\r\n" in path.read_bytes()  # RFC 5322 line ends
 
 
-def test_the_file_is_the_message_smtp_would_send(tmp_path: Path) -> None:
+async def test_the_file_is_the_message_smtp_would_send(tmp_path: Path) -> None:
     """Given the same message, then the outbox file and the SMTP provider's MIME builder agree
     on every header but Date and on the bodies (one builder, not two)."""
     config = settings(tmp_path)
     message = claimed(Channel.EMAIL, email_payload())
 
-    OutboxEmailProvider(config).send(message)
+    await OutboxEmailProvider(config).send(message)
 
     written = parse((config.outbox_dir / f"{message.id}.eml").read_bytes())
     built = parse(to_bytes(build_email(message, SENDER)))
@@ -94,15 +97,15 @@ def test_the_file_is_the_message_smtp_would_send(tmp_path: Path) -> None:
     assert leaves(written) == leaves(built)
 
 
-def test_a_retry_replaces_the_file_and_leaves_no_temporary_files(tmp_path: Path) -> None:
+async def test_a_retry_replaces_the_file_and_leaves_no_temporary_files(tmp_path: Path) -> None:
     """Given a message written once, when it is written again (a retry), then its file is
     replaced and the outbox holds exactly that one file."""
     config = settings(tmp_path)
     provider = OutboxEmailProvider(config)
     message_id = str(uuid.uuid4())
 
-    provider.send(claimed(Channel.EMAIL, email_payload(subject="First"), message_id))
-    provider.send(claimed(Channel.EMAIL, email_payload(subject="Second"), message_id))
+    await provider.send(claimed(Channel.EMAIL, email_payload(subject="First"), message_id))
+    await provider.send(claimed(Channel.EMAIL, email_payload(subject="Second"), message_id))
 
     assert [p.name for p in config.outbox_dir.iterdir()] == [f"{message_id}.eml"]
     parsed = parse((config.outbox_dir / f"{message_id}.eml").read_bytes())
@@ -110,46 +113,46 @@ def test_a_retry_replaces_the_file_and_leaves_no_temporary_files(tmp_path: Path)
 
 
 @pytest.mark.parametrize("message_id", ["../../escape", "/etc/passwd", "a/b\\c", "..", "."])
-def test_a_message_id_cannot_name_a_path_outside_the_outbox(tmp_path: Path, message_id: str) -> None:
+async def test_a_message_id_cannot_name_a_path_outside_the_outbox(tmp_path: Path, message_id: str) -> None:
     """Given a hostile message id, when written, then the file still lands inside the outbox."""
     config = settings(tmp_path)
 
-    result = OutboxEmailProvider(config).send(claimed(Channel.EMAIL, email_payload(), message_id))
+    result = await OutboxEmailProvider(config).send(claimed(Channel.EMAIL, email_payload(), message_id))
 
     files = list(config.outbox_dir.iterdir())
     assert [f.name for f in files] == [result.provider_message_id]
     assert files[0].resolve().parent == config.outbox_dir.resolve()
 
 
-def test_a_non_ascii_address_is_written_as_smtputf8(tmp_path: Path) -> None:
+async def test_a_non_ascii_address_is_written_as_smtputf8(tmp_path: Path) -> None:
     """Given an internationalized recipient, when written, then the address is kept as UTF-8
     (encoded-words are not valid inside addresses)."""
     config = settings(tmp_path)
     message = claimed(Channel.EMAIL, email_payload(to="jörg@bücher.example"))
 
-    OutboxEmailProvider(config).send(message)
+    await OutboxEmailProvider(config).send(message)
 
     raw = (config.outbox_dir / f"{message.id}.eml").read_bytes()
     assert "To: jörg@bücher.example".encode() in raw
 
 
-def test_an_email_without_a_body_fails_permanently(tmp_path: Path) -> None:
+async def test_an_email_without_a_body_fails_permanently(tmp_path: Path) -> None:
     """Given a payload with neither text nor html, when written, then it fails permanently."""
     config = settings(tmp_path)
 
     with pytest.raises(PermanentDeliveryError) as caught:
-        OutboxEmailProvider(config).send(claimed(Channel.EMAIL, email_payload(text=None, html=None)))
+        await OutboxEmailProvider(config).send(claimed(Channel.EMAIL, email_payload(text=None, html=None)))
 
     assert caught.value.code == "email_invalid"
 
 
-def test_an_sms_becomes_a_json_file(tmp_path: Path) -> None:
+async def test_an_sms_becomes_a_json_file(tmp_path: Path) -> None:
     """Given no Twilio account, when an SMS is sent, then ``<id>.sms.json`` holds to, from and
     body."""
     config = settings(tmp_path)
     message = claimed(Channel.SMS, {"to": "+14155550100", "message": "Code: 123456 ✓"})
 
-    result = OutboxSmsProvider(config).send(message)
+    result = await OutboxSmsProvider(config).send(message)
 
     path = config.outbox_dir / f"{message.id}.sms.json"
     assert result.provider_message_id == path.name
@@ -162,7 +165,7 @@ def test_an_sms_becomes_a_json_file(tmp_path: Path) -> None:
     )
 
 
-def test_an_sms_without_a_message_fails_permanently(tmp_path: Path) -> None:
+async def test_an_sms_without_a_message_fails_permanently(tmp_path: Path) -> None:
     """Given an SMS payload with no message, when written, then it fails permanently."""
     with pytest.raises(PermanentDeliveryError):
-        OutboxSmsProvider(settings(tmp_path)).send(claimed(Channel.SMS, {"to": "+14155550100"}))
+        await OutboxSmsProvider(settings(tmp_path)).send(claimed(Channel.SMS, {"to": "+14155550100"}))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures.thread
 import socket
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,9 @@ from tests.sinks.smtp_sink import SmtpSink
 from tests.workers.providers.messages import outgoing
 from workers.providers.base import Outgoing
 from workers.providers.smtp import SmtpProvider, classify, tls_mode
+
+pytestmark = pytest.mark.anyio
+
 
 SENDER = "KAI Tests <noreply@kai.test>"
 
@@ -42,7 +45,7 @@ def sink() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture
-def make_provider(tmp_path: Path) -> Iterator[Callable[..., SmtpProvider]]:
+async def make_provider(tmp_path: Path) -> AsyncIterator[Callable[..., SmtpProvider]]:
     made: list[SmtpProvider] = []
 
     def make(port: int, **env: str) -> SmtpProvider:
@@ -63,7 +66,7 @@ def make_provider(tmp_path: Path) -> Iterator[Callable[..., SmtpProvider]]:
 
     yield make
     for provider in made:
-        provider.close()
+        await provider.close()
 
 
 @pytest.fixture
@@ -87,7 +90,7 @@ def provider(sink: SmtpSink, make_provider: Callable[..., SmtpProvider]) -> Smtp
         (None, "<p>Thanks!</p>", "text/html", ["text/html"]),
     ],
 )
-def test_mail_arrives_with_the_parts_it_was_given(
+async def test_mail_arrives_with_the_parts_it_was_given(
     sink: SmtpSink,
     provider: SmtpProvider,
     text: str | None,
@@ -99,7 +102,7 @@ def test_mail_arrives_with_the_parts_it_was_given(
     message of the matching MIME shape whose parts hold exactly those bodies."""
     message = email(text=text, html=html)
 
-    provider.send(message)
+    await provider.send(message)
 
     (received,) = sink.wait_for(1)
     assert received.get_content_type() == content_type
@@ -112,12 +115,12 @@ def test_mail_arrives_with_the_parts_it_was_given(
         assert bodies["text/html"] == html
 
 
-def test_headers_identify_sender_recipient_and_message(sink: SmtpSink, provider: SmtpProvider) -> None:
+async def test_headers_identify_sender_recipient_and_message(sink: SmtpSink, provider: SmtpProvider) -> None:
     """Given an email with a non-ASCII subject, when it is sent, then From, To, Subject, Date,
     Message-ID and X-KAI-Message-Id arrive, and the result names the Message-ID."""
     message = email("grace@example.com", subject="Ihre Bestellung: Quittung für Jürgen ✓")
 
-    result = provider.send(message)
+    result = await provider.send(message)
 
     (received,) = sink.wait_for(1)
     assert received["From"] == SENDER
@@ -133,19 +136,19 @@ def test_headers_identify_sender_recipient_and_message(sink: SmtpSink, provider:
     assert envelope.rcpt_tos == ["grace@example.com"]
 
 
-def test_a_retried_message_keeps_its_message_id(sink: SmtpSink, provider: SmtpProvider) -> None:
+async def test_a_retried_message_keeps_its_message_id(sink: SmtpSink, provider: SmtpProvider) -> None:
     """Given the same message sent twice (a retry), when both arrive, then they carry the same
     Message-ID, so mailbox providers can show it once."""
     message = email()
 
-    first = provider.send(message)
-    second = provider.send(message)
+    first = await provider.send(message)
+    second = await provider.send(message)
 
     assert first.provider_message_id == second.provider_message_id
     assert [m["Message-ID"] for m in sink.wait_for(2)] == [first.provider_message_id] * 2
 
 
-def test_mail_still_goes_out_while_the_interpreter_shuts_down(
+async def test_mail_still_goes_out_while_the_interpreter_shuts_down(
     sink: SmtpSink, provider: SmtpProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Given a worker finishing its last messages after SIGTERM (the interpreter shutting
@@ -153,7 +156,7 @@ def test_mail_still_goes_out_while_the_interpreter_shuts_down(
     then the email is delivered: connecting needs no thread pool."""
     monkeypatch.setattr(concurrent.futures.thread, "_shutdown", True)
 
-    provider.send(email())
+    await provider.send(email())
 
     assert len(sink.wait_for(1)) == 1
 
@@ -161,53 +164,41 @@ def test_mail_still_goes_out_while_the_interpreter_shuts_down(
 # -- connection reuse -------------------------------------------------------------------------
 
 
-def test_sequential_sends_reuse_one_connection(sink: SmtpSink, provider: SmtpProvider) -> None:
+async def test_sequential_sends_reuse_one_connection(sink: SmtpSink, provider: SmtpProvider) -> None:
     """Given a pool of two, when ten emails are sent one after another, then they all travel
     over a single SMTP connection."""
     for _ in range(10):
-        provider.send(email())
+        await provider.send(email())
 
     sink.wait_for(10)
     assert sink.connections == 1
     assert provider.connections_opened == 1
 
 
-def test_concurrent_sends_share_at_most_pool_size_connections(sink: SmtpSink, provider: SmtpProvider) -> None:
-    """Given a pool of two and eight worker threads, when each thread sends five emails at
-    once, then all forty arrive over at most two SMTP connections."""
-    errors: list[BaseException] = []
+async def test_concurrent_sends_share_at_most_pool_size_connections(
+    sink: SmtpSink, provider: SmtpProvider
+) -> None:
+    """Given a pool of two and forty emails in flight at once, then all forty arrive over at
+    most two SMTP connections."""
+    await asyncio.gather(*(provider.send(email()) for _ in range(40)))
 
-    def worker() -> None:
-        try:
-            for _ in range(5):
-                provider.send(email())
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-
-    assert errors == []
     assert len(sink.wait_for(40)) == 40
     assert 1 <= sink.connections <= 2
 
 
-def test_a_connection_dropped_while_pooled_is_replaced(sink: SmtpSink, provider: SmtpProvider) -> None:
+async def test_a_connection_dropped_while_pooled_is_replaced(sink: SmtpSink, provider: SmtpProvider) -> None:
     """Given a pooled connection the server hangs up on at the next MAIL, when the next email
     is sent, then the provider reconnects once and the email is delivered."""
-    provider.send(email())
+    await provider.send(email())
     sink.drop_next(stage="mail")
 
-    provider.send(email())
+    await provider.send(email())
 
     assert len(sink.wait_for(2)) == 2
     assert sink.connections == 2
 
 
-def test_a_refusal_keeps_the_connection(sink: SmtpSink, provider: SmtpProvider) -> None:
+async def test_a_refusal_keeps_the_connection(sink: SmtpSink, provider: SmtpProvider) -> None:
     """Given a server that refuses two recipients with 451, when three emails are sent, then
     two fail temporarily, the third arrives and all used one connection."""
     sink.fail_next(451, "try later", times=2)
@@ -215,7 +206,7 @@ def test_a_refusal_keeps_the_connection(sink: SmtpSink, provider: SmtpProvider) 
     outcomes = []
     for _ in range(3):
         try:
-            provider.send(email())
+            await provider.send(email())
             outcomes.append("sent")
         except TemporaryDeliveryError as exc:
             outcomes.append(exc.code)
@@ -240,7 +231,7 @@ def test_a_refusal_keeps_the_connection(sink: SmtpSink, provider: SmtpProvider) 
         (552, "data", PermanentDeliveryError, "smtp_552"),
     ],
 )
-def test_smtp_replies_are_classified_by_their_class(
+async def test_smtp_replies_are_classified_by_their_class(
     sink: SmtpSink,
     provider: SmtpProvider,
     code: int,
@@ -253,7 +244,7 @@ def test_smtp_replies_are_classified_by_their_class(
     sink.fail_always(code, "refused by test", stage=stage)
 
     with pytest.raises(kind) as caught:
-        provider.send(email())
+        await provider.send(email())
 
     assert caught.value.code == error_code  # type: ignore[attr-defined]
     assert str(code) in str(caught.value)
@@ -261,46 +252,46 @@ def test_smtp_replies_are_classified_by_their_class(
     assert sink.received == []
 
 
-def test_a_hang_up_on_a_fresh_connection_is_temporary(sink: SmtpSink, provider: SmtpProvider) -> None:
+async def test_a_hang_up_on_a_fresh_connection_is_temporary(sink: SmtpSink, provider: SmtpProvider) -> None:
     """Given a server that drops the very first connection at MAIL, when an email is sent,
     then it fails temporarily (no reconnect: the connection was not a stale pooled one)."""
     sink.drop_next(stage="mail")
 
     with pytest.raises(TemporaryDeliveryError) as caught:
-        provider.send(email())
+        await provider.send(email())
 
     assert caught.value.code == "smtp_connection"
 
 
-def test_connection_refused_is_temporary(make_provider: Callable[..., SmtpProvider]) -> None:
+async def test_connection_refused_is_temporary(make_provider: Callable[..., SmtpProvider]) -> None:
     """Given nothing listening on the port, when an email is sent, then it fails temporarily."""
     provider = make_provider(closed_port())
 
     with pytest.raises(TemporaryDeliveryError) as caught:
-        provider.send(email())
+        await provider.send(email())
 
     assert caught.value.code == "smtp_connection"
 
 
-def test_a_server_that_never_greets_times_out(make_provider: Callable[..., SmtpProvider]) -> None:
+async def test_a_server_that_never_greets_times_out(make_provider: Callable[..., SmtpProvider]) -> None:
     """Given a port that accepts TCP but never says 220, when an email is sent with a 300 ms
     timeout, then it fails temporarily as a timeout, well before the worker's own limits."""
     with socket.create_server(("127.0.0.1", 0)) as silent:
         provider = make_provider(silent.getsockname()[1], EMAIL_TIMEOUT="300")
 
         with pytest.raises(TemporaryDeliveryError) as caught:
-            provider.send(email())
+            await provider.send(email())
 
     assert caught.value.code == "smtp_timeout"
 
 
-def test_an_invalid_payload_fails_permanently_without_connecting(
+async def test_an_invalid_payload_fails_permanently_without_connecting(
     sink: SmtpSink, provider: SmtpProvider
 ) -> None:
     """Given a subject with a line break (header injection), when sent, then it fails
     permanently and no connection is opened."""
     with pytest.raises(PermanentDeliveryError) as caught:
-        provider.send(email(subject="Hi\r\nBcc: everyone@example.com"))
+        await provider.send(email(subject="Hi\r\nBcc: everyone@example.com"))
 
     assert caught.value.code == "email_invalid"
     assert sink.connections == 0
@@ -310,27 +301,27 @@ def test_an_invalid_payload_fails_permanently_without_connecting(
 
 
 @pytest.mark.filterwarnings("ignore:Session.login_data is deprecated:DeprecationWarning")
-def test_it_logs_in_when_a_user_is_configured(make_provider: Callable[..., SmtpProvider]) -> None:
+async def test_it_logs_in_when_a_user_is_configured(make_provider: Callable[..., SmtpProvider]) -> None:
     """Given a relay that requires credentials, when EMAIL_USER/EMAIL_PASSWORD are set, then
     the provider logs in and the mail is accepted."""
     with SmtpSink(credentials=("mailer", "s3cret")) as sink:
         provider = make_provider(sink.port, EMAIL_USER="mailer", EMAIL_PASSWORD="s3cret")
 
-        provider.send(email())
+        await provider.send(email())
 
         sink.wait_for(1)
         assert sink.received[0].login == "mailer"
 
 
 @pytest.mark.filterwarnings("ignore:Session.login_data is deprecated:DeprecationWarning")
-def test_wrong_credentials_are_temporary(make_provider: Callable[..., SmtpProvider]) -> None:
+async def test_wrong_credentials_are_temporary(make_provider: Callable[..., SmtpProvider]) -> None:
     """Given wrong credentials, when an email is sent, then it fails temporarily: the message
     is fine and should wait for the configuration to be fixed."""
     with SmtpSink(credentials=("mailer", "s3cret")) as sink:
         provider = make_provider(sink.port, EMAIL_USER="mailer", EMAIL_PASSWORD="wrong")
 
         with pytest.raises(TemporaryDeliveryError) as caught:
-            provider.send(email())
+            await provider.send(email())
 
     assert caught.value.code == "smtp_auth_535"
 
@@ -348,7 +339,7 @@ def test_wrong_credentials_are_temporary(make_provider: Callable[..., SmtpProvid
         ("::1", "false", (False, False)),
     ],
 )
-def test_tls_is_required_except_for_a_loopback_relay(
+async def test_tls_is_required_except_for_a_loopback_relay(
     host: str, secure: str, expected: tuple[bool, bool]
 ) -> None:
     """Given EMAIL_HOST and EMAIL_SECURE, then the TLS mode is implicit TLS when secure,
@@ -358,15 +349,15 @@ def test_tls_is_required_except_for_a_loopback_relay(
     assert tls_mode(settings) == expected
 
 
-def test_close_stops_the_loop_and_a_later_send_starts_again(sink: SmtpSink, provider: SmtpProvider) -> None:
-    """Given a provider that has sent, when it is closed, then its loop thread ends; a send
-    after that works on a fresh connection."""
-    provider.send(email())
+async def test_close_quits_and_a_later_send_starts_again(sink: SmtpSink, provider: SmtpProvider) -> None:
+    """Given a provider that has sent, when it is closed, then its connection is gone; a
+    send after that works on a fresh connection."""
+    await provider.send(email())
 
-    provider.close()
+    await provider.close()
 
-    assert not [t for t in threading.enumerate() if t.name == "smtp-provider-loop"]
-    provider.send(email())
+    assert provider.connections_opened == 1
+    await provider.send(email())
     assert len(sink.wait_for(2)) == 2
     assert sink.connections == 2
 
@@ -408,7 +399,7 @@ def test_close_stops_the_loop_and_a_later_send_starts_again(sink: SmtpSink, prov
         (ValueError("invalid address"), PermanentDeliveryError, "smtp_invalid_address"),
     ],
 )
-def test_classify_maps_aiosmtplib_errors(
+async def test_classify_maps_aiosmtplib_errors(
     error: BaseException, kind: type[DeliveryError], error_code: str
 ) -> None:
     """Given an aiosmtplib failure, then it maps to the delivery error the pipeline acts on:
@@ -420,7 +411,7 @@ def test_classify_maps_aiosmtplib_errors(
     assert mapped.code == error_code
 
 
-def test_a_provider_without_email_host_is_a_configuration_error() -> None:
+async def test_a_provider_without_email_host_is_a_configuration_error() -> None:
     """Given no EMAIL_HOST, when the SMTP provider is built, then ConfigError (the outbox is
     the provider for that case)."""
     with pytest.raises(ConfigError):

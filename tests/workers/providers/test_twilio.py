@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
-import requests
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 
 from shared.config import Settings
@@ -18,6 +18,9 @@ from tests.sinks.twilio_sink import TwilioSink
 from tests.workers.providers.messages import outgoing
 from workers.providers.base import Outgoing
 from workers.providers.twilio import SMS_BODY_MAX_CHARS, TwilioProvider, classify
+
+pytestmark = pytest.mark.anyio
+
 
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "test-auth-token"
@@ -40,7 +43,7 @@ def sink() -> Iterator[TwilioSink]:
 
 
 @pytest.fixture
-def make_provider(tmp_path: Path) -> Iterator[Callable[..., TwilioProvider]]:
+async def make_provider(tmp_path: Path) -> AsyncIterator[Callable[..., TwilioProvider]]:
     made: list[TwilioProvider] = []
 
     def make(api_base: str, **env: str) -> TwilioProvider:
@@ -61,7 +64,7 @@ def make_provider(tmp_path: Path) -> Iterator[Callable[..., TwilioProvider]]:
 
     yield make
     for provider in made:
-        provider.close()
+        await provider.close()
 
 
 @pytest.fixture
@@ -69,12 +72,14 @@ def provider(sink: TwilioSink, make_provider: Callable[..., TwilioProvider]) -> 
     return make_provider(sink.base_url)
 
 
-def test_an_sms_is_created_with_the_right_form_fields(sink: TwilioSink, provider: TwilioProvider) -> None:
+async def test_an_sms_is_created_with_the_right_form_fields(
+    sink: TwilioSink, provider: TwilioProvider
+) -> None:
     """Given an SMS, when it is sent, then Twilio's API receives To, From and Body as form
     fields under our account with our credentials, and the result carries the message SID."""
     message = sms("+447700900123", "Café opens at 9 ✓")
 
-    result = provider.send(message)
+    result = await provider.send(message)
 
     (request,) = sink.wait_for(1)
     assert (request.to, request.from_, request.body) == ("+447700900123", FROM_NUMBER, "Café opens at 9 ✓")
@@ -94,7 +99,7 @@ def test_an_sms_is_created_with_the_right_form_fields(sink: TwilioSink, provider
         (400, 20429, "twilio_20429"),  # Twilio's rate-limit code wins over the status
     ],
 )
-def test_server_errors_and_rate_limits_are_temporary(
+async def test_server_errors_and_rate_limits_are_temporary(
     sink: TwilioSink, provider: TwilioProvider, status: int, code: int, error_code: str
 ) -> None:
     """Given Twilio answering ``status`` with error ``code``, when an SMS is sent, then the
@@ -102,7 +107,7 @@ def test_server_errors_and_rate_limits_are_temporary(
     sink.fail_next(status, code, "try again later")
 
     with pytest.raises(TemporaryDeliveryError) as caught:
-        provider.send(sms())
+        await provider.send(sms())
 
     assert caught.value.code == error_code
     assert "try again later" in caught.value.message
@@ -117,7 +122,7 @@ def test_server_errors_and_rate_limits_are_temporary(
         (21614, "'To' number is not a valid mobile number"),
     ],
 )
-def test_request_errors_are_permanent(
+async def test_request_errors_are_permanent(
     sink: TwilioSink, provider: TwilioProvider, code: int, text: str
 ) -> None:
     """Given Twilio refusing the request with 400 and ``code``, when an SMS is sent, then the
@@ -125,26 +130,26 @@ def test_request_errors_are_permanent(
     sink.fail_next(400, code, text)
 
     with pytest.raises(PermanentDeliveryError) as caught:
-        provider.send(sms())
+        await provider.send(sms())
 
     assert caught.value.code == f"twilio_{code}"
     assert text in caught.value.message
 
 
-def test_a_failure_then_success_on_retry(sink: TwilioSink, provider: TwilioProvider) -> None:
+async def test_a_failure_then_success_on_retry(sink: TwilioSink, provider: TwilioProvider) -> None:
     """Given one 500, when the same SMS is sent twice, then the first attempt fails
     temporarily and the second is created."""
     message = sms()
     sink.fail_next(500, 20500)
 
     with pytest.raises(TemporaryDeliveryError):
-        provider.send(message)
-    provider.send(message)
+        await provider.send(message)
+    await provider.send(message)
 
     assert len(sink.wait_for(1)) == 1
 
 
-def test_wrong_credentials_are_temporary(
+async def test_wrong_credentials_are_temporary(
     sink: TwilioSink, make_provider: Callable[..., TwilioProvider]
 ) -> None:
     """Given a wrong auth token, when an SMS is sent, then Twilio answers 401/20003 and the
@@ -152,76 +157,58 @@ def test_wrong_credentials_are_temporary(
     provider = make_provider(sink.base_url, TWILIO_AUTH_TOKEN="wrong")
 
     with pytest.raises(TemporaryDeliveryError) as caught:
-        provider.send(sms())
+        await provider.send(sms())
 
     assert caught.value.code == "twilio_20003"
     assert sink.unauthorized == 1
 
 
-def test_a_slow_api_times_out(sink: TwilioSink, make_provider: Callable[..., TwilioProvider]) -> None:
+async def test_a_slow_api_times_out(sink: TwilioSink, make_provider: Callable[..., TwilioProvider]) -> None:
     """Given an API that takes two seconds, when an SMS is sent with a 300 ms timeout, then it
     fails temporarily as a timeout instead of holding the worker thread."""
     provider = make_provider(sink.base_url, SMS_TIMEOUT="300")
     sink.delay = 2.0
 
     with pytest.raises(TemporaryDeliveryError) as caught:
-        provider.send(sms())
+        await provider.send(sms())
 
     assert caught.value.code == "twilio_timeout"
 
 
-def test_connection_refused_is_temporary(make_provider: Callable[..., TwilioProvider]) -> None:
+async def test_connection_refused_is_temporary(make_provider: Callable[..., TwilioProvider]) -> None:
     """Given nothing listening at the API base, when an SMS is sent, then it fails
     temporarily as a connection failure."""
     provider = make_provider(f"http://127.0.0.1:{closed_port()}")
 
     with pytest.raises(TemporaryDeliveryError) as caught:
-        provider.send(sms())
+        await provider.send(sms())
 
     assert caught.value.code == "twilio_connection"
 
 
-def test_a_body_over_the_limit_fails_permanently_without_a_request(
+async def test_a_body_over_the_limit_fails_permanently_without_a_request(
     sink: TwilioSink, provider: TwilioProvider
 ) -> None:
     """Given a body longer than Twilio accepts, when sent, then it fails permanently and
     Twilio is not called."""
     with pytest.raises(PermanentDeliveryError) as caught:
-        provider.send(sms(body="x" * (SMS_BODY_MAX_CHARS + 1)))
+        await provider.send(sms(body="x" * (SMS_BODY_MAX_CHARS + 1)))
 
     assert caught.value.code == "sms_too_long"
     assert sink.requests == [] and sink.unauthorized == 0
 
 
-def test_threads_send_concurrently(sink: TwilioSink, provider: TwilioProvider) -> None:
-    """Given eight worker threads, when each sends five SMS at once, then all forty are
-    created with distinct SIDs."""
-    sids: list[str | None] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
+async def test_messages_in_flight_together(sink: TwilioSink, provider: TwilioProvider) -> None:
+    """Given eight SMS in flight at a time, five times over, then all forty are created with
+    distinct SIDs."""
+    results = [r for _ in range(5) for r in await asyncio.gather(*(provider.send(sms()) for _ in range(8)))]
 
-    def worker() -> None:
-        try:
-            for _ in range(5):
-                result = provider.send(sms())
-                with lock:
-                    sids.append(result.provider_message_id)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-
-    assert errors == []
     assert len(sink.wait_for(40)) == 40
-    assert len(set(sids)) == 40
+    assert len({r.provider_message_id for r in results}) == 40
 
 
 @pytest.mark.parametrize("missing", ["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_PHONE_NUMBER"])
-def test_missing_credentials_are_a_configuration_error(missing: str) -> None:
+async def test_missing_credentials_are_a_configuration_error(missing: str) -> None:
     """Given a Twilio setting left empty, when the provider is built, then ConfigError names it."""
     env = {
         "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
@@ -234,7 +221,7 @@ def test_missing_credentials_are_a_configuration_error(missing: str) -> None:
         TwilioProvider(Settings.from_env(env))
 
 
-def test_twilio_edge_in_the_environment_does_not_redirect_requests(
+async def test_twilio_edge_in_the_environment_does_not_redirect_requests(
     sink: TwilioSink, provider: TwilioProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Given TWILIO_EDGE/TWILIO_REGION in the process environment (which the SDK reads on its
@@ -242,7 +229,7 @@ def test_twilio_edge_in_the_environment_does_not_redirect_requests(
     monkeypatch.setenv("TWILIO_EDGE", "sydney")
     monkeypatch.setenv("TWILIO_REGION", "au1")
 
-    provider.send(sms())
+    await provider.send(sms())
 
     assert len(sink.wait_for(1)) == 1
 
@@ -277,13 +264,15 @@ def test_twilio_edge_in_the_environment_does_not_redirect_requests(
             PermanentDeliveryError,
             "twilio_21211",
         ),
-        (requests.ConnectTimeout("connect timed out"), TemporaryDeliveryError, "twilio_connection"),
-        (requests.ReadTimeout("read timed out"), TemporaryDeliveryError, "twilio_timeout"),
-        (requests.ConnectionError("reset"), TemporaryDeliveryError, "twilio_connection"),
+        (aiohttp.ClientOSError(111, "Connection refused"), TemporaryDeliveryError, "twilio_connection"),
+        (TimeoutError(), TemporaryDeliveryError, "twilio_timeout"),
+        (aiohttp.ServerDisconnectedError(), TemporaryDeliveryError, "twilio_connection"),
         (ValueError("Expecting value: line 1 column 1"), TemporaryDeliveryError, "twilio_error"),
     ],
 )
-def test_classify_maps_sdk_errors(error: BaseException, kind: type[DeliveryError], error_code: str) -> None:
+async def test_classify_maps_sdk_errors(
+    error: BaseException, kind: type[DeliveryError], error_code: str
+) -> None:
     """Given an SDK or transport failure, including the newer RFC 9457 error shape the SDK
     raises as a separate exception class, then it maps to the right delivery error."""
     mapped = classify(error)
