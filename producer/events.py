@@ -1,31 +1,35 @@
 """The event producer: ``event_notification_service.process_event(...)`` and ``POST /api/events``.
 
-An event is accepted like a message: its ``event_logs`` row is committed, then its id is
-published to the ``events`` queue with a publisher confirm; the events workers turn it into
-channel messages by the notification rules. With an idempotency key already used, the
+An event is accepted like a message (:mod:`producer.enqueue`): its ``event_logs`` row is
+committed with whatever other events are in flight, then its id is published to the
+``events`` queue with a publisher confirm; the events workers turn it into channel messages
+by the notification rules. With an idempotency key already used, the
 first event's id is returned and nothing is published again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
+import dramatiq
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Table, bindparam, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 
+from producer.background import background
+from producer.enqueue import Acceptor, acceptor_for
 from producer.service import validation_error
-from shared.broker import get_broker
+from shared import relay
 from shared.config import Settings, get_settings
 from shared.db.models import EventLog, utcnow
-from shared.db.rls import scope_for, system_scope
-from shared.errors import EnqueueError, NotFound, PayloadTooLarge
+from shared.db.rls import scope_for
+from shared.errors import NotFound, PayloadTooLarge
 from shared.events.processing import QUEUED
-from shared.events.queue import publish_event
+from shared.events.queue import EVENTS_QUEUE, event_message
 from shared.json_shape import validate_shape
 from shared.logging import get_logger
 from shared.messages import Identifier, json_size
@@ -69,10 +73,32 @@ class EventNotificationService:
             }
         )
 
-    async def aprocess_event(self, *args: Any, **kwargs: Any) -> str:
-        return await asyncio.to_thread(self.process_event, *args, **kwargs)
+    async def aprocess_event(
+        self,
+        event_type: str,
+        user_id: str | None = None,
+        data: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        return await self.asubmit(
+            {
+                "event_type": str(event_type),
+                "user_id": user_id,
+                "data": data or {},
+                "idempotency_key": idempotency_key,
+            }
+        )
 
     def submit(self, fields: dict[str, Any]) -> str:
+        """Validate and queue an event from synchronous code (on the producer's loop)."""
+        request = self.validate(fields)
+        return background().run(self.accept(request))
+
+    async def asubmit(self, fields: dict[str, Any]) -> str:
+        """:meth:`submit` for asyncio code, on the running loop."""
+        return await self.accept(self.validate(fields))
+
+    def validate(self, fields: dict[str, Any]) -> EventRequest:
         try:
             request = EventRequest.model_validate(fields)
         except pydantic.ValidationError as exc:
@@ -84,46 +110,16 @@ class EventNotificationService:
                 f"event data is {size} bytes; the limit is {self.settings.max_payload_bytes} bytes",
                 [{"field": "data", "message": "too large"}],
             )
-        event_id, created = self._record(request)
-        if not created:
-            log.info("event.idempotent_repeat", event_id=event_id)
-            return event_id
-        try:
-            publish_event(get_broker(self.settings), event_id)
-        except EnqueueError:
-            with system_scope(self.settings.database_url) as session:
-                session.execute(delete(EventLog).where(EventLog.id == event_id))
-            raise
-        log.info("event.queued", event_id=event_id, event_type=request.event_type)
-        return event_id
+        return request
 
-    def _record(self, request: EventRequest) -> tuple[str, bool]:
-        key = request.idempotency_key
-        # As the system, like a message: idempotency keys are unique across users.
-        with system_scope(self.settings.database_url) as session:
-            if key is not None:
-                existing = session.scalar(select(EventLog.id).where(EventLog.idempotency_key == key))
-                if existing is not None:
-                    return existing, False
-            row = EventLog(
-                id=str(uuid.uuid4()),
-                event_type=request.event_type,
-                user_id=request.user_id,
-                data=request.data,
-                idempotency_key=key,
-                status=QUEUED,
-                created_at=utcnow(),
-            )
-            try:
-                with session.begin_nested():
-                    session.add(row)
-                    session.flush()
-            except IntegrityError:
-                winner = session.scalar(select(EventLog.id).where(EventLog.idempotency_key == key))
-                if winner is None:
-                    raise
-                return winner, False
-            return row.id, True
+    async def accept(self, request: EventRequest) -> str:
+        acceptor = acceptor_for(self.settings, "events", _event_acceptor)
+        event_id, created = await acceptor.accept(request)
+        if created:
+            log.info("event.queued", event_id=event_id, event_type=request.event_type)
+        else:
+            log.info("event.idempotent_repeat", event_id=event_id)
+        return event_id
 
     def get_event(self, event_id: str, *, for_user: str | None = None) -> dict[str, Any]:
         """The event as recorded, with what processing it produced; with ``for_user``, only
@@ -148,3 +144,62 @@ class EventNotificationService:
                 "createdAt": row.created_at.isoformat(),
                 "processedAt": row.processed_at.isoformat() if row.processed_at else None,
             }
+
+
+_EVENTS = cast(Table, EventLog.__table__)
+_EVENTS_BY_KEY = select(_EVENTS.c.idempotency_key, _EVENTS.c.id).where(
+    _EVENTS.c.idempotency_key.in_(bindparam("keys", expanding=True))
+)
+
+
+def create_events(connection: Connection, requests: Sequence[EventRequest]) -> list[tuple[str, bool]]:
+    """Insert the ``event_logs`` rows in one statement; ``(id, created)`` for each, in order
+    (an idempotency key already used gives the first event's id)."""
+    now = utcnow()
+    rows: list[dict[str, Any]] = [
+        {
+            "id": str(uuid.uuid4()),
+            "event_type": r.event_type,
+            "user_id": r.user_id,
+            "data": r.data,
+            "idempotency_key": r.idempotency_key,
+            "status": QUEUED,
+            "matched_rules": 0,
+            "created_at": now,
+        }
+        for r in requests
+    ]
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(_EVENTS)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(_EVENTS.c.id)
+    )
+    inserted = {row.id for row in connection.execute(statement, rows)}
+    keys = [r.idempotency_key for r, row in zip(requests, rows, strict=True) if row["id"] not in inserted]
+    winners = (
+        {key: id_ for key, id_ in connection.execute(_EVENTS_BY_KEY, {"keys": [k for k in keys if k]})}
+        if keys
+        else {}
+    )
+    results: list[tuple[str, bool]] = []
+    for request, row in zip(requests, rows, strict=True):
+        if row["id"] in inserted:
+            results.append((row["id"], True))
+        elif request.idempotency_key in winners:
+            results.append((winners[request.idempotency_key], False))
+        else:
+            raise RuntimeError(f"event with idempotency key {request.idempotency_key!r} was not stored")
+    return results
+
+
+def _discard_events(connection: Connection, event_ids: list[str]) -> None:
+    connection.execute(delete(_EVENTS).where(_EVENTS.c.id.in_(event_ids), _EVENTS.c.status == QUEUED))
+
+
+def _event_message(_request: EventRequest, event_id: str) -> tuple[str, dramatiq.Message[None]]:
+    return EVENTS_QUEUE, event_message(event_id)
+
+
+def _event_acceptor(settings: Settings) -> Acceptor[EventRequest]:
+    return Acceptor(settings, relay.EVENT, create_events, _event_message, _discard_events)

@@ -10,15 +10,17 @@ Should the process die between the commit and the publish, the scheduler finds t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pydantic
 
+from producer.background import background
+from producer.enqueue import enqueuer_for
 from shared import netguard, tracking
-from shared.broker import get_broker, publish
 from shared.channels import Channel
 from shared.config import Settings, get_settings
-from shared.db.rls import scope_for, system_scope
+from shared.db.rls import scope_for
 from shared.db.session import session_scope
 from shared.errors import EnqueueError, NotFound, PayloadTooLarge, ValidationError
 from shared.json_shape import validate_shape
@@ -76,21 +78,82 @@ class NotificationService:
         return self.submit(Channel.IN_APP, fields)
 
     async def asend_email(self, **fields: Any) -> str:
-        return await asyncio.to_thread(self.send_email, **fields)
+        return await self.asubmit(Channel.EMAIL, fields)
 
     async def asend_sms(self, **fields: Any) -> str:
-        return await asyncio.to_thread(self.send_sms, **fields)
+        return await self.asubmit(Channel.SMS, fields)
 
     async def asend_webhook(self, **fields: Any) -> str:
-        return await asyncio.to_thread(self.send_webhook, **fields)
+        return await self.asubmit(Channel.WEBHOOK, fields)
 
     async def asend_in_app_notification(self, **fields: Any) -> str:
-        return await asyncio.to_thread(self.send_in_app_notification, **fields)
+        return await self.asubmit(Channel.IN_APP, fields)
 
     def submit(self, channel: Channel, fields: dict[str, Any]) -> str:
-        """Validate ``fields`` (snake_case or camelCase) for ``channel`` and enqueue it."""
+        """Validate ``fields`` (snake_case or camelCase) for ``channel`` and enqueue it. From
+        synchronous code: the enqueue runs on the process's producer loop, where every
+        caller's rows and publishes are batched together."""
         request = self.validate(channel, fields)
-        return self.enqueue(channel, request)
+        return background().run(self.enqueue(channel, request))
+
+    async def asubmit(self, channel: Channel, fields: dict[str, Any]) -> str:
+        """:meth:`submit` for asyncio code, on the running loop."""
+        request = await self.avalidate(channel, fields)
+        return await self.enqueue(channel, request)
+
+    def send_many(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send several messages, each a dict with its ``channel`` beside its fields. One
+        result per item, in order: ``{"id": …, "status": "queued"}``, or ``{"error": {"code",
+        "message", "details"}}`` for an item refused (nothing of it is enqueued); one bad item
+        does not stop the others."""
+        checked = [self._check_item(item) for item in items]
+        return background().run(self._enqueue_checked(checked))
+
+    async def asend_many(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`send_many` for asyncio code, on the running loop."""
+        checked = []
+        for item in items:
+            checked.append(await self._acheck_item(item))
+        return await self._enqueue_checked(checked)
+
+    def _check_item(self, item: dict[str, Any]) -> tuple[Channel, _Request] | ValidationError:
+        try:
+            channel, fields = _split_item(item)
+            return channel, self.validate(channel, fields)
+        except ValidationError as exc:
+            return exc
+
+    async def _acheck_item(self, item: dict[str, Any]) -> tuple[Channel, _Request] | ValidationError:
+        try:
+            channel, fields = _split_item(item)
+            return channel, await self.avalidate(channel, fields)
+        except ValidationError as exc:
+            return exc
+
+    async def _enqueue_checked(
+        self, checked: Sequence[tuple[Channel, _Request] | ValidationError]
+    ) -> list[dict[str, Any]]:
+        valid = [c for c in checked if not isinstance(c, ValidationError)]
+        try:
+            accepted = iter(
+                await enqueuer_for(self.settings).accept_many([self.new_message(ch, rq) for ch, rq in valid])
+            )
+        except EnqueueError:
+            # Not accepted: the broker did not confirm, and the rows written were removed.
+            return [_error_item(c) if isinstance(c, ValidationError) else _UNAVAILABLE for c in checked]
+        return [
+            _error_item(c)
+            if isinstance(c, ValidationError)
+            else {"id": next(accepted)[0], "status": "queued"}
+            for c in checked
+        ]
+
+    async def avalidate(self, channel: Channel, fields: dict[str, Any]) -> _Request:
+        """:meth:`validate` without blocking the loop: a templated request reads its template
+        from the database, so it is checked on a thread."""
+        if "template" in fields:
+            return await asyncio.to_thread(self.validate, channel, fields)
+        return self.validate(channel, fields)
 
     def validate(self, channel: Channel, fields: dict[str, Any]) -> _Request:
         model = TEMPLATED_MODELS[channel] if "template" in fields else REQUEST_MODELS[channel]
@@ -132,14 +195,13 @@ class NotificationService:
         ref = template_messages.reference(request.template, locale, version, request.data)
         return request.model_copy(update={"template_ref": ref})
 
-    def enqueue(self, channel: Channel, request: _Request) -> str:
-        settings = self.settings
+    def new_message(self, channel: Channel, request: _Request) -> tracking.NewMessage:
         payload = request.payload()
-        new = tracking.NewMessage(
+        return tracking.NewMessage(
             channel=channel,
             recipient=_recipient(channel, request, payload),
             payload=Stored(payload),
-            max_attempts=settings.retry_policy(channel).max_attempts,
+            max_attempts=self.settings.retry_policy(channel).max_attempts,
             user_id=request.user_id,
             event_type=request.event_type,
             idempotency_key=request.idempotency_key,
@@ -150,21 +212,12 @@ class NotificationService:
                 else None
             ),
         )
-        # As the system: an idempotency key is unique across users, so the lookup of the
-        # first message with it must see every user's rows.
-        with system_scope(settings.database_url) as session:
-            message_id, created = tracking.create(session, new)
+
+    async def enqueue(self, channel: Channel, request: _Request) -> str:
+        """Record and publish a validated request on the running loop; its id once accepted."""
+        message_id, created = await enqueuer_for(self.settings).accept(self.new_message(channel, request))
         if not created:
             log.info("message.idempotent_repeat", message_id=message_id, channel=channel.value)
-            return message_id
-        try:
-            publish(get_broker(settings), channel, message_id)
-        except EnqueueError:
-            with system_scope(settings.database_url) as session:
-                tracking.discard(session, message_id)
-            log.error("message.enqueue_failed", message_id=message_id, channel=channel.value)
-            raise
-        log.info("message.queued", message_id=message_id, channel=channel.value)
         return message_id
 
     # -- tracking ------------------------------------------------------------------------
@@ -203,6 +256,39 @@ def status_view(row: Any) -> dict[str, Any]:
         "deliveredAt": iso(row.delivered_at),
         "completedAt": iso(row.completed_at),
     }
+
+
+def _split_item(item: Any) -> tuple[Channel, dict[str, Any]]:
+    """An item of a batch: its channel, and the rest as the channel's fields."""
+    if not isinstance(item, dict):
+        raise ValidationError("each message must be an object", [{"field": None, "message": "not an object"}])
+    fields = dict(item)
+    raw = fields.pop("channel", None)
+    if not isinstance(raw, str):
+        message = "each message needs its channel (email, sms, webhook or in-app)"
+        raise ValidationError(message, [{"field": "channel", "message": message}])
+    try:
+        return Channel.parse(raw), fields
+    except ValueError as exc:
+        raise ValidationError(str(exc), [{"field": "channel", "message": str(exc)}]) from None
+
+
+#: An item the broker did not accept (the gateway's 503 for a single send).
+_UNAVAILABLE = {
+    "error": {
+        "code": "broker_unavailable",
+        "message": "the message was not accepted; retry later",
+        "details": [],
+    }
+}
+
+
+def _queued(message_id: str) -> dict[str, Any]:
+    return {"id": message_id, "status": "queued"}
+
+
+def _error_item(exc: ValidationError) -> dict[str, Any]:
+    return {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
 
 
 #: The model a literal (not templated) request of each channel is validated with.

@@ -61,6 +61,11 @@ DEFAULT_TEMPLATE_RENDER_TIMEOUT_MS = 250
 #: as the render grows; the channel's own limits (SMS length, subject…) apply on top.
 DEFAULT_TEMPLATE_MAX_OUTPUT_BYTES = 1024 * 1024
 
+#: An accepted row whose publish is not confirmed this long after its commit is published by
+#: the scheduler: a confirm takes milliseconds, so only a process that died in between leaves
+#: one; a few seconds keep the relay from racing a slow but living publisher.
+DEFAULT_PUBLISH_RELAY_AFTER_MS = 5_000
+
 #: In-app notifications older than this many days are purged (0 keeps them forever).
 DEFAULT_IN_APP_RETENTION_DAYS = 90
 
@@ -141,6 +146,9 @@ class Settings:
     scheduler_interval_ms: int
     rescue_after_ms: int
     log_level: str
+    #: PUBLISH_RELAY_AFTER: how long an accepted row may wait for its confirmed publish before
+    #: the scheduler publishes it (the accepting process died in between).
+    publish_relay_after_ms: int = DEFAULT_PUBLISH_RELAY_AFTER_MS
     in_app_retention_days: int = DEFAULT_IN_APP_RETENTION_DAYS
     in_app_retention_interval_ms: int = DEFAULT_IN_APP_RETENTION_INTERVAL_MS
     sse_max_connections_per_user: int = DEFAULT_SSE_MAX_CONNECTIONS_PER_USER
@@ -281,6 +289,9 @@ class Settings:
             delivery_lease_ms=integer("DELIVERY_LEASE", DEFAULT_DELIVERY_LEASE_MS, minimum=100),
             scheduler_interval_ms=integer("SCHEDULER_INTERVAL", "500", minimum=10),
             rescue_after_ms=integer("RESCUE_AFTER", DEFAULT_RESCUE_AFTER_MS, minimum=1000),
+            publish_relay_after_ms=integer(
+                "PUBLISH_RELAY_AFTER", DEFAULT_PUBLISH_RELAY_AFTER_MS, minimum=100
+            ),
             log_level=(get("LOG_LEVEL", "INFO") or "INFO").upper(),
             template_default_locale=get("TEMPLATE_DEFAULT_LOCALE", DEFAULT_TEMPLATE_LOCALE)
             or DEFAULT_TEMPLATE_LOCALE,

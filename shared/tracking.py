@@ -109,7 +109,19 @@ def _row(message: NewMessage, now: datetime) -> dict[str, Any]:
 
 def discard(session: Session, message_id: str) -> None:
     """Remove a message the broker never confirmed: the caller was told it was not accepted."""
-    session.execute(delete(NotificationLog).where(NotificationLog.id == message_id))
+    discard_many(session.connection(), [message_id])
+
+
+def discard_many(connection: Connection, message_ids: Sequence[str]) -> None:
+    """Remove messages the broker never confirmed (their callers were told so); only while
+    still queued and never attempted."""
+    connection.execute(
+        delete(_LOGS).where(
+            _LOGS.c.id.in_(list(message_ids)),
+            _LOGS.c.status == Status.QUEUED.value,
+            _LOGS.c.attempts == 0,
+        )
+    )
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware
 
-from shared import tracking
+from shared import relay, tracking
 from shared.broker import publish
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.rls import system_scope
+from shared.events.queue import publish_event
 from shared.logging import get_logger
 from workers.periodic import PeriodicThread
 
@@ -38,10 +39,12 @@ class Scheduler:
         self.channels = sorted(set(channels))
         self.interval = settings.scheduler_interval_ms / 1000
         self.rescue_after = timedelta(milliseconds=settings.rescue_after_ms)
+        self.relay_after = timedelta(milliseconds=settings.publish_relay_after_ms)
         self._runner = PeriodicThread("scheduler", self.interval, lambda: self.tick() >= BATCH_SIZE)
 
     def tick(self) -> int:
-        """Publish what is due now. Returns how many messages were published."""
+        """Publish what is due now, and what was accepted but never published. Returns how
+        many were published."""
         with system_scope(self.settings.database_url) as session:
             due = tracking.take_due(
                 session, channels=self.channels, limit=BATCH_SIZE, stale_after=self.rescue_after
@@ -50,7 +53,20 @@ class Scheduler:
                 publish(self.broker, channel, message_id)
         if due:
             log.info("scheduler.published", count=len(due))
-        return len(due)
+        return len(due) + self.relay()
+
+    def relay(self) -> int:
+        """Publish accepted rows whose accepting process died before the broker confirmed."""
+        with system_scope(self.settings.database_url) as session:
+            stale = relay.take_stale(session.connection(), older_than=self.relay_after, limit=BATCH_SIZE)
+            for pending in stale:
+                if pending.kind == relay.EVENT:
+                    publish_event(self.broker, pending.id)
+                else:
+                    publish(self.broker, Channel(pending.queue), pending.id)
+        if stale:
+            log.warning("scheduler.relayed", count=len(stale))
+        return len(stale)
 
     def start(self) -> None:
         if self.channels:

@@ -9,6 +9,7 @@ from importlib.metadata import version
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from producer.enqueue import close_loop_acceptors
 from producer.gateway import (
     cors,
     events,
@@ -42,6 +43,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await app.state.hub.stop()
             app.state.rate_limits.close()
+            await close_loop_acceptors()
 
     app = Starlette(
         routes=[

@@ -40,7 +40,7 @@ def _events(request: Request) -> EventNotificationService:
 async def post_event(request: Request) -> JSONResponse:
     service = _events(request)
     body = await read_json_object(request, service.settings.max_payload_bytes)
-    event_id = await run_in_threadpool(service.submit, body)
+    event_id = await service.asubmit(body)
     return JSONResponse({"id": event_id, "status": "queued"}, status_code=202)
 
 

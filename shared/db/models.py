@@ -322,3 +322,22 @@ class UserContact(Base):
     locale: Mapped[str | None] = mapped_column(String(35))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PendingPublish(Base):
+    """An accepted message or event whose broker publish has not been confirmed yet.
+
+    Written in the same transaction as the row it names and removed once the broker confirmed
+    the publish: one left behind past PUBLISH_RELAY_AFTER means the accepting process died
+    in between, and the scheduler publishes it (:mod:`shared.relay`)."""
+
+    __tablename__ = "pending_publishes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    #: ``message`` (a ``notification_logs`` row) or ``event`` (an ``event_logs`` row).
+    kind: Mapped[str] = mapped_column(String(16))
+    #: The queue to publish on (the channel's, or ``events``).
+    queue: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_pending_publishes_created_at", "created_at"),)

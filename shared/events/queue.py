@@ -11,9 +11,9 @@ EVENTS_QUEUE = "events"
 EVENTS_ACTOR = "process_event"
 
 
-def publish_event(broker: dramatiq.Broker, event_id: str) -> None:
-    """Hand an event to the events queue; returns once the broker confirmed it."""
-    message: dramatiq.Message[None] = dramatiq.Message(
+def event_message(event_id: str) -> dramatiq.Message[None]:
+    """The broker message of an event: its id, for the events actor."""
+    return dramatiq.Message(
         queue_name=EVENTS_QUEUE,
         actor_name=EVENTS_ACTOR,
         args=(event_id,),
@@ -21,6 +21,11 @@ def publish_event(broker: dramatiq.Broker, event_id: str) -> None:
         options={},
         message_id=event_id,
     )
+
+
+def publish_event(broker: dramatiq.Broker, event_id: str) -> None:
+    """Hand an event to the events queue; returns once the broker confirmed it."""
+    message = event_message(event_id)
     if EVENTS_QUEUE not in broker.get_declared_queues():
         broker.declare_queue(EVENTS_QUEUE)
     try:

@@ -1,0 +1,67 @@
+"""The publish relay: accepted rows whose broker publish was never confirmed get published.
+
+A message (or event) is accepted in two steps: its row is committed, then its id is
+published and confirmed. A process that dies between the two leaves a row nobody will
+publish. So the accepting transaction also writes a small ``pending_publishes`` marker,
+which the accepting process removes once the broker confirmed; a marker still there
+``PUBLISH_RELAY_AFTER`` later is the trace of such a death, and the scheduler of any worker
+process publishes its id then (:func:`take_stale`). A marker whose removal was lost (the
+process died right after the confirm) only costs one extra broker message, which the
+worker's claim recognises as a duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import cast
+
+from sqlalchemy import Connection, Table, delete, insert, select
+
+from shared.db.models import PendingPublish, utcnow
+
+#: ``pending_publishes.kind`` of a channel message and of an event.
+MESSAGE = "message"
+EVENT = "event"
+
+_PENDING = cast(Table, PendingPublish.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    id: str
+    kind: str
+    queue: str
+
+
+def pend(connection: Connection, pending: Sequence[Pending]) -> None:
+    """Record publishes about to happen, in the transaction that writes their rows."""
+    if pending:
+        now = utcnow()
+        connection.execute(
+            insert(_PENDING),
+            [{"id": p.id, "kind": p.kind, "queue": p.queue, "created_at": now} for p in pending],
+        )
+
+
+def published(connection: Connection, ids: Sequence[str]) -> None:
+    """The broker confirmed these: nothing left for the relay."""
+    if ids:
+        connection.execute(delete(_PENDING).where(_PENDING.c.id.in_(list(ids))))
+
+
+def take_stale(connection: Connection, *, older_than: timedelta, limit: int) -> list[Pending]:
+    """Markers older than ``older_than``: their publish never happened. Removed in the caller's
+    transaction, which publishes them before it commits (a refused publish rolls back)."""
+    cutoff = utcnow() - older_than
+    rows = connection.execute(
+        select(_PENDING.c.id, _PENDING.c.kind, _PENDING.c.queue)
+        .where(_PENDING.c.created_at < cutoff)
+        .order_by(_PENDING.c.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    taken = [Pending(r.id, r.kind, r.queue) for r in rows]
+    published(connection, [p.id for p in taken])
+    return taken
