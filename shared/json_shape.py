@@ -30,16 +30,16 @@ class JsonShapeError(ValueError):
         self.too_large = too_large
 
 
-def check_shape(document: Any) -> None:
+def check_shape(document: Any, max_values: int = MAX_JSON_VALUES) -> None:
     """Raise :class:`JsonShapeError` if ``document`` nests deeper than :data:`MAX_JSON_DEPTH`,
-    holds more than :data:`MAX_JSON_VALUES` values, or has a NUL character in a string."""
+    holds more than ``max_values`` values, or has a NUL character in a string."""
     pending: list[tuple[Any, int]] = [(document, 1)]
     values = 0
     while pending:
         value, depth = pending.pop()
         values += 1
-        if values > MAX_JSON_VALUES:
-            raise JsonShapeError(f"more than {MAX_JSON_VALUES} values in one document", too_large=True)
+        if values > max_values:
+            raise JsonShapeError(f"more than {max_values} values in one document", too_large=True)
         if isinstance(value, dict | list | tuple) and depth > MAX_JSON_DEPTH:
             raise JsonShapeError(f"objects and arrays nested deeper than {MAX_JSON_DEPTH} levels")
         if isinstance(value, dict):

@@ -3,6 +3,7 @@ SMS to ``var/outbox/``. Started exactly as the README does, in a fresh directory
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from tests.gateway.server import free_port
+from tests.readme import example_after
 from tests.waiting import wait_until
 
 #: Variables that would switch a real component on; the embedded run must not see them.
@@ -99,6 +101,27 @@ def test_make_run_delivers_email_sms_and_in_app_on_embedded_defaults(embedded: t
     eml = (var / "outbox" / f"{ids['email']}.eml").read_text()
     assert "Subject: Welcome to KAI" in eml
     assert (var / "outbox" / f"{ids['sms']}.sms.json").exists()
+
+
+def test_the_readme_batch_example_on_embedded_defaults(embedded: tuple[str, str, Path]) -> None:
+    """Given the README's batch curl command, then the good message is queued and sent and the
+    bad phone number is answered on its own."""
+    url, key, var = embedded
+    command = example_after("**Batches.**", "bash").replace("http://127.0.0.1:8000", url)
+
+    answer = subprocess.run(
+        ["bash", "-c", command], env={**os.environ, "KEY": key}, capture_output=True, text=True, timeout=30
+    )
+
+    results = json.loads(answer.stdout)["results"]
+    assert results[1]["error"]["code"] == "validation_error"
+    message_id = results[0]["id"]
+    headers = {"Authorization": f"Bearer {key}"}
+    wait_until(
+        lambda: httpx.get(f"{url}/api/messages/{message_id}", headers=headers).json()["status"] == "sent",
+        timeout=20,
+    )
+    assert "Subject: Hi" in (var / "outbox" / f"{message_id}.eml").read_text()
 
 
 def test_make_run_turns_an_event_into_templated_messages(embedded: tuple[str, str, Path]) -> None:

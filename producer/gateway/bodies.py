@@ -11,7 +11,7 @@ from starlette.requests import Request
 
 from producer.gateway.errors import ApiError
 from producer.service import validation_error
-from shared.json_shape import JsonShapeError, check_shape
+from shared.json_shape import MAX_JSON_VALUES, JsonShapeError, check_shape
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -19,7 +19,9 @@ M = TypeVar("M", bound=pydantic.BaseModel)
 ENVELOPE_BYTES = 16 * 1024
 
 
-async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+async def read_json_object(
+    request: Request, max_bytes: int, *, max_values: int = MAX_JSON_VALUES
+) -> dict[str, Any]:
     limit = max_bytes + ENVELOPE_BYTES
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -42,7 +44,7 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "body must be a JSON object")
     try:
-        check_shape(body)
+        check_shape(body, max_values)
     except JsonShapeError as exc:
         if exc.too_large:
             raise ApiError(413, "payload_too_large", f"request body has {exc}") from None

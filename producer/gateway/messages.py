@@ -11,10 +11,14 @@ from starlette.routing import Route
 
 from producer.gateway.auth import require_server
 from producer.gateway.bodies import read_json_object
+from producer.gateway.errors import ApiError
 from producer.gateway.openapi import Auth, Reply, operation
-from producer.gateway.openapi.views import MessageStatus, Queued
+from producer.gateway.openapi.views import BatchQueued, BatchRequest, MessageStatus, Queued
+from producer.gateway.ratelimit import charge_more
 from producer.service import REQUEST_MODELS, NotificationService
 from shared.channels import Channel
+from shared.errors import ValidationError
+from shared.json_shape import MAX_JSON_VALUES
 from shared.templates.requests import TEMPLATED_MODELS
 
 #: Accepted and enqueued: the answer of every send.
@@ -42,13 +46,51 @@ def sender(channel: Channel) -> Callable[[Request], Awaitable[JSONResponse]]:
         service = _service(request)
         require_server(request, service.settings)
         body = await read_json_object(request, service.settings.max_payload_bytes)
-        # The insert and the confirmed publish block, so the whole enqueue runs on the
-        # thread pool, never on the event loop.
-        message_id = await run_in_threadpool(service.submit, channel, body)
+        # On the event loop: the insert and the confirmed publish are batched with every other
+        # request in flight (producer.enqueue).
+        message_id = await service.asubmit(channel, body)
         return JSONResponse({"id": message_id, "status": "queued"}, status_code=202)
 
     send.__name__ = f"send_{channel.value}"
     return send
+
+
+#: Most messages one batch may carry.
+MAX_BATCH_MESSAGES = 1000
+#: A batch body may hold this many times the values one message may.
+MAX_BATCH_VALUES_FACTOR = 10
+#: The largest batch body: room for a full batch of messages of a few KiB each (every message
+#: is still held to MAX_PAYLOAD_BYTES on its own).
+MAX_BATCH_BODY_BYTES = 8 * 1024 * 1024
+
+
+@operation(
+    "POST",
+    "Send up to 1,000 messages at once",
+    auth=Auth.SERVER,
+    body=BatchRequest,
+    replies=[Reply(202, "One result per message, in order: its id, or why it was refused.", BatchQueued)],
+    errors=(413, 503),
+    description="Each item is validated on its own: one refused item does not stop the others, "
+    "and nothing of a refused item is enqueued. Every item counts against the send budget.",
+)
+async def send_batch(request: Request) -> JSONResponse:
+    service = _service(request)
+    principal = require_server(request, service.settings)
+    body = await read_json_object(
+        request, MAX_BATCH_BODY_BYTES, max_values=MAX_JSON_VALUES * MAX_BATCH_VALUES_FACTOR
+    )
+    items = body.get("messages")
+    if set(body) != {"messages"} or not isinstance(items, list) or not items:
+        message = 'the body is {"messages": [...]} with at least one message'
+        raise ValidationError(message, [{"field": "messages", "message": message}])
+    if len(items) > MAX_BATCH_MESSAGES:
+        raise ApiError(
+            413, "payload_too_large", f"{len(items)} messages; a batch holds at most {MAX_BATCH_MESSAGES}"
+        )
+    charge_more(request, key_fingerprint=principal.key_fingerprint, units=len(items) - 1)
+    results = await service.asend_many(items)
+    return JSONResponse({"results": results}, status_code=202)
 
 
 @operation(
@@ -76,6 +118,7 @@ CHANNEL_PATHS = {
 }
 
 routes = [
+    Route("/api/messages/batch", send_batch, methods=["POST"]),
     *(Route(f"/api/messages/{path}", sender(ch), methods=["POST"]) for ch, path in CHANNEL_PATHS.items()),
     Route("/api/messages/{message_id:str}", status, methods=["GET"]),
 ]

@@ -99,9 +99,11 @@ class GatewayLimits:
         )
         self.guard = FailOpen(build_rate_limiter(settings.redis_url), "gateway") if self.budgets else None
 
-    def check(self, group: Group, key_fingerprint: str | None, user_id: str | None) -> Decision | None:
-        """Spend one request of the caller's budget in ``group``; None when the group is not
-        limited (or Redis did not answer)."""
+    def check(
+        self, group: Group, key_fingerprint: str | None, user_id: str | None, cost: int = 1
+    ) -> Decision | None:
+        """Spend ``cost`` units (one per request, one per message of a batch) of the caller's
+        budget in ``group``; None when the group is not limited (or Redis did not answer)."""
         limit = self.budgets.get(group)
         if limit is None or self.guard is None:
             return None
@@ -110,7 +112,7 @@ class GatewayLimits:
             who.append(f"k:{key_fingerprint}")
         if user_id is not None:
             who.append(f"u:{_user_part(user_id)}")
-        return self.guard.hit(f"gw:{group.value}:{':'.join(who)}", limit.count, limit.window_ms)
+        return self.guard.hit(f"gw:{group.value}:{':'.join(who)}", limit.count, limit.window_ms, cost)
 
     def close(self) -> None:
         if self.guard is not None:
@@ -132,9 +134,20 @@ def charge(request: Request, *, key_fingerprint: str | None, user_id: str | None
     however many times its handler asks who the caller is."""
     if SCOPE_KEY in request.scope:
         return
+    _spend(request, key_fingerprint, user_id, 1)
+
+
+def charge_more(request: Request, *, key_fingerprint: str | None, units: int) -> None:
+    """Spend ``units`` more of a server key's budget for a request that turned out to carry
+    that many more messages (a batch), or refuse the whole request with 429."""
+    if units > 0:
+        _spend(request, key_fingerprint, None, units)
+
+
+def _spend(request: Request, key_fingerprint: str | None, user_id: str | None, cost: int) -> None:
     limits: GatewayLimits = request.app.state.rate_limits
     group = group_of(request.method, request.url.path)
-    decision = limits.check(group, key_fingerprint, user_id)
+    decision = limits.check(group, key_fingerprint, user_id, cost)
     if decision is None:
         request.scope[SCOPE_KEY] = None
         return

@@ -48,9 +48,10 @@ class Decision:
 
 class RateLimiter(abc.ABC):
     @abc.abstractmethod
-    def hit(self, key: str, limit: int, window_ms: int) -> Decision:
-        """Count one call of ``key``: allowed while the window holds at most ``limit``
-        calls. Refused calls count too (they do not extend the window)."""
+    def hit(self, key: str, limit: int, window_ms: int, cost: int = 1) -> Decision:
+        """Count ``cost`` calls of ``key`` (a batch of that many messages): allowed while the
+        window holds at most ``limit``. Refused calls count too (they do not extend the
+        window)."""
 
     @abc.abstractmethod
     def reserve(self, key: str, name: str, limit: int, window_ms: int) -> Decision:

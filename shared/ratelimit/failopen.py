@@ -31,11 +31,11 @@ class FailOpen:
         self._lock = threading.Lock()
         self._paused_until = 0.0
 
-    def hit(self, key: str, limit: int, window_ms: int) -> Decision | None:
+    def hit(self, key: str, limit: int, window_ms: int, cost: int = 1) -> Decision | None:
         if self._paused():
             return None
         try:
-            return self.limiter.hit(key, limit, window_ms)
+            return self.limiter.hit(key, limit, window_ms, cost)
         except RateLimitUnavailable as exc:
             self._failed(exc)
             return None

@@ -27,13 +27,13 @@ class MemoryRateLimiter(RateLimiter):
         self._reservations: dict[str, dict[str, int]] = {}
         self._calls = 0
 
-    def hit(self, key: str, limit: int, window_ms: int) -> Decision:
+    def hit(self, key: str, limit: int, window_ms: int, cost: int = 1) -> Decision:
         with self._lock:
             now = self._tick()
             ends, count = self._windows.get(key, (0, 0))
             if ends <= now:
                 ends, count = now + window_ms, 0
-            count += 1
+            count += cost
             self._windows[key] = (ends, count)
         return Decision(count <= limit, limit, max(0, limit - count), ends - now)
 

@@ -27,9 +27,9 @@ SOCKET_TIMEOUT_SECONDS = 0.25
 #: retry reconnects. More would only multiply the wait when Redis is really down.
 RETRIES = 1
 
-# INCR, and start the window on the key's first call (PTTL -1: no expiry set yet).
+# INCRBY the cost, and start the window on the key's first call (PTTL -1: no expiry set yet).
 _HIT = """
-local count = redis.call('INCR', KEYS[1])
+local count = redis.call('INCRBY', KEYS[1], tonumber(ARGV[2]))
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then
   ttl = tonumber(ARGV[1])
@@ -71,8 +71,8 @@ class RedisRateLimiter(RateLimiter):
         self._hit = self._redis.register_script(_HIT)
         self._reserve = self._redis.register_script(_RESERVE)
 
-    def hit(self, key: str, limit: int, window_ms: int) -> Decision:
-        count, ttl = self._call(self._hit, key, window_ms)
+    def hit(self, key: str, limit: int, window_ms: int, cost: int = 1) -> Decision:
+        count, ttl = self._call(self._hit, key, window_ms, cost)
         return Decision(count <= limit, limit, max(0, limit - count), ttl)
 
     def reserve(self, key: str, name: str, limit: int, window_ms: int) -> Decision:

@@ -15,7 +15,7 @@ class DownLimiter(RateLimiter):
     def __init__(self) -> None:
         self.calls = 0
 
-    def hit(self, key: str, limit: int, window_ms: int) -> Decision:
+    def hit(self, key: str, limit: int, window_ms: int, cost: int = 1) -> Decision:
         self.calls += 1
         raise RateLimitUnavailable("redis: connection refused")
 

@@ -50,6 +50,27 @@ class Queued(View):
     status: Literal["queued"]
 
 
+class BatchRequest(BaseModel):
+    """Up to 1,000 messages, each an object with its ``channel`` (email, sms, webhook, in-app)
+    beside the fields of that channel's send."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[dict[str, Any]]
+
+
+class Refused(View):
+    """An item of a batch that was not enqueued, and why."""
+
+    error: ErrorInfo
+
+
+class BatchQueued(View):
+    """One result per item, in order: its id, or its error (nothing of it was enqueued)."""
+
+    results: list[Queued | Refused]
+
+
 class MessageStatus(View):
     id: str
     channel: str
