@@ -8,9 +8,10 @@ user's open streams after they commit.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, cast
 
 from pydantic import BaseModel, Field, StringConstraints
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -25,7 +26,7 @@ from producer.service import NotificationService
 from shared import inbox
 from shared.channels import Channel
 from shared.config import Settings
-from shared.db.rls import user_scope
+from shared.db.rls import async_user_scope
 from shared.realtime.announce import announce, count_event
 
 #: Most ids one mark-as-read or delete call may name.
@@ -124,12 +125,10 @@ async def feed(request: Request) -> JSONResponse:
     settings, user_id = _user(request)
     filters, after, limit = _feed_query(request)
 
-    def load() -> dict[str, Any]:
-        with user_scope(settings.database_url, user_id) as session:
-            rows, more = inbox.page(session, user_id, filters, after, limit)
-            return {"items": [inbox.view(r) for r in rows], "nextCursor": more.cursor() if more else None}
-
-    return JSONResponse(await run_in_threadpool(load))
+    async with async_user_scope(settings.database_url, user_id) as session:
+        rows, more = await session.run_sync(inbox.page, user_id, filters, after, limit)
+    next_cursor = more.cursor() if more else None
+    return JSONResponse({"items": [inbox.view(r) for r in rows], "nextCursor": next_cursor})
 
 
 @operation(
@@ -141,11 +140,9 @@ async def feed(request: Request) -> JSONResponse:
 async def unread(request: Request) -> JSONResponse:
     settings, user_id = _user(request)
 
-    def count() -> int:
-        with user_scope(settings.database_url, user_id) as session:
-            return inbox.unread_count(session, user_id)
-
-    return JSONResponse({"count": await run_in_threadpool(count)})
+    async with async_user_scope(settings.database_url, user_id) as session:
+        count = await session.run_sync(inbox.unread_count, user_id)
+    return JSONResponse({"count": count})
 
 
 async def _ids(request: Request, settings: Settings) -> list[str]:
@@ -159,20 +156,20 @@ async def _ids(request: Request, settings: Settings) -> list[str]:
 
 
 async def _change(settings: Settings, user_id: str, verb: str, ids: list[str] | None) -> JSONResponse:
-    def run() -> tuple[int, int]:
-        with user_scope(settings.database_url, user_id) as session:
-            if verb == "delete":
-                changed = inbox.soft_delete(session, user_id, ids or [])
-            elif ids is None:
-                changed = inbox.mark_all_read(session, user_id)
-            else:
-                changed = inbox.mark_read(session, user_id, ids)
-            count = inbox.unread_count(session, user_id)
-        if changed:
-            announce(settings, count_event(user_id, count))
-        return changed, count
+    def run(session: Session) -> tuple[int, int]:
+        if verb == "delete":
+            changed = inbox.soft_delete(session, user_id, ids or [])
+        elif ids is None:
+            changed = inbox.mark_all_read(session, user_id)
+        else:
+            changed = inbox.mark_read(session, user_id, ids)
+        return changed, inbox.unread_count(session, user_id)
 
-    changed, count = await run_in_threadpool(run)
+    async with async_user_scope(settings.database_url, user_id) as scope:
+        changed, count = await scope.run_sync(run)
+    if changed:
+        # After the commit: a stream must never show a count the database does not hold.
+        await run_in_threadpool(announce, settings, count_event(user_id, count))
     key = "deleted" if verb == "delete" else "updated"
     return JSONResponse({key: changed, "unreadCount": count})
 
@@ -222,9 +219,7 @@ async def delete(request: Request) -> JSONResponse:
 async def send_test(request: Request) -> JSONResponse:
     service = _service(request)
     _, user_id = _user(request)
-    message_id = await run_in_threadpool(
-        service.submit, Channel.IN_APP, {**TEST_NOTIFICATION, "userId": user_id}
-    )
+    message_id = await service.asubmit(Channel.IN_APP, {**TEST_NOTIFICATION, "userId": user_id})
     return JSONResponse({"id": message_id, "status": "queued"}, status_code=202)
 
 

@@ -25,13 +25,14 @@ both are plain sessions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 
 from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from shared.db.session import session_scope
+from shared.db.session import async_session_scope, session_scope
 
 #: The settings the policies read.
 USER_SETTING = "app.user_id"
@@ -62,6 +63,18 @@ def user_scope(url: str, user_id: str) -> Iterator[Session]:
         raise ValueError("user_scope needs a user id")
     with session_scope(url) as session:
         _set_local(session, USER_SETTING, user_id)
+        yield session
+
+
+@asynccontextmanager
+async def async_user_scope(url: str, user_id: str) -> AsyncIterator[AsyncSession]:
+    """:func:`user_scope` for asyncio code (the gateway's inbox reads); run the synchronous
+    queries inside it with ``AsyncSession.run_sync``."""
+    if not user_id:
+        raise ValueError("user_scope needs a user id")
+    async with async_session_scope(url) as session:
+        if session.get_bind().dialect.name == "postgresql":
+            await session.execute(_SET_LOCAL, {"name": USER_SETTING, "value": user_id})
         yield session
 
 

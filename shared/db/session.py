@@ -8,15 +8,16 @@ the worker threads of one process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, exc
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 _lock = threading.Lock()
@@ -30,6 +31,9 @@ POOL_OVERFLOW = 30
 
 #: Connections an event loop's engine keeps: its batched writers hold one each at a time.
 ASYNC_POOL_SIZE = 4
+
+#: How long closing another loop's pooled connections may take.
+DISPOSE_TIMEOUT_S = 5.0
 
 #: A pooled PostgreSQL connection idle longer than this (seconds) is pinged before reuse. One
 #: returned more recently is handed out as is: pinging every checkout cost a round trip per
@@ -112,14 +116,16 @@ def async_url(url: str) -> str:
 
 
 #: Engines per event loop: an asyncio connection belongs to the loop that opened it.
-_async_engines: dict[tuple[str, int], AsyncEngine] = {}
+_async_engines: dict[tuple[str, int], tuple[AsyncEngine, asyncio.AbstractEventLoop]] = {}
 
 
 def get_async_engine(url: str) -> AsyncEngine:
     """The asyncio engine for ``url`` on the running event loop."""
-    key = (url, id(asyncio.get_running_loop()))
+    loop = asyncio.get_running_loop()
+    key = (url, id(loop))
     with _lock:
-        engine = _async_engines.get(key)
+        found = _async_engines.get(key)
+        engine = found[0] if found is not None else None
         if engine is None:
             if url.startswith("sqlite"):
                 engine = create_async_engine(async_url(url), connect_args={"timeout": 10})
@@ -130,8 +136,20 @@ def get_async_engine(url: str) -> AsyncEngine:
                 )
                 event.listen(engine.sync_engine, "checkin", _stamp_checkin)
                 event.listen(engine.sync_engine, "checkout", _ping_if_idle)
-            _async_engines[key] = engine
+            _async_engines[key] = (engine, loop)
         return engine
+
+
+@asynccontextmanager
+async def async_session_scope(url: str) -> AsyncIterator[AsyncSession]:
+    """:func:`session_scope` on the running event loop's engine: request handlers wait for
+    the database without holding a thread."""
+    session = AsyncSession(get_async_engine(url), expire_on_commit=False)
+    try:
+        async with session.begin():
+            yield session
+    finally:
+        await session.close()
 
 
 async def dispose_loop_engines() -> None:
@@ -140,7 +158,7 @@ async def dispose_loop_engines() -> None:
     loop = id(asyncio.get_running_loop())
     with _lock:
         mine = [key for key in _async_engines if key[1] == loop]
-        engines = [_async_engines.pop(key) for key in mine]
+        engines = [_async_engines.pop(key)[0] for key in mine]
     for engine in engines:
         await engine.dispose()
 
@@ -152,6 +170,18 @@ def dispose_all() -> None:
             engine.dispose()
         _engines.clear()
         _factories.clear()
-        # Asyncio engines close on their own loops; the pooled connections of loops that are
-        # gone are released with their engines.
+        async_engines = list(_async_engines.values())
         _async_engines.clear()
+    # Asyncio engines close on their own loops (a loop running on another thread, such as the
+    # producer's, does it there); those of loops that are gone are released with them.
+    for async_engine, loop in async_engines:
+        if loop.is_running() and not _is_current(loop):
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(async_engine.dispose(), loop).result(DISPOSE_TIMEOUT_S)
+
+
+def _is_current(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
