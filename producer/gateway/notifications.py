@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, cast
 
 from pydantic import BaseModel, Field, StringConstraints
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -125,8 +125,8 @@ async def feed(request: Request) -> JSONResponse:
     settings, user_id = _user(request)
     filters, after, limit = _feed_query(request)
 
-    async with async_user_scope(settings.database_url, user_id) as session:
-        rows, more = await session.run_sync(inbox.page, user_id, filters, after, limit)
+    async with async_user_scope(settings.database_url, user_id) as connection:
+        rows, more = await connection.run_sync(inbox.page, user_id, filters, after, limit)
     next_cursor = more.cursor() if more else None
     return JSONResponse({"items": [inbox.view(r) for r in rows], "nextCursor": next_cursor})
 
@@ -140,8 +140,8 @@ async def feed(request: Request) -> JSONResponse:
 async def unread(request: Request) -> JSONResponse:
     settings, user_id = _user(request)
 
-    async with async_user_scope(settings.database_url, user_id) as session:
-        count = await session.run_sync(inbox.unread_count, user_id)
+    async with async_user_scope(settings.database_url, user_id) as connection:
+        count = await connection.run_sync(inbox.unread_count, user_id)
     return JSONResponse({"count": count})
 
 
@@ -156,14 +156,14 @@ async def _ids(request: Request, settings: Settings) -> list[str]:
 
 
 async def _change(settings: Settings, user_id: str, verb: str, ids: list[str] | None) -> JSONResponse:
-    def run(session: Session) -> tuple[int, int]:
+    def run(connection: Connection) -> tuple[int, int]:
         if verb == "delete":
-            changed = inbox.soft_delete(session, user_id, ids or [])
+            changed = inbox.soft_delete(connection, user_id, ids or [])
         elif ids is None:
-            changed = inbox.mark_all_read(session, user_id)
+            changed = inbox.mark_all_read(connection, user_id)
         else:
-            changed = inbox.mark_read(session, user_id, ids)
-        return changed, inbox.unread_count(session, user_id)
+            changed = inbox.mark_read(connection, user_id, ids)
+        return changed, inbox.unread_count(connection, user_id)
 
     async with async_user_scope(settings.database_url, user_id) as scope:
         changed, count = await scope.run_sync(run)

@@ -31,7 +31,6 @@ from producer.gateway.openapi import Auth, Param, Reply, operation
 from producer.service import NotificationService
 from shared import inbox
 from shared.config import Settings
-from shared.db.models import Notification
 from shared.db.rls import user_scope
 from shared.realtime import Hub, InboxEvent, TooManyStreams
 from shared.realtime.announce import count_event, notification_event
@@ -91,14 +90,15 @@ class EventStreamResponse(StreamingResponse):
 
 def _catch_up(
     settings: Settings, user_id: str, after: inbox.Position | None
-) -> tuple[list[Notification], int]:
+) -> tuple[list[inbox.Shown], int]:
     with user_scope(settings.database_url, user_id) as session:
-        missed = inbox.replay(session, user_id, after) if after is not None else []
-        return missed, inbox.unread_count(session, user_id)
+        connection = session.connection()
+        missed = inbox.replay(connection, user_id, after) if after is not None else []
+        return missed, inbox.unread_count(connection, user_id)
 
 
 async def _events(
-    hub: Hub, stream: Stream, missed: list[Notification], unread: int, heartbeat_seconds: float
+    hub: Hub, stream: Stream, missed: list[inbox.Shown], unread: int, heartbeat_seconds: float
 ) -> AsyncIterator[bytes]:
     try:
         yield f"retry: {RECONNECT_DELAY_MS}\n\n".encode()

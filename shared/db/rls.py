@@ -29,10 +29,10 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 
 from sqlalchemy import Connection, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
-from shared.db.session import async_session_scope, session_scope
+from shared.db.session import async_transaction, session_scope
 
 #: The settings the policies read.
 USER_SETTING = "app.user_id"
@@ -67,15 +67,15 @@ def user_scope(url: str, user_id: str) -> Iterator[Session]:
 
 
 @asynccontextmanager
-async def async_user_scope(url: str, user_id: str) -> AsyncIterator[AsyncSession]:
-    """:func:`user_scope` for asyncio code (the gateway's inbox reads); run the synchronous
-    queries inside it with ``AsyncSession.run_sync``."""
+async def async_user_scope(url: str, user_id: str) -> AsyncIterator[AsyncConnection]:
+    """:func:`user_scope` for asyncio code (the gateway's inbox): a connection in one
+    transaction; run synchronous Core queries on it with ``AsyncConnection.run_sync``."""
     if not user_id:
         raise ValueError("user_scope needs a user id")
-    async with async_session_scope(url) as session:
-        if session.get_bind().dialect.name == "postgresql":
-            await session.execute(_SET_LOCAL, {"name": USER_SETTING, "value": user_id})
-        yield session
+    async with async_transaction(url) as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(_SET_LOCAL, {"name": USER_SETTING, "value": user_id})
+        yield connection
 
 
 @contextmanager

@@ -7,8 +7,7 @@ event catches up through ``Last-Event-ID`` replay or the feed.
 from __future__ import annotations
 
 from shared.config import Settings
-from shared.db.models import Notification
-from shared.inbox import Position, view
+from shared.inbox import Position, Shown, view
 from shared.logging import get_logger
 from shared.realtime import publisher
 from shared.realtime.base import InboxEvent, RealtimeError
@@ -19,7 +18,7 @@ NOTIFICATION = "notification"
 UNREAD_COUNT = "unread-count"
 
 
-def notification_event(row: Notification) -> InboxEvent:
+def notification_event(row: Shown) -> InboxEvent:
     return InboxEvent(row.user_id, NOTIFICATION, view(row), id=Position.of(row).text())
 
 
