@@ -47,6 +47,8 @@ AMQP = os.environ.get("BENCH_AMQP", "guest:guest@127.0.0.1:5672")
 EVENTS_FULL, EVENTS_QUICK = 1000, 50
 #: Worker threads for all three queues together.
 THREADS = 16
+#: Events per second the fleet should turn into messages (2 rules' worth each).
+EVENTS_TARGET_EPS = 500
 #: Give up waiting for the fleet after this long, in seconds.
 DEADLINE_SECONDS = 600
 
@@ -163,6 +165,8 @@ def measure(env: BenchEnv, *, quick: bool) -> list[Row]:
             "event processing (events into rendered email + in-app)",
             result["events_per_s"],
             "events/s",
+            target=f">= {EVENTS_TARGET_EPS}",
+            met=result["events_per_s"] >= EVENTS_TARGET_EPS,
             note=f"{result['messages_per_s']} rendered messages/s, {THREADS} threads, templates cached",
         )
     ]

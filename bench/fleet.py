@@ -121,6 +121,24 @@ def produce(
     return Produced(sum(sent), time.perf_counter() - started)
 
 
+#: Messages per ``send_many`` call.
+SEND_MANY_CHUNK = 1000
+
+
+def produce_many(
+    env: BenchEnv, channel: Channel, fields: dict[str, Any], *, count: int, time_limit_s: float
+) -> Produced:
+    """Send ``count`` messages with ``send_many``, SEND_MANY_CHUNK at a time, from one thread."""
+    service = NotificationService(env.settings())
+    items = [{"channel": channel.value, **fields}] * SEND_MANY_CHUNK
+    started = time.perf_counter()
+    sent = 0
+    while sent < count and time.perf_counter() - started < time_limit_s:
+        results = service.send_many(items[: count - sent])
+        sent += sum(1 for r in results if "id" in r)
+    return Produced(sent, time.perf_counter() - started)
+
+
 def steady_rate(finished: list[datetime]) -> float:
     """Completions per second over the middle 80% of ``finished`` (sorted)."""
     n = len(finished)

@@ -261,6 +261,7 @@ class DeliveryClock:
 
 
 async def measure_delivery(port: int, settings: Settings, secret: str, samples: int) -> dict[str, Any]:
+    from shared.db.session import dispose_loop_engines
     from workers.in_app import DatabaseInbox
     from workers.providers.base import Outgoing
     from workers.providers.inbox import InboxProvider
@@ -268,7 +269,8 @@ async def measure_delivery(port: int, settings: Settings, secret: str, samples: 
     user = f"rt-{uuid.uuid4().hex[:8]}"
     clock = DeliveryClock()
     clock.install()
-    provider = InboxProvider(DatabaseInbox(settings))
+    inbox = DatabaseInbox(settings)
+    provider = InboxProvider(inbox)
     stream = SseStream("127.0.0.1", port, token_for(user, secret))
     await stream.open()
     await stream.next_frame()  # the unread count sent on connect
@@ -287,10 +289,12 @@ async def measure_delivery(port: int, settings: Settings, secret: str, samples: 
             payload=InAppPayload(title=f"realtime {n}", message="timing"),
             user_id=user,
         )
-        await asyncio.to_thread(provider.send, message)
+        await provider.send(message)
         await asyncio.sleep(DELIVERY_GAP_SECONDS)
     await asyncio.wait_for(listener, timeout=30)
     stream.close()
+    await inbox.close()
+    await dispose_loop_engines()
     return {"samples": samples, **summary(clock.latencies())}
 
 

@@ -1,5 +1,5 @@
-"""The gateway's framework ceiling: the same send endpoint with the same auth, body reading,
-validation and thread-pool hop, but no insert and no publish. Bench-only, so production code
+"""The gateway's framework ceiling: the same send endpoint with the same auth, rate limit,
+body reading and validation, but no insert and no publish. Bench-only, so production code
 carries no switch for it.
 
 uvicorn --factory bench.noop_gateway:build
@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -30,15 +29,11 @@ def build() -> Starlette:
     set_settings(settings)
     service = NotificationService(settings)
 
-    def accept(body: dict[str, object]) -> str:
-        service.validate(Channel.WEBHOOK, body)
-        return str(uuid.uuid4())
-
     async def send(request: Request) -> JSONResponse:
         require_server(request, settings)
         body = await read_json_object(request, settings.max_payload_bytes)
-        message_id = await run_in_threadpool(accept, body)
-        return JSONResponse({"id": message_id, "status": "queued"}, status_code=202)
+        await service.avalidate(Channel.WEBHOOK, body)
+        return JSONResponse({"id": str(uuid.uuid4()), "status": "queued"}, status_code=202)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

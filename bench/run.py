@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench import endtoend, gateway, limits, peer_apprise, retry, scaling
 from bench.env import BenchEnv, scratch_env
-from bench.fleet import PRODUCER_THREADS
+from bench.fleet import PRODUCER_THREADS, SEND_MANY_CHUNK, produce_many, send_fields
 from bench.pools import Pools
 from bench.procs import http_peer, smtp_peer
 from bench.report import Row, render, unavailable, write_json
@@ -51,10 +51,14 @@ class Sizes:
     apprise_seconds: float
     #: The parked-retry runs, one per scheduler interval (ms).
     scheduler_intervals: tuple[int, ...]
+    send_many_messages: int
 
 
-FULL = Sizes(10_000, 5.0, 8.0, 3_000, 6.0, 1.0, 2_000, (1, 4), 2_000, 300, 1_000, 5.0, (500, 50))
-QUICK = Sizes(2_000, 1.5, 1.0, 150, 1.0, 0.5, 150, (1,), 200, 30, 150, 1.5, (500,))
+FULL = Sizes(10_000, 5.0, 8.0, 3_000, 6.0, 1.0, 2_000, (1, 4), 2_000, 300, 1_000, 5.0, (500, 50), 20_000)
+QUICK = Sizes(2_000, 1.5, 1.0, 150, 1.0, 0.5, 150, (1,), 200, 30, 150, 1.5, (500,), 2_000)
+
+#: The longest the send_many row may run.
+SEND_MANY_LIMIT_S = 30.0
 
 #: Rows 6.x and 7x, in the table's order; those a quick run leaves out still get a row.
 SCALING_PROCESSES = (1, 2, 4)
@@ -64,15 +68,22 @@ SCHEDULER_INTERVALS = (500, 50)
 POOL_STAGES = {"e2e", "scaling", "retry"}
 
 #: Targets for this two-core machine (see bench/README.md).
-GATEWAY_TARGET_RPS = 3_000
-GATEWAY_TARGET_P99_MS = 20.0
-GATEWAY_TARGET_OF_NOOP = 0.40
-E2E_TARGETS = {Channel.WEBHOOK: 1_500, Channel.EMAIL: 600, Channel.IN_APP: 3_000}
+GATEWAY_TARGET_RPS = 2_500
+GATEWAY_TARGET_P99_MS = 50.0
+GATEWAY_TARGET_OF_NOOP = 0.60
+NOOP_TARGET_OF_BARE = 0.50
+BATCH_TARGET_MPS = 20_000
+E2E_TARGETS = {Channel.WEBHOOK: 1_500, Channel.EMAIL: 800, Channel.SMS: 1_000, Channel.IN_APP: 2_000}
 E2E_TARGET_P50_MS = 5.0
 E2E_TARGET_P99_MS = 25.0
+PRODUCER_TARGET_RPS = 2_000
+SEND_MANY_TARGET_MPS = 20_000
+EVENTS_TARGET_EPS = 500
 RETRY_TARGET_P99_MS = 100.0
 SLOW_TARGET_RPS = 2_000
 RSS_TARGET_MIB = 150.0
+#: Our webhook fleet against Apprise's pooled sends, in the same run.
+APPRISE_TARGET_RATIO = 2.0
 
 UNITS = {
     Channel.WEBHOOK: "webhooks/s",
@@ -141,7 +152,7 @@ class Bench:
         result = gateway.measure_gateway(
             self.env, receiver_url=self.receiver_url, duration_s=self.sizes.wrk_seconds
         )
-        real, noop = result.real, result.noop
+        real, noop, bare = result.real, result.noop, result.bare
         if not real.requests or not noop.requests:
             reason = "no answers within the run (machine overloaded?)"
             self.rows.append(unavailable("3", "gateway enqueue", reason))
@@ -169,6 +180,23 @@ class Bench:
                 f">= {GATEWAY_TARGET_OF_NOOP:.0%} of no-op",
                 _at_least(real.rate, GATEWAY_TARGET_OF_NOOP * noop.rate),
             ),
+            Row(
+                "L3",
+                "bare Starlette endpoint, same server settings",
+                bare.rate,
+                "req/s",
+                note=f"p50 {bare.p50_ms:.1f} ms, p99 {bare.p99_ms:.1f} ms",
+            ),
+            Row(
+                "3e",
+                "gateway no-op ceiling vs bare Starlette",
+                noop.rate,
+                "req/s",
+                "L3",
+                bare.rate,
+                f">= {NOOP_TARGET_OF_BARE:.0%} of L3",
+                _at_least(noop.rate, NOOP_TARGET_OF_BARE * bare.rate),
+            ),
             Row("3c", "gateway enqueue p50", real.p50_ms, "ms", "no-op p50", noop.p50_ms),
             Row(
                 "3d",
@@ -179,6 +207,22 @@ class Bench:
                 noop.p99_ms,
                 f"<= {GATEWAY_TARGET_P99_MS:.0f} ms",
                 _at_most(real.p99_ms, GATEWAY_TARGET_P99_MS),
+            ),
+            Row(
+                "3f",
+                f"batch enqueue, {gateway.BATCH_SIZE} messages a request, {gateway.BATCH_CONNECTIONS} conns",
+                result.batch_messages_rate,
+                "messages/s",
+                "L1b",
+                self.l1_concurrent,
+                f">= {BATCH_TARGET_MPS:,}",
+                _at_least(result.batch_messages_rate, BATCH_TARGET_MPS),
+                note=f"p50 {result.batch.p50_ms:.0f} ms per request"
+                + (
+                    f"; {result.batch.errors + result.batch.non2xx} errors"
+                    if result.batch.errors + result.batch.non2xx
+                    else ""
+                ),
             ),
         ]
 
@@ -194,7 +238,15 @@ class Bench:
             rest_s=self.sizes.rest_seconds,
         )
         webhook = results[Channel.WEBHOOK]
-        self.rows.append(
+        many = produce_many(
+            self.env,
+            Channel.WEBHOOK,
+            send_fields(Channel.WEBHOOK, self.receiver_url),
+            count=self.sizes.send_many_messages,
+            time_limit_s=SEND_MANY_LIMIT_S,
+        )
+        self.env.reset()
+        self.rows += [
             Row(
                 "4",
                 f"producer send_webhook, {PRODUCER_THREADS} threads",
@@ -202,8 +254,20 @@ class Bench:
                 "calls/s",
                 "L1b",
                 self.l1_concurrent,
-            )
-        )
+                f">= {PRODUCER_TARGET_RPS:,}",
+                _at_least(webhook.produced.rate, PRODUCER_TARGET_RPS),
+            ),
+            Row(
+                "4b",
+                f"producer send_many, {SEND_MANY_CHUNK} a call, one thread",
+                many.rate,
+                "messages/s",
+                "L1b",
+                self.l1_concurrent,
+                f">= {SEND_MANY_TARGET_MPS:,}",
+                _at_least(many.rate, SEND_MANY_TARGET_MPS),
+            ),
+        ]
         for n, (channel, r) in enumerate(results.items()):
             key = f"5{'abcd'[n]}"
             target = E2E_TARGETS.get(channel)
@@ -364,6 +428,10 @@ class Bench:
                 "webhooks/s",
                 "10b",
                 result.pooled_rate,
+                f">= {APPRISE_TARGET_RATIO:.0f}x 10b",
+                None
+                if self.webhook_rate is None
+                else _at_least(self.webhook_rate, APPRISE_TARGET_RATIO * result.pooled_rate),
             ),
         ]
 
