@@ -23,3 +23,21 @@ def wait_until(
             text = message() if callable(message) else message
             raise AssertionError(f"timed out after {timeout}s: {text}")
         time.sleep(POLL_SECONDS)
+
+
+async def await_until(
+    condition: Callable[[], bool],
+    *,
+    timeout: float = 10,
+    message: str | Callable[[], str] = "condition not met",
+) -> None:
+    """:func:`wait_until` for async tests: the event loop keeps running while it waits (a
+    blocking sleep would stop the very closes and sends being waited for)."""
+    import anyio
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            text = message() if callable(message) else message
+            raise AssertionError(f"timed out after {timeout}s: {text}")
+        await anyio.sleep(POLL_SECONDS)

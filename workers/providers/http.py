@@ -274,20 +274,27 @@ class WebhookProvider:
         # token in its path or query.
         sent = Exchange(url=url, request_headers=redact_headers(headers), request_body=body.decode())
         timings = _Timings()
+        # Enforced by the event loop, not by the library's per-operation timers: a peer that
+        # keeps every single read short (one header byte a second) still meets this deadline.
+        deadline = asyncio.get_running_loop().time() + self._timeout_s
         try:
             _check_literal(url, self._policy)
-            async with self._client().post(
-                url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-                trace_request_ctx=timings,
-            ) as response:
+            async with asyncio.timeout_at(deadline):
+                response = await self._client().post(
+                    url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    trace_request_ctx=timings,
+                )
+            try:
                 timings.mark("first_byte")
-                excerpt, truncated = await _read_capped(response)
+                excerpt, truncated = await _read_capped(response, deadline)
                 status = response.status
                 answer_headers = redact_headers(response.headers)
                 retry_after = response.headers.get("retry-after")
+            finally:
+                response.release()
         except netguard.AddressRefused as exc:
             refused = PermanentDeliveryError(f"webhook address refused: {exc}", code="http_address_refused")
             return FailedDispatch(refused, replace(sent, duration_ms=_since(timings.started)))
@@ -341,19 +348,20 @@ def _since(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
-async def _read_capped(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+async def _read_capped(response: aiohttp.ClientResponse, deadline: float) -> tuple[bytes, bool]:
     """Up to RESPONSE_BODY_MAX_BYTES of the body, and whether there was more (or the read
     broke off). The status is already known, so a body that fails to arrive is not a failure;
     the attempt's deadline stops a receiver that drips it."""
     chunks: list[bytes] = []
     size = 0
     try:
-        while size <= RESPONSE_BODY_MAX_BYTES:
-            chunk = await response.content.read(RESPONSE_BODY_MAX_BYTES + 1 - size)
-            if not chunk:
-                return b"".join(chunks), False
-            chunks.append(chunk)
-            size += len(chunk)
+        async with asyncio.timeout_at(deadline):
+            while size <= RESPONSE_BODY_MAX_BYTES:
+                chunk = await response.content.read(RESPONSE_BODY_MAX_BYTES + 1 - size)
+                if not chunk:
+                    return b"".join(chunks), False
+                chunks.append(chunk)
+                size += len(chunk)
     except (TimeoutError, aiohttp.ClientError):
         pass
     response.close()  # the rest is not read: the connection cannot be reused

@@ -21,6 +21,7 @@ import time
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.channels import Channel
 from shared.config import Settings
@@ -61,6 +62,19 @@ ENDPOINT_STATE_CODES = frozenset(
 )
 
 EndpointState = Endpoint | Deleted
+
+
+def _origin(url: str) -> str | None:
+    """The breaker key of an ad-hoc URL: scheme, host and port, never its path or query
+    (which may carry a token). None for a URL that cannot be parsed (it fails on its own)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return f"origin:{parts.scheme}://{parts.hostname}:{port or ''}"
 
 
 def _content(delivery: Delivery) -> WebhookPayload | None:
@@ -145,7 +159,7 @@ class WebhookPipeline(Pipeline):
             raise TypeError("a webhook is dispatched only once rendered")
         endpoint = claim.extra
         if endpoint is None:  # an ad-hoc URL, signed with WEBHOOK_SECRET
-            return await self.post(delivery, WebhookCall(url=content.url, body=content.body))
+            return await self.post_ad_hoc(delivery, content)
         if isinstance(endpoint, Deleted):
             return FailedDispatch(
                 PermanentDeliveryError("the webhook endpoint was deleted", code="endpoint_deleted")
@@ -176,6 +190,30 @@ class WebhookPipeline(Pipeline):
             self.breaker.record(endpoint.id, ok=True)
         elif outcome.error.code not in ENDPOINT_STATE_CODES:
             self.breaker.record(endpoint.id, ok=False)
+        return outcome
+
+    async def post_ad_hoc(self, delivery: Delivery, content: WebhookPayload) -> SendResult | FailedDispatch:
+        """An ad-hoc URL has no endpoint record, so its breaker is its origin's: a host that
+        keeps timing out or failing is left alone for the cooldown instead of taking a worker's
+        in-flight slots on every retry of every message sent to it."""
+        origin = _origin(content.url)
+        wait_ms = self.breaker.wait_ms(origin) if origin else 0
+        if wait_ms:
+            return FailedDispatch(
+                TemporaryDeliveryError(
+                    "the host's circuit breaker is open after repeated failures; not sent",
+                    code="circuit_open",
+                    retry_after_ms=wait_ms,
+                )
+            )
+        outcome = await self.post(delivery, WebhookCall(url=content.url, body=content.body))
+        if origin:
+            if isinstance(outcome, SendResult):
+                self.breaker.record(origin, ok=True)
+            elif isinstance(outcome.error, TemporaryDeliveryError):
+                # Only failures that say the host is unwell: a 4xx or a refused address is
+                # about this message, not about the host.
+                self.breaker.record(origin, ok=False)
         return outcome
 
     async def post(self, delivery: Delivery, call: WebhookCall) -> SendResult | FailedDispatch:

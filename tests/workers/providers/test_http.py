@@ -19,7 +19,9 @@ import pytest
 from shared import netguard
 from shared.config import Settings
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from tests.sinks.drip_server import DripServer
 from tests.sinks.webhook_receiver import WebhookReceiver
+from tests.waiting import await_until
 from tests.workers.providers.messages import outgoing
 from workers.providers.base import Exchange, FailedDispatch, Outgoing, SendResult
 from workers.providers.http import (
@@ -306,6 +308,30 @@ async def test_a_slow_receiver_times_out(
     assert error.code == "http_timeout"
     assert time.monotonic() - started < 1.5
     assert sent.status is None and sent.duration_ms is not None and sent.duration_ms >= 250
+
+
+#: An answer whose status line and headers arrive one byte every DRIP_INTERVAL seconds: about
+#: five seconds in all, though no single read ever waits long.
+DRIPPED_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Padding: " + b"p" * 64 + b"\r\n\r\n"
+DRIP_INTERVAL = 0.05
+
+
+async def test_a_receiver_dripping_its_headers_is_cut_off_at_the_deadline(
+    make_provider: Callable[..., WebhookProvider],
+) -> None:
+    """Given a receiver that writes its status line and headers one byte at a time (each
+    read is quick, the whole answer takes seconds), when posted with a 500 ms timeout, then
+    the attempt fails as a timeout and the connection is dropped before the headers are
+    complete: the deadline covers the whole attempt, not each read."""
+    provider = make_provider(WEBHOOK_TIMEOUT="500")
+    with DripServer(DRIPPED_ANSWER, interval=DRIP_INTERVAL) as peer:
+        error, sent = failed(await provider.post(webhook(peer.url)))
+
+        assert isinstance(error, TemporaryDeliveryError)
+        assert error.code == "http_timeout"
+        assert sent.status is None
+        await await_until(lambda: peer.connections[0].abandoned, message="the connection was kept open")
+        assert peer.connections[0].sent < len(DRIPPED_ANSWER)
 
 
 async def test_connection_refused_is_temporary(provider: WebhookProvider) -> None:

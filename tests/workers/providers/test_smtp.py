@@ -15,7 +15,9 @@ import pytest
 from shared.config import Settings
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from shared.payloads import EmailPayload
+from tests.sinks.drip_server import DripServer
 from tests.sinks.smtp_sink import SmtpSink
+from tests.waiting import await_until
 from tests.workers.providers.messages import outgoing
 from workers.providers.base import Outgoing
 from workers.providers.smtp import SmtpProvider, classify, tls_mode
@@ -283,6 +285,24 @@ async def test_a_server_that_never_greets_times_out(make_provider: Callable[...,
             await provider.send(email())
 
     assert caught.value.code == "smtp_timeout"
+
+
+async def test_a_server_dripping_its_greeting_is_cut_off_at_the_deadline(
+    make_provider: Callable[..., SmtpProvider],
+) -> None:
+    """Given a server that writes a long 220 greeting one byte at a time (no read waits
+    long, the whole greeting takes seconds), when an email is sent with a 300 ms timeout,
+    then it fails as a timeout and the connection is dropped before the greeting is done:
+    the attempt has one deadline, not one per read."""
+    greeting = b"220-" + b"g" * 100 + b"\r\n220 ready\r\n"
+    with DripServer(greeting, interval=0.05, read_first=False) as peer:
+        provider = make_provider(peer.port, EMAIL_TIMEOUT="300")
+
+        with pytest.raises(TemporaryDeliveryError) as caught:
+            await provider.send(email())
+
+        assert caught.value.code == "smtp_timeout"
+        await await_until(lambda: peer.connections[0].abandoned, message="the connection was kept open")
 
 
 async def test_an_invalid_payload_fails_permanently_without_connecting(

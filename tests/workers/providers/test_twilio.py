@@ -14,7 +14,9 @@ from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from shared.config import Settings
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from shared.payloads import SmsPayload
+from tests.sinks.drip_server import DripServer
 from tests.sinks.twilio_sink import TwilioSink
+from tests.waiting import await_until
 from tests.workers.providers.messages import outgoing
 from workers.providers.base import Outgoing
 from workers.providers.twilio import SMS_BODY_MAX_CHARS, TwilioProvider, classify
@@ -173,6 +175,23 @@ async def test_a_slow_api_times_out(sink: TwilioSink, make_provider: Callable[..
         await provider.send(sms())
 
     assert caught.value.code == "twilio_timeout"
+
+
+async def test_an_api_dripping_its_headers_is_cut_off_at_the_deadline(
+    make_provider: Callable[..., TwilioProvider],
+) -> None:
+    """Given an API that writes its status line and headers one byte at a time (each read
+    quick, the whole answer seconds), when an SMS is sent with a 300 ms timeout, then it
+    fails as a timeout and the connection is dropped before the headers are complete."""
+    answer = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-Padding: " + b"p" * 80 + b"\r\n\r\n{}"
+    with DripServer(answer, interval=0.05) as peer:
+        provider = make_provider(f"http://127.0.0.1:{peer.port}", SMS_TIMEOUT="300")
+
+        with pytest.raises(TemporaryDeliveryError) as caught:
+            await provider.send(sms())
+
+        assert caught.value.code == "twilio_timeout"
+        await await_until(lambda: peer.connections[0].abandoned, message="the connection was kept open")
 
 
 async def test_connection_refused_is_temporary(make_provider: Callable[..., TwilioProvider]) -> None:
