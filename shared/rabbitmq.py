@@ -14,6 +14,13 @@ but only between two messages or when its idle wait ends; Dramatiq's idle wait i
 so a retry on a quiet queue left up to a second late (p99 952 ms in the retry benchmark).
 The wait is capped at :data:`IDLE_WAIT_MS` here; an idle consumer then wakes 20 times a
 second, a few microseconds of CPU each.
+
+Publishing goes through a connection per thread that only does I/O while it publishes, so it
+does not answer the broker's heartbeats while idle: after two missed heartbeats RabbitMQ
+closes it, and the next publish used to fail and be retried on a new connection (a warning
+and a second round trip paid by whoever published). Before each publish the connection now
+answers what has arrived meanwhile (heartbeats, or the broker's close, and then it is
+replaced before use).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import pika
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
 from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
 
 
 class CoalescingConsumer(_RabbitmqConsumer):
@@ -86,3 +94,18 @@ class CoalescingRabbitmqBroker(RabbitmqBroker):
         consumer = super().consume(queue_name, prefetch, min(timeout, IDLE_WAIT_MS))
         assert isinstance(consumer, CoalescingConsumer)
         return consumer
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        self._answer_while_idle()
+        return super().enqueue(message, delay=delay)
+
+    def _answer_while_idle(self) -> None:
+        """Service this thread's publishing connection (a poll, no waiting); if the broker has
+        closed it meanwhile, drop it so the publish opens a fresh one."""
+        connection = getattr(self.state, "connection", None)
+        if connection is None:
+            return
+        try:
+            connection.process_data_events(time_limit=0)
+        except (pika.exceptions.AMQPError, OSError):
+            del self.connection
