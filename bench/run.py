@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import endtoend, gateway, limits, peer_apprise, retry, scaling
+from bench import endtoend, gateway, limits, peer_apprise, retry, scaling, stall
 from bench.env import BenchEnv, scratch_env
 from bench.fleet import PRODUCER_THREADS, SEND_MANY_CHUNK, produce_many, send_fields
 from bench.pools import Pools
@@ -65,7 +65,7 @@ SCALING_PROCESSES = (1, 2, 4)
 SCHEDULER_INTERVALS = (500, 50)
 
 #: The stages that run worker pools; before any other, the pools still alive are killed.
-POOL_STAGES = {"e2e", "scaling", "retry"}
+POOL_STAGES = {"e2e", "scaling", "stall", "retry"}
 
 #: Targets for this two-core machine (see bench/README.md).
 GATEWAY_TARGET_RPS = 2_500
@@ -81,6 +81,8 @@ SEND_MANY_TARGET_MPS = 20_000
 EVENTS_TARGET_EPS = 500
 RETRY_TARGET_P99_MS = 100.0
 SLOW_TARGET_RPS = 2_000
+#: Healthy webhooks' p99 beside stalling receivers, against their p99 alone.
+STALL_TARGET_RATIO = 2.0
 RSS_TARGET_MIB = 150.0
 #: Our webhook fleet against Apprise's pooled sends, in the same run.
 APPRISE_TARGET_RATIO = 2.0
@@ -370,6 +372,30 @@ class Bench:
             )
         )
 
+    def stall(self) -> None:
+        result = stall.measure(self.env, self.pools, self.receiver_url, seconds=self.sizes.latency_seconds)
+        what = f"healthy webhooks at {stall.HEALTHY_RATE:.0f}/s, pool 1x{stall.THREADS}"
+        beside = f"beside {stall.STALLING_RECEIVERS} receivers stalling their headers"
+        note = (
+            f"{result.max_stalled} stalled requests held at once; "
+            f"{result.delivered} of {result.sent} delivered"
+        )
+        self.rows += [
+            Row("6.stall.base.p99", f"{what}, latency p99 alone", result.base_p99_ms, "ms"),
+            Row("6.stall.p50", f"{what}, latency p50 {beside}", result.p50_ms, "ms"),
+            Row(
+                "6.stall.p99",
+                f"{what}, latency p99 {beside}",
+                result.p99_ms,
+                "ms",
+                "6.stall.base.p99",
+                result.base_p99_ms,
+                f"<= {STALL_TARGET_RATIO:.0f}x alone",
+                _at_most(result.p99_ms, STALL_TARGET_RATIO * max(result.base_p99_ms, 1.0)),
+                note=note,
+            ),
+        ]
+
     def retries(self) -> None:
         count = self.sizes.retry_messages
         runs = [(False, 500, "7a")] + [(True, i, f"7{'bc'[n]}") for n, i in enumerate(SCHEDULER_INTERVALS)]
@@ -384,6 +410,12 @@ class Bench:
             result = retry.measure_retry(
                 self.env, self.pools, parked=parked, count=count, scheduler_interval_ms=interval
             )
+            if result.retried == 0:
+                missing = f"none of {count} retries arrived"
+                self.rows += [
+                    unavailable(f"{key}.{p}", f"retry lateness {p}, {label}", missing) for p in ("p50", "p99")
+                ]
+                continue
             self.rows += [
                 Row(f"{key}.p50", f"retry lateness p50, {label}", result.p50_late_ms, "ms"),
                 Row(
@@ -443,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["limits", "gateway", "e2e", "scaling", "retry", "events", "apprise"],
+        choices=["limits", "gateway", "e2e", "scaling", "stall", "retry", "events", "apprise"],
         help="run only these stages (rows compared with a limit need 'limits' too)",
     )
     args = parser.parse_args(argv)
@@ -460,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
             "e2e": ("producer and end to end (4, 5, 9)", bench.end_to_end),
             "scaling": ("scaling (6)", bench.scaling),
             "retry": ("retry precision (7)", bench.retries),
+            "stall": ("stalling receivers (6.stall)", bench.stall),
             "events": ("events (8)", bench.events),
             "apprise": ("Apprise (10)", bench.apprise),
         }
