@@ -2,14 +2,17 @@
 
 A body under the byte cap can still be costly or unstorable: ten thousand nested arrays
 exhaust recursive code downstream (validation, ``json.dumps``, template data), a hundred
-thousand tiny values multiply per-value work, and PostgreSQL cannot store ``\\u0000`` in
-``jsonb`` or ``text`` (the insert fails after everything else succeeded). The gateway
+thousand tiny values multiply per-value work, PostgreSQL cannot store ``\\u0000`` in
+``jsonb`` or ``text`` (the insert fails after everything else succeeded), and a lone UTF-16
+surrogate (``\\ud800``, a valid JSON escape) is no Unicode text at all: it has no UTF-8
+encoding, so sizing, storing or sending it fails far from the door. The gateway
 checks every request body and the Python API every payload with :func:`check_shape`,
 iteratively, so the check itself cannot overflow the stack.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from shared.errors import PayloadTooLarge, ValidationError
@@ -20,6 +23,9 @@ MAX_JSON_DEPTH = 32
 #: Most values (objects, arrays, strings, numbers, booleans, nulls) in one document. A
 #: 256 KiB body holds at most ~130,000; real payloads hold hundreds.
 MAX_JSON_VALUES = 20_000
+
+#: Half of a surrogate pair on its own; Python strings may hold one, UTF-8 cannot.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class JsonShapeError(ValueError):
@@ -32,7 +38,8 @@ class JsonShapeError(ValueError):
 
 def check_shape(document: Any, max_values: int = MAX_JSON_VALUES) -> None:
     """Raise :class:`JsonShapeError` if ``document`` nests deeper than :data:`MAX_JSON_DEPTH`,
-    holds more than ``max_values`` values, or has a NUL character in a string."""
+    holds more than ``max_values`` values, or has a NUL character or a lone surrogate in a
+    string (a key or a value)."""
     pending: list[tuple[Any, int]] = [(document, 1)]
     values = 0
     while pending:
@@ -63,5 +70,10 @@ def validate_shape(document: Any, field: str) -> None:
 
 
 def _check_text(value: Any) -> None:
-    if isinstance(value, str) and "\x00" in value:
+    if not isinstance(value, str):
+        return
+    if "\x00" in value:
         raise JsonShapeError("a string holds the NUL character (\\u0000), which cannot be stored")
+    # An ASCII string (most of them) cannot hold a surrogate; isascii() is a flag lookup.
+    if not value.isascii() and _LONE_SURROGATE.search(value):
+        raise JsonShapeError("a string holds a lone surrogate (\\ud800-\\udfff), which is not Unicode text")

@@ -1,6 +1,7 @@
 """The Python producer API validates like the gateway: the same refusals for header
-injection, bad addresses and numbers, hostile JSON shapes and oversized payloads, as
-ValidationError subclasses, with nothing stored or enqueued; and the same normalisation."""
+injection, bad addresses and numbers, hostile JSON shapes (lone surrogates included) and
+oversized payloads, as ValidationError subclasses, with nothing stored or enqueued; and the
+same normalisation."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from producer.service import NotificationService
 from shared.config import Settings
 from shared.db.models import EventLog, NotificationLog
 from shared.db.rls import system_scope
+from shared.db.session import session_scope
 from shared.errors import PayloadTooLarge, ValidationError
 from shared.json_shape import MAX_JSON_DEPTH, MAX_JSON_VALUES
+from shared.templates import store
 from tests.conftest import Queues
 
 
@@ -44,6 +47,15 @@ REFUSED: list[tuple[str, dict[str, Any], type[ValidationError], str]] = [
     ("send_webhook", {**WEBHOOK, "payload": {"deep": nested(MAX_JSON_DEPTH)}}, ValidationError, "payload"),
     ("send_webhook", {**WEBHOOK, "payload": {"v": [0] * MAX_JSON_VALUES}}, PayloadTooLarge, "payload"),
     ("send_webhook", {**WEBHOOK, "payload": {"k\x00": 1}}, ValidationError, "payload"),
+    ("send_email", {**EMAIL, "text": "lone \ud800 surrogate"}, ValidationError, "payload"),
+    ("send_email", {**EMAIL, "html": "<p>\udfff</p>"}, ValidationError, "payload"),
+    ("send_webhook", {**WEBHOOK, "payload": {"\ud83d": 1}}, ValidationError, "payload"),
+    (
+        "send_in_app_notification",
+        {"user_id": "u", "title": "t", "message": "m", "data": {"k": "\udc00"}},
+        ValidationError,
+        "payload",
+    ),
     (
         "send_in_app_notification",
         {"user_id": "u", "title": "t\x00", "message": "m"},
@@ -80,9 +92,29 @@ def test_event_data_gets_the_same_shape_limits(settings: Settings, queues: Queue
         events.process_event("order.created", user_id="u", data={"d": nested(MAX_JSON_DEPTH)})
     with pytest.raises(ValidationError, match="NUL"):
         events.process_event("order.created", user_id="u", data={"d": "\x00"})
+    with pytest.raises(ValidationError, match="surrogate"):
+        events.process_event("order.created", user_id="u", data={"d": "\ud800"})
 
     with system_scope(settings.database_url) as session:
         assert session.scalar(select(func.count()).select_from(EventLog)) == 0
+    assert sum(queues.depths().values()) == 0
+
+
+def test_template_data_gets_the_same_shape_limits(settings: Settings, queues: Queues) -> None:
+    """Given a stored template, when a message names it with data holding a lone surrogate,
+    then the documented ValidationError, not an encoding error from deeper down."""
+    with session_scope(settings.database_url) as session:
+        given = store.TemplateInput.model_validate(
+            {"key": "hi", "channel": "email", "subject": "Hi", "text": "t"}
+        )
+        store.save(session, given, default_locale="en")
+    service = NotificationService(settings)
+
+    with pytest.raises(ValidationError, match="surrogate"):
+        service.send_email(to="user@example.com", template="hi", data={"name": "\ud800"})
+
+    with system_scope(settings.database_url) as session:
+        assert session.scalar(select(func.count()).select_from(NotificationLog)) == 0
     assert sum(queues.depths().values()) == 0
 
 

@@ -1,9 +1,11 @@
 """Hostile request bodies over real HTTP, on every kind of endpoint that reads one: JSON
-nested too deep, too many values, NUL characters, and header injection through email
-addresses. Each is refused in the JSON error shape, and nothing is stored or enqueued."""
+nested too deep, too many values, NUL characters, lone surrogates, and header injection
+through email addresses. Each is refused in the JSON error shape, and nothing is stored or
+enqueued."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,7 +57,15 @@ HOSTILE = [
     ("too many values", {"v": [0] * MAX_JSON_VALUES}, 413, "payload_too_large", "values"),
     ("NUL in a value", {"v": "a\x00b"}, 400, "invalid_json", "NUL"),
     ("NUL in a key", {"a\x00b": 1}, 400, "invalid_json", "NUL"),
+    ("lone surrogate in a value", {"v": "a\ud800b"}, 400, "invalid_json", "surrogate"),
+    ("lone surrogate in a key", {"\udfff": 1}, 400, "invalid_json", "surrogate"),
 ]
+
+
+def post_escaped(client: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Response:
+    """``body`` as JSON with every non-ASCII character escaped (``\\ud800``), as a hostile
+    client would send a lone surrogate: it has no UTF-8 encoding of its own."""
+    return client.post(path, content=json.dumps(body), headers={"Content-Type": "application/json"})
 
 
 @pytest.mark.parametrize(("path", "body", "field"), ENDPOINTS, ids=[e[0] for e in ENDPOINTS])
@@ -75,13 +85,56 @@ def test_a_hostile_body_is_refused_and_nothing_is_stored(
 ) -> None:
     """Given a body within the byte cap whose shape is hostile, when it is posted, then it is
     refused before any validation or storage with the limit named, and nothing is queued."""
-    response = client.post(path, json={**body, field: value})
+    response = post_escaped(client, path, {**body, field: value})
 
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert (error["code"], isinstance(error["details"], list)) == (code, True)
     assert words in error["message"]
     assert stored(settings) == 0
+    assert sum(queues.depths().values()) == 0
+
+
+#: A lone surrogate in each kind of free text or data a message carries: (case, path, body).
+SURROGATES = [
+    ("email text", "/api/messages/email", {"to": "a@example.com", "subject": "Hi", "text": "t\ud800"}),
+    ("email html", "/api/messages/email", {"to": "a@example.com", "subject": "Hi", "html": "\udc00"}),
+    (
+        "webhook payload",
+        "/api/messages/webhook",
+        {"url": "https://example.com/h", "payload": {"k": "\ud83d"}},
+    ),
+    (
+        "in-app data",
+        "/api/messages/in-app",
+        {"userId": "u", "title": "t", "message": "m", "data": {"k": "\ud800"}},
+    ),
+    (
+        "template data",
+        "/api/messages/email",
+        {"to": "a@example.com", "template": "hi", "data": {"n": "\ud800"}},
+    ),
+    ("event data", "/api/events", {"eventType": "order.created", "data": {"k": "\ud800"}}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), [s[1:] for s in SURROGATES], ids=[s[0] for s in SURROGATES])
+def test_a_lone_surrogate_is_refused_wherever_it_is(
+    client: httpx.Client, settings: Settings, queues: Queues, path: str, body: dict[str, Any]
+) -> None:
+    """Given a string holding half of a UTF-16 surrogate pair (valid as a JSON escape, but
+    no Unicode text: it has no UTF-8 encoding), when it is posted, then the body is refused
+    as unacceptable JSON, not failed on later, and nothing is stored or queued."""
+    template = {"key": "hi", "channel": "email", "subject": "Hi {{name}}", "text": "t"}
+    assert client.post("/api/templates", json=template).status_code == 201
+    before = stored(settings)
+
+    response = post_escaped(client, path, body)
+
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], "surrogate" in error["message"]) == ("invalid_json", True)
+    assert stored(settings) == before
     assert sum(queues.depths().values()) == 0
 
 
