@@ -127,6 +127,9 @@ def scratch_env() -> Iterator[BenchEnv]:
                     "API_KEYS": api_key,
                     "USER_TOKEN_SECRET": secrets.token_urlsafe(32),
                     "WEBHOOK_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+                    # The bench's receivers listen on loopback, refused by default once real
+                    # services are configured.
+                    "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
                     "KAI_VAR_DIR": var_dir,
                     # Children's temporary files (the pools' and gateways' metrics) go with it.
                     "TMPDIR": var_dir,

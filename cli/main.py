@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from shared.channels import Channel
-from shared.config import get_settings, set_settings, startup_settings
+from shared.config import get_settings, log_webhook_network_policy, set_settings, startup_settings
 from shared.errors import KaiError
 
 #: Gateway defaults: loopback only unless told otherwise.
@@ -68,6 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = startup_settings(get_settings())
     set_settings(settings)
     configure_logging(settings.log_level, secret_values(settings))
+    log_webhook_network_policy(settings)
     upgrade(settings.owner_database_url)
     workers = EmbeddedWorkers(settings)
     workers.start()

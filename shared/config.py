@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +79,25 @@ DEFAULT_SSE_MAX_CONNECTIONS_PER_USER = 10
 #: Idle time after which a stream sends a comment line, in milliseconds, so proxies and load
 #: balancers (often 30-60 s idle timeouts) keep the connection open.
 DEFAULT_SSE_HEARTBEAT_MS = 15_000
+
+
+#: Variables that switch a real shared service on. With any of them set this is a
+#: deployment, not the embedded dev mode: WEBHOOK_ALLOW_PRIVATE_NETWORKS then defaults to
+#: false, because a webhook endpoint naming an internal address would let a caller reach
+#: (and through ``.../test`` and the delivery log, read from) services inside the network.
+REAL_SERVICE_VARIABLES = ("DATABASE_URL", "MIGRATION_DATABASE_URL", "BROKER_URL", "REDIS_URL")
+
+
+def _private_networks(get: Callable[[str], str | None]) -> tuple[bool, str]:
+    """WEBHOOK_ALLOW_PRIVATE_NETWORKS as it applies, and why: an explicit value always wins;
+    unset, it is true only in the embedded dev mode (no real service configured)."""
+    raw = get("WEBHOOK_ALLOW_PRIVATE_NETWORKS")
+    if raw is not None:
+        return parse_bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", raw), "set by WEBHOOK_ALLOW_PRIVATE_NETWORKS"
+    configured = [name for name in REAL_SERVICE_VARIABLES if get(name) is not None]
+    if configured:
+        return False, f"the default once real services are configured ({', '.join(configured)} set)"
+    return True, "the default of the embedded dev mode (no DATABASE_URL, BROKER_URL or REDIS_URL set)"
 
 
 def _postgres_driver(url: str | None) -> str | None:
@@ -175,6 +194,8 @@ class Settings:
     user_token_audience: str | None = None
     user_token_issuer: str | None = None
 
+    #: Why ``webhook_allow_private_networks`` has its value (logged at start-up).
+    webhook_private_networks_reason: str = "set by WEBHOOK_ALLOW_PRIVATE_NETWORKS"
     #: Configured webhook endpoints: retry schedule, secrets, SSRF allow-list, health.
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     #: Gateway budgets per endpoint group and credential; per-recipient budgets of workers.
@@ -241,6 +262,7 @@ class Settings:
                 max_delay_ms=integer(f"{prefix}_MAX_RETRY_DELAY", cap, minimum=1),
             )
 
+        allow_private, private_reason = _private_networks(get)
         email_secure = parse_bool("EMAIL_SECURE", get("EMAIL_SECURE", "false") or "false")
         email_port = integer("EMAIL_PORT", "465" if email_secure else "587", minimum=1)
         email_service = (get("EMAIL_SERVICE", "smtp") or "smtp").lower()
@@ -259,9 +281,8 @@ class Settings:
             user_token_previous_secrets=parse_csv(get("USER_TOKEN_PREVIOUS_SECRETS", "") or ""),
             user_token_audience=get("USER_TOKEN_AUDIENCE"),
             user_token_issuer=get("USER_TOKEN_ISSUER"),
-            webhook_allow_private_networks=parse_bool(
-                "WEBHOOK_ALLOW_PRIVATE_NETWORKS", get("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true") or "true"
-            ),
+            webhook_allow_private_networks=allow_private,
+            webhook_private_networks_reason=private_reason,
             var_dir=var_dir,
             email_service=email_service,
             email_host=get("EMAIL_HOST"),
@@ -390,6 +411,32 @@ def startup_settings(settings: Settings) -> Settings:
             file=sys.stderr,
         )
     return completed
+
+
+def log_webhook_network_policy(settings: Settings) -> None:
+    """Say at start-up whether webhooks may reach loopback, private and link-local addresses,
+    and why: the default changes with the deployment, and either way it matters (SSRF, or
+    receivers on an internal network being refused)."""
+    from shared.logging import get_logger
+
+    if settings.webhook_allow_private_networks:
+        detail = (
+            "Webhook URLs may name loopback, private and link-local addresses "
+            "(WEBHOOK_ALLOW_PRIVATE_NETWORKS=true): whoever manages webhook endpoints can reach "
+            "internal services"
+        )
+    else:
+        detail = (
+            "Webhook URLs resolving to loopback, private or link-local addresses are refused "
+            "(WEBHOOK_ALLOW_PRIVATE_NETWORKS=false); allow receivers on internal networks with "
+            "WEBHOOK_ALLOWED_SUBNETS, or set WEBHOOK_ALLOW_PRIVATE_NETWORKS=true"
+        )
+    get_logger(__name__).warning(
+        "webhook.private_networks",
+        allowed=settings.webhook_allow_private_networks,
+        reason=settings.webhook_private_networks_reason,
+        detail=detail,
+    )
 
 
 def _b64(raw: bytes) -> str:

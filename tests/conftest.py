@@ -177,6 +177,8 @@ def base_env(
         "WEBHOOK_TIMEOUT": "2000",
         "WEBHOOK_RETRY_SCHEDULE": "50,100",
         "WEBHOOK_ENCRYPTION_KEYS": WEBHOOK_ENCRYPTION_KEY,
+        # The receivers of the tests listen on loopback, which a deployment refuses by default.
+        "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
         "EMAIL_TIMEOUT": "3000",
         "SMS_TIMEOUT": "3000",
         "DELIVERY_LEASE": "3000",

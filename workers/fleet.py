@@ -11,7 +11,7 @@ import os
 import uvloop
 
 from shared.broker import get_broker
-from shared.config import get_settings
+from shared.config import get_settings, log_webhook_network_policy
 from shared.logging import configure_logging, secret_values
 from workers.actors import declare_all
 from workers.retention import RetentionMiddleware
@@ -22,6 +22,7 @@ from workers.scheduler import SchedulerMiddleware
 asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 settings = get_settings()
 configure_logging(settings.log_level, secret_values(settings))
+log_webhook_network_policy(settings)
 broker = get_broker(settings)
 broker.add_middleware(SchedulerMiddleware(settings))
 broker.add_middleware(RetentionMiddleware(settings))

@@ -111,6 +111,8 @@ class Stack:
             "API_KEYS": "chaos-" + secrets.token_hex(8),
             "USER_TOKEN_SECRET": secrets.token_urlsafe(32),
             "WEBHOOK_SECRET": self.webhook_secret,
+            # The webhook peer listens on loopback, refused by default once real services are set.
+            "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
             "KAI_VAR_DIR": str(self.var),
             "EMAIL_HOST": self.peers.smtp.host,
             "EMAIL_PORT": str(self.peers.smtp.port),

@@ -24,6 +24,7 @@ from tests.conftest import SERVER_KEY, USER_TOKEN_SECRET, Fleet, final_status
 from tests.gateway.server import LiveServer
 from tests.sinks.webhook_receiver import WebhookReceiver
 from tests.webhook_events import emit
+from workers.webhook.records import RESPONSE_EXCERPT_BYTES
 
 BASE = "/api/webhooks/configurations"
 
@@ -190,6 +191,43 @@ def test_private_addresses_are_refused_at_save_time(make_settings: Callable[...,
     assert loopback.status_code == 422 and "loopback" in loopback.json()["error"]["message"]
     assert public.status_code == 201
     assert moved.status_code == 422 and "private network" in moved.json()["error"]["message"]
+
+
+def test_a_deployment_refuses_internal_receivers_unless_told_otherwise(
+    base_env: dict[str, str], receiver: WebhookReceiver
+) -> None:
+    """Given real services configured and WEBHOOK_ALLOW_PRIVATE_NETWORKS unset, then an
+    endpoint naming an internal service (here one on loopback) cannot be saved, so neither
+    ``.../test`` nor its delivery log can read that service's answers."""
+    env = {k: v for k, v in base_env.items() if k != "WEBHOOK_ALLOW_PRIVATE_NETWORKS"}
+    settings = Settings.from_env(env)
+    auth = {"Authorization": f"Bearer {SERVER_KEY}"}
+    with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url, headers=auth) as api:
+        refused = api.post(BASE, json={"url": receiver.url})
+
+    assert refused.status_code == 422, refused.text
+    assert "loopback" in refused.json()["error"]["message"]
+    assert receiver.deliveries == []
+
+
+def test_only_the_start_of_a_receivers_answer_is_shown_and_kept(
+    api: httpx.Client, receiver: WebhookReceiver, settings: Settings, fleet: Callable[..., Fleet]
+) -> None:
+    """Given a receiver answering with a large body, then ``.../test`` and the delivery log
+    show only its first RESPONSE_EXCERPT_BYTES: enough to see why it failed, too little to
+    read a service through the endpoint."""
+    endpoint_id = create(api, receiver)["id"]
+    fleet(settings, [Channel.WEBHOOK])
+    body = ("a" * 40_000 + "the-rest-of-the-answer" + "b" * 20_000).encode()
+    receiver.respond_next(500, body=body)
+
+    tested = api.post(f"{BASE}/{endpoint_id}/test")
+    logged = api.get(f"{BASE}/{endpoint_id}/logs").json()["data"]
+
+    assert tested.status_code == 200, tested.text
+    shown = tested.json()["attempt"]["responseBody"]
+    assert shown == "a" * RESPONSE_EXCERPT_BYTES
+    assert [a["responseBody"] for a in logged] == [shown]
 
 
 def test_user_tokens_and_missing_keys_are_refused(settings: Settings) -> None:

@@ -24,8 +24,11 @@ from workers.webhook import alerts as webhook_alerts
 
 log = get_logger(__name__)
 
-#: Response bodies kept per attempt (the provider already reads no more than this).
-RESPONSE_EXCERPT_CHARS = 64 * 1024
+#: How much of a receiver's answer is kept per attempt, and so shown by ``.../test`` and the
+#: delivery log: enough to see why a receiver refused, too little to read another service
+#: through an endpoint pointed at it. Cut at a character boundary.
+RESPONSE_EXCERPT_BYTES = 4 * 1024
+
 
 #: The answer that disables an endpoint at once: the receiver says it is gone for good.
 GONE_CODE = "http_410"
@@ -117,7 +120,7 @@ def _log_row(a: Attempt, existing: set[str]) -> dict[str, object]:
         "request_body": sent.request_body,
         "response_status": sent.status,
         "response_headers": sent.response_headers,
-        "response_body": (sent.response_excerpt or "")[:RESPONSE_EXCERPT_CHARS] or None,
+        "response_body": _excerpt(sent.response_excerpt),
         "error_class": None if a.error is None else a.error.code,
         "error_message": None if a.error is None else a.error.message,
         "duration_ms": sent.duration_ms,
@@ -125,3 +128,9 @@ def _log_row(a: Attempt, existing: set[str]) -> dict[str, object]:
         "success": a.error is None,
         "created_at": utcnow(),
     }
+
+
+def _excerpt(answer: str | None) -> str | None:
+    if not answer:
+        return None
+    return answer.encode()[:RESPONSE_EXCERPT_BYTES].decode(errors="ignore")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 Timestamp = str
@@ -261,7 +261,9 @@ class DeliveryAttempt(View):
     request_body: str | None
     response_status: int | None
     response_headers: dict[str, Any] | None
-    response_body: str | None
+    response_body: str | None = Field(
+        description="The first 4 KiB of the receiver's answer (at most 4,096 bytes of UTF-8)."
+    )
     error_class: str | None
     error_message: str | None
     duration_ms: float | None
