@@ -5,6 +5,7 @@
     ├── ValidationError             bad input from a caller; nothing is enqueued (HTTP 400/413/422)
     │   ├── PayloadTooLarge         a body or payload over the size cap (HTTP 413)
     │   └── TemplateError           a template refused when saved: syntax, unknown helper/partial (HTTP 400)
+    │       └── TemplateTooLarge    over what one template may cost to compile (HTTP 422)
     ├── EnqueueError                the broker did not confirm the message; the caller may retry (HTTP 503)
     ├── NotFound                    the addressed record does not exist (HTTP 404)
     ├── RenderError                 a stored template could not render one message (that message fails)
@@ -52,6 +53,14 @@ class TemplateError(ValidationError):
 
     status_code = 400
     code = "invalid_template"
+
+
+class TemplateTooLarge(TemplateError):
+    """A template over the tags or characters one template may have in all its parts, or
+    whose compile ran past its CPU deadline."""
+
+    status_code = 422
+    code = "template_too_large"
 
 
 class RenderError(KaiError):

@@ -20,10 +20,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from shared.db.models import MessageTemplate, utcnow
-from shared.errors import NotFound, RenderError, TemplateError
+from shared.errors import NotFound, RenderError, TemplateError, TemplateTooLarge
+from shared.logging import get_logger
 from shared.templates import engine
 from shared.templates.budget import RenderLimits
 from shared.templates.engine import PARTIAL, Compiled, TemplateSource
+from shared.templates.limits import CompileLimitExceeded
+
+log = get_logger(__name__)
 
 #: How long a process reuses its view of which partial versions are current.
 PARTIALS_REFRESH_SECONDS = 5.0
@@ -87,6 +91,21 @@ def _refuse(part: str, line: int | None, message: str) -> TemplateError:
     return TemplateError(f"{where}: {message}", [{"part": part, "line": line, "message": message}])
 
 
+def _too_large(part: str | None, message: str) -> TemplateTooLarge:
+    return TemplateTooLarge(message, [{"part": part, "line": None, "message": message}])
+
+
+def _check_partials_with(partials: dict[str, Compiled], key: str, compiled: Compiled) -> None:
+    """Every process compiles every current partial: together they are weighed as one
+    template."""
+    others = [p.weight for name, p in partials.items() if name != key]
+    total = sum(others, compiled.weight)
+    try:
+        total.refuse_if_over("all current partials together (each compiled for text and for HTML)", "text")
+    except CompileLimitExceeded as exc:
+        raise _too_large(exc.part, exc.message) from None
+
+
 def source_of(row: MessageTemplate) -> TemplateSource:
     return TemplateSource(
         key=row.key,
@@ -117,6 +136,10 @@ def check(
         compiled = engine.compile_source(source, known_partials=known)
     except engine.PartError as exc:
         raise _refuse(exc.part, exc.problem.line, exc.problem.message) from None
+    except CompileLimitExceeded as exc:
+        raise _too_large(exc.part, exc.message) from None
+    if channel == PARTIAL:
+        _check_partials_with(partials, given.key, compiled)
     required = [spec.name for spec in engine.CHANNEL_PARTS[channel] if spec.required]
     for name in required:
         if not (given.parts().get(name) or "").strip():
@@ -236,20 +259,13 @@ def resolve(
     raise NotFound(f"no {channel} template {key!r} (locale {locale or default_locale!r})")
 
 
-_sources: dict[tuple[str, str, str, int], TemplateSource] = {}
-_sources_lock = threading.Lock()
-
-
 def load(session: Session, key: str, channel: str, locale: str, number: int) -> Compiled:
-    """The compiled version (versions are immutable: read from the database once)."""
-    cache_key = (key, channel, locale, number)
-    with _sources_lock:
-        source = _sources.get(cache_key)
-    if source is None:
-        source = source_of(version(session, key, channel, locale, number))
-        with _sources_lock:
-            _sources[cache_key] = source
-    return engine.cached(source)
+    """The compiled version: read from the database and compiled on first use only
+    (versions are immutable). Raises RenderError for a version that cannot be compiled."""
+    hit = engine.lookup((key, channel, locale, number))
+    if hit is not None:
+        return hit
+    return engine.cached(source_of(version(session, key, channel, locale, number)))
 
 
 _partials: tuple[float, dict[str, Compiled]] | None = None
@@ -259,8 +275,6 @@ _partials_lock = threading.Lock()
 def forget_cache() -> None:
     """Drop every cached template. Versions are immutable, so only a database emptied under
     a running process (tests) needs this."""
-    with _sources_lock:
-        _sources.clear()
     engine.forget_cache()
     _forget_partials()
 
@@ -285,7 +299,14 @@ def current_partials(session: Session, *, fresh: bool = False) -> dict[str, Comp
             MessageTemplate.deleted_at.is_(None),
         )
     )
-    compiled = {row.key: engine.cached(source_of(row)) for row in rows}
+    compiled: dict[str, Compiled] = {}
+    for row in rows:
+        try:
+            compiled[row.key] = engine.cached(source_of(row))
+        except RenderError as exc:
+            # One partial saved before a limit must not fail every message: only those
+            # including it fail ("could not be found"), and the reason is logged here.
+            log.warning("templates.partial_unusable", partial=row.key, error=str(exc))
     with _partials_lock:
         _partials = (time.monotonic(), compiled)
     return compiled

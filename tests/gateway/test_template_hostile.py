@@ -120,3 +120,30 @@ def test_a_preview_never_prints_the_process_environment(
     assert response.json()["sms"] == f"{walk}||"
     assert SECRET not in response.text
     assert literal.json()["sms"] == "{{> x}}{{secret}}||"
+
+
+#: 270 KB of webhook payload: 54 strings of 1,000 tags, each string within the per-part
+#: limits, which once cost 36 s of CPU to save and as much again in every worker.
+SPREAD_PAYLOAD = {f"field{i}": "{{a}}" * MAX_TAGS for i in range(54)}
+
+
+def test_a_template_too_large_as_a_whole_is_refused_with_422(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Given a webhook template whose 54 payload strings have 1,000 tags each (a body the
+    gateway accepts once its size cap allows it), when it is saved, then it is refused with
+    422 template_too_large counting the tags of the whole template, and nothing is stored."""
+    settings = make_settings(MAX_PAYLOAD_BYTES=str(1024 * 1024))
+    body = {"key": "wide", "channel": "webhook", "payload": SPREAD_PAYLOAD}
+    with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        client.headers["Authorization"] = f"Bearer {SERVER_KEY}"
+
+        response = client.post("/api/templates", json=body)
+
+        assert response.status_code == 422, response.text[:500]
+        error = response.json()["error"]
+        assert error["code"] == "template_too_large"
+        assert f"{54 * MAX_TAGS} {{{{…}}}} tags" in error["message"]
+        assert error["details"][0]["part"] == "payload"
+        assert client.get("/api/templates/wide").status_code == 404
+

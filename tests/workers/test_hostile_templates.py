@@ -5,6 +5,7 @@ from the same templates are delivered."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from sqlalchemy import select
@@ -12,10 +13,11 @@ from sqlalchemy import select
 from producer.service import NotificationService
 from shared.channels import Channel
 from shared.config import Settings
-from shared.db.models import Notification
+from shared.db.models import MessageTemplate, Notification, utcnow
 from shared.db.rls import system_scope
 from shared.db.session import session_scope
 from shared.templates import store
+from shared.templates.syntax import MAX_TAGS
 from tests.conftest import Fleet, final_status
 
 LOOPS = (
@@ -88,3 +90,38 @@ def test_data_cannot_inject_a_header_through_a_rendered_subject(
     assert (view["status"], view["attempts"], view["errorCode"]) == ("failed", 1, "template_render_error")
     assert "line break" in (view["lastError"] or "")
     assert final_status(service, plain, timeout=60)["status"] == "sent"
+
+
+def test_a_stored_template_too_large_to_compile_fails_its_message_without_compiling(
+    settings: Settings, fleet: Callable[..., Fleet]
+) -> None:
+    """Given a webhook template of 54 payload strings of 1,000 tags each already in the
+    database (stored before whole templates were weighed), when a message uses it, then the
+    worker fails that message for good after one attempt naming the limit, rather than
+    compiling it for half a minute; a message of a small template is sent meanwhile."""
+    wide = {f"field{i}": "{{a}}" * MAX_TAGS for i in range(54)}
+    with session_scope(settings.database_url) as session:
+        session.add(
+            MessageTemplate(
+                key="wide",
+                channel="webhook",
+                locale="en",
+                version=1,
+                webhook_payload=json.dumps(wide),
+                sample_data={},
+                is_current=True,
+                created_at=utcnow(),
+            )
+        )
+        given = {"key": "small", "channel": "in_app", "title": "Hi", "message": "Hello {{name}}"}
+        store.save(session, store.TemplateInput.model_validate(given), default_locale="en")
+    fleet(settings, [Channel.WEBHOOK, Channel.IN_APP], threads=2)
+    service = NotificationService(settings)
+
+    refused = service.send_webhook(url="https://hooks.example.com/in", template="wide", data={"a": "x"})
+    small = service.send_in_app_notification(user_id="u-1", template="small", data={"name": "Ann"})
+
+    view = final_status(service, refused, timeout=60)
+    assert (view["status"], view["attempts"], view["errorCode"]) == ("failed", 1, "template_render_limit")
+    assert f"{54 * MAX_TAGS} {{{{…}}}} tags" in (view["lastError"] or "")
+    assert final_status(service, small, timeout=60)["status"] == "delivered"
