@@ -5,7 +5,9 @@
     ├── ValidationError             bad input from a caller; nothing is enqueued (HTTP 400/413/422)
     │   ├── PayloadTooLarge         a body or payload over the size cap (HTTP 413)
     │   └── TemplateError           a template refused when saved: syntax, unknown helper/partial (HTTP 400)
-    │       └── TemplateTooLarge    over what one template may cost to compile (HTTP 422)
+    │       ├── TemplateTooLarge    over what one template may cost to compile (HTTP 422)
+    │       ├── PartialCycle        partials that would include each other (HTTP 422)
+    │       └── PartialsTooDeep     partials that would include each other too deeply (HTTP 422)
     ├── EnqueueError                the broker did not confirm the message; the caller may retry (HTTP 503)
     ├── NotFound                    the addressed record does not exist (HTTP 404)
     ├── RenderError                 a stored template could not render one message (that message fails)
@@ -61,6 +63,21 @@ class TemplateTooLarge(TemplateError):
 
     status_code = 422
     code = "template_too_large"
+
+
+class PartialCycle(TemplateError):
+    """Saving this partial would make partials include each other: every template using
+    one of them would fail to render."""
+
+    status_code = 422
+    code = "partial_cycle"
+
+
+class PartialsTooDeep(TemplateError):
+    """Saving this partial would make a chain of partials including partials too long."""
+
+    status_code = 422
+    code = "partials_too_deep"
 
 
 class RenderError(KaiError):

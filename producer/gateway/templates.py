@@ -5,8 +5,11 @@ next version (``channel`` and ``locale`` in the body pick which), ``GET /{key}``
 current versions (``?channel=&locale=&version=`` for an older one), ``DELETE /{key}``
 retires it (``?channel=&locale=`` narrows; queued messages still render their version),
 and ``POST /{key}/preview`` renders it with the given or the stored sample data.
-A refused template answers 400 with ``details: [{part, line, message}]``; a preview over
-the render budget (CPU time, output size) answers 422 ``render_limit_exceeded``.
+A refused template answers 400 with ``details: [{part, line, message}]``, or 422 when it
+is over what one template may cost to compile (``template_too_large``) or is a partial
+that would make partials include each other (``partial_cycle``) or nest too deep
+(``partials_too_deep``); a preview over the render budget (CPU time, output size) answers
+422 ``render_limit_exceeded``.
 """
 
 from __future__ import annotations

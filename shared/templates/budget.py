@@ -21,6 +21,7 @@ from typing import Any
 
 from shared.config import DEFAULT_TEMPLATE_MAX_OUTPUT_BYTES, DEFAULT_TEMPLATE_RENDER_TIMEOUT_MS, Settings
 from shared.errors import RenderError, RenderLimitExceeded
+from shared.templates.partials_graph import MAX_PARTIAL_DEPTH, chain
 
 Block = Callable[[Any], Any]
 
@@ -55,6 +56,8 @@ class RenderBudget:
         # Bytes already counted inside the block at each open level, so a block's own output
         # is counted once however deeply it is nested.
         self._counted_inside: list[int] = [0]
+        # The partials being rendered, outermost first.
+        self._partials: list[str] = []
 
     def check_time(self) -> None:
         if time.thread_time() > self.deadline:
@@ -117,11 +120,24 @@ class RenderBudget:
     def with_(self, this: Any, options: Mapping[str, Any], context: Any) -> Any:
         return self.run(options["fn"], context)
 
-    def partial(self, renderer: Callable[..., Any]) -> Callable[..., Any]:
-        """``renderer`` as a partial whose every inclusion is a block of this budget."""
+    def partial(self, name: str, renderer: Callable[..., Any]) -> Callable[..., Any]:
+        """``renderer`` as partial ``name``, whose every inclusion is a block of this budget.
+        Saving refuses partials that include each other or nest too deep; this stops those
+        saved before that check with the reason rather than a Python recursion error."""
 
         def call(scope: Any, **options: Any) -> Any:
-            return self.run(lambda s: renderer(s, **options), scope)
+            if name in self._partials:
+                cycle = [*self._partials[self._partials.index(name) :], name]
+                raise RenderError(f"partials include each other: {chain(cycle)}")
+            if len(self._partials) >= MAX_PARTIAL_DEPTH:
+                raise RenderError(
+                    f"partials nested deeper than {MAX_PARTIAL_DEPTH}: {chain([*self._partials, name])}"
+                )
+            self._partials.append(name)
+            try:
+                return self.run(lambda s: renderer(s, **options), scope)
+            finally:
+                self._partials.pop()
 
         return call
 

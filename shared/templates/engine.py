@@ -327,10 +327,10 @@ def render(
     budget = RenderBudget(limits or RenderLimits())
     context = prepare_data(dict(data), strict=strict)
     html_partials = {
-        name: budget.partial(p.parts["html"]) for name, p in partials.items() if "html" in p.parts
+        name: budget.partial(name, p.parts["html"]) for name, p in partials.items() if "html" in p.parts
     }
     text_partials = {
-        name: budget.partial(p.parts["text"]) for name, p in partials.items() if "text" in p.parts
+        name: budget.partial(name, p.parts["text"]) for name, p in partials.items() if "text" in p.parts
     }
     html_parts = {spec.name for specs in CHANNEL_PARTS.values() for spec in specs if spec.html}
     result: dict[str, Any] = {}

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from shared.db.models import MessageTemplate, utcnow
 from shared.errors import NotFound, RenderError, TemplateError, TemplateTooLarge
 from shared.logging import get_logger
-from shared.templates import engine
+from shared.templates import engine, partials_graph
 from shared.templates.budget import RenderLimits
 from shared.templates.engine import PARTIAL, Compiled, TemplateSource
 from shared.templates.limits import CompileLimitExceeded
@@ -97,13 +97,16 @@ def _too_large(part: str | None, message: str) -> TemplateTooLarge:
 
 def _check_partials_with(partials: dict[str, Compiled], key: str, compiled: Compiled) -> None:
     """Every process compiles every current partial: together they are weighed as one
-    template."""
+    template, and how they include each other is checked as one graph."""
     others = [p.weight for name, p in partials.items() if name != key]
     total = sum(others, compiled.weight)
     try:
         total.refuse_if_over("all current partials together (each compiled for text and for HTML)", "text")
     except CompileLimitExceeded as exc:
         raise _too_large(exc.part, exc.message) from None
+    graph = {name: p.partials for name, p in partials.items()}
+    graph[key] = compiled.partials
+    partials_graph.check_saving(graph, key)
 
 
 def source_of(row: MessageTemplate) -> TemplateSource:

@@ -12,6 +12,7 @@ import pytest
 
 from producer.gateway.app import create_app
 from shared.config import Settings
+from shared.templates.partials_graph import MAX_PARTIAL_DEPTH
 from shared.templates.syntax import MAX_BLOCK_DEPTH, MAX_TAGS
 from tests.conftest import SERVER_KEY
 from tests.gateway.server import LiveServer
@@ -147,3 +148,46 @@ def test_a_template_too_large_as_a_whole_is_refused_with_422(
         assert error["details"][0]["part"] == "payload"
         assert client.get("/api/templates/wide").status_code == 404
 
+
+def partial(client: httpx.Client, key: str, text: str, *, method: str = "POST") -> httpx.Response:
+    body = {"key": key, "channel": "partial", "text": text}
+    if method == "POST":
+        return client.post("/api/templates", json=body)
+    return client.put(f"/api/templates/{key}", json=body)
+
+
+def test_a_partial_that_would_close_a_cycle_is_refused_with_the_cycle(client: httpx.Client) -> None:
+    """Given partial ``a`` including ``b`` and a template using ``a``, when ``b`` is saved
+    including ``a``, then the save answers 422 naming the cycle, ``b`` keeps its version,
+    and the template still renders."""
+    assert partial(client, "b", "B").status_code == 201
+    assert partial(client, "a", "A{{> b}}").status_code == 201
+    assert client.post("/api/templates", json={**NOTE, "sms": "Hi {{name}} {{> a}}"}).status_code == 201
+
+    response = partial(client, "b", "B{{> a}}", method="PUT")
+
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "partial_cycle"
+    assert "b → a → b" in error["message"]
+    assert error["details"][0]["part"] == "text"
+    assert client.get("/api/templates/b").json()["templates"][0]["version"] == 1
+    preview = client.post("/api/templates/note/preview", json={})
+    assert (preview.status_code, preview.json().get("sms")) == (200, "Hi Ann AB")
+
+
+def test_partials_nested_too_deep_are_refused_with_the_chain(client: httpx.Client) -> None:
+    """Given partials p1 → p2 → … → p8 (as deep as partials may go), when p9 is saved and p8
+    is then changed to include it, then that save answers 422 naming the chain from its top."""
+    assert partial(client, "p9", "9").status_code == 201
+    for level in range(MAX_PARTIAL_DEPTH, 0, -1):
+        included = "{{> p" + str(level + 1) + "}}" if level < MAX_PARTIAL_DEPTH else ""
+        assert partial(client, f"p{level}", f"{level}{included}").status_code == 201, level
+
+    response = partial(client, f"p{MAX_PARTIAL_DEPTH}", f"{MAX_PARTIAL_DEPTH}{{{{> p9}}}}", method="PUT")
+
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "partials_too_deep"
+    chain = " → ".join(f"p{n}" for n in range(1, MAX_PARTIAL_DEPTH + 2))
+    assert chain in error["message"]

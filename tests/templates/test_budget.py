@@ -10,6 +10,7 @@ import pytest
 from shared.errors import RenderError, RenderLimitExceeded
 from shared.templates.budget import RenderLimits, output_bytes
 from shared.templates.engine import Compiled, TemplateSource, compile_source, render
+from shared.templates.partials_graph import MAX_PARTIAL_DEPTH
 
 #: Thread CPU seconds a stopped bomb may have used: far over any budget below, and far under
 #: what the unbounded renders need (hours for a billion iterations).
@@ -54,14 +55,16 @@ def test_nested_loops_stop_on_output_size_as_it_grows() -> None:
     assert time.thread_time() - started < STOPPED_WITHIN_CPU_SECONDS
 
 
-def test_partials_doubling_each_other_stop_on_cpu_time() -> None:
-    """Given 24 partials each including the next one twice (16 million inclusions, no loop
-    at all), when rendered, then the partial calls themselves are budgeted."""
+def test_partials_multiplying_each_other_stop_on_cpu_time() -> None:
+    """Given 8 partials (as deep as partials may nest) each including the next one 8 times
+    (2 million inclusions, no loop at all), when rendered, then the partial calls themselves
+    are budgeted."""
+    deepest = MAX_PARTIAL_DEPTH - 1
     partials: dict[str, Compiled] = {
-        "p24": compile_source(text_template("z", channel="partial"), known_partials=set())
+        f"p{deepest}": compile_source(text_template("z", channel="partial"), known_partials=set())
     }
-    for level in range(23, -1, -1):
-        source = text_template(f"{{{{> p{level + 1}}}}}{{{{> p{level + 1}}}}}", channel="partial")
+    for level in range(deepest - 1, -1, -1):
+        source = text_template(f"{{{{> p{level + 1}}}}}" * 8, channel="partial")
         partials[f"p{level}"] = compile_source(source, known_partials=set(partials))
     started = time.thread_time()
 
@@ -126,10 +129,10 @@ def test_output_bytes_counts_utf8() -> None:
 
 
 def test_partials_including_each_other_fail_the_render_cleanly() -> None:
-    """A cycle the save-time check missed (behind an #if the sample data left false) fails
-    that render with a RenderError instead of taking the process down."""
+    """A cycle stored before saves checked how partials include each other fails that
+    render naming the cycle, instead of recursing until Python stops it."""
     ping = compile_source(text_template("a{{#if go}}{{> pong}}{{/if}}", "partial"), known_partials={"pong"})
     pong = compile_source(text_template("b{{> ping}}", "partial"), known_partials={"ping"})
 
-    with pytest.raises(RenderError, match="RecursionError"):
+    with pytest.raises(RenderError, match="partials include each other: ping → pong → ping"):
         render_text("{{> ping}}", {"go": True}, RenderLimits(), {"ping": ping, "pong": pong})
