@@ -10,7 +10,14 @@ exception's traceback has been turned into text, :func:`redact_secrets` removes:
   (``amqp://user:password@host``) and ``token=``/``password=`` style pairs;
 - the literal values of this process's own secrets (API keys, the user-token secret, SMTP
   and Twilio credentials, URL passwords…), given to :func:`configure_logging`, wherever
-  they appear.
+  they appear;
+- the path and query of every http(s) URL (:func:`redact_url_paths`): a webhook URL may
+  carry its credential there (chat services' incoming webhooks do), so a URL is logged as
+  its scheme, host and port only. The delivery log keeps the whole URL, not the process log.
+
+The libraries that make requests for us (aiohttp, httpx, urllib3, the Twilio SDK, aiosmtplib
+…) narrate each one below warning with its URL and headers; :func:`configure_logging` keeps
+them at warning and above (:data:`QUIET_LIBRARY_LOGGERS`), whatever LOG_LEVEL says.
 
 Objects that are not JSON (a settings object, an exception) are logged as their ``repr``
 after the same redaction, never rendered unredacted.
@@ -51,6 +58,27 @@ SECRET_VALUE_PATTERN = re.compile(
 #: would mangle ordinary text.
 MIN_KNOWN_SECRET_CHARS = 8
 
+#: An http(s) or ws(s) URL: its origin (group 1) is kept, its path and query (group 2) are not.
+HTTP_URL_PATTERN = re.compile(
+    r"""\b((?:https?|wss?)://[^/\s?#'"<>]+)([/?#][^\s'"<>]*)?""",
+    re.IGNORECASE,
+)
+
+#: Loggers of the libraries that talk to the outside world for us; each narrates every
+#: request below warning, URL and headers included (the Twilio SDK, httpx and urllib3 at
+#: INFO). Kept at warning and above whatever LOG_LEVEL says.
+QUIET_LIBRARY_LOGGERS = (
+    "pika",
+    "aiormq",
+    "aiohttp",
+    "httpx",
+    "httpcore",
+    "urllib3",
+    "requests",
+    "twilio",
+    "aiosmtplib",
+)
+
 #: Keys left as they are: structlog's bookkeeping for stdlib records, and what it turns
 #: into text later (an exception, a stack), redacted once it is text.
 _NOT_YET_TEXT = frozenset({"_record", "_from_structlog", "exc_info", "stack_info"})
@@ -71,16 +99,28 @@ def redact_text(text: str) -> str:
     return SECRET_VALUE_PATTERN.sub(_hide, text)
 
 
+def redact_url_paths(text: str) -> str:
+    """``text`` with each http(s) URL cut to its scheme, host and port."""
+    return HTTP_URL_PATTERN.sub(_keep_origin, text)
+
+
+def _keep_origin(match: re.Match[str]) -> str:
+    rest = match.group(2)
+    if not rest or rest == "/":
+        return match.group(0)
+    return f"{match.group(1)}/{REDACTED}"
+
+
 def _redact(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: (REDACTED if SECRET_KEY_PATTERN.search(str(k)) else _redact(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_redact(v) for v in value]
     if isinstance(value, str):
-        return redact_text(value)
+        return redact_url_paths(redact_text(value))
     if value is None or isinstance(value, bool | int | float):
         return value
-    return redact_text(repr(value))
+    return redact_url_paths(redact_text(repr(value)))
 
 
 def redact_secrets(
@@ -164,8 +204,8 @@ def configure_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
-    # pika narrates every connection step at INFO.
-    logging.getLogger("pika").setLevel(max(numeric, logging.WARNING))
+    for name in QUIET_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     _configured = True
 
 

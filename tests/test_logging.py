@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shared.logging import REDACTED, redact_secrets, redact_text
+from shared.logging import REDACTED, redact_secrets, redact_text, redact_url_paths
 
 #: Each secret the child process holds, by what it is.
 SECRETS = {
@@ -76,8 +76,8 @@ CHILD = textwrap.dedent(
     log.info("settings.repr", settings=settings)
     log.info("positional %s", s["user token secret"])
     logging.getLogger("pika.connection").warning("connecting to %s", os.environ["BROKER_URL"])
-    logging.getLogger("httpx").info("HTTP Request: POST https://api.example.com Authorization: Bearer "
-                                    + s["bearer in text"])
+    logging.getLogger("httpx").warning("HTTP Request: POST https://api.example.com Authorization: Bearer "
+                                       + s["bearer in text"])
     try:
         try:
             raise ConnectionError("could not reach " + os.environ["DATABASE_URL"])
@@ -181,3 +181,72 @@ def test_settings_keep_their_secrets_out_of_repr() -> None:
     for name, value in secrets.items():
         for part in value.split(","):
             assert part not in shown, name
+
+
+#: Loggers of the libraries that make requests for us (or for the tests' clients).
+LIBRARY_LOGGERS = (
+    "httpx",
+    "httpcore.http11",
+    "aiohttp.client",
+    "urllib3.connectionpool",
+    "requests",
+    "twilio.http_client",
+    "aiosmtplib",
+    "aiormq.connection",
+)
+
+#: A webhook URL whose path is its credential, as chat services' incoming webhooks have.
+PATH_SECRET = "T0KAI/B0KAI/" + "q7" * 12
+WEBHOOK_URL = f"https://hooks.example.com/services/{PATH_SECRET}?token=abc"
+
+#: What the child logs: every library that talks HTTP (or SMTP, AMQP) narrating a request
+#: below warning, one library warning and one of our own lines naming the URL.
+LIBRARIES_CHILD = textwrap.dedent(
+    f"""
+    import logging
+    from shared.logging import configure_logging, get_logger
+
+    configure_logging("DEBUG")
+    for name in {LIBRARY_LOGGERS!r}:
+        logging.getLogger(name).info("POST %s", {WEBHOOK_URL!r})
+        logging.getLogger(name).debug("POST %s", {WEBHOOK_URL!r})
+    logging.getLogger("aiohttp.client").warning("giving up on %s", {WEBHOOK_URL!r})
+    get_logger("kai.test").warning("delivery.failed", error="webhook URL refused: " + {WEBHOOK_URL!r})
+    logging.getLogger("kai.own").info("still here")
+    """
+)
+
+
+def test_libraries_log_no_request_and_urls_keep_only_their_host() -> None:
+    """Given logging at DEBUG, when the HTTP, SMTP and AMQP libraries narrate requests, then
+    none of it is written (only their warnings are), and every URL that does reach the log,
+    a library's or our own, keeps its host but not its path or query."""
+    done = subprocess.run(
+        [sys.executable, "-c", LIBRARIES_CHILD], capture_output=True, text=True, timeout=120, check=True
+    )
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+
+    assert PATH_SECRET not in done.stderr and "q7q7" not in done.stderr
+    assert [line["event"] for line in lines] == [
+        "giving up on https://hooks.example.com/[redacted]",
+        "delivery.failed",
+        "still here",
+    ]
+    assert lines[1]["error"] == "webhook URL refused: https://hooks.example.com/[redacted]"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("https://hooks.example.com/services/T0/B0/abc", "https://hooks.example.com/[redacted]"),
+        ("http://10.0.0.5:8080/x?y=1 refused", "http://10.0.0.5:8080/[redacted] refused"),
+        (
+            "see https://example.com/ or http://h.example.com",
+            "see https://example.com/ or http://h.example.com",
+        ),
+        ("'https://a.example/p'", "'https://a.example/[redacted]'"),
+        ("postgresql://kai@db.internal:5432/kai", "postgresql://kai@db.internal:5432/kai"),
+    ],
+)
+def test_http_urls_lose_their_path_and_query(text: str, expected: str) -> None:
+    assert redact_url_paths(text) == expected

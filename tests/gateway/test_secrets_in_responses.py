@@ -1,7 +1,7 @@
 """Secrets in what the gateway answers and logs: refusals never echo the credential they
 refused, an internal error answers without its cause, a webhook endpoint's secret appears
 only in the create and regenerate answers, and the gateway's own log lines (captured as
-the JSON it writes) hold none of these values."""
+the JSON it writes) hold none of these values, nor the path of a webhook URL."""
 
 from __future__ import annotations
 
@@ -17,12 +17,16 @@ import jwt
 import pytest
 
 from producer.gateway.app import create_app
+from producer.service import NotificationService
+from shared.channels import Channel
 from shared.config import Settings
 from shared.logging import configure_logging, secret_values
 from shared.templates import store
-from tests.conftest import SERVER_KEY, USER_TOKEN_SECRET
-from tests.gateway.server import LiveServer
+from tests.conftest import SERVER_KEY, USER_TOKEN_SECRET, Fleet, final_status
+from tests.gateway.server import LiveServer, free_port
+from tests.sinks.twilio_sink import TwilioSink
 from tests.sinks.webhook_receiver import WebhookReceiver
+from tests.webhook_events import emit
 
 BASE = "/api/webhooks/configurations"
 SERVER = {"Authorization": f"Bearer {SERVER_KEY}"}
@@ -32,11 +36,21 @@ SERVER = {"Authorization": f"Bearer {SERVER_KEY}"}
 def gateway_log(settings: Settings) -> Iterator[Callable[[], str]]:
     """The gateway's log configured as in production (INFO, its secrets known), written to
     a buffer instead of stderr; the session's logging comes back afterwards."""
+    yield from _process_log(settings, "INFO")
+
+
+@pytest.fixture
+def debug_log(settings: Settings) -> Iterator[Callable[[], str]]:
+    """This process's log (gateway and workers alike) at its most talkative level."""
+    yield from _process_log(settings, "DEBUG")
+
+
+def _process_log(settings: Settings, level: str) -> Iterator[Callable[[], str]]:
     buffer = io.StringIO()
     real_stderr = sys.stderr
     sys.stderr = buffer
     try:
-        configure_logging("INFO", secret_values(settings))
+        configure_logging(level, secret_values(settings))
     finally:
         sys.stderr = real_stderr
     yield buffer.getvalue
@@ -130,3 +144,58 @@ def test_a_webhook_secret_is_shown_on_create_and_regenerate_only(
     for secret in (created["secret"], regenerated["secret"]):
         assert all(secret not in r.text for r in reads)
         assert secret not in gateway_log()
+
+
+def test_a_webhook_urls_path_never_reaches_the_log(
+    settings: Settings, fleet: Callable[..., Fleet], debug_log: Callable[[], str]
+) -> None:
+    """Given an endpoint whose URL carries its credential in the path (as chat incoming
+    webhooks do), when events are delivered to it, it is sent a test event, one attempt
+    fails and another cannot connect, then no log line at any level holds that path:
+    libraries log nothing below warning, and what they do log has URLs cut to the host."""
+    path_secret = "T0KAI/B0KAI/" + "x9" * 12
+    with (
+        WebhookReceiver() as receiver,
+        LiveServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.url, headers=SERVER, timeout=30) as client,
+    ):
+        created = client.post(BASE, json={"url": f"{receiver.url}/services/{path_secret}"}).json()
+        receiver.set_secret(created["secret"])
+        closed = client.post(BASE, json={"url": f"http://127.0.0.1:{free_port()}/services/{path_secret}"})
+        fleet(settings, [Channel.WEBHOOK])
+        delivered = emit(settings, "order.created", {"n": 1})
+        receiver.wait_for(1)
+        receiver.respond_next(500, body=b"nope")
+        tested = client.post(f"{BASE}/{created['id']}/test")
+        service = NotificationService(settings)
+        outcomes = [final_status(service, message_id)["status"] for message_id in delivered]
+
+    assert closed.status_code == 201 and tested.status_code == 200
+    assert sorted(outcomes) == ["delivered", "failed"]  # the closed port, after its retries
+    assert receiver.deliveries and all(d.path.endswith(path_secret) for d in receiver.deliveries)
+    assert debug_log(), "nothing was logged at all"
+    assert path_secret not in debug_log()
+    assert "x9x9x9" not in debug_log()
+
+
+def test_an_sms_delivery_leaves_no_trace_of_the_twilio_request(
+    make_settings: Callable[..., Settings], fleet: Callable[..., Fleet], gateway_log: Callable[[], str]
+) -> None:
+    """Given logging at INFO as in production, when an SMS is delivered through the Twilio
+    SDK, then the SDK's narration of the request (its URL with the account, its headers) is
+    not in the log: libraries log only their warnings."""
+    account = "AC" + "7e" * 16
+    with TwilioSink(account, "sms-token-5d4c3b2a") as sink:
+        settings = make_settings(
+            TWILIO_ACCOUNT_SID=account,
+            TWILIO_AUTH_TOKEN="sms-token-5d4c3b2a",
+            TWILIO_PHONE_NUMBER="+15005550006",
+            TWILIO_API_BASE=sink.base_url,
+        )
+        fleet(settings, [Channel.SMS])
+        service = NotificationService(settings)
+        message_id = service.send_sms(to="+14155550100", message="Your code is 123456")
+        assert final_status(service, message_id)["status"] in {"sent", "delivered"}
+
+    assert "delivery.sent" in gateway_log()
+    assert account not in gateway_log() and "Messages.json" not in gateway_log()
