@@ -29,6 +29,8 @@ IN_APP_MESSAGE_MAX_CHARS = 5000
 #: Identifiers chosen by callers.
 ID_MAX_CHARS = 255
 URL_MAX_CHARS = 2048
+#: The highest TCP port.
+MAX_PORT = 65535
 
 InAppType = Literal["info", "success", "warning", "error"]
 Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=ID_MAX_CHARS)]
@@ -71,6 +73,18 @@ def check_http_url(raw: str, *, allow_private: bool = True) -> str:
         raise ValueError("URL must name a host")
     if parts.username or parts.password:
         raise ValueError("URL must not carry credentials; use custom headers instead")
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or over 65535
+        port = 0
+    if port == 0:
+        raise ValueError(f"URL has an invalid port; give a number from 1 to {MAX_PORT} or none")
+    try:
+        # What the resolver will be asked: a label over 63 characters, an empty label or a
+        # character IDNA cannot encode would only fail later, when the URL is used.
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise ValueError("URL host is not a valid host name") from None
     if not allow_private:
         host = parts.hostname
         if host == "localhost" or host.endswith(".localhost"):

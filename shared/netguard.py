@@ -182,8 +182,12 @@ def check_url(url: str, policy: AddressPolicy) -> None:
         raise AddressRefused("URL must name a host")
     if policy.allow_private:
         return
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise AddressRefused(f"URL has an invalid port ({exc})") from None
     try:
         resolve_checked(policy, host, port)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:
+        # UnicodeError: a host name IDNA cannot encode (an over-long or empty label).
         raise AddressRefused(f"{host} cannot be resolved ({exc}), so its address cannot be checked") from None

@@ -108,3 +108,19 @@ def test_an_unresolvable_name_is_refused_at_save_time(monkeypatch: pytest.Monkey
 
     with pytest.raises(AddressRefused, match="cannot be resolved"):
         check_url("https://nowhere.example/hook", AddressPolicy())
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:99999/hook",
+        "http://example.com:80:81/hook",
+        f"http://{'a' * 64}.example.com/hook",
+        "http://exa\ud800mple.com/hook",
+    ],
+)
+def test_a_url_that_cannot_be_parsed_or_resolved_is_refused(url: str) -> None:
+    """Given a URL whose port or host name cannot be read, then the save-time check refuses
+    it like any other unreachable URL, instead of raising ValueError to its caller."""
+    with pytest.raises(AddressRefused):
+        check_url(url, AddressPolicy())

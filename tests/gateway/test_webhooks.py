@@ -126,6 +126,8 @@ BAD_REQUESTS: list[tuple[str, str, Any, int, str | None]] = [
     ("POST", BASE, {"url": "https://example.com/", "ownerEmail": "nope"}, 422, "ownerEmail"),
     ("POST", BASE, {"url": "https://example.com/", "secret": "whsec_mine"}, 422, "secret"),
     ("POST", BASE, ["not", "an", "object"], 400, None),
+    ("POST", BASE, {"url": "http://127.0.0.1:99999/hook"}, 422, "url"),
+    ("POST", BASE, {"url": "http://example.com:80:81/hook"}, 422, "url"),
     ("GET", f"{BASE}/{UNKNOWN}", None, 404, None),
     ("PUT", f"{BASE}/{UNKNOWN}", {"description": "x"}, 404, None),
     ("DELETE", f"{BASE}/{UNKNOWN}", None, 404, None),
@@ -154,6 +156,8 @@ def test_bad_requests_are_refused(
     ("suffix", "body", "field"),
     [
         ("", {"url": "gopher://x"}, "url"),
+        ("", {"url": "https://example.com:65536/hook"}, "url"),
+        ("", {"url": "https://example.com:8o/hook"}, "url"),
         ("", {"active": None}, "active"),
         ("/logs?status=weird", None, "status"),
         ("/logs?limit=0", None, "limit"),
