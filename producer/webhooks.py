@@ -92,7 +92,8 @@ class WebhookAdmin:
             )
 
     def delete(self, endpoint_id: str) -> None:
-        with session_scope(self.settings.database_url) as session:
+        # As the system: the endpoint's pending deliveries, failed with it, are any user's.
+        with system_scope(self.settings.database_url) as session:
             webhook_endpoints.delete(session, endpoint_id)
 
     def regenerate_secret(self, endpoint_id: str, body: dict[str, Any]) -> dict[str, Any]:

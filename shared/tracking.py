@@ -4,7 +4,9 @@ The row is the truth about a message; the broker only carries its id. A worker *
 row before sending (an atomic UPDATE that also returns the payload), so a redelivered or
 duplicated broker message finds the row already ``sent`` and is acknowledged without a
 second send. A claim is a lease: if the worker dies, the lease runs out and the next copy
-of the message may claim it.
+of the message may claim it. Each claim is an attempt, and the claim is where the maximum
+holds: a message whose attempts are all spent without an outcome on record (its worker
+died, or writing the outcome failed) is failed there instead of being attempted again.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, bindparam, delete, or_, select, text, update
+from sqlalchemy import Connection, String, Table, and_, bindparam, delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -26,6 +28,9 @@ from shared.payloads import Stored
 
 #: Longest error text we keep per message; provider bodies can be large.
 MAX_ERROR_CHARS = 2000
+
+#: Error code of a message failed at its claim because all its attempts were spent.
+EXHAUSTED_CODE = "attempts_exhausted"
 
 
 def new_message_id() -> str:
@@ -160,17 +165,20 @@ class Missing:
 ClaimResult = Claimed | AlreadyFinal | Busy | Missing
 
 _LOGS = cast(Table, NotificationLog.__table__)
+#: Queued, or claimed by a worker whose lease is over.
+_CLAIMABLE = or_(
+    _LOGS.c.status == Status.QUEUED.value,
+    and_(
+        _LOGS.c.status == Status.PROCESSING.value,
+        or_(_LOGS.c.locked_until.is_(None), _LOGS.c.locked_until < bindparam("now")),
+    ),
+)
 _CLAIM = (
     update(_LOGS)
     .where(
         _LOGS.c.id.in_(bindparam("ids", expanding=True)),
-        or_(
-            _LOGS.c.status == Status.QUEUED.value,
-            and_(
-                _LOGS.c.status == Status.PROCESSING.value,
-                or_(_LOGS.c.locked_until.is_(None), _LOGS.c.locked_until < bindparam("now")),
-            ),
-        ),
+        _CLAIMABLE,
+        _LOGS.c.attempts < _LOGS.c.max_attempts,
     )
     .values(
         status=Status.PROCESSING.value,
@@ -194,6 +202,29 @@ _CLAIM = (
 _BY_KEY = select(_LOGS.c.idempotency_key, _LOGS.c.id).where(
     _LOGS.c.idempotency_key.in_(bindparam("keys", expanding=True))
 )
+#: Claimable messages with no attempt left end as failed. The last attempt's outcome is not
+#: known, so whatever its worker did, another attempt would be one past the maximum.
+_END_EXHAUSTED = (
+    update(_LOGS)
+    .where(
+        _LOGS.c.id.in_(bindparam("ids", expanding=True)),
+        _CLAIMABLE,
+        _LOGS.c.attempts >= _LOGS.c.max_attempts,
+    )
+    .values(
+        status=Status.FAILED.value,
+        last_error="gave up after "
+        + _LOGS.c.attempts.cast(String)
+        + " attempts: the outcome of the last one was never recorded",
+        error_code=EXHAUSTED_CODE,
+        completed_at=bindparam("now"),
+        next_attempt_at=None,
+        due_at=None,
+        locked_until=None,
+        updated_at=bindparam("now"),
+    )
+    .returning(_LOGS.c.id, _LOGS.c.channel, _LOGS.c.created_at)
+)
 _WHERE_THEY_STAND = select(_LOGS.c.id, _LOGS.c.status, _LOGS.c.locked_until).where(
     _LOGS.c.id.in_(bindparam("ids", expanding=True))
 )
@@ -216,6 +247,8 @@ def claim_many(connection: Connection, message_ids: Sequence[str], lease: timede
         )
     }
     others = [i for i in message_ids if i not in taken]
+    exhausted = _end_exhausted(connection, others, now) if others else set()
+    others = [i for i in others if i not in exhausted]
     standing = (
         {row.id: row for row in connection.execute(_WHERE_THEY_STAND, {"ids": list(set(others))})}
         if others
@@ -243,9 +276,19 @@ def claim_many(connection: Connection, message_ids: Sequence[str], lease: timede
             )
         elif row is not None:
             results.append(Busy(until=now + lease))
+        elif message_id in exhausted:
+            results.append(AlreadyFinal(Status.FAILED))
         else:
             results.append(_not_taken(standing.get(message_id), now))
     return results
+
+
+def _end_exhausted(connection: Connection, message_ids: Sequence[str], now: datetime) -> set[str]:
+    """Fail the claimable ones among ``message_ids`` that have no attempt left; their ids."""
+    ended = list(connection.execute(_END_EXHAUSTED, {"ids": list(set(message_ids)), "now": now}))
+    for row in ended:
+        _count(Finish(row.id, 0, Status.FAILED, code=EXHAUSTED_CODE), row.channel, row.created_at, now)
+    return {row.id for row in ended}
 
 
 def _not_taken(row: Any, now: datetime) -> ClaimResult:
@@ -433,8 +476,9 @@ def defer(session: Session, message_id: str, attempt: int, *, until: datetime, r
 
 
 def close_unsendable(session: Session, message_id: str, *, status: Status, reason: str, code: str) -> bool:
-    """End a message that was never attempted because it cannot be sent (a rule's message
-    with no address or no template): ``skipped`` or ``failed`` straight from ``queued``."""
+    """End a queued message that cannot be sent (a rule's message with no address or no
+    template, a webhook whose endpoint was deleted): ``skipped`` or ``failed`` straight from
+    ``queued``, without another attempt."""
     if not status.is_terminal:
         raise ValueError(f"{status.value} does not end a message")
     now = utcnow()

@@ -111,6 +111,23 @@ def test_an_expired_claim_is_taken_again_as_the_next_attempt(db: str) -> None:
     assert again.attempt == 2
 
 
+def test_a_message_whose_last_attempt_never_recorded_fails_instead_of_a_further_attempt(db: str) -> None:
+    """Given a message whose every attempt was claimed but whose last outcome was never
+    written (the worker died, or recording it failed), when its lease is over, then the
+    next claim ends it as failed, saying why, instead of taking an attempt past its maximum."""
+    message_id = new_message(db, max_attempts=2)
+    claimed(db, message_id, EXPIRED)
+    claimed(db, message_id, EXPIRED)
+
+    again = claim(db, message_id)
+
+    assert again == tracking.AlreadyFinal(Status.FAILED)
+    stored = row(db, message_id)
+    assert (stored.status, stored.attempts, stored.error_code) == ("failed", 2, "attempts_exhausted")
+    assert stored.last_error is not None and "2 attempts" in stored.last_error
+    assert stored.completed_at is not None and stored.locked_until is None
+
+
 @pytest.mark.parametrize("status", sorted(TERMINAL_STATUSES))
 def test_a_finished_message_is_never_claimed(db: str, status: Status) -> None:
     """Given a message already finished (a redelivered or duplicated broker message), the

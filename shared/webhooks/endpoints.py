@@ -20,13 +20,15 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import netguard
+from shared import netguard, tracking
+from shared.channels import Channel, Status
 from shared.config import Settings
-from shared.db.models import WebhookConfiguration, utcnow
+from shared.db.models import NotificationLog, WebhookConfiguration, utcnow
 from shared.errors import NotFound, ValidationError
 from shared.messages import check_http_url, normalize_email
 from shared.webhooks import secretbox
 from shared.webhooks.headers import HEADER_NAME, RESERVED_HEADERS
+from shared.webhooks.ordering import CONFIGURATION_FIELD
 from shared.webhooks.settings import parse_schedule
 from shared.webhooks.signing import SECRET_PREFIX
 
@@ -211,9 +213,33 @@ def update(
     return row
 
 
-def delete(session: Session, endpoint_id: str) -> None:
+#: Why a delivery to an endpoint that no longer exists ends (here and at its claim).
+DELETED_REASON = "the webhook endpoint was deleted"
+DELETED_CODE = "endpoint_deleted"
+
+
+def delete(session: Session, endpoint_id: str) -> list[str]:
+    """Delete the endpoint and fail its deliveries waiting for an attempt (retries planned
+    hours ahead would otherwise linger as queued); returns their ids. ``session`` must act
+    as the system: the deliveries belong to any user. A delivery being attempted right now
+    finishes its attempt and then ends the same way, at its next claim."""
     session.delete(get(session, endpoint_id))
+    waiting = session.scalars(
+        select(NotificationLog.id).where(
+            NotificationLog.channel == Channel.WEBHOOK.value,
+            NotificationLog.status == Status.QUEUED.value,
+            NotificationLog.payload[CONFIGURATION_FIELD].as_string() == endpoint_id,
+        )
+    ).all()
+    ended = [
+        message_id
+        for message_id in waiting
+        if tracking.close_unsendable(
+            session, message_id, status=Status.FAILED, reason=DELETED_REASON, code=DELETED_CODE
+        )
+    ]
     session.flush()
+    return ended
 
 
 def regenerate_secret(
