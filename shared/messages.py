@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -36,15 +37,29 @@ InAppType = Literal["info", "success", "warning", "error"]
 Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=ID_MAX_CHARS)]
 
 
-def _no_line_breaks(value: str, what: str) -> str:
-    if "\r" in value or "\n" in value or "\x00" in value:
-        raise ValueError(f"{what} must not contain line breaks or NUL (header injection)")
+#: What a value bound for a header line (a subject, an address, a URL, a webhook header) may
+#: not hold: C0 and C1 controls except tab, DEL, the Unicode line and paragraph separators,
+#: and lone surrogates. Python's email package splits a header on every line boundary
+#: ``str.splitlines`` knows (``\v``, ``\f``, ``\x1c``-``\x1e``, ``\x85``, U+2028, U+2029, not
+#: only CR and LF), so such a value would be accepted here and fail the message later.
+_NOT_HEADER_SAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def fits_a_header(value: str) -> bool:
+    """Whether ``value`` can stand in a header line: one line, no control characters."""
+    return _NOT_HEADER_SAFE.search(value) is None
+
+
+def single_line(value: str, what: str) -> str:
+    """``value`` if it :func:`fits_a_header`, else ValueError (header injection)."""
+    if not fits_a_header(value):
+        raise ValueError(f"{what} must be one line without control characters (header injection)")
     return value
 
 
 def normalize_email(raw: str) -> str:
     """A deliverable-looking address in normalized form, or ValueError saying why not."""
-    _no_line_breaks(raw, "email address")
+    single_line(raw, "email address")
     try:
         return validate_email(raw, check_deliverability=False, allow_smtputf8=True).normalized
     except EmailNotValidError as exc:
@@ -65,7 +80,7 @@ def normalize_phone(raw: str) -> str:
 def check_http_url(raw: str, *, allow_private: bool = True) -> str:
     if len(raw) > URL_MAX_CHARS:
         raise ValueError(f"URL longer than {URL_MAX_CHARS} characters")
-    _no_line_breaks(raw, "URL")
+    single_line(raw, "URL")
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https"):
         raise ValueError("URL must use http or https")
@@ -136,7 +151,7 @@ class EmailRequest(_Request):
     @field_validator("subject")
     @classmethod
     def _subject(cls, value: str) -> str:
-        return _no_line_breaks(value, "subject")
+        return single_line(value, "subject")
 
     @model_validator(mode="after")
     def _body(self) -> EmailRequest:

@@ -19,6 +19,7 @@ from shared.messages import (
     IN_APP_MESSAGE_MAX_CHARS,
     IN_APP_TITLE_MAX_CHARS,
     SMS_BODY_MAX_CHARS,
+    fits_a_header,
 )
 from shared.payloads import (
     Content,
@@ -43,8 +44,8 @@ def _text(rendered: dict[str, Any], part: str, limit: int, *, single_line: bool 
         raise RenderError(f"the template's {part!r} rendered empty")
     if len(value) > limit:
         raise RenderError(f"the template's {part!r} rendered {len(value)} characters; the limit is {limit}")
-    if single_line and ("\r" in value or "\n" in value):
-        raise RenderError(f"the template's {part!r} rendered a line break")
+    if single_line and not fits_a_header(value):
+        raise RenderError(f"the template's {part!r} rendered a line break or a control character")
     return value
 
 
