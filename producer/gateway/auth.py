@@ -9,7 +9,8 @@ user-acting endpoints the user's.
 
 A user token is accepted only when signed with HS256 (never ``alg: none``, never an RS/ES
 algorithm, so a public key can never pass for the HMAC secret) by ``USER_TOKEN_SECRET`` or
-one of ``USER_TOKEN_PREVIOUS_SECRETS``, not expired, not dated (``nbf``/``iat``) in the
+one of ``USER_TOKEN_PREVIOUS_SECRETS``, with times (``exp``, ``nbf``, ``iat``) that are JSON
+numbers of seconds between 1970 and 3000, not expired, not dated (``nbf``/``iat``) in the
 future beyond the leeway, and carrying the configured ``aud``/``iss`` when
 ``USER_TOKEN_AUDIENCE``/``USER_TOKEN_ISSUER`` are set. Anything else is 401 with a
 ``WWW-Authenticate`` challenge; the right credential on the wrong endpoint is 403.
@@ -36,6 +37,35 @@ TOKEN_LEEWAY_SECONDS = 30
 #: The only algorithm a user token may be signed with. Listing it is what makes PyJWT refuse
 #: ``alg: none`` and algorithm confusion (https://pyjwt.readthedocs.io/en/stable/usage.html).
 TOKEN_ALGORITHMS = ["HS256"]
+
+#: Claims holding a time, a NumericDate (https://www.rfc-editor.org/rfc/rfc7519#section-2).
+TIME_CLAIMS = ("exp", "nbf", "iat")
+#: 3000-01-01T00:00:00Z: a token naming a later time is a mistake, or meant never to expire.
+LATEST_NUMERIC_DATE = 32_503_680_000
+
+
+class _NumericDatesOnly(jwt.PyJWT):
+    """PyJWT reads a time claim with ``int()``, so ``"99999999999"`` (a string), ``true`` or
+    ``1e300`` would pass for a time. Its payload hook for subclasses refuses them first."""
+
+    def _decode_payload(self, decoded: dict[str, Any]) -> dict[str, Any]:
+        payload = super()._decode_payload(decoded)
+        for claim in TIME_CLAIMS:
+            if claim in payload and not _is_numeric_date(payload[claim]):
+                raise jwt.InvalidTokenError(
+                    f"the {claim} claim must be a number of seconds from 1970 to 3000"
+                )
+        return payload
+
+
+def _is_numeric_date(value: Any) -> bool:
+    # bool is an int to Python, not a number to JSON; the range also excludes NaN and infinity.
+    return (
+        not isinstance(value, bool) and isinstance(value, int | float) and 0 <= value <= LATEST_NUMERIC_DATE
+    )
+
+
+_TOKENS = _NumericDatesOnly()
 
 
 class Kind(Enum):
@@ -110,7 +140,7 @@ def _verified_claims(settings: Settings, token: str) -> dict[str, Any]:
     failure: jwt.PyJWTError = jwt.InvalidSignatureError("no user token secret is configured")
     for secret in secrets:
         try:
-            claims: dict[str, Any] = jwt.decode(
+            claims: dict[str, Any] = _TOKENS.decode(
                 token,
                 secret,
                 algorithms=TOKEN_ALGORITHMS,

@@ -150,6 +150,49 @@ def test_user_tokens(env: dict[str, str], mint: Mint, accepted: bool) -> None:
         assert challenge is not None and challenge.startswith("Bearer")
 
 
+def literal(**claims: Any) -> str:
+    """Alice's token with ``claims`` exactly as given (no times added), as any issuer or
+    forger could sign them."""
+    return jwt.encode({"sub": "alice", **claims}, USER_TOKEN_SECRET, algorithm="HS256")
+
+
+LATER = int(time.time()) + 3600
+#: 3000-01-01T00:00:00Z: no token is meant to live past it.
+YEAR_3000 = 32503680000
+
+#: (case, claims) of tokens correctly signed whose times are not NumericDates.
+BAD_TIMES: list[tuple[str, dict[str, Any]]] = [
+    ("exp a string", {"exp": str(LATER)}),
+    ("exp a far-future string", {"exp": "99999999999"}),
+    ("exp 1e300", {"exp": 1e300}),
+    ("exp infinite", {"exp": float("inf")}),
+    ("exp not a number", {"exp": float("nan")}),
+    ("exp true", {"exp": True}),
+    ("exp past the year 3000", {"exp": YEAR_3000 + 1}),
+    ("exp negative", {"exp": -1}),
+    ("exp an object", {"exp": {"at": LATER}}),
+    ("iat a string", {"exp": LATER, "iat": str(LATER - 60)}),
+    ("iat 1e300", {"exp": LATER, "iat": -1e300}),
+    ("nbf a string", {"exp": LATER, "nbf": "0"}),
+    ("nbf false", {"exp": LATER, "nbf": False}),
+]
+
+
+@pytest.mark.parametrize("claims", [c for _, c in BAD_TIMES], ids=[n for n, _ in BAD_TIMES])
+def test_times_must_be_numeric_dates(claims: dict[str, Any]) -> None:
+    """Given a correctly signed token whose exp, iat or nbf is not a JSON number of seconds
+    between 1970 and 3000 (RFC 7519's NumericDate), then it is refused with 401: PyJWT alone
+    would read "99999999999" or 1e300 as a time and accept a token that never expires."""
+    status, code, challenge = refusal(lambda: who(settings_of(), literal(**claims)))
+
+    assert (status, code, challenge is not None) == (401, "invalid_token", True)
+
+
+def test_numeric_dates_may_be_fractional() -> None:
+    """RFC 7519 allows a NumericDate with a fraction of a second."""
+    assert who(settings_of(), literal(exp=LATER + 0.5, iat=time.time() - 1.5, nbf=0)) == (Kind.USER, "alice")
+
+
 def test_a_user_tokens_subject_wins_over_x_user_id() -> None:
     assert who(settings_of(), user_token("alice"), **{"X-User-Id": "bob"}) == (Kind.USER, "alice")
 
