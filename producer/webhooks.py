@@ -72,24 +72,23 @@ class WebhookAdmin:
 
     def list_all(self) -> list[dict[str, Any]]:
         with session_scope(self.settings.database_url) as session:
-            return [webhook_endpoints.view(row) for row in webhook_endpoints.list_all(session)]
+            return [webhook_endpoints.view(row, self.settings) for row in webhook_endpoints.list_all(session)]
 
     def get(self, endpoint_id: str) -> dict[str, Any]:
         with session_scope(self.settings.database_url) as session:
-            return webhook_endpoints.view(webhook_endpoints.get(session, endpoint_id))
+            return webhook_endpoints.view(webhook_endpoints.get(session, endpoint_id), self.settings)
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         fields = parse_fields(body)
         with session_scope(self.settings.database_url) as session:
             created = webhook_endpoints.create(session, self.settings, fields)
-            return {**webhook_endpoints.view(created.row), "secret": created.secret}
+            return {**webhook_endpoints.view(created.row, self.settings), "secret": created.secret}
 
     def update(self, endpoint_id: str, body: dict[str, Any]) -> dict[str, Any]:
         fields = parse_fields(body)
         with session_scope(self.settings.database_url) as session:
-            return webhook_endpoints.view(
-                webhook_endpoints.update(session, self.settings, endpoint_id, fields)
-            )
+            row = webhook_endpoints.update(session, self.settings, endpoint_id, fields)
+            return webhook_endpoints.view(row, self.settings)
 
     def delete(self, endpoint_id: str) -> None:
         # As the system: the endpoint's pending deliveries, failed with it, are any user's.
@@ -108,7 +107,7 @@ class WebhookAdmin:
             return {
                 "id": created.row.id,
                 "secret": created.secret,
-                "previousSecretExpiresAt": webhook_endpoints.view(created.row)["previousSecretExpiresAt"],
+                "previousSecretExpiresAt": _iso(created.row.previous_secret_expires_at),
             }
 
     def send_test(self, endpoint_id: str) -> str:
@@ -185,6 +184,10 @@ class WebhookAdmin:
             ids = webhook_replay.recover(session, endpoint_id, since)
         self._publish(ids)
         return ids
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def _query_error(field: str, message: str) -> ValidationError:

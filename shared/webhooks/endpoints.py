@@ -4,6 +4,11 @@ An endpoint's signing secret is generated here (``whsec_`` + base64 of 32 random
 shown to the caller only when created or regenerated, and is stored sealed
 (:mod:`shared.webhooks.secretbox`). Regenerating keeps the previous secret signing too until the
 grace period ends, so receivers rotate without downtime (:func:`signing_secrets`).
+
+The endpoint's custom headers are secrets too (they usually carry the receiver's
+credential): each value is stored sealed the same way, shown by name with a masked value
+(:func:`shared.webhooks.headers.masked`), and unsealed only to send (:func:`custom_headers`).
+A client that sends back the headers as it read them keeps the values they stand for.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import base64
 import secrets as random_secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -24,10 +30,10 @@ from shared import netguard, tracking
 from shared.channels import Channel, Status
 from shared.config import Settings
 from shared.db.models import NotificationLog, WebhookConfiguration, utcnow
-from shared.errors import NotFound, ValidationError
-from shared.messages import check_http_url, normalize_email, single_line
+from shared.errors import ConfigError, NotFound, ValidationError
+from shared.messages import check_http_url, normalize_email
 from shared.webhooks import secretbox
-from shared.webhooks.headers import HEADER_NAME, RESERVED_HEADERS
+from shared.webhooks.headers import HEADER_NAME, MASK, RESERVED_HEADERS, masked
 from shared.webhooks.ordering import CONFIGURATION_FIELD
 from shared.webhooks.settings import parse_schedule
 from shared.webhooks.signing import SECRET_PREFIX
@@ -61,7 +67,12 @@ class EndpointFields(BaseModel):
     description: str | None = Field(default=None, max_length=DESCRIPTION_MAX_CHARS)
     event_types: list[EventType] | None = Field(default=None, max_length=MAX_EVENT_TYPES)
     active: bool | None = None
-    headers: dict[str, str] | None = None
+    headers: dict[str, str] | None = Field(
+        default=None,
+        description="Headers every request to the endpoint carries (e.g. the receiver's "
+        "`Authorization`). Their values are secrets: stored encrypted, never shown again in "
+        "full; a value sent back as an answer showed it (masked) keeps the stored one.",
+    )
     rate_limit_per_second: int | None = Field(default=None, ge=1, le=MAX_RATE_LIMIT_PER_SECOND)
     max_retries: int | None = Field(default=None, ge=0, le=20)
     retry_schedule_ms: list[int] | None = None
@@ -85,9 +96,8 @@ class EndpointFields(BaseModel):
                 raise ValueError(f"invalid header name {name!r}")
             if name.lower() in RESERVED_HEADERS:
                 raise ValueError(f"header {name} is set by the webhook sender and cannot be overridden")
-            if len(header_value) > HEADER_VALUE_MAX_CHARS:
-                raise ValueError(f"the value of header {name} is over {HEADER_VALUE_MAX_CHARS} characters")
-            single_line(header_value, f"the value of header {name}")
+            if len(header_value) > HEADER_VALUE_MAX_CHARS or any(c in header_value for c in "\r\n\0"):
+                raise ValueError(f"invalid value for header {name}")
         return value
 
     @field_validator("retry_schedule_ms")
@@ -114,15 +124,16 @@ def _check_reachable(settings: Settings, url: str) -> None:
         raise _refuse("url", f"URL refused: {exc}") from None
 
 
-def view(row: WebhookConfiguration) -> dict[str, Any]:
-    """An endpoint as the API shows it: never its secrets."""
+def view(row: WebhookConfiguration, settings: Settings) -> dict[str, Any]:
+    """An endpoint as the API shows it: never its secrets, its headers' values masked."""
+    keys = settings.webhooks.encryption_keys
     return {
         "id": row.id,
         "url": row.url,
         "description": row.description,
         "eventTypes": list(row.event_types or []),
         "active": row.active,
-        "headers": dict(row.headers or {}),
+        "headers": {name: _shown(value, keys) for name, value in (row.headers or {}).items()},
         "rateLimitPerSecond": row.rate_limit_per_second,
         "maxRetries": row.max_retries,
         "retryScheduleMs": row.retry_schedule_ms,
@@ -142,6 +153,30 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
+def _shown(stored: str, keys: Sequence[str]) -> str:
+    try:
+        return masked(secretbox.unseal(stored, keys))
+    except ConfigError:  # no key opens it: there is nothing to show but the mask
+        return MASK
+
+
+def _stored_headers(given: dict[str, str], current: dict[str, str], keys: Sequence[str]) -> dict[str, str]:
+    """The headers to store for ``given``, each value sealed. A value given exactly as an
+    answer showed the current one (masked) keeps the current one."""
+    stored: dict[str, str] = {}
+    for name, value in given.items():
+        if name in current and value == _shown(current[name], keys):
+            stored[name] = current[name]
+        elif value.startswith(secretbox.ENCRYPTED_PREFIX):
+            # Stored as given without keys, it would read as sealed.
+            raise _refuse(
+                "headers", f"the value of header {name} may not begin with {secretbox.ENCRYPTED_PREFIX}"
+            )
+        else:
+            stored[name] = secretbox.seal(value, keys)
+    return stored
+
+
 def get(session: Session, endpoint_id: str) -> WebhookConfiguration:
     row = session.get(WebhookConfiguration, endpoint_id)
     if row is None:
@@ -153,7 +188,7 @@ def list_all(session: Session) -> list[WebhookConfiguration]:
     return list(session.scalars(select(WebhookConfiguration).order_by(WebhookConfiguration.created_at)))
 
 
-def _apply(row: WebhookConfiguration, fields: EndpointFields) -> None:
+def _apply(row: WebhookConfiguration, fields: EndpointFields, keys: Sequence[str]) -> None:
     for name in fields.model_fields_set:
         value = getattr(fields, name)
         if name == "active":
@@ -163,8 +198,10 @@ def _apply(row: WebhookConfiguration, fields: EndpointFields) -> None:
                 # Re-enabling starts the endpoint's health record afresh.
                 row.failing_since = row.disabled_at = row.disabled_reason = None
                 row.consecutive_failures = 0
-        elif name in {"event_types", "headers"}:
-            value = value or ({} if name == "headers" else [])
+        elif name == "event_types":
+            value = value or []
+        elif name == "headers":
+            value = _stored_headers(value or {}, dict(row.headers or {}), keys)
         elif name == "ordered":
             value = bool(value)
         elif name == "url" and value is None:
@@ -196,7 +233,7 @@ def create(session: Session, settings: Settings, fields: EndpointFields) -> Crea
         created_at=now,
         updated_at=now,
     )
-    _apply(row, fields)
+    _apply(row, fields, settings.webhooks.encryption_keys)
     session.add(row)
     session.flush()
     return Created(row, secret)
@@ -208,7 +245,7 @@ def update(
     row = get(session, endpoint_id)
     if fields.url is not None and fields.url != row.url:
         _check_reachable(settings, fields.url)
-    _apply(row, fields)
+    _apply(row, fields, settings.webhooks.encryption_keys)
     row.updated_at = utcnow()
     session.flush()
     return row
@@ -271,6 +308,13 @@ def signing_secrets(row: WebhookConfiguration, settings: Settings, now: datetime
     if row.previous_secret and expires is not None and expires > (now or utcnow()):
         found.append(secretbox.unseal(row.previous_secret, keys))
     return found
+
+
+def custom_headers(row: WebhookConfiguration, settings: Settings) -> dict[str, str]:
+    """The headers a request to ``row`` carries besides ours, unsealed; ConfigError when no
+    configured key opens one."""
+    keys = settings.webhooks.encryption_keys
+    return {name: secretbox.unseal(value, keys) for name, value in (row.headers or {}).items()}
 
 
 def subscribed(row: WebhookConfiguration, event_type: str) -> bool:

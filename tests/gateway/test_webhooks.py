@@ -20,6 +20,7 @@ from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import WebhookConfiguration
 from shared.db.session import session_scope
+from shared.webhooks.headers import MASK
 from tests.conftest import SERVER_KEY, USER_TOKEN_SECRET, Fleet, final_status
 from tests.gateway.server import LiveServer
 from tests.sinks.webhook_receiver import WebhookReceiver
@@ -81,7 +82,7 @@ def test_crud_round_trip(api: httpx.Client, receiver: WebhookReceiver, settings:
     updated = api.put(f"{BASE}/{endpoint_id}", json={"description": "all orders", "active": False})
 
     assert listed.status_code == 200 and [e["id"] for e in listed.json()["data"]] == [endpoint_id]
-    assert read.status_code == 200 and read.json()["headers"] == {"X-Tenant": "acme"}
+    assert read.status_code == 200 and read.json()["headers"] == {"X-Tenant": MASK}
     assert updated.status_code == 200
     assert updated.json()["description"] == "all orders" and updated.json()["active"] is False
     assert updated.json()["eventTypes"] == ["order.created", "order.*"]
@@ -92,6 +93,63 @@ def test_crud_round_trip(api: httpx.Client, receiver: WebhookReceiver, settings:
     assert api.delete(f"{BASE}/{endpoint_id}").status_code == 204
     assert api.get(f"{BASE}/{endpoint_id}").status_code == 404
     assert api.delete(f"{BASE}/{endpoint_id}").status_code == 404
+
+
+#: A receiver's credential, sent as a custom header.
+BEARER = "Bearer rcv_live_4f1c9a7e2b3d5f60a8c1"
+
+
+def test_custom_headers_are_secrets_at_rest_and_in_answers(
+    api: httpx.Client, receiver: WebhookReceiver, settings: Settings, fleet: Callable[..., Fleet]
+) -> None:
+    """Given an endpoint with an Authorization header for its receiver, then the database
+    holds the value encrypted, every answer (create, read, list, update, the delivery log)
+    shows only its name and a masked value, and the receiver still gets the real value."""
+    created = create(api, receiver, headers={"Authorization": BEARER, "X-Tenant": "acme"})
+    endpoint_id = created["id"]
+    fleet(settings, [Channel.WEBHOOK])
+
+    answers = [
+        created,
+        api.get(f"{BASE}/{endpoint_id}").json(),
+        api.get(BASE).json()["data"][0],
+        api.put(f"{BASE}/{endpoint_id}", json={"description": "renamed"}).json(),
+    ]
+    tested = api.post(f"{BASE}/{endpoint_id}/test").json()
+    logged = api.get(f"{BASE}/{endpoint_id}/logs").json()["data"]
+
+    masked = {"Authorization": MASK + BEARER[-4:], "X-Tenant": MASK}
+    assert [a["headers"] for a in answers] == [masked] * 4
+    assert tested["attempt"]["requestHeaders"]["authorization"] == "[redacted]"
+    assert tested["attempt"]["requestHeaders"]["x-tenant"] == MASK
+    for text in [json.dumps(answers), json.dumps(tested), json.dumps(logged)]:
+        assert BEARER.split()[1] not in text and "acme" not in text
+    with session_scope(settings.database_url) as session:
+        stored = session.get(WebhookConfiguration, endpoint_id)
+        assert stored is not None and set(stored.headers) == {"Authorization", "X-Tenant"}
+        assert all(v.startswith("fernet:") for v in stored.headers.values())
+        assert "rcv_live" not in json.dumps(stored.headers) and "acme" not in json.dumps(stored.headers)
+    delivery = receiver.deliveries[0]
+    assert delivery.headers["authorization"] == BEARER and delivery.headers["x-tenant"] == "acme"
+
+
+def test_headers_sent_back_masked_keep_their_values(
+    api: httpx.Client, receiver: WebhookReceiver, settings: Settings, fleet: Callable[..., Fleet]
+) -> None:
+    """Given a client that reads an endpoint and sends its headers back with one added (as a
+    form showing the current values would), then the masked values keep what they stood for
+    and the new header is stored like the others."""
+    endpoint_id = create(api, receiver, headers={"Authorization": BEARER, "X-Tenant": "acme"})["id"]
+    shown = api.get(f"{BASE}/{endpoint_id}").json()["headers"]
+
+    updated = api.put(f"{BASE}/{endpoint_id}", json={"headers": {**shown, "X-Region": "eu-west"}})
+    fleet(settings, [Channel.WEBHOOK])
+    tested = api.post(f"{BASE}/{endpoint_id}/test")
+
+    assert updated.status_code == 200 and updated.json()["headers"] == {**shown, "X-Region": MASK}
+    assert tested.status_code == 200 and tested.json()["attempt"]["success"] is True
+    sent = receiver.deliveries[0].headers
+    assert (sent["authorization"], sent["x-tenant"], sent["x-region"]) == (BEARER, "acme", "eu-west")
 
 
 def test_regenerate_secret_shows_the_new_one_once(api: httpx.Client, receiver: WebhookReceiver) -> None:
@@ -123,6 +181,7 @@ BAD_REQUESTS: list[tuple[str, str, Any, int, str | None]] = [
     ("POST", BASE, {"url": "https://example.com/", "headers": {"X-A": "a\x0bb"}}, 422, "headers"),
     ("POST", BASE, {"url": "https://example.com/", "headers": {"X-A": "a\x7f"}}, 422, "headers"),
     ("POST", BASE, {"url": "https://example.com/", "headers": {"bad name": "v"}}, 422, "headers"),
+    ("POST", BASE, {"url": "https://example.com/", "headers": {"X-A": "fernet:abc"}}, 422, "headers"),
     ("POST", BASE, {"url": "https://example.com/", "rateLimitPerSecond": 0}, 422, "rateLimitPerSecond"),
     ("POST", BASE, {"url": "https://example.com/", "retryScheduleMs": [-1]}, 422, "retryScheduleMs"),
     ("POST", BASE, {"url": "https://example.com/", "maxRetries": 99}, 422, "maxRetries"),

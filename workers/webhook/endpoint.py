@@ -17,7 +17,7 @@ from shared.config import Settings
 from shared.db.models import WebhookConfiguration
 from shared.errors import ConfigError
 from shared.payloads import PayloadError, WebhookPayload, load
-from shared.webhooks.endpoints import signing_secrets
+from shared.webhooks.endpoints import custom_headers, signing_secrets
 
 _ENDPOINTS = cast(Table, WebhookConfiguration.__table__)
 _LOAD = select(_ENDPOINTS).where(_ENDPOINTS.c.id.in_(bindparam("ids", expanding=True)))
@@ -29,6 +29,7 @@ class Endpoint:
 
     id: str
     url: str
+    #: Its custom headers, unsealed; empty when they cannot be read, like ``secrets``.
     headers: dict[str, str]
     #: The secrets signing its requests; empty when they cannot be read (wrong
     #: WEBHOOK_ENCRYPTION_KEYS), with the reason in ``unreadable``.
@@ -73,15 +74,17 @@ def _endpoint(settings: Settings, row: Any) -> Endpoint:
     if not row.active or row.disabled_at is not None:
         disabled = row.disabled_reason or "deactivated"
     secrets: tuple[str, ...] = ()
+    headers: dict[str, str] = {}
     unreadable = None
     try:
         secrets = tuple(signing_secrets(row, settings))
+        headers = custom_headers(row, settings)
     except ConfigError as exc:
         unreadable = str(exc)
     return Endpoint(
         id=row.id,
         url=row.url,
-        headers=dict(row.headers or {}),
+        headers=headers,
         secrets=secrets,
         ordered=bool(row.ordered),
         rate_limit_per_second=row.rate_limit_per_second,

@@ -18,8 +18,10 @@ from shared.config import Settings
 from shared.db.models import WebhookConfiguration, WebhookDeliveryLog, utcnow
 from shared.errors import DeliveryError
 from shared.logging import get_logger
+from shared.webhooks.headers import RESERVED_HEADERS, masked
 from workers.delivery.ledger import Record
 from workers.providers.base import Exchange
+from workers.providers.http import REDACTED
 from workers.webhook import alerts as webhook_alerts
 
 log = get_logger(__name__)
@@ -28,7 +30,6 @@ log = get_logger(__name__)
 #: delivery log: enough to see why a receiver refused, too little to read another service
 #: through an endpoint pointed at it. Cut at a character boundary.
 RESPONSE_EXCERPT_BYTES = 4 * 1024
-
 
 #: The answer that disables an endpoint at once: the receiver says it is gone for good.
 GONE_CODE = "http_410"
@@ -116,7 +117,7 @@ def _log_row(a: Attempt, existing: set[str]) -> dict[str, object]:
         "configuration_id": a.endpoint_id if a.endpoint_id in existing else None,
         "attempt": a.attempt,
         "url": sent.url,
-        "request_headers": sent.request_headers,
+        "request_headers": _masked_custom_headers(sent.request_headers),
         "request_body": sent.request_body,
         "response_status": sent.status,
         "response_headers": sent.response_headers,
@@ -134,3 +135,12 @@ def _excerpt(answer: str | None) -> str | None:
     if not answer:
         return None
     return answer.encode()[:RESPONSE_EXCERPT_BYTES].decode(errors="ignore")
+
+
+def _masked_custom_headers(sent: dict[str, str]) -> dict[str, str]:
+    """The request's headers as the log keeps them: ours as they were (the signature already
+    redacted by the provider), the endpoint's own masked, for they are its secrets."""
+    return {
+        name: value if name.lower() in RESERVED_HEADERS or value == REDACTED else masked(value)
+        for name, value in sent.items()
+    }

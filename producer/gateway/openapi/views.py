@@ -225,7 +225,11 @@ class WebhookEndpoint(View):
     description: str | None
     event_types: list[str]
     active: bool
-    headers: dict[str, str]
+    headers: dict[str, str] = Field(
+        description="The custom headers by name, each value masked (`••••`, followed by its last 4 "
+        "characters when it has 16 or more): they are secrets, stored encrypted. Sending a value "
+        "back exactly as shown here keeps the stored one."
+    )
     rate_limit_per_second: int | None
     max_retries: int | None
     retry_schedule_ms: list[int] | None
