@@ -5,7 +5,7 @@ Server keys are compared in constant time against every configured key (several 
 valid at once, for rotation). A server key may act for a user with ``X-User-Id``.
 Once the caller is known and of the right kind, the request is charged to its rate-limit
 budget (:mod:`producer.gateway.ratelimit`): on server endpoints the key's own, on
-user-acting endpoints the user's.
+user-acting endpoints the user's (and, for a server key acting for one, the key's own too).
 
 A user token is accepted only when signed with HS256 (never ``alg: none``, never an RS/ES
 algorithm, so a public key can never pass for the HMAC secret) by ``USER_TOKEN_SECRET`` or

@@ -7,7 +7,8 @@ Groups: ``send`` (POST /api/messages/*, /api/notifications/test), ``events`` (PO
 credential: on server endpoints a server key's (known by a fingerprint, never by the key
 itself); on endpoints that act for a user, the user's: a server key naming it with
 ``X-User-Id`` has one budget per user, so one user cannot spend another's, and a user token
-its ``sub``'s.
+its ``sub``'s. A server key acting for a user is charged its own budget of the group as
+well, so naming a new user on every call never lifts the key's ceiling.
 
 Every limited response carries the IETF ``RateLimit-Limit``, ``RateLimit-Remaining``,
 ``RateLimit-Reset`` (seconds) and ``RateLimit-Policy`` headers
@@ -134,7 +135,11 @@ def charge(request: Request, *, key_fingerprint: str | None, user_id: str | None
     however many times its handler asks who the caller is."""
     if SCOPE_KEY in request.scope:
         return
-    _spend(request, key_fingerprint, user_id, 1)
+    user_budget = _spend(request, key_fingerprint, user_id, 1)
+    if key_fingerprint is not None and user_id is not None:
+        # X-User-Id is whatever the caller sends: the key's own budget bounds them all.
+        key_budget = _spend(request, key_fingerprint, None, 1)
+        request.scope[SCOPE_KEY] = _tighter(user_budget, key_budget)
 
 
 def charge_more(request: Request, *, key_fingerprint: str | None, units: int) -> None:
@@ -144,17 +149,28 @@ def charge_more(request: Request, *, key_fingerprint: str | None, units: int) ->
         _spend(request, key_fingerprint, None, units)
 
 
-def _spend(request: Request, key_fingerprint: str | None, user_id: str | None, cost: int) -> None:
+def _tighter(first: dict[str, str] | None, second: dict[str, str] | None) -> dict[str, str] | None:
+    """Of two budgets' headers, those of the one with less left (what the caller can spend)."""
+    if first is None or second is None:
+        return first or second
+    return first if int(first["RateLimit-Remaining"]) <= int(second["RateLimit-Remaining"]) else second
+
+
+def _spend(
+    request: Request, key_fingerprint: str | None, user_id: str | None, cost: int
+) -> dict[str, str] | None:
+    """The budget's ``RateLimit-*`` headers once ``cost`` is spent (None when unlimited or
+    unchecked); 429 when over it."""
     limits: GatewayLimits = request.app.state.rate_limits
     group = group_of(request.method, request.url.path)
     decision = limits.check(group, key_fingerprint, user_id, cost)
     if decision is None:
         request.scope[SCOPE_KEY] = None
-        return
+        return None
     answer = headers(decision, limits.budgets[group].window_ms)
     request.scope[SCOPE_KEY] = answer
     if decision.allowed:
-        return
+        return answer
     metrics.GATEWAY_RATE_LIMITED.labels(group.value).inc()
     log.info(
         "gateway.rate_limited",

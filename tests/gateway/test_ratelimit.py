@@ -126,18 +126,85 @@ def test_over_the_limit_answers_429_with_headers_and_enqueues_nothing(
 
 def test_users_of_one_server_key_have_separate_budgets(limited: Callable[..., Settings]) -> None:
     """Given a server key acting for alice with X-User-Id, when alice's send budget is spent
-    (test notifications), then bob (same key), the key's own sends, and alice's own user
-    token still have their whole budgets."""
-    with gateway(limited()) as client:
-        alice = [send_test(client, {**SERVER, "X-User-Id": "alice"}) for _ in range(4)]
+    (test notifications), then her fourth is refused on her own budget, while her own user
+    token (a credential of its own) still has its whole budget."""
+    with gateway(limited(RATE_LIMIT_SEND="5/min")) as client:
+        alice = [send_test(client, {**SERVER, "X-User-Id": "alice"}) for _ in range(6)]
         bob = send_test(client, {**SERVER, "X-User-Id": "bob"})
-        key_itself = send_sms(client)
         alice_token = send_test(client, user_headers("alice"))
 
-    assert [r.status_code for r in alice] == [202, 202, 202, 429]
-    assert bob.status_code == 202 and bob.headers["RateLimit-Remaining"] == "2"
-    assert key_itself.status_code == 202 and key_itself.headers["RateLimit-Remaining"] == "2"
-    assert alice_token.status_code == 202 and alice_token.headers["RateLimit-Remaining"] == "2"
+    assert [r.status_code for r in alice] == [202] * 5 + [429]
+    assert bob.status_code == 429  # the key's own ceiling is spent too (see below)
+    assert alice_token.status_code == 202 and alice_token.headers["RateLimit-Remaining"] == "4"
+
+
+#: Every endpoint that acts for a user named by X-User-Id, with its group's budget in
+#: ``limited`` settings (send 3, read 4, manage 3).
+USER_ACTING = [
+    ("POST", "/api/notifications/test", 3),
+    ("GET", "/api/notifications", 4),
+    ("GET", "/api/notifications/unread-count", 4),
+    ("POST", "/api/notifications/mark-all-as-read", 4),
+    ("POST", "/api/notifications/mark-as-read", 4),
+    ("POST", "/api/notifications/delete", 4),
+    ("GET", "/api/notifications/preferences", 3),
+    ("PUT", "/api/notifications/preferences", 3),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "budget"), USER_ACTING)
+def test_a_server_key_cannot_escape_its_budget_by_inventing_users(
+    limited: Callable[..., Settings], method: str, path: str, budget: int
+) -> None:
+    """Given a server key, when it acts for a fresh X-User-Id on every call of an endpoint
+    that acts for users, then the key's own budget of the endpoint's group is charged too:
+    past it every call is 429 with Retry-After in the JSON error shape, and no test
+    notification beyond the budget is enqueued."""
+    settings = limited()
+    body = {"ids": []} if path.endswith(("mark-as-read", "delete")) else {}
+    if method == "PUT":
+        body = {"emailEnabled": True}
+    with gateway(settings) as client:
+        answers = [
+            client.request(method, path, json=body or None, headers={**SERVER, "X-User-Id": f"invented-{n}"})
+            for n in range(budget + 4)
+        ]
+
+    statuses = [r.status_code for r in answers]
+    assert all(s < 300 for s in statuses[:budget]), statuses
+    assert statuses[budget:] == [429] * 4
+    refused = answers[-1]
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert int(refused.headers["Retry-After"]) > 0
+    assert refused.headers["RateLimit-Remaining"] == "0"
+    if path.endswith("/test"):
+        assert rows(settings) == budget
+
+
+def test_a_key_whose_send_budget_is_spent_cannot_send_test_notifications_for_new_users(
+    limited: Callable[..., Settings],
+) -> None:
+    """Given a server key that spent its send budget on SMS, then test notifications for
+    users it never named before are refused too, and nothing more is enqueued."""
+    settings = limited()
+    with gateway(settings) as client:
+        sends = [send_sms(client) for _ in range(3)]
+        tests = [send_test(client, {**SERVER, "X-User-Id": f"fresh-{n}"}) for n in range(5)]
+
+    assert [r.status_code for r in sends] == [202] * 3
+    assert [r.status_code for r in tests] == [429] * 5
+    assert rows(settings) == 3
+
+
+def test_a_user_token_keeps_its_own_budget_beside_the_server_keys(limited: Callable[..., Settings]) -> None:
+    """A user's own token is not charged to any server key: after the key's read budget is
+    spent acting for many users, a user token still reads."""
+    with gateway(limited()) as client:
+        for n in range(5):
+            client.get("/api/notifications/unread-count", headers={**SERVER, "X-User-Id": f"u{n}"})
+        own = client.get("/api/notifications/unread-count", headers=user_headers("u0"))
+
+    assert own.status_code == 200 and own.headers["RateLimit-Remaining"] == "3"
 
 
 def test_x_user_id_does_not_split_a_server_endpoints_budget(limited: Callable[..., Settings]) -> None:
@@ -197,8 +264,10 @@ def test_the_key_itself_never_reaches_redis(limited: Callable[..., Settings], re
     client_ = redis_lib.Redis.from_url(redis_url)
     keys = [k.decode() for k in client_.keys("kai:rl:gw:*")]
     client_.close()
-    assert len(keys) == 1 and keys[0].startswith("kai:rl:gw:read:k:") and ":u:" in keys[0]
-    assert SERVER_KEY not in keys[0] and "erin" not in keys[0]
+    # The user's budget under the key, and the key's own.
+    assert len(keys) == 2 and all(k.startswith("kai:rl:gw:read:k:") for k in keys)
+    assert sum(":u:" in k for k in keys) == 1
+    assert not any(SERVER_KEY in k or "erin" in k for k in keys)
 
 
 def test_limits_can_be_switched_off(limited: Callable[..., Settings]) -> None:
