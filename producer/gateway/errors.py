@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -67,6 +68,31 @@ async def enqueue_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+#: Seconds a client is asked to wait when the database does not answer: about what a
+#: PostgreSQL restart or failover takes.
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+#: What the database driver raises when the server cannot be reached or used right now (not
+#: started, restarting, out of connection slots, the connection dropped) and when this
+#: process's pool has no connection to hand out in time: the client should retry, not report
+#: a bug.
+DATABASE_OUTAGES = (OperationalError, InterfaceError, PoolTimeout)
+
+
+async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    """503 with Retry-After. Registered by class (never as the catch-all) so Starlette answers
+    it like any handled error and the keep-alive connection stays usable: the catch-all's
+    exception is raised again to the server, which then closes the connection."""
+    first_line = (str(getattr(exc, "orig", exc)).splitlines() or [type(exc).__name__])[0]
+    log.error("gateway.database_unavailable", error=first_line)
+    return error_response(
+        503,
+        "database_unavailable",
+        "the database is unavailable; retry later",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
 async def http_exception(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
@@ -94,5 +120,6 @@ HANDLERS = {
     EnqueueError: enqueue_error,
     HTTPException: http_exception,
     DataError: unstorable_value,
+    **dict.fromkeys(DATABASE_OUTAGES, database_unavailable),
     Exception: unexpected,
 }
