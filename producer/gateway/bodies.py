@@ -1,14 +1,15 @@
-"""Reading request bodies safely: a size cap enforced while streaming, JSON objects only,
-within the shape limits of :mod:`shared.json_shape` (depth, number of values, no NUL)."""
+"""Reading request bodies safely: a size cap enforced while streaming, JSON objects only
+(:mod:`producer.gateway.json_input`: no key named twice), within the shape limits of
+:mod:`shared.json_shape` (depth, number of values, no NUL, no lone surrogate)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 import pydantic
 from starlette.requests import Request
 
+from producer.gateway import json_input
 from producer.gateway.errors import ApiError
 from producer.service import validation_error
 from shared.json_shape import MAX_JSON_VALUES, JsonShapeError, check_shape
@@ -38,7 +39,7 @@ async def read_json_object(
     if raw and "json" not in content_type.lower():
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     try:
-        body = json.loads(raw) if raw else None
+        body = json_input.loads(raw) if raw else None
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
