@@ -44,6 +44,8 @@ def _gateway(args: argparse.Namespace) -> int:
 
         # Each uvicorn worker is its own process: merge their metrics on every /metrics call.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kai-metrics-gateway-")
+    from producer.gateway.serving import uvicorn_options
+
     uvicorn.run(
         "producer.gateway.asgi:build",
         factory=True,
@@ -52,6 +54,7 @@ def _gateway(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_config=None,
         access_log=False,
+        **uvicorn_options(get_settings()),
     )
     return 0
 
@@ -62,6 +65,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from migrations.migrate import upgrade
     from producer.gateway.app import create_app
+    from producer.gateway.serving import uvicorn_options
     from shared.logging import configure_logging, secret_values
     from workers.embedded import EmbeddedWorkers
 
@@ -74,7 +78,14 @@ def _run(args: argparse.Namespace) -> int:
     workers.start()
     try:
         print(f"kai-messaging listening on http://{args.host}:{args.port}", file=sys.stderr)
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None, access_log=False)
+        uvicorn.run(
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            log_config=None,
+            access_log=False,
+            **uvicorn_options(settings),
+        )
     finally:
         workers.stop()
     return 0

@@ -19,6 +19,7 @@ from pathlib import Path
 from shared.channels import Channel
 from shared.envvars import parse_bool, parse_csv, parse_int
 from shared.errors import ConfigError
+from shared.gateway_settings import GatewayServerSettings
 from shared.netguard import AddressPolicy
 from shared.ratelimit_settings import RateLimitSettings
 from shared.webhooks.settings import WebhookSettings
@@ -200,6 +201,8 @@ class Settings:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     #: Gateway budgets per endpoint group and credential; per-recipient budgets of workers.
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
+    #: What the gateway's HTTP server allows a client: header and body deadlines, connections.
+    gateway_server: GatewayServerSettings = field(default_factory=GatewayServerSettings)
 
     @property
     def embedded_broker(self) -> bool:
@@ -336,6 +339,7 @@ class Settings:
             hsts_max_age_seconds=integer("HSTS_MAX_AGE", "0"),
             webhooks=WebhookSettings.from_env(get),
             rate_limits=RateLimitSettings.from_env(get),
+            gateway_server=GatewayServerSettings.from_env(get),
         )
 
     def require_production_secrets(self) -> None:

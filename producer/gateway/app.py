@@ -75,4 +75,5 @@ def create_app(settings: Settings) -> Starlette:
     app.state.queue_depths = QueueDepthCollector(settings)
     app.state.hub = open_hub(settings)
     app.state.rate_limits = GatewayLimits(settings)
+    app.state.body_timeout_s = settings.gateway_server.body_timeout_ms / 1000
     return app

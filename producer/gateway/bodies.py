@@ -1,9 +1,12 @@
-"""Reading request bodies safely: a size cap enforced while streaming, JSON objects only
+"""Reading request bodies safely: a size cap enforced while streaming, a deadline for the
+whole body (GATEWAY_BODY_TIMEOUT: a body trickling in is answered 408 and its connection
+closed), JSON objects only
 (:mod:`producer.gateway.json_input`: no key named twice), within the shape limits of
 :mod:`shared.json_shape` (depth, number of values, no NUL, no lone surrogate)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeVar
 
 import pydantic
@@ -12,6 +15,7 @@ from starlette.requests import Request
 from producer.gateway import json_input
 from producer.gateway.errors import ApiError
 from producer.service import validation_error
+from shared.gateway_settings import DEFAULT_BODY_TIMEOUT_MS
 from shared.json_shape import MAX_JSON_VALUES, JsonShapeError, check_shape
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -27,14 +31,7 @@ async def read_json_object(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "payload_too_large", f"request body over {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "payload_too_large", f"request body over {limit} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = await _read_within_deadline(request, limit)
     content_type = request.headers.get("content-type", "")
     if raw and "json" not in content_type.lower():
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
@@ -51,6 +48,32 @@ async def read_json_object(
             raise ApiError(413, "payload_too_large", f"request body has {exc}") from None
         raise ApiError(400, "invalid_json", f"body is not acceptable JSON: {exc}") from None
     return body
+
+
+#: The whole body's deadline when the app does not set one (``app.state.body_timeout_s``).
+DEFAULT_BODY_TIMEOUT_S = DEFAULT_BODY_TIMEOUT_MS / 1000
+
+
+async def _read_within_deadline(request: Request, limit: int) -> bytes:
+    deadline_s: float = getattr(request.app.state, "body_timeout_s", DEFAULT_BODY_TIMEOUT_S)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(deadline_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, "payload_too_large", f"request body over {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        # Closing the connection: the rest of the body may still be on its way.
+        raise ApiError(
+            408,
+            "request_timeout",
+            f"request body not received within {deadline_s:g} s",
+            headers={"Connection": "close"},
+        ) from None
+    return b"".join(chunks)
 
 
 def parse(model: type[M], body: dict[str, Any]) -> M:
