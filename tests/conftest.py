@@ -116,9 +116,26 @@ def _grant_app_role(owner_url: str, database: str) -> None:
             """
         )
         conn.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {APP_ROLE}')
-        conn.execute(f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}")
-        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_ROLE}")
-        conn.execute(f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {APP_ROLE}")
+        for grant in APP_GRANTS:
+            conn.execute(grant.format(role=APP_ROLE))
+
+
+#: What the application role may do, as the README's recipe grants it: only what the code
+#: does. No table is granted wholesale (``alembic_version`` stays the migrating owner's),
+#: DELETE only where the code deletes (discarding unconfirmed messages and events, the
+#: publish relay, retention, removing rules and endpoints), and the webhook delivery log
+#: is append-only. Sequences: USAGE for ``nextval`` only, never ``setval``.
+APP_GRANTS = (
+    "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+    "GRANT USAGE ON SCHEMA public TO {role}",
+    "GRANT SELECT, INSERT, UPDATE ON notification_logs, notifications, event_logs,"
+    " user_notification_preferences, user_contacts, message_templates, notification_rules,"
+    " webhook_configurations, pending_publishes TO {role}",
+    "GRANT DELETE ON notification_logs, notifications, event_logs, notification_rules,"
+    " webhook_configurations, pending_publishes TO {role}",
+    "GRANT SELECT, INSERT ON webhook_delivery_logs TO {role}",
+    "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}",
+)
 
 
 @pytest.fixture(scope="session")
