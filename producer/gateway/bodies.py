@@ -1,8 +1,8 @@
 """Reading request bodies safely: a size cap enforced while streaming, a deadline for the
 whole body (GATEWAY_BODY_TIMEOUT: a body trickling in is answered 408 and its connection
-closed), JSON objects only
-(:mod:`producer.gateway.json_input`: no key named twice), within the shape limits of
-:mod:`shared.json_shape` (depth, number of values, no NUL, no lone surrogate)."""
+closed), JSON objects only (:mod:`producer.gateway.json_input`: UTF-8, declared as JSON, no
+key named twice), within the shape limits of :mod:`shared.json_shape` (depth, number of
+values, no NUL, no lone surrogate)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ M = TypeVar("M", bound=pydantic.BaseModel)
 #: Room for the JSON envelope around the largest payload we accept.
 ENVELOPE_BYTES = 16 * 1024
 
+UNSUPPORTED_MEDIA_TYPE = "send the body as application/json (or application/*+json) in UTF-8"
+
 
 async def read_json_object(
     request: Request, max_bytes: int, *, max_values: int = MAX_JSON_VALUES
@@ -32,9 +34,8 @@ async def read_json_object(
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "payload_too_large", f"request body over {limit} bytes")
     raw = await _read_within_deadline(request, limit)
-    content_type = request.headers.get("content-type", "")
-    if raw and "json" not in content_type.lower():
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    if raw and not json_input.is_json_media_type(request.headers.get("content-type", "")):
+        raise ApiError(415, "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE)
     try:
         body = json_input.loads(raw) if raw else None
     except (ValueError, RecursionError) as exc:

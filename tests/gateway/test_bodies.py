@@ -1,6 +1,6 @@
-"""``producer/gateway/bodies.py`` over real HTTP: an object naming a key twice is refused
-instead of read as its last value, and so are numbers JSON does not have. Every refusal is
-the JSON error shape, with nothing stored or enqueued."""
+"""``producer/gateway/bodies.py`` over real HTTP: which media types and encodings a JSON body
+may come in, and that an object naming a key twice is refused instead of read as its last
+value. Every refusal is the JSON error shape, with nothing stored or enqueued."""
 
 from __future__ import annotations
 
@@ -48,6 +48,85 @@ def refused(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     error: dict[str, Any] = body["error"]
     assert error["code"] == code
     return error
+
+
+ACCEPTED_TYPES = [
+    "application/json",
+    "application/json; charset=utf-8",
+    "application/json;charset=UTF-8",
+    'application/json; charset="utf-8"',
+    "Application/JSON",
+    "application/merge-patch+json",
+    "application/vnd.kai+json; charset=utf-8",
+]
+
+
+@pytest.mark.parametrize("content_type", ACCEPTED_TYPES)
+def test_json_media_types_in_utf8_are_accepted(
+    client: httpx.Client, queues: Queues, content_type: str
+) -> None:
+    response = post(client, "/api/messages/email", EMAIL, content_type)
+
+    assert response.status_code == 202, response.text
+    assert queues.depth("email") == 1
+
+
+REFUSED_TYPES = [
+    None,
+    "",
+    "json",
+    "text/notjson",
+    "text/json",
+    "text/plain",
+    "application/jsonp",
+    "application/json-seq",
+    "application/x-json+xml",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/json; charset=utf-16",
+    "application/json; charset=latin-1",
+    "application/json; charset=utf-8-sig",
+    "application/json; charset=nonsense",
+]
+
+
+@pytest.mark.parametrize("path", ["/api/messages/email", "/api/events", "/api/webhooks/configurations"])
+@pytest.mark.parametrize("content_type", REFUSED_TYPES)
+def test_other_media_types_and_charsets_are_refused_with_415(
+    client: httpx.Client, settings: Settings, queues: Queues, path: str, content_type: str | None
+) -> None:
+    """Given a JSON body declared as anything but application/json or application/*+json in
+    UTF-8, then 415 unsupported_media_type, and nothing is stored or queued."""
+    raw = b'{"eventType": "order.created"}' if path == "/api/events" else EMAIL
+    if path.startswith("/api/webhooks"):
+        raw = b'{"url": "https://example.com/hook"}'
+
+    refused(post(client, path, raw, content_type), 415, "unsupported_media_type")
+
+    assert stored(settings) == 0
+    assert sum(queues.depths().values()) == 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        EMAIL.decode().encode("utf-16"),
+        EMAIL.decode().encode("utf-16-le"),
+        EMAIL.decode().encode("utf-32"),
+        b'{"to": "user@example.com", "subject": "Hi", "text": "\xed\xa0\x80"}',
+        b'{"to": "user@example.com", "subject": "Hi", "text": "caf\xe9"}',
+    ],
+    ids=["utf-16", "utf-16 without BOM", "utf-32", "an encoded surrogate", "latin-1"],
+)
+def test_a_body_that_is_not_utf8_is_refused(
+    client: httpx.Client, settings: Settings, queues: Queues, raw: bytes
+) -> None:
+    """Given a body declared as application/json but not in UTF-8 (RFC 8259 section 8.1), then
+    400 invalid_json rather than a guess at its encoding."""
+    refused(post(client, "/api/messages/email", raw, "application/json"), 400, "invalid_json")
+
+    assert stored(settings) == 0
+    assert sum(queues.depths().values()) == 0
 
 
 #: (path, body naming a key twice somewhere, the key)

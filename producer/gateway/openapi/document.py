@@ -32,13 +32,21 @@ class UndocumentedRoute(Exception):
 
 #: Every error status an operation may document, with the meaning the API gives it.
 ERRORS: dict[int, tuple[str, str]] = {
-    400: ("BadRequest", "Malformed request: invalid JSON, a body that is not an object, or no user named."),
+    400: (
+        "BadRequest",
+        "Malformed request: invalid JSON (not UTF-8, a key named twice in an object, a lone "
+        "surrogate or NUL in a string), a body that is not an object, or no user named.",
+    ),
     401: ("Unauthorized", "No credential, or one that is unknown or expired."),
     403: ("Forbidden", "The credential is of the wrong kind for this endpoint."),
     404: ("NotFound", "Nothing with that id."),
     409: ("Conflict", "Refused by the current state (already exists, delivery in progress)."),
     413: ("PayloadTooLarge", "The request body or the message is over the size limit."),
-    415: ("UnsupportedMediaType", "The body is not sent as application/json."),
+    415: (
+        "UnsupportedMediaType",
+        "The body is not declared as `application/json` (or `application/*+json`) with no charset "
+        "or `charset=utf-8`.",
+    ),
     422: ("UnprocessableEntity", "A field or query parameter is invalid; `details` says which."),
     429: ("TooManyRequests", "Over a rate or connection limit; retry after `Retry-After` seconds."),
     503: ("ServiceUnavailable", "The broker did not accept the message; retry after `Retry-After`."),
