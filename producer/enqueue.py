@@ -30,7 +30,7 @@ from shared.config import Settings
 from shared.db.group_commit import BatchFunction, GroupCommit
 from shared.db.rls import act_as_system
 from shared.db.session import dispose_loop_engines, get_async_engine
-from shared.errors import EnqueueError
+from shared.errors import EnqueueError, IdempotencyKeyReused
 from shared.logging import get_logger
 from shared.publisher import Publisher, build_publisher, channel_message
 
@@ -71,30 +71,45 @@ class Acceptor(Generic[T]):
         self._clearing: set[asyncio.Task[None]] = set()
         self.publisher: Publisher = build_publisher(settings)
 
-    def _write_with_markers(self, connection: Connection, items: Sequence[T]) -> Sequence[tuple[str, bool]]:
+    def _write_with_markers(
+        self, connection: Connection, items: Sequence[T]
+    ) -> Sequence[tuple[str, bool] | BaseException]:
         results = self.write(connection, items)
         relay.pend(
             connection,
             [
-                relay.Pending(message_id, self.kind, published[0])
-                for item, (message_id, created) in zip(items, results, strict=True)
-                if created and (published := self.publishable(item, message_id)) is not None
+                relay.Pending(result[0], self.kind, published[0])
+                for item, result in zip(items, results, strict=True)
+                if isinstance(result, tuple)
+                and result[1]
+                and (published := self.publishable(item, result[0])) is not None
             ],
         )
         return results
 
     async def accept(self, item: T) -> tuple[str, bool]:
-        """``(id, created)``: with an idempotency key already used, the first one's id."""
+        """``(id, created)``: with an idempotency key already used for the same request, the
+        first one's id; for another request, raises :class:`IdempotencyKeyReused`."""
         (result,) = await self.accept_many([item])
+        if isinstance(result, IdempotencyKeyReused):
+            raise result
         return result
 
-    async def accept_many(self, items: Sequence[T]) -> list[tuple[str, bool]]:
-        """Accept all of ``items`` or none: a broker refusal removes every row written here."""
-        results = list(await asyncio.gather(*(self.rows.call(item) for item in items)))
+    async def accept_many(self, items: Sequence[T]) -> list[tuple[str, bool] | IdempotencyKeyReused]:
+        """Accept all of ``items`` or none: a broker refusal removes every row written here.
+        An item whose idempotency key was used for another request is refused on its own."""
+        outcomes = await asyncio.gather(*(self.rows.call(item) for item in items), return_exceptions=True)
+        results: list[tuple[str, bool] | IdempotencyKeyReused] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, IdempotencyKeyReused):
+                raise outcome
+            results.append(outcome)
         fresh = [
-            (message_id, published)
-            for item, (message_id, created) in zip(items, results, strict=True)
-            if created and (published := self.publishable(item, message_id)) is not None
+            (result[0], published)
+            for item, result in zip(items, results, strict=True)
+            if isinstance(result, tuple)
+            and result[1]
+            and (published := self.publishable(item, result[0])) is not None
         ]
         try:
             await self.publisher.publish([published for _, published in fresh])

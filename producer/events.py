@@ -3,14 +3,17 @@
 An event is accepted like a message (:mod:`producer.enqueue`): its ``event_logs`` row is
 committed with whatever other events are in flight, then its id is published to the
 ``events`` queue with a publisher confirm; the events workers turn it into channel messages
-by the notification rules. With an idempotency key already used, the
-first event's id is returned and nothing is published again.
+by the notification rules. Idempotency keys work as for messages
+(:mod:`producer.idempotency`): with a key already used in the caller's scope for the same
+event, the first event's id is returned and nothing is published again; for a different
+event, :class:`~shared.errors.IdempotencyKeyReused`.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import dramatiq
@@ -22,12 +25,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from producer.background import background
 from producer.enqueue import Acceptor, acceptor_for
+from producer.idempotency import PYTHON_API_SCOPE, fingerprint
 from producer.service import validation_error
-from shared import relay
+from shared import relay, tracking
 from shared.config import Settings, get_settings
 from shared.db.models import EventLog, utcnow
 from shared.db.rls import scope_for
-from shared.errors import NotFound, PayloadTooLarge
+from shared.errors import IdempotencyKeyReused, NotFound, PayloadTooLarge
 from shared.events.processing import QUEUED
 from shared.events.queue import EVENTS_QUEUE, event_message
 from shared.json_shape import validate_shape
@@ -44,6 +48,21 @@ class EventRequest(BaseModel):
     user_id: Identifier | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: Identifier | None = None
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to record: the request, and whose idempotency key it carries."""
+
+    request: EventRequest
+    idempotency_scope: str = ""
+    request_fingerprint: str | None = None
+
+    @classmethod
+    def of(cls, request: EventRequest, idempotency_scope: str) -> NewEvent:
+        if request.idempotency_key is None:
+            return cls(request)
+        return cls(request, idempotency_scope, fingerprint("event", request))
 
 
 class EventNotificationService:
@@ -89,14 +108,14 @@ class EventNotificationService:
             }
         )
 
-    def submit(self, fields: dict[str, Any]) -> str:
+    def submit(self, fields: dict[str, Any], *, idempotency_scope: str = PYTHON_API_SCOPE) -> str:
         """Validate and queue an event from synchronous code (on the producer's loop)."""
         request = self.validate(fields)
-        return background().run(self.accept(request))
+        return background().run(self.accept(request, idempotency_scope=idempotency_scope))
 
-    async def asubmit(self, fields: dict[str, Any]) -> str:
+    async def asubmit(self, fields: dict[str, Any], *, idempotency_scope: str = PYTHON_API_SCOPE) -> str:
         """:meth:`submit` for asyncio code, on the running loop."""
-        return await self.accept(self.validate(fields))
+        return await self.accept(self.validate(fields), idempotency_scope=idempotency_scope)
 
     def validate(self, fields: dict[str, Any]) -> EventRequest:
         try:
@@ -112,9 +131,9 @@ class EventNotificationService:
             )
         return request
 
-    async def accept(self, request: EventRequest) -> str:
+    async def accept(self, request: EventRequest, *, idempotency_scope: str = PYTHON_API_SCOPE) -> str:
         acceptor = acceptor_for(self.settings, "events", _event_acceptor)
-        event_id, created = await acceptor.accept(request)
+        event_id, created = await acceptor.accept(NewEvent.of(request, idempotency_scope))
         if created:
             log.info("event.queued", event_id=event_id, event_type=request.event_type)
         else:
@@ -147,49 +166,66 @@ class EventNotificationService:
 
 
 _EVENTS = cast(Table, EventLog.__table__)
-_EVENTS_BY_KEY = select(_EVENTS.c.idempotency_key, _EVENTS.c.id).where(
-    _EVENTS.c.idempotency_key.in_(bindparam("keys", expanding=True))
-)
+_EVENTS_BY_KEY = select(
+    _EVENTS.c.idempotency_scope, _EVENTS.c.idempotency_key, _EVENTS.c.id, _EVENTS.c.request_fingerprint
+).where(_EVENTS.c.idempotency_key.in_(bindparam("keys", expanding=True)))
 
 
-def create_events(connection: Connection, requests: Sequence[EventRequest]) -> list[tuple[str, bool]]:
+def create_events(
+    connection: Connection, events: Sequence[NewEvent]
+) -> list[tuple[str, bool] | IdempotencyKeyReused]:
     """Insert the ``event_logs`` rows in one statement; ``(id, created)`` for each, in order
-    (an idempotency key already used gives the first event's id)."""
+    (an idempotency key already used in its scope gives the first event's id for the same
+    event, :class:`IdempotencyKeyReused` for another)."""
     now = utcnow()
     rows: list[dict[str, Any]] = [
         {
             "id": str(uuid.uuid4()),
-            "event_type": r.event_type,
-            "user_id": r.user_id,
-            "data": r.data,
-            "idempotency_key": r.idempotency_key,
+            "event_type": e.request.event_type,
+            "user_id": e.request.user_id,
+            "data": e.request.data,
+            "idempotency_key": e.request.idempotency_key,
+            "idempotency_scope": e.idempotency_scope,
+            "request_fingerprint": e.request_fingerprint,
             "status": QUEUED,
             "matched_rules": 0,
             "created_at": now,
         }
-        for r in requests
+        for e in events
     ]
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     statement = (
         dialect.insert(_EVENTS)
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .on_conflict_do_nothing(index_elements=["idempotency_key", "idempotency_scope"])
         .returning(_EVENTS.c.id)
     )
     inserted = {row.id for row in connection.execute(statement, rows)}
-    keys = [r.idempotency_key for r, row in zip(requests, rows, strict=True) if row["id"] not in inserted]
-    winners = (
-        {key: id_ for key, id_ in connection.execute(_EVENTS_BY_KEY, {"keys": [k for k in keys if k]})}
-        if keys
+    repeats = {
+        (e.idempotency_scope, e.request.idempotency_key)
+        for e, row in zip(events, rows, strict=True)
+        if row["id"] not in inserted and e.request.idempotency_key is not None
+    }
+    holders = (
+        {
+            (h.idempotency_scope, h.idempotency_key): h
+            for h in connection.execute(_EVENTS_BY_KEY, {"keys": list({key for _, key in repeats})})
+        }
+        if repeats
         else {}
     )
-    results: list[tuple[str, bool]] = []
-    for request, row in zip(requests, rows, strict=True):
+    results: list[tuple[str, bool] | IdempotencyKeyReused] = []
+    for event, row in zip(events, rows, strict=True):
+        key = event.request.idempotency_key
         if row["id"] in inserted:
             results.append((row["id"], True))
-        elif request.idempotency_key in winners:
-            results.append((winners[request.idempotency_key], False))
+            continue
+        holder = holders.get((event.idempotency_scope, key))
+        if holder is None:
+            raise RuntimeError(f"event with idempotency key {key!r} was not stored")
+        if tracking.same_request(holder.request_fingerprint, event.request_fingerprint):
+            results.append((holder.id, False))
         else:
-            raise RuntimeError(f"event with idempotency key {request.idempotency_key!r} was not stored")
+            results.append(tracking.key_reused(key))
     return results
 
 
@@ -197,9 +233,9 @@ def _discard_events(connection: Connection, event_ids: list[str]) -> None:
     connection.execute(delete(_EVENTS).where(_EVENTS.c.id.in_(event_ids), _EVENTS.c.status == QUEUED))
 
 
-def _event_message(_request: EventRequest, event_id: str) -> tuple[str, dramatiq.Message[None]]:
+def _event_message(_event: NewEvent, event_id: str) -> tuple[str, dramatiq.Message[None]]:
     return EVENTS_QUEUE, event_message(event_id)
 
 
-def _event_acceptor(settings: Settings) -> Acceptor[EventRequest]:
+def _event_acceptor(settings: Settings) -> Acceptor[NewEvent]:
     return Acceptor(settings, relay.EVENT, create_events, _event_message, _discard_events)

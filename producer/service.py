@@ -17,12 +17,13 @@ import pydantic
 
 from producer.background import background
 from producer.enqueue import enqueuer_for
+from producer.idempotency import PYTHON_API_SCOPE, fingerprint
 from shared import netguard, tracking
 from shared.channels import Channel
 from shared.config import Settings, get_settings
 from shared.db.rls import scope_for
 from shared.db.session import session_scope
-from shared.errors import EnqueueError, NotFound, PayloadTooLarge, ValidationError
+from shared.errors import EnqueueError, IdempotencyKeyReused, NotFound, PayloadTooLarge, ValidationError
 from shared.json_shape import validate_shape
 from shared.logging import get_logger
 from shared.messages import (
@@ -39,6 +40,10 @@ from shared.templates import store as template_store
 from shared.templates.requests import TEMPLATED_MODELS, TemplatedRequest
 
 log = get_logger(__name__)
+
+#: Filled in by the producer after validation (a templated request's pinned template
+#: version), so a repeat of the same request may see it differently.
+UNFINGERPRINTED = frozenset({"template_ref"})
 
 
 def validation_error(exc: pydantic.ValidationError) -> ValidationError:
@@ -89,32 +94,43 @@ class NotificationService:
     async def asend_in_app_notification(self, **fields: Any) -> str:
         return await self.asubmit(Channel.IN_APP, fields)
 
-    def submit(self, channel: Channel, fields: dict[str, Any]) -> str:
+    def submit(
+        self, channel: Channel, fields: dict[str, Any], *, idempotency_scope: str = PYTHON_API_SCOPE
+    ) -> str:
         """Validate ``fields`` (snake_case or camelCase) for ``channel`` and enqueue it. From
         synchronous code: the enqueue runs on the process's producer loop, where every
-        caller's rows and publishes are batched together."""
+        caller's rows and publishes are batched together. An ``idempotency_key`` is the
+        caller's within ``idempotency_scope`` (:mod:`producer.idempotency`): used again for
+        the same request it gives the first message's id, for another request it raises
+        :class:`~shared.errors.IdempotencyKeyReused`."""
         request = self.validate(channel, fields)
-        return background().run(self.enqueue(channel, request))
+        return background().run(self.enqueue(channel, request, idempotency_scope=idempotency_scope))
 
-    async def asubmit(self, channel: Channel, fields: dict[str, Any]) -> str:
+    async def asubmit(
+        self, channel: Channel, fields: dict[str, Any], *, idempotency_scope: str = PYTHON_API_SCOPE
+    ) -> str:
         """:meth:`submit` for asyncio code, on the running loop."""
         request = await self.avalidate(channel, fields)
-        return await self.enqueue(channel, request)
+        return await self.enqueue(channel, request, idempotency_scope=idempotency_scope)
 
-    def send_many(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    def send_many(
+        self, items: Sequence[dict[str, Any]], *, idempotency_scope: str = PYTHON_API_SCOPE
+    ) -> list[dict[str, Any]]:
         """Send several messages, each a dict with its ``channel`` beside its fields. One
         result per item, in order: ``{"id": …, "status": "queued"}``, or ``{"error": {"code",
         "message", "details"}}`` for an item refused (nothing of it is enqueued); one bad item
-        does not stop the others."""
+        does not stop the others. Idempotency keys as in :meth:`submit`, item by item."""
         checked = [self._check_item(item) for item in items]
-        return background().run(self._enqueue_checked(checked))
+        return background().run(self._enqueue_checked(checked, idempotency_scope))
 
-    async def asend_many(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def asend_many(
+        self, items: Sequence[dict[str, Any]], *, idempotency_scope: str = PYTHON_API_SCOPE
+    ) -> list[dict[str, Any]]:
         """:meth:`send_many` for asyncio code, on the running loop."""
         checked = []
         for item in items:
             checked.append(await self._acheck_item(item))
-        return await self._enqueue_checked(checked)
+        return await self._enqueue_checked(checked, idempotency_scope)
 
     def _check_item(self, item: dict[str, Any]) -> tuple[Channel, _Request] | ValidationError:
         try:
@@ -131,20 +147,17 @@ class NotificationService:
             return exc
 
     async def _enqueue_checked(
-        self, checked: Sequence[tuple[Channel, _Request] | ValidationError]
+        self, checked: Sequence[tuple[Channel, _Request] | ValidationError], idempotency_scope: str
     ) -> list[dict[str, Any]]:
         valid = [c for c in checked if not isinstance(c, ValidationError)]
+        messages = [self.new_message(ch, rq, idempotency_scope) for ch, rq in valid]
         try:
-            accepted = iter(
-                await enqueuer_for(self.settings).accept_many([self.new_message(ch, rq) for ch, rq in valid])
-            )
+            accepted = iter(await enqueuer_for(self.settings).accept_many(messages))
         except EnqueueError:
             # Not accepted: the broker did not confirm, and the rows written were removed.
             return [_error_item(c) if isinstance(c, ValidationError) else _UNAVAILABLE for c in checked]
         return [
-            _error_item(c)
-            if isinstance(c, ValidationError)
-            else {"id": next(accepted)[0], "status": "queued"}
+            _error_item(c) if isinstance(c, ValidationError) else _result_item(next(accepted))
             for c in checked
         ]
 
@@ -195,8 +208,11 @@ class NotificationService:
         ref = template_messages.reference(request.template, locale, version, request.data)
         return request.model_copy(update={"template_ref": ref})
 
-    def new_message(self, channel: Channel, request: _Request) -> tracking.NewMessage:
+    def new_message(
+        self, channel: Channel, request: _Request, idempotency_scope: str = PYTHON_API_SCOPE
+    ) -> tracking.NewMessage:
         payload = request.payload()
+        keyed = request.idempotency_key is not None
         return tracking.NewMessage(
             channel=channel,
             recipient=_recipient(channel, request, payload),
@@ -205,6 +221,11 @@ class NotificationService:
             user_id=request.user_id,
             event_type=request.event_type,
             idempotency_key=request.idempotency_key,
+            idempotency_scope=idempotency_scope if keyed else "",
+            # Only a keyed request is ever compared: the others skip the hashing.
+            request_fingerprint=(
+                fingerprint(channel.value, request, exclude=UNFINGERPRINTED) if keyed else None
+            ),
             template_key=request.template if isinstance(request, TemplatedRequest) else None,
             template_version=(
                 request.template_ref.version
@@ -213,9 +234,12 @@ class NotificationService:
             ),
         )
 
-    async def enqueue(self, channel: Channel, request: _Request) -> str:
+    async def enqueue(
+        self, channel: Channel, request: _Request, *, idempotency_scope: str = PYTHON_API_SCOPE
+    ) -> str:
         """Record and publish a validated request on the running loop; its id once accepted."""
-        message_id, created = await enqueuer_for(self.settings).accept(self.new_message(channel, request))
+        message = self.new_message(channel, request, idempotency_scope)
+        message_id, created = await enqueuer_for(self.settings).accept(message)
         if not created:
             log.info("message.idempotent_repeat", message_id=message_id, channel=channel.value)
         return message_id
@@ -285,6 +309,10 @@ _UNAVAILABLE = {
 
 def _queued(message_id: str) -> dict[str, Any]:
     return {"id": message_id, "status": "queued"}
+
+
+def _result_item(result: tuple[str, bool] | IdempotencyKeyReused) -> dict[str, Any]:
+    return _error_item(result) if isinstance(result, IdempotencyKeyReused) else _queued(result[0])
 
 
 def _error_item(exc: ValidationError) -> dict[str, Any]:

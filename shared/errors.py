@@ -4,6 +4,7 @@
     ├── ConfigError                 settings are missing or malformed; the process refuses to start
     ├── ValidationError             bad input from a caller; nothing is enqueued (HTTP 400/413/422)
     │   ├── PayloadTooLarge         a body or payload over the size cap (HTTP 413)
+    │   ├── IdempotencyKeyReused    an idempotency key already used for a different request (HTTP 409)
     │   └── TemplateError           a template refused when saved: syntax, unknown helper/partial (HTTP 400)
     │       ├── TemplateTooLarge    over what one template may cost to compile (HTTP 422)
     │       ├── PartialCycle        partials that would include each other (HTTP 422)
@@ -48,6 +49,14 @@ class ValidationError(KaiError):
 class PayloadTooLarge(ValidationError):
     status_code = 413
     code = "payload_too_large"
+
+
+class IdempotencyKeyReused(ValidationError):
+    """The caller's idempotency key names an earlier request with a different body: neither
+    the first message's id nor a new message would be what the caller asked for."""
+
+    status_code = 409
+    code = "idempotency_key_reused"
 
 
 class TemplateError(ValidationError):

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from shared import metrics
 from shared.channels import Channel, Status
 from shared.db.models import NotificationLog, utcnow
+from shared.errors import IdempotencyKeyReused
 from shared.payloads import Stored
 
 #: Longest error text we keep per message; provider bodies can be large.
@@ -47,6 +48,12 @@ class NewMessage:
     event_type: str | None = None
     event_id: str | None = None
     idempotency_key: str | None = None
+    #: Whose ``idempotency_key`` it is: a key is unique within its scope only. Empty for the
+    #: keys the service makes itself (events, webhook fan-out).
+    idempotency_scope: str = ""
+    #: A hash of the request that carries the key (made by the producer): the same key with
+    #: another fingerprint is refused. None: not compared (the service's own keys).
+    request_fingerprint: str | None = None
     template_key: str | None = None
     template_version: int | None = None
     #: Hold the message until then (scheduled sends, quiet hours); None publishes now.
@@ -55,39 +62,70 @@ class NewMessage:
 
 def create(session: Session, message: NewMessage) -> tuple[str, bool]:
     """Insert the row for a new message. Returns ``(id, created)``; with an idempotency key
-    already used, returns the first message's id and ``created=False``."""
-    return create_many(session.connection(), [message])[0]
+    already used in its scope for the same request, returns the first message's id and
+    ``created=False``; for another request, raises :class:`IdempotencyKeyReused`."""
+    result = create_many(session.connection(), [message])[0]
+    if isinstance(result, IdempotencyKeyReused):
+        raise result
+    return result
 
 
-def create_many(connection: Connection, messages: Sequence[NewMessage]) -> list[tuple[str, bool]]:
+def create_many(
+    connection: Connection, messages: Sequence[NewMessage]
+) -> list[tuple[str, bool] | IdempotencyKeyReused]:
     """Insert the rows of new messages in one statement; ``(id, created)`` for each, in order.
-    A message whose idempotency key is already taken (by an earlier message, or earlier in
-    ``messages``) gets that message's id and ``created=False``."""
+    A message whose idempotency key is already taken in its scope (by an earlier message, or
+    earlier in ``messages``) gets that message's id and ``created=False`` if it is the same
+    request, and :class:`IdempotencyKeyReused` (returned, not raised: its neighbours are
+    written all the same) if it is not."""
     if not messages:
         return []
     now = utcnow()
     rows = [_row(m, now) for m in messages]
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     statement = (
-        dialect.insert(_LOGS).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(_LOGS.c.id)
+        dialect.insert(_LOGS)
+        .on_conflict_do_nothing(index_elements=["idempotency_key", "idempotency_scope"])
+        .returning(_LOGS.c.id)
     )
     inserted = {row.id for row in connection.execute(statement, rows)}
-    keys = [m.idempotency_key for m, r in zip(messages, rows, strict=True) if r["id"] not in inserted]
-    winners = (
-        {key: id_ for key, id_ in connection.execute(_BY_KEY, {"keys": [k for k in keys if k is not None]})}
-        if keys
+    repeats = {
+        (m.idempotency_scope, m.idempotency_key)
+        for m, r in zip(messages, rows, strict=True)
+        if r["id"] not in inserted and m.idempotency_key is not None
+    }
+    holders = (
+        {
+            (h.idempotency_scope, h.idempotency_key): h
+            for h in connection.execute(_BY_KEY, {"keys": list({key for _, key in repeats})})
+        }
+        if repeats
         else {}
     )
-    results: list[tuple[str, bool]] = []
+    results: list[tuple[str, bool] | IdempotencyKeyReused] = []
     for message, row in zip(messages, rows, strict=True):
         if row["id"] in inserted:
             metrics.ENQUEUED.labels(message.channel.value).inc()
             results.append((row["id"], True))
-        elif message.idempotency_key in winners:
-            results.append((winners[message.idempotency_key], False))
-        else:  # a conflict on the key, yet no row holds it: nothing to return
+            continue
+        holder = holders.get((message.idempotency_scope, message.idempotency_key))
+        if holder is None:  # a conflict on the key, yet no row holds it: nothing to return
             raise RuntimeError(f"message with idempotency key {message.idempotency_key!r} was not stored")
+        if same_request(holder.request_fingerprint, message.request_fingerprint):
+            results.append((holder.id, False))
+        else:
+            results.append(key_reused(message.idempotency_key))
     return results
+
+
+def same_request(first: str | None, again: str | None) -> bool:
+    """Whether two request fingerprints name the same request (None: not compared)."""
+    return first is None or again is None or first == again
+
+
+def key_reused(key: str | None) -> IdempotencyKeyReused:
+    message = f"idempotency key {key!r} was already used for a different request"
+    return IdempotencyKeyReused(message, [{"field": "idempotencyKey", "message": message}])
 
 
 def _row(message: NewMessage, now: datetime) -> dict[str, Any]:
@@ -102,6 +140,8 @@ def _row(message: NewMessage, now: datetime) -> dict[str, Any]:
         "template_key": message.template_key,
         "template_version": message.template_version,
         "idempotency_key": message.idempotency_key,
+        "idempotency_scope": message.idempotency_scope,
+        "request_fingerprint": message.request_fingerprint,
         "payload": message.payload.to_json(),
         "attempts": 0,
         "max_attempts": message.max_attempts,
@@ -199,9 +239,9 @@ _CLAIM = (
         _LOGS.c.created_at,
     )
 )
-_BY_KEY = select(_LOGS.c.idempotency_key, _LOGS.c.id).where(
-    _LOGS.c.idempotency_key.in_(bindparam("keys", expanding=True))
-)
+_BY_KEY = select(
+    _LOGS.c.idempotency_scope, _LOGS.c.idempotency_key, _LOGS.c.id, _LOGS.c.request_fingerprint
+).where(_LOGS.c.idempotency_key.in_(bindparam("keys", expanding=True)))
 #: Claimable messages with no attempt left end as failed. The last attempt's outcome is not
 #: known, so whatever its worker did, another attempt would be one past the maximum.
 _END_EXHAUSTED = (

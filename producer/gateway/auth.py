@@ -28,6 +28,7 @@ from starlette.requests import Request
 
 from producer.gateway import ratelimit
 from producer.gateway.errors import ApiError
+from producer.idempotency import server_key_scope, user_scope
 from shared.config import Settings
 from shared.messages import ID_MAX_CHARS
 
@@ -80,6 +81,13 @@ class Principal:
     user_id: str | None
     #: Names a server key (in rate-limit budgets and logs) without revealing it.
     key_fingerprint: str | None = None
+
+    @property
+    def idempotency_scope(self) -> str:
+        """Where this caller's idempotency keys live: its server key's, or its user's."""
+        if self.key_fingerprint is not None:
+            return server_key_scope(self.key_fingerprint)
+        return user_scope(self.user_id or "")
 
 
 def _bearer(request: Request) -> str:

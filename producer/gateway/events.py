@@ -15,8 +15,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from producer.events import EventNotificationService, EventRequest
-from producer.gateway.auth import require_server, server_settings
+from producer.gateway.auth import require_server
 from producer.gateway.bodies import parse, read_json_object
+from producer.gateway.idempotency_header import with_header_key
 from producer.gateway.openapi import Auth, Reply, operation
 from producer.gateway.openapi.views import Contacts, Event, Queued
 from shared.config import Settings
@@ -25,22 +26,20 @@ from shared.errors import NotFound
 from shared.events import contacts
 
 
-def _events(request: Request) -> EventNotificationService:
-    return EventNotificationService(server_settings(request))
-
-
 @operation(
     "POST",
     "Queue an event for the notification rules",
     auth=Auth.SERVER,
     body=EventRequest,
     replies=[Reply(202, "Recorded and enqueued; `GET /api/events/{id}` shows what it produced.", Queued)],
-    errors=(503,),
+    errors=(409, 503),
 )
 async def post_event(request: Request) -> JSONResponse:
-    service = _events(request)
-    body = await read_json_object(request, service.settings.max_payload_bytes)
-    event_id = await service.asubmit(body)
+    settings: Settings = request.app.state.service.settings
+    principal = require_server(request, settings)
+    service = EventNotificationService(settings)
+    body = with_header_key(request, await read_json_object(request, settings.max_payload_bytes))
+    event_id = await service.asubmit(body, idempotency_scope=principal.idempotency_scope)
     return JSONResponse({"id": event_id, "status": "queued"}, status_code=202)
 
 

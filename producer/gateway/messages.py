@@ -12,6 +12,7 @@ from starlette.routing import Route
 from producer.gateway.auth import require_server
 from producer.gateway.bodies import read_json_object
 from producer.gateway.errors import ApiError
+from producer.gateway.idempotency_header import with_header_key
 from producer.gateway.openapi import Auth, Reply, operation
 from producer.gateway.openapi.views import BatchQueued, BatchRequest, MessageStatus, Queued
 from producer.gateway.ratelimit import charge_more
@@ -37,18 +38,19 @@ def sender(channel: Channel) -> Callable[[Request], Awaitable[JSONResponse]]:
         auth=Auth.SERVER,
         body=(REQUEST_MODELS[channel], TEMPLATED_MODELS[channel]),
         replies=[QUEUED],
-        errors=(503,),
+        errors=(409, 503),
         description="Literal content, or `template` + `data` to render a stored template. The message "
-        "is recorded and enqueued before the answer; an `idempotencyKey` already used returns the "
-        "first message's id.",
+        "is recorded and enqueued before the answer; an `idempotencyKey` this server key already "
+        "used returns the first message's id for the same request, and 409 `idempotency_key_reused` "
+        "for a different one.",
     )
     async def send(request: Request) -> JSONResponse:
         service = _service(request)
-        require_server(request, service.settings)
-        body = await read_json_object(request, service.settings.max_payload_bytes)
+        principal = require_server(request, service.settings)
+        body = with_header_key(request, await read_json_object(request, service.settings.max_payload_bytes))
         # On the event loop: the insert and the confirmed publish are batched with every other
         # request in flight (producer.enqueue).
-        message_id = await service.asubmit(channel, body)
+        message_id = await service.asubmit(channel, body, idempotency_scope=principal.idempotency_scope)
         return JSONResponse({"id": message_id, "status": "queued"}, status_code=202)
 
     send.__name__ = f"send_{channel.value}"
@@ -89,7 +91,7 @@ async def send_batch(request: Request) -> JSONResponse:
             413, "payload_too_large", f"{len(items)} messages; a batch holds at most {MAX_BATCH_MESSAGES}"
         )
     charge_more(request, key_fingerprint=principal.key_fingerprint, units=len(items) - 1)
-    results = await service.asend_many(items)
+    results = await service.asend_many(items, idempotency_scope=principal.idempotency_scope)
     return JSONResponse({"results": results}, status_code=202)
 
 

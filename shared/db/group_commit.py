@@ -18,7 +18,9 @@ Contract:
   nothing a caller acts on (a broker acknowledgement, an HTTP 202) comes before that.
 - A batch whose transaction fails is run again one item per transaction, so every caller
   gets its own result or its own exception: one bad row never fails its neighbours.
-- ``run_batch`` returns one result per item, in order, and runs inside the transaction.
+- ``run_batch`` returns one result per item, in order, and runs inside the transaction. A
+  result may be an exception: that item's caller gets it raised, and the transaction still
+  commits for the others (an item refused by what the batch found, not by the database).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ R = TypeVar("R")
 #: Items one transaction takes at most; the rest wait for the next batch.
 MAX_BATCH = 500
 
-BatchFunction = Callable[[Connection, Sequence[T]], Sequence[R]]
+BatchFunction = Callable[[Connection, Sequence[T]], Sequence[R | BaseException]]
 
 
 class WriterStopped(RuntimeError):
@@ -123,11 +125,11 @@ class GroupCommit(Generic[T, R]):
         self.items += 1
         _settle(future, result)
 
-    async def _transaction(self, items: Sequence[T]) -> Sequence[R]:
+    async def _transaction(self, items: Sequence[T]) -> Sequence[R | BaseException]:
         async with get_async_engine(self.database_url).begin() as connection:
             return await connection.run_sync(self._in_transaction, items)
 
-    def _in_transaction(self, connection: Connection, items: Sequence[T]) -> Sequence[R]:
+    def _in_transaction(self, connection: Connection, items: Sequence[T]) -> Sequence[R | BaseException]:
         if self.before is not None:
             self.before(connection)
         results = self.run_batch(connection, items)

@@ -88,6 +88,11 @@ class NotificationLog(Base):
     template_key: Mapped[str | None] = mapped_column(String(255))
     template_version: Mapped[int | None] = mapped_column(Integer)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    #: Whose key it is: ``key:<fingerprint>`` (a server key), ``user:<hash>`` (a user token),
+    #: ``api`` (the Python API); empty for keys the service makes itself (revision 0007).
+    idempotency_scope: Mapped[str] = mapped_column(String(64), default="", server_default=text("''"))
+    #: SHA-256 of the request that first used the key: the same key with another body is refused.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     #: The message itself (subject/text/html, body, url/payload, title/message …).
     payload: Mapped[dict[str, Any]] = mapped_column()
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
@@ -108,7 +113,10 @@ class NotificationLog(Base):
     completed_at: Mapped[datetime | None] = mapped_column()
 
     __table_args__ = (
-        UniqueConstraint("idempotency_key", name="uq_notification_logs_idempotency_key"),
+        # The key first: a repeat is looked up by its key (the scope is matched in Python).
+        UniqueConstraint(
+            "idempotency_key", "idempotency_scope", name="uq_notification_logs_idempotency_scope_key"
+        ),
         Index("ix_notification_logs_due_at", "due_at", postgresql_where=text("due_at IS NOT NULL")),
         Index("ix_notification_logs_status_updated_at", "status", "updated_at"),
         Index("ix_notification_logs_user_id_created_at", "user_id", "created_at"),
@@ -291,7 +299,10 @@ class EventLog(Base):
     event_type: Mapped[str] = mapped_column(String(255))
     user_id: Mapped[str | None] = mapped_column(String(255))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    #: As on ``notification_logs``: whose key, and the request that first used it (revision 0007).
+    idempotency_scope: Mapped[str] = mapped_column(String(64), default="", server_default=text("''"))
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="queued")
     matched_rules: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     error: Mapped[str | None] = mapped_column(Text)
@@ -301,6 +312,7 @@ class EventLog(Base):
     rescued_at: Mapped[datetime | None] = mapped_column()
 
     __table_args__ = (
+        UniqueConstraint("idempotency_key", "idempotency_scope", name="uq_event_logs_idempotency_scope_key"),
         Index("ix_event_logs_event_type_created_at", "event_type", "created_at"),
         Index(
             "ix_event_logs_queued_created_at",
