@@ -31,7 +31,7 @@ from shared.channels import Channel, Status
 from shared.config import Settings
 from shared.db.models import NotificationLog, WebhookConfiguration, utcnow
 from shared.errors import ConfigError, NotFound, ValidationError
-from shared.messages import check_http_url, normalize_email
+from shared.messages import check_http_url, normalize_email, single_line
 from shared.webhooks import secretbox
 from shared.webhooks.headers import HEADER_NAME, MASK, RESERVED_HEADERS, masked
 from shared.webhooks.ordering import CONFIGURATION_FIELD
@@ -96,8 +96,9 @@ class EndpointFields(BaseModel):
                 raise ValueError(f"invalid header name {name!r}")
             if name.lower() in RESERVED_HEADERS:
                 raise ValueError(f"header {name} is set by the webhook sender and cannot be overridden")
-            if len(header_value) > HEADER_VALUE_MAX_CHARS or any(c in header_value for c in "\r\n\0"):
-                raise ValueError(f"invalid value for header {name}")
+            if len(header_value) > HEADER_VALUE_MAX_CHARS:
+                raise ValueError(f"the value of header {name} is over {HEADER_VALUE_MAX_CHARS} characters")
+            single_line(header_value, f"the value of header {name}")
         return value
 
     @field_validator("retry_schedule_ms")
