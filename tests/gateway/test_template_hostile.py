@@ -12,6 +12,7 @@ import pytest
 
 from producer.gateway.app import create_app
 from shared.config import Settings
+from shared.templates.limits import MAX_TEMPLATE_TAGS
 from shared.templates.partials_graph import MAX_PARTIAL_DEPTH
 from shared.templates.syntax import MAX_BLOCK_DEPTH, MAX_TAGS
 from tests.conftest import SERVER_KEY
@@ -191,3 +192,21 @@ def test_partials_nested_too_deep_are_refused_with_the_chain(client: httpx.Clien
     assert error["code"] == "partials_too_deep"
     chain = " → ".join(f"p{n}" for n in range(1, MAX_PARTIAL_DEPTH + 2))
     assert chain in error["message"]
+
+
+def test_all_partials_together_are_weighed_as_one_template(client: httpx.Client) -> None:
+    """Every process compiles every current partial (twice: for text and for HTML), so
+    given one partial of 510 tags, a second one as large is refused with 422, and the
+    first can still be replaced by a version as large."""
+    half = "x" + "{{a}}" * (MAX_TEMPLATE_TAGS // 4 + 10)
+    assert partial(client, "one", half).status_code == 201
+
+    response = partial(client, "two", half)
+
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "template_too_large"
+    assert "all current partials together" in error["message"]
+    assert client.get("/api/templates/two").status_code == 404
+    assert partial(client, "one", half + "!", method="PUT").status_code == 200
+
