@@ -8,7 +8,8 @@
     │   └── TemplateError           a template refused when saved: syntax, unknown helper/partial (HTTP 400)
     │       ├── TemplateTooLarge    over what one template may cost to compile (HTTP 422)
     │       ├── PartialCycle        partials that would include each other (HTTP 422)
-    │       └── PartialsTooDeep     partials that would include each other too deeply (HTTP 422)
+    │       ├── PartialsTooDeep     partials that would include each other too deeply (HTTP 422)
+    │       └── TemplateInUse       retiring a partial that current templates still include (HTTP 409)
     ├── EnqueueError                the broker did not confirm the message; the caller may retry (HTTP 503)
     ├── NotFound                    the addressed record does not exist (HTTP 404)
     ├── RenderError                 a stored template could not render one message (that message fails)
@@ -87,6 +88,13 @@ class PartialsTooDeep(TemplateError):
 
     status_code = 422
     code = "partials_too_deep"
+
+
+class TemplateInUse(TemplateError):
+    """Retiring this partial would make the templates still including it fail to render."""
+
+    status_code = 409
+    code = "template_in_use"
 
 
 class RenderError(KaiError):

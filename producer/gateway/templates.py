@@ -3,7 +3,8 @@
 ``POST`` creates a template's first version (409 if it exists), ``PUT /{key}`` saves the
 next version (``channel`` and ``locale`` in the body pick which), ``GET /{key}`` shows the
 current versions (``?channel=&locale=&version=`` for an older one), ``DELETE /{key}``
-retires it (``?channel=&locale=`` narrows; queued messages still render their version),
+retires it (``?channel=&locale=`` narrows; queued messages still render their version;
+409 ``template_in_use`` for a partial that current templates still include),
 and ``POST /{key}/preview`` renders it with the given or the stored sample data.
 A refused template answers 400 with ``details: [{part, line, message}]``, or 422 when it
 is over what one template may cost to compile (``template_too_large``) or is a partial
@@ -171,7 +172,7 @@ async def put_template(request: Request) -> JSONResponse:
     auth=Auth.SERVER,
     params=[CHANNEL, LOCALE],
     replies=[Reply(204, "Retired.", media_type=None)],
-    errors=(400, 404),
+    errors=(400, 404, 409),
 )
 async def delete_template(request: Request) -> Response:
     settings = server_settings(request)

@@ -119,6 +119,17 @@ def _refuse_if_too_large(source: TemplateSource) -> Weight:
     return total
 
 
+def partials_used(source: TemplateSource) -> frozenset[str]:
+    """The partials ``source`` includes, read by the whitelist alone (nothing compiled).
+    Raises TemplateSyntaxError for a source the whitelist refuses."""
+    texts = [text for spec in CHANNEL_PARTS.get(source.channel, ()) if (text := source.parts.get(spec.name))]
+    used: set[str] = set()
+    for text in [*texts, *strings_of(source.payload)]:
+        if "{{" in text:
+            used |= syntax.check(text, html=False, helpers=HELPERS, partials=None)[1].partials
+    return frozenset(used)
+
+
 def _compile_one(
     source: str, *, html: bool, partials: set[str] | None, used: set[str], deadline: compiler.Deadline
 ) -> Renderer:

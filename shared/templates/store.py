@@ -20,9 +20,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from shared.db.models import MessageTemplate, utcnow
-from shared.errors import NotFound, RenderError, TemplateError, TemplateTooLarge
+from shared.errors import NotFound, RenderError, TemplateError, TemplateInUse, TemplateTooLarge
 from shared.logging import get_logger
-from shared.templates import engine, partials_graph
+from shared.templates import engine, partials_graph, syntax
 from shared.templates.budget import RenderLimits
 from shared.templates.engine import PARTIAL, Compiled, TemplateSource
 from shared.templates.limits import CompileLimitExceeded
@@ -233,6 +233,8 @@ def delete(session: Session, key: str, channel: str | None = None, locale: str |
     rows = current(session, key, channel, locale)
     if not rows:
         raise NotFound(f"no template {key!r}")
+    if any(row.channel == PARTIAL for row in rows):
+        _refuse_if_included(session, key, retiring={row.id for row in rows})
     now = utcnow()
     for row in rows:
         row.deleted_at = now
@@ -240,6 +242,30 @@ def delete(session: Session, key: str, channel: str | None = None, locale: str |
         if row.channel == PARTIAL:
             _forget_partials()
     return len(rows)
+
+
+def _refuse_if_included(session: Session, partial: str, retiring: set[int]) -> None:
+    """Partials are used at their current version: retiring one that current templates
+    still include would fail their messages at send time."""
+    includers = []
+    for row in list_current(session):
+        if row.id in retiring:
+            continue
+        try:
+            used = engine.partials_used(source_of(row))
+        except syntax.TemplateSyntaxError:
+            continue  # a version saved before a whitelist change; it cannot render anyway
+        if partial in used:
+            includers.append(
+                f"partial {row.key!r}"
+                if row.channel == PARTIAL
+                else f"{row.channel} template {row.key!r} ({row.locale})"
+            )
+    if includers:
+        message = (
+            f"partial {partial!r} is still included by {', '.join(includers)}; change or retire those first"
+        )
+        raise TemplateInUse(message, [{"part": None, "line": None, "message": message}])
 
 
 def resolve(

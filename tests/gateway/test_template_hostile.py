@@ -210,3 +210,23 @@ def test_all_partials_together_are_weighed_as_one_template(client: httpx.Client)
     assert client.get("/api/templates/two").status_code == 404
     assert partial(client, "one", half + "!", method="PUT").status_code == 200
 
+
+def test_a_partial_still_included_cannot_be_retired(client: httpx.Client) -> None:
+    """Retiring a partial that a current partial or template includes would make their
+    messages fail at send time: the delete answers 409 naming who includes it, and once
+    nothing does, it is retired."""
+    assert partial(client, "logo", "[logo]").status_code == 201
+    assert partial(client, "header", "{{~> logo~}} Hello").status_code == 201
+    assert client.post("/api/templates", json={**NOTE, "sms": "Hi {{name}}{{> logo }}"}).status_code == 201
+
+    response = client.delete("/api/templates/logo")
+
+    assert response.status_code == 409, response.text
+    error = response.json()["error"]
+    assert error["code"] == "template_in_use"
+    assert "partial 'header'" in error["message"]
+    assert "sms template 'note'" in error["message"]
+    assert client.get("/api/templates/logo").status_code == 200
+    assert client.delete("/api/templates/header").status_code == 204
+    assert client.delete("/api/templates/note").status_code == 204
+    assert client.delete("/api/templates/logo").status_code == 204
