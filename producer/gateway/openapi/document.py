@@ -40,7 +40,16 @@ ERRORS: dict[int, tuple[str, str]] = {
     401: ("Unauthorized", "No credential, or one that is unknown or expired."),
     403: ("Forbidden", "The credential is of the wrong kind for this endpoint."),
     404: ("NotFound", "Nothing with that id."),
-    409: ("Conflict", "Refused by the current state (already exists, delivery in progress)."),
+    408: (
+        "RequestTimeout",
+        "The request's headers or body did not arrive in time (`GATEWAY_HEADER_TIMEOUT`, "
+        "`GATEWAY_BODY_TIMEOUT`); the connection is closed.",
+    ),
+    409: (
+        "Conflict",
+        "Refused by the current state (already exists, delivery in progress, an idempotency key "
+        "used for another request).",
+    ),
     413: ("PayloadTooLarge", "The request body or the message is over the size limit."),
     415: (
         "UnsupportedMediaType",
@@ -49,7 +58,10 @@ ERRORS: dict[int, tuple[str, str]] = {
     ),
     422: ("UnprocessableEntity", "A field or query parameter is invalid; `details` says which."),
     429: ("TooManyRequests", "Over a rate or connection limit; retry after `Retry-After` seconds."),
-    503: ("ServiceUnavailable", "The broker did not accept the message; retry after `Retry-After`."),
+    503: (
+        "ServiceUnavailable",
+        "A dependency (the broker or the database) is unavailable; retry after `Retry-After`.",
+    ),
 }
 
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
@@ -228,13 +240,14 @@ def _error_statuses(op: Operation, takes_parameters: bool) -> set[int]:
     statuses = set(op.errors)
     if takes_parameters:
         statuses.add(422)  # a parameter the database cannot hold (too long, a NUL character)
-    # Every authenticated request is charged to a rate-limit group (producer/gateway/ratelimit.py).
+    # Every authenticated request is charged to a rate-limit group (producer/gateway/ratelimit.py)
+    # and may meet a database outage (503 database_unavailable, producer/gateway/errors.py).
     if op.auth is Auth.SERVER:
-        statuses |= {401, 403, 429}
+        statuses |= {401, 403, 429, 503}
     elif op.auth in (Auth.USER, Auth.USER_OR_QUERY_TOKEN):
-        statuses |= {400, 401, 429}
+        statuses |= {400, 401, 429, 503}
     if op.body:
-        statuses |= {400, 413, 415, 422}
+        statuses |= {400, 408, 413, 415, 422}  # 408: the body's deadline (producer/gateway/bodies.py)
     return statuses
 
 
