@@ -43,7 +43,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from shared import netguard
 from shared.config import Settings
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
-from shared.messages import check_http_url
+from shared.messages import check_http_url, fits_a_header
 from shared.webhooks.headers import HEADER_NAME, RESERVED_HEADERS
 from shared.webhooks.signing import SIGNATURE_HEADER, signed_headers
 from workers.providers.base import Exchange, FailedDispatch, Outgoing, SendResult
@@ -243,7 +243,7 @@ class WebhookProvider:
         for name, value in call.headers.items():
             if not (isinstance(name, str) and HEADER_NAME.fullmatch(name)):
                 raise PermanentDeliveryError(f"invalid header name {name!r}", code="http_invalid_header")
-            if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+            if not isinstance(value, str) or not fits_a_header(value):
                 raise PermanentDeliveryError(f"invalid value for header {name}", code="http_invalid_header")
             if name.lower() not in RESERVED_HEADERS:
                 headers[name] = value

@@ -363,6 +363,8 @@ async def test_only_64_kib_of_the_answer_is_read(
         ("ftp://127.0.0.1/hooks", None, "http_invalid_url"),
         ("http://user:pw@127.0.0.1/hooks", None, "http_invalid_url"),
         ("{receiver}", {"X-Bad": "line\r\nbreak"}, "http_invalid_header"),
+        ("{receiver}", {"X-Bad": "line\u2028break"}, "http_invalid_header"),
+        ("{receiver}", {"X-Bad": "vertical\x0btab"}, "http_invalid_header"),
         ("{receiver}", {"Bad Name": "x"}, "http_invalid_header"),
     ],
 )
