@@ -89,6 +89,8 @@ class _Stalling:
                 await asyncio.sleep(1.0)
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            return  # stopped at the end of the row: the connection just closes
         finally:
             self.in_flight -= 1
             self._dripping.discard(task)

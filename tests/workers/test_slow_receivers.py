@@ -88,3 +88,20 @@ def test_an_ad_hoc_host_that_keeps_stalling_is_left_alone(
         assert final_status(service, other)["status"] == "delivered"
         wait_until(lambda: circuit_open(second), message="the second message reached the host")
         assert len(stalling.connections) == 2
+
+
+def test_an_ad_hoc_host_that_answers_503_keeps_its_breaker_closed(
+    make_settings: Callable[..., Settings], fleet: Callable[..., Fleet]
+) -> None:
+    """Given the breaker opens after two failures, when an ad-hoc host answers 503 to the
+    first request of four messages, then all four are delivered on their retries: a host
+    that answers holds no worker slot, so only timeouts and refused connections count
+    against it."""
+    settings = make_settings(WEBHOOK_BREAKER_THRESHOLD="2", WEBHOOK_BREAKER_COOLDOWN="60000")
+    service = NotificationService(settings)
+    with WebhookReceiver(WEBHOOK_SECRET) as receiver:
+        receiver.respond_next(503, times=4)
+        fleet(settings, [Channel.WEBHOOK])
+        sent = [service.send_webhook(url=receiver.url, payload={"n": n}) for n in range(4)]
+
+        assert [final_status(service, m)["status"] for m in sent] == ["delivered"] * 4

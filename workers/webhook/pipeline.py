@@ -63,6 +63,9 @@ ENDPOINT_STATE_CODES = frozenset(
 
 EndpointState = Endpoint | Deleted
 
+#: Failures that count against an ad-hoc URL's host (its breaker): no answer in time.
+HOST_UNREACHABLE_CODES = frozenset({"http_timeout", "http_connection"})
+
 
 def _origin(url: str) -> str | None:
     """The breaker key of an ad-hoc URL: scheme, host and port, never its path or query
@@ -194,8 +197,8 @@ class WebhookPipeline(Pipeline):
 
     async def post_ad_hoc(self, delivery: Delivery, content: WebhookPayload) -> SendResult | FailedDispatch:
         """An ad-hoc URL has no endpoint record, so its breaker is its origin's: a host that
-        keeps timing out or failing is left alone for the cooldown instead of taking a worker's
-        in-flight slots on every retry of every message sent to it."""
+        keeps timing out or refusing connections is left alone for the cooldown instead of
+        taking a worker's in-flight slots on every retry of every message sent to it."""
         origin = _origin(content.url)
         wait_ms = self.breaker.wait_ms(origin) if origin else 0
         if wait_ms:
@@ -210,9 +213,9 @@ class WebhookPipeline(Pipeline):
         if origin:
             if isinstance(outcome, SendResult):
                 self.breaker.record(origin, ok=True)
-            elif isinstance(outcome.error, TemporaryDeliveryError):
-                # Only failures that say the host is unwell: a 4xx or a refused address is
-                # about this message, not about the host.
+            elif outcome.error.code in HOST_UNREACHABLE_CODES:
+                # Only a host that cannot be reached in time holds worker slots; one that
+                # answers (even 503) is handled by each message's own retries and Retry-After.
                 self.breaker.record(origin, ok=False)
         return outcome
 
