@@ -108,7 +108,31 @@ class WebhookPipeline(Pipeline):
             held = await self.hold_back(delivery, endpoint)
             if held is not None:
                 return held
+        elif endpoint is None:
+            held = await self.hold_for_host(delivery)
+            if held is not None:
+                return held
         return await super().before_sending(delivery, claim)
+
+    async def hold_for_host(self, delivery: Delivery) -> Outcome | None:
+        """Give the attempt back while an ad-hoc URL's host has its breaker open: the
+        message waits for the host instead of spending its attempts on a host known to be
+        unreachable (a flaky host would otherwise fail messages it later accepts). A
+        templated message's URL is known only once rendered; it is not held."""
+        content = _content(delivery)
+        origin = _origin(content.url) if content is not None else None
+        wait_ms = self.breaker.wait_ms(origin) if origin else 0
+        if not wait_ms:
+            return None
+        park = wait_ms > self.settings.broker_delay_limit_ms
+        until = utcnow() + timedelta(milliseconds=wait_ms)
+        await self.hold(
+            delivery, until, reason="the host's circuit breaker is open", code="circuit_open", park=park
+        )
+        log.info("webhook.host_circuit_open", message_id=delivery.id, retry_in_ms=wait_ms)
+        if park:
+            return Outcome(Action.ACK, reason="parked while the host's circuit breaker is open")
+        return Outcome(Action.RETRY, delay_ms=wait_ms, reason="the host's circuit breaker is open")
 
     async def hold_back(self, delivery: Delivery, endpoint: Endpoint) -> Outcome | None:
         """Give the attempt back while an earlier message with the same ordering key is
@@ -196,19 +220,10 @@ class WebhookPipeline(Pipeline):
         return outcome
 
     async def post_ad_hoc(self, delivery: Delivery, content: WebhookPayload) -> SendResult | FailedDispatch:
-        """An ad-hoc URL has no endpoint record, so its breaker is its origin's: a host that
-        keeps timing out or refusing connections is left alone for the cooldown instead of
-        taking a worker's in-flight slots on every retry of every message sent to it."""
+        """An ad-hoc URL has no endpoint record, so its health is kept per origin: a host that
+        keeps timing out or refusing connections opens its breaker, and its messages wait
+        (:meth:`hold_for_host`) instead of taking a worker's in-flight slots on every retry."""
         origin = _origin(content.url)
-        wait_ms = self.breaker.wait_ms(origin) if origin else 0
-        if wait_ms:
-            return FailedDispatch(
-                TemporaryDeliveryError(
-                    "the host's circuit breaker is open after repeated failures; not sent",
-                    code="circuit_open",
-                    retry_after_ms=wait_ms,
-                )
-            )
         outcome = await self.post(delivery, WebhookCall(url=content.url, body=content.body))
         if origin:
             if isinstance(outcome, SendResult):
