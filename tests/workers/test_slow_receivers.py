@@ -14,7 +14,7 @@ from collections.abc import Callable
 from producer.service import NotificationService
 from shared.channels import Channel
 from shared.config import Settings
-from tests.conftest import WEBHOOK_SECRET, Fleet, final_status
+from tests.conftest import WEBHOOK_SECRET, Fleet
 from tests.sinks.drip_server import DripServer
 from tests.sinks.webhook_receiver import WebhookReceiver
 from tests.waiting import wait_until
@@ -58,52 +58,3 @@ def test_healthy_webhooks_pass_sixteen_stalling_receivers(
             message="a stalled connection was kept open",
         )
         assert all(peer.connections[0].sent < len(DRIPPED_ANSWER) for peer in slow)
-
-
-def test_an_ad_hoc_host_that_keeps_stalling_is_left_alone(
-    make_settings: Callable[..., Settings], fleet: Callable[..., Fleet]
-) -> None:
-    """Given the breaker opens after two failures, when ad-hoc webhooks go to a host that
-    stalls every answer, then it is reached twice only: the message, and another one to the
-    same host, then wait as ``circuit_open`` for the cooldown without a connection and
-    without spending attempts, while a webhook to another host is delivered."""
-    settings = make_settings(
-        WEBHOOK_TIMEOUT="300",
-        WEBHOOK_MAX_RETRIES="4",
-        WEBHOOK_BREAKER_THRESHOLD="2",
-        WEBHOOK_BREAKER_COOLDOWN="60000",
-    )
-    service = NotificationService(settings)
-    with DripServer(DRIPPED_ANSWER, interval=0.05) as stalling, WebhookReceiver(WEBHOOK_SECRET) as healthy:
-        fleet(settings, [Channel.WEBHOOK])
-        first = service.send_webhook(url=stalling.url, payload={"n": 1})
-
-        def circuit_open(message_id: str) -> bool:
-            return service.get_status(message_id)["errorCode"] == "circuit_open"
-
-        wait_until(lambda: circuit_open(first), timeout=30, message="the breaker never opened")
-        # Held while the breaker is open: the attempt it did not make is not counted.
-        assert service.get_status(first)["attempts"] == 2
-        assert service.get_status(first)["status"] == "queued"
-        second = service.send_webhook(url=stalling.url, payload={"n": 2})
-        other = service.send_webhook(url=healthy.url, payload={"n": 3})
-        assert final_status(service, other)["status"] == "delivered"
-        wait_until(lambda: circuit_open(second), message="the second message reached the host")
-        assert len(stalling.connections) == 2
-
-
-def test_an_ad_hoc_host_that_answers_503_keeps_its_breaker_closed(
-    make_settings: Callable[..., Settings], fleet: Callable[..., Fleet]
-) -> None:
-    """Given the breaker opens after two failures, when an ad-hoc host answers 503 to the
-    first request of four messages, then all four are delivered on their retries: a host
-    that answers holds no worker slot, so only timeouts and refused connections count
-    against it."""
-    settings = make_settings(WEBHOOK_BREAKER_THRESHOLD="2", WEBHOOK_BREAKER_COOLDOWN="60000")
-    service = NotificationService(settings)
-    with WebhookReceiver(WEBHOOK_SECRET) as receiver:
-        receiver.respond_next(503, times=4)
-        fleet(settings, [Channel.WEBHOOK])
-        sent = [service.send_webhook(url=receiver.url, payload={"n": n}) for n in range(4)]
-
-        assert [final_status(service, m)["status"] for m in sent] == ["delivered"] * 4

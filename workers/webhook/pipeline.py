@@ -21,7 +21,6 @@ import time
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit
 
 from shared.channels import Channel
 from shared.config import Settings
@@ -63,22 +62,6 @@ ENDPOINT_STATE_CODES = frozenset(
 
 EndpointState = Endpoint | Deleted
 
-#: Failures that count against an ad-hoc URL's host (its breaker): no answer in time.
-HOST_UNREACHABLE_CODES = frozenset({"http_timeout", "http_connection"})
-
-
-def _origin(url: str) -> str | None:
-    """The breaker key of an ad-hoc URL: scheme, host and port, never its path or query
-    (which may carry a token). None for a URL that cannot be parsed (it fails on its own)."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    if not parts.hostname:
-        return None
-    return f"origin:{parts.scheme}://{parts.hostname}:{port or ''}"
-
 
 def _content(delivery: Delivery) -> WebhookPayload | None:
     """The webhook's content; None while a templated message is not rendered yet (its render
@@ -108,31 +91,7 @@ class WebhookPipeline(Pipeline):
             held = await self.hold_back(delivery, endpoint)
             if held is not None:
                 return held
-        elif endpoint is None:
-            held = await self.hold_for_host(delivery)
-            if held is not None:
-                return held
         return await super().before_sending(delivery, claim)
-
-    async def hold_for_host(self, delivery: Delivery) -> Outcome | None:
-        """Give the attempt back while an ad-hoc URL's host has its breaker open: the
-        message waits for the host instead of spending its attempts on a host known to be
-        unreachable (a flaky host would otherwise fail messages it later accepts). A
-        templated message's URL is known only once rendered; it is not held."""
-        content = _content(delivery)
-        origin = _origin(content.url) if content is not None else None
-        wait_ms = self.breaker.wait_ms(origin) if origin else 0
-        if not wait_ms:
-            return None
-        park = wait_ms > self.settings.broker_delay_limit_ms
-        until = utcnow() + timedelta(milliseconds=wait_ms)
-        await self.hold(
-            delivery, until, reason="the host's circuit breaker is open", code="circuit_open", park=park
-        )
-        log.info("webhook.host_circuit_open", message_id=delivery.id, retry_in_ms=wait_ms)
-        if park:
-            return Outcome(Action.ACK, reason="parked while the host's circuit breaker is open")
-        return Outcome(Action.RETRY, delay_ms=wait_ms, reason="the host's circuit breaker is open")
 
     async def hold_back(self, delivery: Delivery, endpoint: Endpoint) -> Outcome | None:
         """Give the attempt back while an earlier message with the same ordering key is
@@ -186,7 +145,7 @@ class WebhookPipeline(Pipeline):
             raise TypeError("a webhook is dispatched only once rendered")
         endpoint = claim.extra
         if endpoint is None:  # an ad-hoc URL, signed with WEBHOOK_SECRET
-            return await self.post_ad_hoc(delivery, content)
+            return await self.post(delivery, WebhookCall(url=content.url, body=content.body))
         if isinstance(endpoint, Deleted):
             return FailedDispatch(
                 PermanentDeliveryError("the webhook endpoint was deleted", code="endpoint_deleted")
@@ -217,21 +176,6 @@ class WebhookPipeline(Pipeline):
             self.breaker.record(endpoint.id, ok=True)
         elif outcome.error.code not in ENDPOINT_STATE_CODES:
             self.breaker.record(endpoint.id, ok=False)
-        return outcome
-
-    async def post_ad_hoc(self, delivery: Delivery, content: WebhookPayload) -> SendResult | FailedDispatch:
-        """An ad-hoc URL has no endpoint record, so its health is kept per origin: a host that
-        keeps timing out or refusing connections opens its breaker, and its messages wait
-        (:meth:`hold_for_host`) instead of taking a worker's in-flight slots on every retry."""
-        origin = _origin(content.url)
-        outcome = await self.post(delivery, WebhookCall(url=content.url, body=content.body))
-        if origin:
-            if isinstance(outcome, SendResult):
-                self.breaker.record(origin, ok=True)
-            elif outcome.error.code in HOST_UNREACHABLE_CODES:
-                # Only a host that cannot be reached in time holds worker slots; one that
-                # answers (even 503) is handled by each message's own retries and Retry-After.
-                self.breaker.record(origin, ok=False)
         return outcome
 
     async def post(self, delivery: Delivery, call: WebhookCall) -> SendResult | FailedDispatch:
