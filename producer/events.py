@@ -21,7 +21,6 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from sqlalchemy import Connection, Table, bindparam, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from producer.background import background
 from producer.enqueue import Acceptor, acceptor_for
@@ -83,14 +82,7 @@ class EventNotificationService:
         idempotency_key: str | None = None,
     ) -> str:
         """Queue an event (``EventType`` member or any string); returns the event id."""
-        return self.submit(
-            {
-                "event_type": str(event_type),
-                "user_id": user_id,
-                "data": data or {},
-                "idempotency_key": idempotency_key,
-            }
-        )
+        return self.submit(_event_fields(event_type, user_id, data, idempotency_key))
 
     async def aprocess_event(
         self,
@@ -99,14 +91,7 @@ class EventNotificationService:
         data: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> str:
-        return await self.asubmit(
-            {
-                "event_type": str(event_type),
-                "user_id": user_id,
-                "data": data or {},
-                "idempotency_key": idempotency_key,
-            }
-        )
+        return await self.asubmit(_event_fields(event_type, user_id, data, idempotency_key))
 
     def submit(self, fields: dict[str, Any], *, idempotency_scope: str = PYTHON_API_SCOPE) -> str:
         """Validate and queue an event from synchronous code (on the producer's loop)."""
@@ -193,40 +178,19 @@ def create_events(
         }
         for e in events
     ]
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = (
-        dialect.insert(_EVENTS)
-        .on_conflict_do_nothing(index_elements=["idempotency_key", "idempotency_scope"])
-        .returning(_EVENTS.c.id)
-    )
-    inserted = {row.id for row in connection.execute(statement, rows)}
-    repeats = {
-        (e.idempotency_scope, e.request.idempotency_key)
-        for e, row in zip(events, rows, strict=True)
-        if row["id"] not in inserted and e.request.idempotency_key is not None
+    keys = [(e.idempotency_scope, e.request.idempotency_key, e.request_fingerprint) for e in events]
+    return tracking.insert_keyed(connection, _EVENTS, _EVENTS_BY_KEY, rows, keys)
+
+
+def _event_fields(
+    event_type: str, user_id: str | None, data: dict[str, Any] | None, idempotency_key: str | None
+) -> dict[str, Any]:
+    return {
+        "event_type": str(event_type),
+        "user_id": user_id,
+        "data": data or {},
+        "idempotency_key": idempotency_key,
     }
-    holders = (
-        {
-            (h.idempotency_scope, h.idempotency_key): h
-            for h in connection.execute(_EVENTS_BY_KEY, {"keys": list({key for _, key in repeats})})
-        }
-        if repeats
-        else {}
-    )
-    results: list[tuple[str, bool] | IdempotencyKeyReused] = []
-    for event, row in zip(events, rows, strict=True):
-        key = event.request.idempotency_key
-        if row["id"] in inserted:
-            results.append((row["id"], True))
-            continue
-        holder = holders.get((event.idempotency_scope, key))
-        if holder is None:
-            raise RuntimeError(f"event with idempotency key {key!r} was not stored")
-        if tracking.same_request(holder.request_fingerprint, event.request_fingerprint):
-            results.append((holder.id, False))
-        else:
-            results.append(tracking.key_reused(key))
-    return results
 
 
 def _discard_events(connection: Connection, event_ids: list[str]) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, String, Table, and_, bindparam, delete, or_, select, text, update
+from sqlalchemy import Connection, Select, String, Table, and_, bindparam, delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -82,39 +82,61 @@ def create_many(
         return []
     now = utcnow()
     rows = [_row(m, now) for m in messages]
+    keys = [(m.idempotency_scope, m.idempotency_key, m.request_fingerprint) for m in messages]
+    results = insert_keyed(connection, _LOGS, _BY_KEY, rows, keys)
+    for message, result in zip(messages, results, strict=True):
+        if isinstance(result, tuple) and result[1]:
+            metrics.ENQUEUED.labels(message.channel.value).inc()
+    return results
+
+
+#: (scope, key, request fingerprint) of one row to insert.
+KeyOf = tuple[str, str | None, str | None]
+
+
+def insert_keyed(
+    connection: Connection,
+    table: Table,
+    by_key: Select[Any],
+    rows: list[dict[str, Any]],
+    keys: Sequence[KeyOf],
+) -> list[tuple[str, bool] | IdempotencyKeyReused]:
+    """Insert ``rows`` into ``table`` in one statement, idempotency keys unique per scope:
+    ``(id, created)`` for each row in order, the holder's id with ``created=False`` for the
+    same request under a taken key, :class:`IdempotencyKeyReused` for a different one.
+    ``by_key`` selects scope, key, id and fingerprint of the rows holding ``:keys``."""
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     statement = (
-        dialect.insert(_LOGS)
+        dialect.insert(table)
         .on_conflict_do_nothing(index_elements=["idempotency_key", "idempotency_scope"])
-        .returning(_LOGS.c.id)
+        .returning(table.c.id)
     )
     inserted = {row.id for row in connection.execute(statement, rows)}
     repeats = {
-        (m.idempotency_scope, m.idempotency_key)
-        for m, r in zip(messages, rows, strict=True)
-        if r["id"] not in inserted and m.idempotency_key is not None
+        (scope, key)
+        for (scope, key, _), row in zip(keys, rows, strict=True)
+        if row["id"] not in inserted and key is not None
     }
     holders = (
         {
             (h.idempotency_scope, h.idempotency_key): h
-            for h in connection.execute(_BY_KEY, {"keys": list({key for _, key in repeats})})
+            for h in connection.execute(by_key, {"keys": list({key for _, key in repeats})})
         }
         if repeats
         else {}
     )
     results: list[tuple[str, bool] | IdempotencyKeyReused] = []
-    for message, row in zip(messages, rows, strict=True):
+    for (scope, key, fingerprint), row in zip(keys, rows, strict=True):
         if row["id"] in inserted:
-            metrics.ENQUEUED.labels(message.channel.value).inc()
             results.append((row["id"], True))
             continue
-        holder = holders.get((message.idempotency_scope, message.idempotency_key))
+        holder = holders.get((scope, key))
         if holder is None:  # a conflict on the key, yet no row holds it: nothing to return
-            raise RuntimeError(f"message with idempotency key {message.idempotency_key!r} was not stored")
-        if same_request(holder.request_fingerprint, message.request_fingerprint):
+            raise RuntimeError(f"row with idempotency key {key!r} was not stored")
+        if same_request(holder.request_fingerprint, fingerprint):
             results.append((holder.id, False))
         else:
-            results.append(key_reused(message.idempotency_key))
+            results.append(key_reused(key))
     return results
 
 
