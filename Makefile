@@ -4,28 +4,42 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/python -m pip --quiet --disable-pip-version-check
+# What `make run` needs, and the dev tools on top of it (pytest, linters, Playwright, the
+# deploy/ validators: several hundred MB that a first run should not wait for).
+RUN_STAMP   := $(VENV)/.installed-runtime
+STAMP       := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 PYTEST_ARGS ?=
 
 .PHONY: install run test lint typecheck bench bench-inbox chaos fleet-demo clean
 
-$(STAMP): pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
-	touch $(STAMP)
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed (PYTHON=python3.x make ...)")'
+	$(PYTHON) -m venv $(VENV)
+	@$(PIP) install --upgrade pip
+
+$(RUN_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	@echo "installing the runtime dependencies into $(VENV)"
+	@$(PIP) install -c constraints.txt -e .
+	@touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	@echo "installing the runtime and dev dependencies into $(VENV)"
+	@$(PIP) install -c constraints.txt -e '.[dev]'
+	@touch $(STAMP) $(RUN_STAMP)
 
 install: $(STAMP)
 
 # The bench extra on top of the dev install, again only when the pins or the extras change.
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(PIP) install -c constraints.txt -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-## Start the gateway on 127.0.0.1:8000 and every channel worker, on the embedded defaults.
-run: install
-	$(BIN)/kai-messaging run
+## Start the gateway on 127.0.0.1:8000 (PORT=8001 make run for another port) and every channel
+## worker, on the embedded defaults. Installs the runtime dependencies only.
+run: $(RUN_STAMP)
+	@$(BIN)/kai-messaging run
 
 ## The whole test suite against the local RabbitMQ, PostgreSQL and Redis.
 test: install
