@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import dramatiq
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from sqlalchemy import Connection, Table, bindparam, delete, select
 
@@ -33,6 +33,7 @@ from shared.db.rls import scope_for
 from shared.errors import IdempotencyKeyReused, NotFound, PayloadTooLarge
 from shared.events.processing import QUEUED
 from shared.events.queue import EVENTS_QUEUE, event_message
+from shared.events.types import event_type_name
 from shared.json_shape import validate_shape
 from shared.logging import get_logger
 from shared.messages import Identifier, json_size
@@ -47,6 +48,11 @@ class EventRequest(BaseModel):
     user_id: Identifier | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: Identifier | None = None
+
+    @field_validator("event_type", mode="before")
+    @classmethod
+    def _event_type(cls, value: object) -> str:
+        return event_type_name(value)
 
 
 @dataclass(frozen=True)
@@ -186,7 +192,7 @@ def _event_fields(
     event_type: str, user_id: str | None, data: dict[str, Any] | None, idempotency_key: str | None
 ) -> dict[str, Any]:
     return {
-        "event_type": str(event_type),
+        "event_type": event_type,
         "user_id": user_id,
         "data": data or {},
         "idempotency_key": idempotency_key,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from producer import EventType
 from producer.events import EventNotificationService
 from producer.service import NotificationService
 from shared.config import Settings
@@ -132,3 +133,61 @@ def test_the_python_api_normalises_addresses_and_numbers(settings: Settings) -> 
 
     assert service.get_status(sms)["recipient"] == "+14155550100"
     assert service.get_status(email)["recipient"] == "User@example.com"
+
+
+#: What ``process_event`` refuses as the event type, and a word its error must name it by.
+NOT_AN_EVENT_TYPE: list[tuple[Any, str]] = [
+    ({"eventType": "subscription.payment_failed", "userId": "u", "data": {}}, "dict"),
+    (42, "int"),
+    (None, "None"),
+    (["order.created"], "list"),
+    ("", "empty"),
+    ("   ", "empty"),
+    ("{'eventType': 'order.created'}", "{'eventType'"),
+    ("order created", "order created"),
+    ("order.created/*", "order.created/*"),
+]
+
+
+@pytest.mark.parametrize(("event_type", "named"), NOT_AN_EVENT_TYPE)
+def test_process_event_refuses_what_is_not_an_event_type(
+    settings: Settings, queues: Queues, event_type: Any, named: str
+) -> None:
+    """Given the brief's one-object call (``process_event({...})``) or another value that is
+    no event type, then a ValidationError saying what was given and what is expected, and
+    no event stored or queued."""
+    events = EventNotificationService(settings)
+
+    with pytest.raises(ValidationError) as caught:
+        events.process_event(event_type, user_id="u")
+
+    message = str(caught.value)
+    assert named in message
+    assert "EventType" in message and "order.created" in message
+    assert [d["field"] for d in caught.value.details] == ["event_type"]
+    with system_scope(settings.database_url) as session:
+        assert session.scalar(select(func.count()).select_from(EventLog)) == 0
+    assert sum(queues.depths().values()) == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("event_type", "named"), NOT_AN_EVENT_TYPE[:2])
+async def test_aprocess_event_refuses_what_is_not_an_event_type(
+    settings: Settings, queues: Queues, event_type: Any, named: str
+) -> None:
+    events = EventNotificationService(settings)
+
+    with pytest.raises(ValidationError, match=named):
+        await events.aprocess_event(event_type, user_id="u")
+
+    assert sum(queues.depths().values()) == 0
+
+
+def test_process_event_takes_an_event_type_member_or_its_string(settings: Settings) -> None:
+    events = EventNotificationService(settings)
+
+    by_member = events.process_event(EventType.ORDER_SHIPPED, user_id="u")
+    by_string = events.process_event(" order.shipped ", user_id="u")
+
+    assert events.get_event(by_member)["eventType"] == "order.shipped"
+    assert events.get_event(by_string)["eventType"] == "order.shipped"

@@ -99,6 +99,17 @@ def test_bad_events_are_refused(client: httpx.Client, queues: Queues, body: dict
     assert queues.depth("events") == 0
 
 
+@pytest.mark.parametrize(
+    "event_type", [42, {"eventType": "order.created"}, ["x"], "order created", "{'a': 1}"]
+)
+def test_what_is_not_an_event_type_is_refused(client: httpx.Client, queues: Queues, event_type: Any) -> None:
+    response = client.post("/api/events", json={"eventType": event_type, "userId": "u1"})
+
+    assert response.status_code == 422, response.text
+    assert [d["field"] for d in response.json()["error"]["details"]] == ["eventType"]
+    assert queues.depth("events") == 0
+
+
 def test_contacts_are_validated_and_replaced(client: httpx.Client) -> None:
     put = client.put("/api/users/u1/contacts", json={"email": "Ann@Example.com", "phone": "+14155550100"})
     assert put.status_code == 200
