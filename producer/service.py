@@ -15,6 +15,7 @@ from typing import Any
 
 import pydantic
 
+from producer import message_log
 from producer.background import background
 from producer.enqueue import enqueuer_for
 from producer.idempotency import PYTHON_API_SCOPE, fingerprint
@@ -250,36 +251,10 @@ class NotificationService:
         """The message's delivery status as the HTTP API shows it (camelCase keys). Any
         message, or with ``for_user`` only that user's (another's is not found)."""
         with scope_for(self.settings.database_url, for_user) as session:
-            row = tracking.get(session, message_id)
+            row = message_log.get(session, message_id, for_user=for_user)
             if row is None:
                 raise NotFound(f"no message with id {message_id}")
-            return status_view(row)
-
-
-def status_view(row: Any) -> dict[str, Any]:
-    def iso(value: Any) -> str | None:
-        return value.isoformat() if value is not None else None
-
-    return {
-        "id": row.id,
-        "channel": row.channel,
-        "status": row.status,
-        "recipient": row.recipient,
-        "userId": row.user_id,
-        "eventType": row.event_type,
-        "attempts": row.attempts,
-        "maxAttempts": row.max_attempts,
-        "lastError": row.last_error,
-        "errorCode": row.error_code,
-        "providerMessageId": row.provider_message_id,
-        "idempotencyKey": row.idempotency_key,
-        "createdAt": iso(row.created_at),
-        "updatedAt": iso(row.updated_at),
-        "nextAttemptAt": iso(row.next_attempt_at) if row.status == "queued" else None,
-        "sentAt": iso(row.sent_at),
-        "deliveredAt": iso(row.delivered_at),
-        "completedAt": iso(row.completed_at),
-    }
+            return message_log.view(row)
 
 
 def _split_item(item: Any) -> tuple[Channel, dict[str, Any]]:

@@ -59,7 +59,11 @@ def _server_acting_for(request: Request) -> tuple[Settings, str | None]:
 async def get_event(request: Request) -> JSONResponse:
     settings, acting_for = _server_acting_for(request)
     service, event_id = EventNotificationService(settings), request.path_params["event_id"]
-    return JSONResponse(await run_in_threadpool(lambda: service.get_event(event_id, for_user=acting_for)))
+    event = await run_in_threadpool(lambda: service.get_event(event_id, for_user=acting_for))
+    # Row-level security hides another user's event on PostgreSQL only; SQLite has none.
+    if acting_for is not None and event["userId"] != acting_for:
+        raise NotFound(f"no event with id {event_id}")
+    return JSONResponse(event)
 
 
 def _contacts_owner(request: Request) -> tuple[Settings, str]:

@@ -1,7 +1,9 @@
 """A user reaches only their own data over HTTP: with alice's token, or a server key acting
 for alice, bob's notifications, preferences, contacts, events, messages and stream stay out
 of reach, and naming one of bob's ids answers exactly as naming an id nobody has (nothing
-reveals that it exists)."""
+reveals that it exists). On PostgreSQL row-level security backs the queries' own user
+filters; on SQLite (the embedded default, no RLS) those filters are the only guard, so every
+test runs on both."""
 
 from __future__ import annotations
 
@@ -9,12 +11,14 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
 
+from migrations.migrate import upgrade
 from producer.gateway.app import create_app
 from shared.config import Settings
 from shared.db.models import (
@@ -27,7 +31,7 @@ from shared.db.models import (
 )
 from shared.db.rls import system_scope
 from shared.inbox import Position
-from tests.conftest import SERVER_KEY
+from tests.conftest import SERVER_KEY, settings_with
 from tests.gateway.credentials import bearer, user_token
 from tests.gateway.server import LiveServer
 from tests.gateway.sse import SseClient
@@ -98,10 +102,20 @@ BOB_UNTOUCHED = {
 }
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def backend(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> Settings:
+    """The settings of a gateway on each database the service runs on."""
+    if request.param == "postgresql":
+        return settings
+    url = f"sqlite:///{tmp_path / 'isolation.db'}"
+    upgrade(url)
+    return settings_with(settings, database_url=url, migration_database_url=None)
+
+
 @pytest.fixture
-def alice(settings: Settings) -> Iterator[httpx.Client]:
-    seed(settings)
-    with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url, timeout=10) as c:
+def alice(backend: Settings) -> Iterator[httpx.Client]:
+    seed(backend)
+    with LiveServer(create_app(backend)) as server, httpx.Client(base_url=server.url, timeout=10) as c:
         c.headers.update(bearer(user_token("alice")))
         yield c
 
@@ -156,17 +170,17 @@ PROBES = [
 
 
 @pytest.mark.parametrize("probe", PROBES, ids=str)
-def test_bobs_id_answers_like_an_id_nobody_has(settings: Settings, alice: httpx.Client, probe: Probe) -> None:
+def test_bobs_id_answers_like_an_id_nobody_has(backend: Settings, alice: httpx.Client, probe: Probe) -> None:
     """Given bob's data, when alice names one of bob's ids, then she gets the answer an
     unknown id gets, and bob's data is untouched."""
     with_bobs, with_nobodys = probe.request(alice, probe.bobs_id), probe.request(alice, NOBODYS_ID)
 
     assert with_bobs == with_nobodys
     assert with_bobs[0] == probe.status
-    assert bobs_data(settings) == BOB_UNTOUCHED
+    assert bobs_data(backend) == BOB_UNTOUCHED
 
 
-def test_alice_sees_only_her_own(settings: Settings, alice: httpx.Client) -> None:
+def test_alice_sees_only_her_own(backend: Settings, alice: httpx.Client) -> None:
     """Given notifications and preferences of alice and bob, then alice's feed, unread count,
     preferences and stream (resumed from one of bob's event ids) show only hers, and her
     bulk actions touch only hers."""
@@ -186,7 +200,7 @@ def test_alice_sees_only_her_own(settings: Settings, alice: httpx.Client) -> Non
     assert preferences["smsEnabled"] is True  # bob's is off
     assert read_all == {"updated": 1, "unreadCount": 0}
     assert stream.titles() == [ALICE_NOTIFICATION]
-    assert bobs_data(settings) == BOB_UNTOUCHED
+    assert bobs_data(backend) == BOB_UNTOUCHED
 
 
 @pytest.mark.parametrize("acting_for", ["bob", None], ids=["X-User-Id: bob", "no X-User-Id"])

@@ -78,6 +78,9 @@ class MessageStatus(View):
     recipient: str
     user_id: str | None
     event_type: str | None
+    event_id: str | None = Field(description="The event whose rule produced the message, if any.")
+    template_key: str | None
+    template_version: int | None
     attempts: int
     max_attempts: int
     last_error: str | None
