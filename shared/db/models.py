@@ -119,7 +119,11 @@ class NotificationLog(Base):
         ),
         Index("ix_notification_logs_due_at", "due_at", postgresql_where=text("due_at IS NOT NULL")),
         Index("ix_notification_logs_status_updated_at", "status", "updated_at"),
-        Index("ix_notification_logs_user_id_created_at", "user_id", "created_at"),
+        # The message log, newest first: unfiltered, by user, status or channel (revision 0009).
+        Index("ix_notification_logs_created_at_id", "created_at", "id"),
+        Index("ix_notification_logs_user_id_created_at_id", "user_id", "created_at", "id"),
+        Index("ix_notification_logs_status_created_at_id", "status", "created_at", "id"),
+        Index("ix_notification_logs_channel_created_at_id", "channel", "created_at", "id"),
         Index("ix_notification_logs_event_id", "event_id"),
         Index("ix_notification_logs_channel_completed_at", "channel", "completed_at"),
     )
