@@ -13,7 +13,8 @@ If the broker does not confirm, the messages' rows are removed again and the cal
 behind. Should the process die between the commit and the confirm, the relay's marker
 written with the row (:mod:`shared.relay`) has the scheduler publish it within
 PUBLISH_RELAY_AFTER, so an accepted message is never lost. A message due later (``due_at``)
-is not published now: the scheduler publishes it when due.
+is not published now: the scheduler publishes it when due. On the embedded broker the marker
+is the publish itself: the runner's relay takes it (:mod:`shared.handoff`).
 """
 
 from __future__ import annotations
@@ -117,8 +118,9 @@ class Acceptor(Generic[T]):
             await self._discard([message_id for message_id, _ in fresh])
             log.error("accept.publish_failed", writer=self.rows.name, items=len(fresh))
             raise
-        for message_id, _ in fresh:
-            self._clear_marker(message_id)
+        if not self.publisher.leaves_markers:
+            for message_id, _ in fresh:
+                self._clear_marker(message_id)
         return results
 
     def _clear_marker(self, message_id: str) -> None:

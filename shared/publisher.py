@@ -13,8 +13,8 @@ cannot route comes back as an error, not silently dropped. A publish that is not
 within ``PUBLISH_TIMEOUT_S`` (the broker is down or blocked) raises
 :class:`~shared.errors.EnqueueError` at once, so callers answer 503 instead of hanging.
 
-With the embedded in-process broker (no BROKER_URL) :class:`InProcessPublisher` hands the
-ids to Dramatiq's stub broker directly.
+With the embedded in-process broker (no BROKER_URL) :class:`HandOffPublisher` leaves the ids
+to the runner's relay (:mod:`shared.handoff`), the one way into that broker from any process.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from dramatiq.common import dq_name, xq_name
 from pamqp.commands import Basic
 from pamqp.common import FieldValue
 
-from shared.broker import delivery_message, get_broker
+from shared import handoff
+from shared.broker import delivery_message
 from shared.channels import Channel
 from shared.config import Settings
 from shared.errors import EnqueueError
@@ -44,6 +45,10 @@ PUBLISH_TIMEOUT_S = 5.0
 
 
 class Publisher(Protocol):
+    #: True when :meth:`publish` leaves the ids to the relay, which removes their markers as
+    #: it publishes them; False when the caller removes the markers once ``publish`` returned.
+    leaves_markers: bool
+
     async def publish(self, items: Sequence[tuple[str, dramatiq.Message[None]]]) -> None:
         """Publish each ``(queue, message)``; returns once all are confirmed, else raises
         EnqueueError (then some of them may have been published: their rows decide)."""
@@ -53,6 +58,8 @@ class Publisher(Protocol):
 
 
 class AmqpPublisher:
+    leaves_markers = False
+
     def __init__(self, broker_url: str, *, timeout_s: float = PUBLISH_TIMEOUT_S) -> None:
         self.broker_url = broker_url
         self.timeout_s = timeout_s
@@ -121,18 +128,17 @@ class AmqpPublisher:
         await self._forget()
 
 
-class InProcessPublisher:
-    """The embedded default: Dramatiq's in-memory broker, in this process."""
+class HandOffPublisher:
+    """The embedded default: the broker is in the memory of the runner (``kai-messaging run``),
+    this process or another. The ids' relay markers, committed with their rows, are the hand-off:
+    the runner's relay publishes them, at once when it runs in this process, within its poll
+    interval otherwise, or when it starts."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.broker = get_broker(settings)
+    leaves_markers = True
 
     async def publish(self, items: Sequence[tuple[str, dramatiq.Message[None]]]) -> None:
-        for _queue, message in items:
-            try:
-                self.broker.enqueue(message)
-            except Exception as exc:
-                raise EnqueueError(f"the broker did not accept message {message.message_id}: {exc}") from exc
+        if items:
+            handoff.nudge()
 
     async def close(self) -> None:
         pass
@@ -144,5 +150,5 @@ def channel_message(channel: Channel, message_id: str) -> tuple[str, dramatiq.Me
 
 def build_publisher(settings: Settings) -> Publisher:
     if settings.broker_url is None:
-        return InProcessPublisher(settings)
+        return HandOffPublisher()
     return AmqpPublisher(settings.broker_url)

@@ -8,6 +8,10 @@ which the accepting process removes once the broker confirmed; a marker still th
 process publishes its id then (:func:`take_stale`). A marker whose removal was lost (the
 process died right after the confirm) only costs one extra broker message, which the
 worker's claim recognises as a duplicate.
+
+On the embedded broker the markers are also how producers in other processes reach the one
+broker there is, the runner's memory (:mod:`shared.handoff`): the runner takes every marker
+at once (:func:`take_waiting`), not only stale ones.
 """
 
 from __future__ import annotations
@@ -65,3 +69,18 @@ def take_stale(connection: Connection, *, older_than: timedelta, limit: int) -> 
     taken = [Pending(r.id, r.kind, r.queue) for r in rows]
     published(connection, [p.id for p in taken])
     return taken
+
+
+def take_waiting(connection: Connection, *, limit: int) -> list[Pending]:
+    """Up to ``limit`` markers of any age, oldest first, removed as they are read: the
+    embedded broker's hand-off. One statement takes and removes them, so two takers never get
+    the same marker even without ``FOR UPDATE SKIP LOCKED`` (SQLite has none)."""
+    if connection.execute(select(_PENDING.c.id).limit(1)).first() is None:
+        return []  # the usual idle poll: one read, and no write lock taken on SQLite
+    oldest = select(_PENDING.c.id).order_by(_PENDING.c.created_at).limit(limit)
+    rows = connection.execute(
+        delete(_PENDING)
+        .where(_PENDING.c.id.in_(oldest))
+        .returning(_PENDING.c.id, _PENDING.c.kind, _PENDING.c.queue)
+    ).all()
+    return [Pending(r.id, r.kind, r.queue) for r in rows]

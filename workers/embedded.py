@@ -1,5 +1,7 @@
 """Workers inside another process: the embedded default (``make run``) runs the gateway and
-every channel's actors in one process, because the in-process broker cannot be shared."""
+every channel's actors in one process, the runner, because the in-process broker cannot be
+shared. What other processes send reaches it through the hand-off relay
+(:mod:`workers.handoff`), which runs here too."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import dramatiq
 from shared.broker import get_broker
 from shared.config import Settings
 from workers.actors import declare_all
+from workers.handoff import HandOffRelay
 from workers.retention import RetentionMiddleware
 from workers.scheduler import SchedulerMiddleware
 
@@ -25,10 +28,14 @@ class EmbeddedWorkers:
             self.broker.add_middleware(RetentionMiddleware(settings))
         self.pipelines = declare_all(self.broker, settings)
         self.worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=100)
+        self.handoff = HandOffRelay(settings, self.broker)
 
     def start(self) -> None:
         self.worker.start()
+        self.handoff.start()
 
     def stop(self) -> None:
+        # Sends made from now on wait in their markers for the next runner.
+        self.handoff.stop()
         # The pipelines close with the worker (workers.actors.ClosePipelines).
         self.worker.stop()

@@ -13,26 +13,33 @@ log = get_logger(__name__)
 
 class PeriodicThread:
     """Calls ``step`` every ``interval`` seconds. ``step`` returns True when it left work
-    behind (a backlog), and is then called again at once instead of after the interval. An
-    exception is logged and the next step runs as planned: one failed tick must not end the
-    duty for the life of the process."""
+    behind (a backlog), and is then called again at once instead of after the interval; so is
+    it after :meth:`wake`. An exception is logged and the next step runs as planned: one failed
+    tick must not end the duty for the life of the process."""
 
     def __init__(self, name: str, interval: float, step: Callable[[], bool]) -> None:
         self.name = name
         self.interval = interval
         self.step = step
         self._stop = threading.Event()
+        self._woken = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            # Cleared before the step: a wake during the step is work the step may have missed.
+            self._woken.clear()
             try:
                 more = self.step()
             except Exception:
                 log.exception(f"{self.name}.step_failed")
                 more = False
             if not more:
-                self._stop.wait(self.interval)
+                self._woken.wait(self.interval)
+
+    def wake(self) -> None:
+        """Run the next step now rather than at the end of the interval."""
+        self._woken.set()
 
     def start(self) -> None:
         if self._thread is None:
@@ -41,6 +48,7 @@ class PeriodicThread:
 
     def stop(self, timeout: float = 10) -> None:
         self._stop.set()
+        self._woken.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None

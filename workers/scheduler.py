@@ -22,8 +22,8 @@ from shared.broker import publish
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.rls import system_scope
-from shared.events.queue import publish_event
 from shared.logging import get_logger
+from workers.handoff import publish_pending
 from workers.periodic import PeriodicThread
 
 log = get_logger(__name__)
@@ -57,13 +57,12 @@ class Scheduler:
 
     def relay(self) -> int:
         """Publish accepted rows whose accepting process died before the broker confirmed."""
+        if self.settings.embedded_broker:
+            return 0  # the runner's hand-off relay publishes every marker as it appears
         with system_scope(self.settings.database_url) as session:
             stale = relay.take_stale(session.connection(), older_than=self.relay_after, limit=BATCH_SIZE)
             for pending in stale:
-                if pending.kind == relay.EVENT:
-                    publish_event(self.broker, pending.id)
-                else:
-                    publish(self.broker, Channel(pending.queue), pending.id)
+                publish_pending(self.broker, pending)
         if stale:
             log.warning("scheduler.relayed", count=len(stale))
         return len(stale)

@@ -1,0 +1,66 @@
+"""The runner's hand-off relay: on the embedded broker, publishes every id accepted on the same
+database, by this process or by another one (:mod:`shared.handoff` tells why).
+
+It runs in ``kai-messaging run`` only, beside the in-process workers. A send made in this
+process wakes it at once; a send made elsewhere is found at the next poll, at most
+``POLL_INTERVAL_S`` later; markers left while no runner was up are published at its start.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+
+from shared import handoff, relay
+from shared.broker import publish
+from shared.channels import Channel
+from shared.config import Settings
+from shared.db.rls import system_scope
+from shared.events.queue import publish_event
+from shared.logging import get_logger
+from workers.periodic import PeriodicThread
+
+log = get_logger(__name__)
+
+#: Seconds between two looks for markers left by other processes: the longest a message sent
+#: from a second terminal waits for the runner. An idle look is one read of an empty table.
+POLL_INTERVAL_S = 0.2
+
+#: Markers taken per transaction; a backlog drains over consecutive passes without a pause.
+BATCH_SIZE = 500
+
+
+def publish_pending(broker: dramatiq.Broker, pending: relay.Pending) -> None:
+    """Publish the id a relay marker stands for, to the queue it names."""
+    if pending.kind == relay.EVENT:
+        publish_event(broker, pending.id)
+    else:
+        publish(broker, Channel(pending.queue), pending.id)
+
+
+class HandOffRelay:
+    def __init__(self, settings: Settings, broker: dramatiq.Broker) -> None:
+        self.settings = settings
+        self.broker = broker
+        self._runner = PeriodicThread(
+            "handoff", POLL_INTERVAL_S, lambda: self.publish_waiting() >= BATCH_SIZE
+        )
+
+    def publish_waiting(self) -> int:
+        """Publish the markers there are now; returns how many. Each is published before the
+        transaction that removed it commits: should that fail, the marker comes back and is
+        published again, a duplicate the worker's claim recognises."""
+        with system_scope(self.settings.database_url) as session:
+            taken = relay.take_waiting(session.connection(), limit=BATCH_SIZE)
+            for pending in taken:
+                publish_pending(self.broker, pending)
+        if taken:
+            log.debug("handoff.published", count=len(taken))
+        return len(taken)
+
+    def start(self) -> None:
+        handoff.serve(self._runner.wake)
+        self._runner.start()
+
+    def stop(self) -> None:
+        handoff.withdraw()
+        self._runner.stop()
