@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from cli import starter
 from shared.channels import Channel
 from shared.config import get_settings, log_webhook_network_policy, set_settings, startup_settings
 from shared.errors import KaiError
@@ -66,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     from migrations.migrate import upgrade
     from producer.gateway.app import create_app
     from producer.gateway.serving import uvicorn_options
+    from producer.starter import install_on_embedded_database
     from shared.logging import configure_logging, secret_values
     from workers.embedded import EmbeddedWorkers
 
@@ -74,6 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, secret_values(settings))
     log_webhook_network_policy(settings)
     upgrade(settings.owner_database_url)
+    install_on_embedded_database(settings)  # events produce messages out of the box
     workers = EmbeddedWorkers(settings)
     workers.start()
     try:
@@ -275,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("channel")
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(func=_dlq)
+    starter.add_parser(sub)
     return parser
 
 
