@@ -16,6 +16,7 @@ from producer.service import validation_error
 from shared.broker import get_broker, publish
 from shared.channels import Channel
 from shared.config import Settings
+from shared.db import keyset
 from shared.db.models import WebhookDeliveryLog, utcnow
 from shared.db.rls import system_scope
 from shared.db.session import session_scope
@@ -28,9 +29,8 @@ from shared.webhooks.fanout import endpoint_message
 
 #: Event type of the message ``POST .../test`` sends.
 TEST_EVENT_TYPE = "webhook.test"
-#: Attempts listed per page of an endpoint's delivery log, by default and at most.
-LOGS_PAGE_DEFAULT = 50
-LOGS_PAGE_MAX = 200
+#: An endpoint's delivery attempts are listed newest first.
+LOGS_ORDER = keyset.Keyset((WebhookDeliveryLog.id,), descending=True)
 
 
 def parse_fields(body: dict[str, Any]) -> EndpointFields:
@@ -70,9 +70,11 @@ class WebhookAdmin:
         for message_id in message_ids:
             publish(broker, Channel.WEBHOOK, message_id)
 
-    def list_all(self) -> list[dict[str, Any]]:
+    def list_page(self, after: keyset.Position | None, limit: int) -> tuple[list[dict[str, Any]], Any]:
+        """A page of endpoints, oldest first, and the position of the next page (or None)."""
         with session_scope(self.settings.database_url) as session:
-            return [webhook_endpoints.view(row, self.settings) for row in webhook_endpoints.list_all(session)]
+            rows, more = webhook_endpoints.list_page(session, after, limit)
+            return [webhook_endpoints.view(row, self.settings) for row in rows], more
 
     def get(self, endpoint_id: str) -> dict[str, Any]:
         with session_scope(self.settings.database_url) as session:
@@ -138,30 +140,22 @@ class WebhookAdmin:
             return None if row is None else log_view(row)
 
     def logs(
-        self, endpoint_id: str, *, status: str | None, cursor: str | None, limit: int | None
-    ) -> dict[str, Any]:
-        """A page of the endpoint's attempts, newest first; ``nextCursor`` fetches the next."""
-        size = LOGS_PAGE_DEFAULT if limit is None else limit
-        if not 1 <= size <= LOGS_PAGE_MAX:
-            raise _query_error("limit", f"must be between 1 and {LOGS_PAGE_MAX}")
+        self, endpoint_id: str, *, status: str | None, after: keyset.Position | None, limit: int
+    ) -> tuple[list[dict[str, Any]], keyset.Position | None]:
+        """A page of the endpoint's attempts, newest first, and the position of the next page."""
         query = select(WebhookDeliveryLog).where(WebhookDeliveryLog.configuration_id == endpoint_id)
         if status == "succeeded":
             query = query.where(WebhookDeliveryLog.success.is_(True))
         elif status == "failed":
             query = query.where(WebhookDeliveryLog.success.is_(False))
-        elif status is not None and status.isdigit():
+        elif status is not None and status.isascii() and status.isdigit() and len(status) <= 3:
             query = query.where(WebhookDeliveryLog.response_status == int(status))
         elif status is not None:
             raise _query_error("status", "must be succeeded, failed or an HTTP status code")
-        if cursor is not None:
-            if not cursor.isdigit():
-                raise _query_error("cursor", "is not a cursor from a previous page")
-            query = query.where(WebhookDeliveryLog.id < int(cursor))
         with session_scope(self.settings.database_url) as session:
             webhook_endpoints.get(session, endpoint_id)
-            rows = list(session.scalars(query.order_by(WebhookDeliveryLog.id.desc()).limit(size + 1)))
-            page = [log_view(row) for row in rows[:size]]
-        return {"data": page, "nextCursor": page[-1]["id"] if len(rows) > size else None}
+            rows, more = keyset.page(session, query, LOGS_ORDER, after, limit)
+            return [log_view(row) for row in rows], more
 
     def replay(self, message_id: str) -> str:
         with system_scope(self.settings.database_url) as session:

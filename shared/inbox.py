@@ -10,8 +10,6 @@ user's unread entries.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,10 +19,6 @@ from sqlalchemy import Connection, Table, and_, bindparam, delete, func, select,
 from sqlalchemy.orm import Session
 
 from shared.db.models import Notification, utcnow
-
-#: Largest feed page a client may ask for.
-MAX_PAGE_SIZE = 100
-DEFAULT_PAGE_SIZE = 20
 
 #: A row's ``created_at`` is taken before its transaction commits, so a row may become visible
 #: after a newer one (and worker clocks differ slightly). Replay after a reconnect therefore
@@ -45,8 +39,7 @@ Status = Literal["all", "read", "unread"]
 class Position:
     """Where a notification sits in its user's timeline: ``(created_at, id)``.
 
-    Its text form (``<microseconds since the epoch>-<id>``) is the SSE event id; the feed's
-    cursor is the same text, base64url-encoded so clients treat it as opaque.
+    Its text form (``<microseconds since the epoch>-<id>``) is the SSE event id.
     """
 
     created_at: datetime
@@ -65,17 +58,6 @@ class Position:
         if not sep or not micros.isdigit() or not ident or len(ident) > 64:
             raise ValueError(f"not a notification position: {value[:80]!r}")
         return cls(_EPOCH + int(micros) * _MICROSECOND, ident)
-
-    def cursor(self) -> str:
-        return base64.urlsafe_b64encode(self.text().encode()).decode().rstrip("=")
-
-    @classmethod
-    def from_cursor(cls, cursor: str) -> Position:
-        try:
-            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise ValueError("not a feed cursor") from None
-        return cls.parse(raw)
 
 
 @dataclass(frozen=True)

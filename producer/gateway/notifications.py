@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from producer.gateway import pagination
 from producer.gateway.auth import require_user
 from producer.gateway.bodies import read_json_object
 from producer.gateway.errors import ApiError
@@ -60,13 +61,10 @@ FEED_PARAMS = (
     Param(
         "since", "Only those created at or after this ISO 8601 time (with a UTC offset).", {"type": "string"}
     ),
-    Param("cursor", "`nextCursor` of the previous page.", {"type": "string"}),
-    Param(
-        "limit",
-        "Page size.",
-        {"type": "integer", "minimum": 1, "maximum": inbox.MAX_PAGE_SIZE, "default": inbox.DEFAULT_PAGE_SIZE},
-    ),
+    *pagination.PARAMS,
 )
+#: What a cursor of the feed holds: the last notification's (createdAt, id).
+CURSOR = (pagination.moment, pagination.text)
 
 
 def _service(request: Request) -> NotificationService:
@@ -86,6 +84,7 @@ def _invalid(field: str, message: str) -> ApiError:
 
 
 def _feed_query(request: Request) -> tuple[inbox.FeedFilter, inbox.Position | None, int]:
+    page = pagination.page_request(request, CURSOR)
     params = request.query_params
     status = params.get("status", "all")
     if status not in STATUSES:
@@ -101,16 +100,8 @@ def _feed_query(request: Request) -> tuple[inbox.FeedFilter, inbox.Position | No
             raise _invalid("since", "must be an ISO 8601 timestamp") from None
         if since.tzinfo is None:
             raise _invalid("since", "must carry a UTC offset (e.g. 2026-01-01T00:00:00Z)")
-    after = None
-    if params.get("cursor"):
-        try:
-            after = inbox.Position.from_cursor(params["cursor"])
-        except ValueError:
-            raise _invalid("cursor", "not a cursor this API returned") from None
-    raw_limit = params.get("limit", str(inbox.DEFAULT_PAGE_SIZE))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= inbox.MAX_PAGE_SIZE:
-        raise _invalid("limit", f"must be an integer from 1 to {inbox.MAX_PAGE_SIZE}")
-    return inbox.FeedFilter(cast(inbox.Status, status), kind, since), after, int(raw_limit)
+    after = None if page.after is None else inbox.Position(*page.after)
+    return inbox.FeedFilter(cast(inbox.Status, status), kind, since), after, page.limit
 
 
 @operation(
@@ -127,8 +118,8 @@ async def feed(request: Request) -> JSONResponse:
 
     async with async_user_scope(settings.database_url, user_id) as connection:
         rows, more = await connection.run_sync(inbox.page, user_id, filters, after, limit)
-    next_cursor = more.cursor() if more else None
-    return JSONResponse({"items": [inbox.view(r) for r in rows], "nextCursor": next_cursor})
+    position = None if more is None else (more.created_at, more.id)
+    return JSONResponse(pagination.body([inbox.view(r) for r in rows], position))
 
 
 @operation(

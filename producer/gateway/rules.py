@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from producer.gateway import pagination
 from producer.gateway.auth import server_settings
 from producer.gateway.bodies import parse, read_json_object
 from producer.gateway.openapi import Auth, Reply, operation
@@ -16,16 +17,28 @@ from producer.gateway.openapi.views import Rule, RuleList
 from shared.db.session import session_scope
 from shared.events import rules
 
+#: What a cursor of the rules holds: the last rule's (createdAt, id).
+CURSOR = (pagination.moment, pagination.text)
 
-@operation("GET", "Every notification rule", auth=Auth.SERVER, replies=[Reply(200, "The rules.", RuleList)])
+
+@operation(
+    "GET",
+    "The notification rules, oldest first",
+    auth=Auth.SERVER,
+    params=pagination.PARAMS,
+    replies=[Reply(200, "A page of rules; `nextCursor` is null on the last page.", RuleList)],
+    errors=(422,),
+)
 async def list_rules(request: Request) -> JSONResponse:
     settings = server_settings(request)
+    page = pagination.page_request(request, CURSOR)
 
-    def read() -> list[dict[str, Any]]:
+    def read() -> dict[str, Any]:
         with session_scope(settings.database_url) as session:
-            return [rules.view(row) for row in rules.list_all(session)]
+            rows, more = rules.list_page(session, page.after, page.limit)
+            return pagination.body([rules.view(row) for row in rows], more)
 
-    return JSONResponse({"rules": await run_in_threadpool(read)})
+    return JSONResponse(await run_in_threadpool(read))
 
 
 @operation(

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from producer.gateway import pagination
 from producer.gateway.auth import server_settings
 from producer.gateway.bodies import parse, read_json_object
 from producer.gateway.errors import ApiError
@@ -52,20 +53,28 @@ class PreviewInput(BaseModel):
     data: dict[str, Any] | None = None
 
 
+#: What a cursor of a template list holds: the last version's (key, channel, locale).
+CURSOR = (pagination.text, pagination.text, pagination.text)
+
+
 @operation(
     "GET",
-    "The current version of every template",
+    "The current version of every template, by key, channel and locale",
     auth=Auth.SERVER,
-    replies=[Reply(200, "Current versions.", TemplateList)],
+    params=pagination.PARAMS,
+    replies=[Reply(200, "A page of current versions; `nextCursor` is null on the last page.", TemplateList)],
+    errors=(422,),
 )
 async def list_templates(request: Request) -> JSONResponse:
     settings = server_settings(request)
+    page = pagination.page_request(request, CURSOR)
 
-    def read() -> list[dict[str, Any]]:
+    def read() -> dict[str, Any]:
         with session_scope(settings.database_url) as session:
-            return [template_messages.view(row) for row in store.list_current(session)]
+            rows, more = store.list_current_page(session, page.after, page.limit)
+            return pagination.body([template_messages.view(row) for row in rows], more)
 
-    return JSONResponse({"templates": await run_in_threadpool(read)})
+    return JSONResponse(await run_in_threadpool(read))
 
 
 @operation(
@@ -102,20 +111,22 @@ async def create_template(request: Request) -> JSONResponse:
     "GET",
     "A template's current versions, or one older version",
     auth=Auth.SERVER,
-    params=[CHANNEL, LOCALE, VERSION],
+    params=[CHANNEL, LOCALE, VERSION, *pagination.PARAMS],
     replies=[
         Reply(
             200,
-            "Current versions per channel and locale, or the one version asked for.",
+            "A page of the current versions (one per channel and locale), or the one version asked "
+            "for with `?version=`.",
             (TemplateVersions, Template),
         )
     ],
-    errors=(400, 404),
+    errors=(400, 404, 422),
 )
 async def get_template(request: Request) -> JSONResponse:
     settings = server_settings(request)
     key = request.path_params["key"]
     query = request.query_params
+    page = pagination.page_request(request, CURSOR)
 
     def read() -> dict[str, Any]:
         with session_scope(settings.database_url) as session:
@@ -130,10 +141,11 @@ async def get_template(request: Request) -> JSONResponse:
                     int(query["version"]),
                 )
                 return template_messages.view(row)
-            rows = store.current(session, key, query.get("channel"), query.get("locale"))
-            if not rows:
+            channel, locale = query.get("channel"), query.get("locale")
+            rows, more = store.current_page(session, key, channel, locale, page.after, page.limit)
+            if not rows and page.after is None:
                 raise NotFound(f"no template {key!r}")
-            return {"key": key, "templates": [template_messages.view(row) for row in rows]}
+            return pagination.body([template_messages.view(row) for row in rows], more)
 
     return JSONResponse(await run_in_threadpool(read))
 

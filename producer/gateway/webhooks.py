@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from producer.gateway import pagination
 from producer.gateway.auth import require_server
 from producer.gateway.bodies import read_json_object
 from producer.gateway.errors import ApiError
@@ -28,7 +29,7 @@ from producer.gateway.openapi.views import (
     WebhookTestResult,
 )
 from producer.service import NotificationService
-from producer.webhooks import LOGS_PAGE_MAX, WebhookAdmin
+from producer.webhooks import WebhookAdmin
 from shared.webhooks.endpoints import EndpointFields
 from shared.webhooks.replay import ReplayRefused
 
@@ -56,9 +57,11 @@ class RecoverInput(BaseModel):
 
 LOG_PARAMS = (
     Param("status", "`succeeded`, `failed`, or an HTTP status code the endpoint answered."),
-    Param("cursor", "`nextCursor` of the previous page.", {"type": "string", "pattern": "^[0-9]+$"}),
-    Param("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": LOGS_PAGE_MAX}),
+    *pagination.PARAMS,
 )
+#: What a cursor of each list holds: (createdAt, id) of an endpoint, the id of an attempt.
+ENDPOINTS_CURSOR = (pagination.moment, pagination.text)
+LOGS_CURSOR = (pagination.integer,)
 
 
 def _admin(request: Request) -> WebhookAdmin:
@@ -79,9 +82,17 @@ def _endpoint_id(request: Request) -> str:
 
 @operation(
     "GET",
-    "Every webhook endpoint",
+    "The webhook endpoints, oldest first",
     auth=Auth.SERVER,
-    replies=[Reply(200, "The endpoints, without their secrets.", WebhookEndpointList)],
+    params=pagination.PARAMS,
+    replies=[
+        Reply(
+            200,
+            "A page of endpoints, without their secrets; `nextCursor` is null on the last page.",
+            WebhookEndpointList,
+        )
+    ],
+    errors=(422,),
 )
 @operation(
     "POST",
@@ -95,7 +106,9 @@ async def configurations(request: Request) -> Response:
     if request.method == "POST":
         body = await _body(request, admin)
         return JSONResponse(await run_in_threadpool(admin.create, body), status_code=201)
-    return JSONResponse({"data": await run_in_threadpool(admin.list_all)})
+    page = pagination.page_request(request, ENDPOINTS_CURSOR)
+    items, more = await run_in_threadpool(admin.list_page, page.after, page.limit)
+    return JSONResponse(pagination.body(items, more))
 
 
 @operation(
@@ -142,19 +155,12 @@ async def configuration(request: Request) -> Response:
 )
 async def logs(request: Request) -> Response:
     admin = _admin(request)
-    params = request.query_params
-    raw_limit = params.get("limit")
-    if raw_limit is not None and not raw_limit.isdigit():
-        raise ApiError(422, "validation_error", "limit must be a whole number", [{"field": "limit"}])
-    page = await run_in_threadpool(
-        lambda: admin.logs(
-            _endpoint_id(request),
-            status=params.get("status"),
-            cursor=params.get("cursor"),
-            limit=None if raw_limit is None else int(raw_limit),
-        )
+    page = pagination.page_request(request, LOGS_CURSOR)
+    status = request.query_params.get("status")
+    items, more = await run_in_threadpool(
+        lambda: admin.logs(_endpoint_id(request), status=status, after=page.after, limit=page.limit)
     )
-    return JSONResponse(page)
+    return JSONResponse(pagination.body(items, more))
 
 
 @operation(

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.channels import Channel
+from shared.db import keyset
 from shared.db.models import NotificationRule, utcnow
 from shared.errors import NotFound, ValidationError
 from shared.events import conditions as conditions_module
@@ -98,9 +99,14 @@ def delete(session: Session, rule_id: str) -> None:
     session.delete(get(session, rule_id))
 
 
-def list_all(session: Session) -> list[NotificationRule]:
-    query = select(NotificationRule).order_by(NotificationRule.event_type, NotificationRule.priority.desc())
-    return list(session.scalars(query))
+#: The order rules are listed in: oldest first, by columns no update changes.
+LISTED = keyset.Keyset((NotificationRule.created_at, NotificationRule.id))
+
+
+def list_page(
+    session: Session, after: keyset.Position | None, limit: int
+) -> tuple[list[NotificationRule], keyset.Position | None]:
+    return keyset.page(session, select(NotificationRule), LISTED, after, limit)
 
 
 def matching(session: Session, event_type: str) -> list[NotificationRule]:

@@ -16,9 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
+from shared.db import keyset
 from shared.db.models import MessageTemplate, utcnow
 from shared.errors import NotFound, RenderError, TemplateError, TemplateInUse, TemplateTooLarge
 from shared.logging import get_logger
@@ -196,7 +197,13 @@ def save(
     return row
 
 
-def current(session: Session, key: str, channel: str | None = None, locale: str | None = None) -> list[Any]:
+#: The order templates are listed in. One version per key, channel and locale is current, so
+#: the three never tie among current versions; a version id would not do: saving a template
+#: while a client pages would show it again under its new version's id.
+LISTED = keyset.Keyset((MessageTemplate.key, MessageTemplate.channel, MessageTemplate.locale))
+
+
+def _current_query(key: str, channel: str | None, locale: str | None) -> Select[MessageTemplate]:
     query = select(MessageTemplate).where(
         MessageTemplate.key == key, MessageTemplate.is_current.is_(True), MessageTemplate.deleted_at.is_(None)
     )
@@ -204,7 +211,24 @@ def current(session: Session, key: str, channel: str | None = None, locale: str 
         query = query.where(MessageTemplate.channel == normalize_channel(channel))
     if locale is not None:
         query = query.where(MessageTemplate.locale == locale)
+    return query
+
+
+def current(session: Session, key: str, channel: str | None = None, locale: str | None = None) -> list[Any]:
+    query = _current_query(key, channel, locale)
     return list(session.scalars(query.order_by(MessageTemplate.channel, MessageTemplate.locale)))
+
+
+def current_page(
+    session: Session,
+    key: str,
+    channel: str | None,
+    locale: str | None,
+    after: keyset.Position | None,
+    limit: int,
+) -> tuple[list[MessageTemplate], keyset.Position | None]:
+    """A page of ``key``'s current versions (each channel and locale), in :data:`LISTED` order."""
+    return keyset.page(session, _current_query(key, channel, locale), LISTED, after, limit)
 
 
 def version(session: Session, key: str, channel: str, locale: str, number: int) -> MessageTemplate:
@@ -221,11 +245,20 @@ def version(session: Session, key: str, channel: str, locale: str, number: int) 
     return row
 
 
+_EVERY_CURRENT = select(MessageTemplate).where(
+    MessageTemplate.is_current.is_(True), MessageTemplate.deleted_at.is_(None)
+)
+
+
 def list_current(session: Session) -> list[MessageTemplate]:
-    query = select(MessageTemplate).where(
-        MessageTemplate.is_current.is_(True), MessageTemplate.deleted_at.is_(None)
-    )
-    return list(session.scalars(query.order_by(MessageTemplate.key, MessageTemplate.channel)))
+    return list(session.scalars(_EVERY_CURRENT.order_by(*LISTED.order_by())))
+
+
+def list_current_page(
+    session: Session, after: keyset.Position | None, limit: int
+) -> tuple[list[MessageTemplate], keyset.Position | None]:
+    """A page of every template's current versions, in :data:`LISTED` order."""
+    return keyset.page(session, _EVERY_CURRENT, LISTED, after, limit)
 
 
 def delete(session: Session, key: str, channel: str | None = None, locale: str | None = None) -> int:

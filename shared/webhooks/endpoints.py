@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from shared import netguard, tracking
 from shared.channels import Channel, Status
 from shared.config import Settings
+from shared.db import keyset
 from shared.db.models import NotificationLog, WebhookConfiguration, utcnow
 from shared.errors import ConfigError, NotFound, ValidationError
 from shared.messages import check_http_url, normalize_email, single_line
@@ -185,8 +186,14 @@ def get(session: Session, endpoint_id: str) -> WebhookConfiguration:
     return row
 
 
-def list_all(session: Session) -> list[WebhookConfiguration]:
-    return list(session.scalars(select(WebhookConfiguration).order_by(WebhookConfiguration.created_at)))
+#: The order endpoints are listed in: oldest first, by columns no update changes.
+LISTED = keyset.Keyset((WebhookConfiguration.created_at, WebhookConfiguration.id))
+
+
+def list_page(
+    session: Session, after: keyset.Position | None, limit: int
+) -> tuple[list[WebhookConfiguration], keyset.Position | None]:
+    return keyset.page(session, select(WebhookConfiguration), LISTED, after, limit)
 
 
 def _apply(row: WebhookConfiguration, fields: EndpointFields, keys: Sequence[str]) -> None:

@@ -51,7 +51,7 @@ def test_rules_crud(client: httpx.Client) -> None:
     updated = client.put(f"/api/rules/{rule['id']}", json={**RULE, "critical": True, "channels": ["email"]})
     assert (updated.json()["critical"], updated.json()["channels"]) == (True, ["email"])
     assert client.get(f"/api/rules/{rule['id']}").json()["critical"] is True
-    assert [r["id"] for r in client.get("/api/rules").json()["rules"]] == [rule["id"]]
+    assert [r["id"] for r in client.get("/api/rules").json()["items"]] == [rule["id"]]
     assert client.delete(f"/api/rules/{rule['id']}").status_code == 204
     assert client.get(f"/api/rules/{rule['id']}").status_code == 404
 

@@ -103,7 +103,7 @@ def test_feed_filters_by_read_state_type_and_time(settings: Settings, client: ht
 @pytest.mark.parametrize(
     ("params", "field"),
     [
-        ({"limit": "101"}, "limit"),
+        ({"limit": "201"}, "limit"),
         ({"limit": "0"}, "limit"),
         ({"limit": "ten"}, "limit"),
         ({"status": "archived"}, "status"),

@@ -109,7 +109,7 @@ def test_an_internal_error_answers_without_its_cause(
     def failing(*_: Any, **__: Any) -> Any:
         raise ConnectionError(f"could not connect to postgresql://kai:{password}@db.internal/kai")
 
-    monkeypatch.setattr(store, "list_current", failing)
+    monkeypatch.setattr(store, "list_current_page", failing)
 
     response = client.get("/api/templates", headers=SERVER)
 

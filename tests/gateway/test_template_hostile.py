@@ -172,7 +172,7 @@ def test_a_partial_that_would_close_a_cycle_is_refused_with_the_cycle(client: ht
     assert error["code"] == "partial_cycle"
     assert "b → a → b" in error["message"]
     assert error["details"][0]["part"] == "text"
-    assert client.get("/api/templates/b").json()["templates"][0]["version"] == 1
+    assert client.get("/api/templates/b").json()["items"][0]["version"] == 1
     preview = client.post("/api/templates/note/preview", json={})
     assert (preview.status_code, preview.json().get("sms")) == (200, "Hi Ann AB")
 

@@ -72,7 +72,7 @@ def test_editing_adds_a_version_and_keeps_the_old_one_readable(client: httpx.Cli
 
     assert edited.status_code == 200
     assert (edited.json()["version"], edited.json()["subject"]) == (2, "Hi {{name}}!")
-    current = client.get("/api/templates/welcome").json()["templates"]
+    current = client.get("/api/templates/welcome").json()["items"]
     assert [(t["version"], t["current"]) for t in current] == [(2, True)]
     old = client.get("/api/templates/welcome", params={"channel": "email", "version": "1"}).json()
     assert (old["version"], old["subject"], old["current"]) == (1, "Welcome, {{name}}", False)
@@ -99,7 +99,7 @@ def test_partials_can_be_shared_and_deleted_templates_disappear(client: httpx.Cl
 
     assert client.delete("/api/templates/welcome").status_code == 204
     assert client.get("/api/templates/welcome").status_code == 404
-    assert [t["key"] for t in client.get("/api/templates").json()["templates"]] == ["footer"]
+    assert [t["key"] for t in client.get("/api/templates").json()["items"]] == ["footer"]
 
 
 def test_a_send_may_name_a_template(client: httpx.Client, settings: Settings, queues: Queues) -> None:

@@ -81,7 +81,7 @@ def test_crud_round_trip(api: httpx.Client, receiver: WebhookReceiver, settings:
     read = api.get(f"{BASE}/{endpoint_id}")
     updated = api.put(f"{BASE}/{endpoint_id}", json={"description": "all orders", "active": False})
 
-    assert listed.status_code == 200 and [e["id"] for e in listed.json()["data"]] == [endpoint_id]
+    assert listed.status_code == 200 and [e["id"] for e in listed.json()["items"]] == [endpoint_id]
     assert read.status_code == 200 and read.json()["headers"] == {"X-Tenant": MASK}
     assert updated.status_code == 200
     assert updated.json()["description"] == "all orders" and updated.json()["active"] is False
@@ -112,11 +112,11 @@ def test_custom_headers_are_secrets_at_rest_and_in_answers(
     answers = [
         created,
         api.get(f"{BASE}/{endpoint_id}").json(),
-        api.get(BASE).json()["data"][0],
+        api.get(BASE).json()["items"][0],
         api.put(f"{BASE}/{endpoint_id}", json={"description": "renamed"}).json(),
     ]
     tested = api.post(f"{BASE}/{endpoint_id}/test").json()
-    logged = api.get(f"{BASE}/{endpoint_id}/logs").json()["data"]
+    logged = api.get(f"{BASE}/{endpoint_id}/logs").json()["items"]
 
     masked = {"Authorization": MASK + BEARER[-4:], "X-Tenant": MASK}
     assert [a["headers"] for a in answers] == [masked] * 4
@@ -288,7 +288,7 @@ def test_only_the_start_of_a_receivers_answer_is_shown_and_kept(
     receiver.respond_next(500, body=body)
 
     tested = api.post(f"{BASE}/{endpoint_id}/test")
-    logged = api.get(f"{BASE}/{endpoint_id}/logs").json()["data"]
+    logged = api.get(f"{BASE}/{endpoint_id}/logs").json()["items"]
 
     assert tested.status_code == 200, tested.text
     shown = tested.json()["attempt"]["responseBody"]
@@ -346,12 +346,12 @@ def test_logs_are_paged_by_cursor_and_filtered_by_status(
     succeeded = api.get(f"{BASE}/{endpoint_id}/logs", params={"status": "succeeded"}).json()
     by_code = api.get(f"{BASE}/{endpoint_id}/logs", params={"status": "503"}).json()
 
-    assert [a["attempt"] for a in first["data"]] == [3, 2]
-    assert [a["attempt"] for a in second["data"]] == [1] and second["nextCursor"] is None
-    assert [a["attempt"] for a in failed["data"]] == [2, 1]
-    assert [a["attempt"] for a in succeeded["data"]] == [3]
-    assert len(by_code["data"]) == 2
-    attempt = first["data"][0]
+    assert [a["attempt"] for a in first["items"]] == [3, 2]
+    assert [a["attempt"] for a in second["items"]] == [1] and second["nextCursor"] is None
+    assert [a["attempt"] for a in failed["items"]] == [2, 1]
+    assert [a["attempt"] for a in succeeded["items"]] == [3]
+    assert len(by_code["items"]) == 2
+    attempt = first["items"][0]
     assert attempt["messageId"] == message_id and attempt["durationMs"] is not None
     assert json.loads(attempt["requestBody"])["data"] == {"orderId": "o-9"}
     assert attempt["requestHeaders"]["webhook-signature"] == "[redacted]"

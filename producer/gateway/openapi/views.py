@@ -136,12 +136,17 @@ class Template(View):
 
 
 class TemplateList(View):
-    templates: list[Template]
+    """A page of every template's current versions."""
+
+    items: list[Template]
+    next_cursor: str | None
 
 
 class TemplateVersions(View):
-    key: str
-    templates: list[Template]
+    """A page of one template's current versions, one per channel and locale."""
+
+    items: list[Template]
+    next_cursor: str | None
 
 
 class TemplatePreview(View):
@@ -171,7 +176,8 @@ class Rule(View):
 
 
 class RuleList(View):
-    rules: list[Rule]
+    items: list[Rule]
+    next_cursor: str | None
 
 
 class QuietHoursView(View):
@@ -254,7 +260,8 @@ class WebhookEndpointCreated(WebhookEndpoint):
 
 
 class WebhookEndpointList(View):
-    data: list[WebhookEndpoint]
+    items: list[WebhookEndpoint]
+    next_cursor: str | None
 
 
 class DeliveryAttempt(View):
@@ -279,7 +286,7 @@ class DeliveryAttempt(View):
 
 
 class DeliveryLogPage(View):
-    data: list[DeliveryAttempt]
+    items: list[DeliveryAttempt]
     next_cursor: str | None
 
 
