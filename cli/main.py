@@ -1,27 +1,33 @@
 """``kai-messaging``: the one command for running and operating the service.
 
-kai-messaging run                      gateway + every channel worker in one process (dev)
+kai-messaging run [--port 8000]        gateway + every channel worker in one process (dev)
 kai-messaging gateway [--port 8000]    the HTTP gateway (enqueue only)
 kai-messaging worker email [sms …|events] [--processes N] [--threads M]
 kai-messaging migrate                  apply database migrations
 kai-messaging send email --to … --subject … --text …   (or --template KEY --data JSON)
 kai-messaging event TYPE [--user-id U] [--data JSON]   queue an event for the rules
-kai-messaging status ID                a message's delivery status
+kai-messaging status [ID]              the fleet's queues, or a message's delivery status
+kai-messaging health                   is the database, the broker and Redis reachable
 kai-messaging dlq list|replay CHANNEL  inspect or replay dead-lettered messages
+
+Exit codes: 0 success, 1 a failure (a service down, a message not found), 2 a usage error
+(an unknown flag or channel, JSON that does not parse, input the service refuses).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from cli import starter
-from shared.channels import Channel
-from shared.config import get_settings, log_webhook_network_policy, set_settings, startup_settings
-from shared.errors import KaiError
+from cli.arguments import channel, json_object, json_value, port_number, positive_int, worker_queue
+from shared.config import Settings, get_settings, log_webhook_network_policy, set_settings, startup_settings
+from shared.errors import KaiError, ValidationError
 
 #: Gateway defaults: loopback only unless told otherwise.
 DEFAULT_HOST = "127.0.0.1"
@@ -39,14 +45,27 @@ def _migrate(_args: argparse.Namespace) -> int:
 def _gateway(args: argparse.Namespace) -> int:
     import uvicorn
 
-    startup_settings(get_settings())  # fail fast on missing secrets before forking workers
-    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    from cli.serve import bind, browsable, serve
+    from producer.gateway.serving import uvicorn_options
+
+    settings = startup_settings(get_settings())  # fail fast on missing secrets before forking workers
+    sock = bind(args.host, args.port)
+    listening = f"kai-messaging gateway listening on {browsable(args.host, args.port)}"
+    if not settings.is_production:
+        listening += f" (dev API key in {settings.var_dir / 'dev-api-key'})"
+    options = uvicorn_options(settings)
+    if args.workers == 1:
+        serve(
+            sock, "producer.gateway.asgi:build", lambda: print(listening, flush=True), factory=True, **options
+        )
+        return 0
+    sock.close()  # uvicorn binds the port again for its worker processes; it was free just now
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         import tempfile
 
         # Each uvicorn worker is its own process: merge their metrics on every /metrics call.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kai-metrics-gateway-")
-    from producer.gateway.serving import uvicorn_options
-
+    print(listening, flush=True)
     uvicorn.run(
         "producer.gateway.asgi:build",
         factory=True,
@@ -55,15 +74,14 @@ def _gateway(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_config=None,
         access_log=False,
-        **uvicorn_options(get_settings()),
+        **options,
     )
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     """Everything in one process on the embedded defaults (or on the configured services)."""
-    import uvicorn
-
+    from cli.serve import StartupBlock, bind, browsable, quiet_startup_chatter, serve
     from migrations.migrate import upgrade
     from producer.gateway.app import create_app
     from producer.gateway.serving import uvicorn_options
@@ -74,21 +92,21 @@ def _run(args: argparse.Namespace) -> int:
     settings = startup_settings(get_settings())
     set_settings(settings)
     configure_logging(settings.log_level, secret_values(settings))
+    quiet_startup_chatter(settings.log_level)  # configure_logging set the levels afresh
+    sock = bind(args.host, args.port)  # before anything starts: a taken port changes nothing
     log_webhook_network_policy(settings)
     upgrade(settings.owner_database_url)
     install_on_embedded_database(settings)  # events produce messages out of the box
+    app = create_app(settings)
+    block = StartupBlock(
+        base_url=browsable(args.host, args.port),
+        settings=settings,
+        paths=frozenset(str(getattr(route, "path", "")) for route in app.routes),
+    )
     workers = EmbeddedWorkers(settings)
     workers.start()
     try:
-        print(f"kai-messaging listening on http://{args.host}:{args.port}", file=sys.stderr)
-        uvicorn.run(
-            create_app(settings),
-            host=args.host,
-            port=args.port,
-            log_config=None,
-            access_log=False,
-            **uvicorn_options(settings),
-        )
+        serve(sock, app, lambda: block.print(sys.stdout), **uvicorn_options(settings))
     finally:
         workers.stop()
     return 0
@@ -98,16 +116,12 @@ def _worker(args: argparse.Namespace) -> int:
     settings = get_settings()
     if settings.embedded_broker:
         print(
-            "kai-messaging worker needs BROKER_URL (RabbitMQ); on the embedded defaults "
+            "kai-messaging: worker needs BROKER_URL (RabbitMQ); on the embedded defaults "
             "'kai-messaging run' runs the workers inside the gateway process",
             file=sys.stderr,
         )
         return 2
-    from shared.events.queue import EVENTS_QUEUE
-
-    queues = [
-        EVENTS_QUEUE if name == EVENTS_QUEUE else Channel.parse(name).queue_name for name in args.channels
-    ]
+    queues: list[str] = list(dict.fromkeys(args.channels))
     _prepare_worker_metrics(queues, args.metrics_port)
     argv = [
         "dramatiq",
@@ -147,16 +161,15 @@ def _prepare_worker_metrics(queues: list[str], port: int) -> None:
     os.environ.setdefault("dramatiq_prom_host", os.environ.get("METRICS_HOST", "0.0.0.0"))
 
 
+#: Attributes of a parsed `send` command that are not fields of the message.
+_NOT_FIELDS = frozenset({"func", "channel", "command"})
+
+
 def _send(args: argparse.Namespace) -> int:
     from producer import notification_service
 
-    fields = {
-        k: v for k, v in vars(args).items() if k not in {"func", "channel", "command"} and v is not None
-    }
-    for name in ("payload", "data"):
-        if name in fields:
-            fields[name] = json.loads(fields[name])
-    message_id = notification_service.submit(Channel.parse(args.channel), fields)
+    fields = {k: v for k, v in vars(args).items() if k not in _NOT_FIELDS and v is not None}
+    message_id = notification_service.submit(args.channel, fields)
     print(json.dumps({"id": message_id, "status": "queued"}))
     return 0
 
@@ -165,13 +178,30 @@ def _event(args: argparse.Namespace) -> int:
     from producer import event_notification_service
 
     event_id = event_notification_service.process_event(
-        args.event_type,
+        event_type=args.event_type,
         user_id=args.user_id,
-        data=json.loads(args.data) if args.data else None,
+        data=args.data,
         idempotency_key=args.idempotency_key,
     )
     print(json.dumps({"id": event_id, "status": "queued"}))
     return 0
+
+
+def _embedded_note(settings: Settings) -> None:
+    """On the embedded defaults the broker and the rate limiter live inside each process: this
+    command looks at its own, never at those of a running `kai-messaging run`. Say so, since
+    "ok" and empty queues would otherwise read as facts about the server."""
+    if not settings.embedded_broker:
+        return
+    from sqlalchemy.engine import make_url
+
+    database = make_url(settings.database_url).render_as_string(hide_password=True)
+    print(
+        "kai-messaging: note: embedded defaults (no BROKER_URL): the broker shown is this "
+        "command's own in-process one, not the one inside a running `kai-messaging run`; "
+        f"only the database ({database}) is shared",
+        file=sys.stderr,
+    )
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -182,7 +212,9 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     from cli.fleet_status import as_dicts, fleet_status, render
 
-    statuses = fleet_status(get_settings())
+    settings = get_settings()
+    _embedded_note(settings)
+    statuses = fleet_status(settings)
     if args.json:
         print(json.dumps(as_dicts(statuses), indent=2))
     else:
@@ -194,7 +226,9 @@ def _health(_args: argparse.Namespace) -> int:
     """Exit 0 when the database, the broker and Redis answer (a probe for workers)."""
     from shared.health import readiness
 
-    checks = readiness(get_settings())
+    settings = get_settings()
+    _embedded_note(settings)
+    checks = readiness(settings)
     print(json.dumps(checks))
     return 0 if all(v == "ok" for v in checks.values()) else 1
 
@@ -202,96 +236,187 @@ def _health(_args: argparse.Namespace) -> int:
 def _dlq(args: argparse.Namespace) -> int:
     from cli.dlq import list_dead, replay_dead
 
-    channel = Channel.parse(args.channel)
     if args.action == "list":
-        for entry in list_dead(get_settings(), channel, limit=args.limit):
+        for entry in list_dead(get_settings(), args.channel, limit=args.limit):
             print(json.dumps(entry))
         return 0
-    replayed = replay_dead(get_settings(), channel, limit=args.limit)
+    replayed = replay_dead(get_settings(), args.channel, limit=args.limit)
     print(json.dumps({"replayed": replayed}))
     return 0
 
 
+#: The fields of each channel's `send` subcommand, with their help.
+SEND_FLAGS: dict[str, tuple[tuple[str, str], ...]] = {
+    "email": (
+        ("to", "recipient address"),
+        ("subject", "subject line"),
+        ("text", "plain-text body"),
+        ("html", "HTML body"),
+    ),
+    "sms": (("to", "recipient phone number in E.164 form, e.g. +14155550100"), ("message", "the text")),
+    "webhook": (("url", "http(s) URL to POST to"),),
+    "in-app": (
+        ("user_id", "the user whose inbox receives it"),
+        ("title", "title"),
+        ("message", "the text"),
+        ("type", "info, success, warning or error"),
+        ("action_url", "link opened from the notification"),
+    ),
+}
+
+
+def _serving_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--host",
+        default=os.environ.get("HOST", DEFAULT_HOST),
+        help=f"address to listen on (default: $HOST or {DEFAULT_HOST}; 0.0.0.0 for every interface)",
+    )
+    p.add_argument(
+        "--port",
+        type=port_number,
+        default=os.environ.get("PORT", str(DEFAULT_PORT)),
+        help=f"port to listen on (default: $PORT or {DEFAULT_PORT})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kai-messaging", description=__doc__.splitlines()[0].strip("`: "))
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="kai-messaging",
+        description="KAI Messaging: run and operate the notification service.",
+        epilog="Configuration comes from the environment (and .env); see the README.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("migrate", help="apply database migrations")
-    p.set_defaults(func=_migrate)
+    p = sub.add_parser("run", help="the gateway and every channel worker in one process (development)")
+    _serving_flags(p)
+    p.set_defaults(func=_run)
 
-    for name, func in (("gateway", _gateway), ("run", _run)):
-        p = sub.add_parser(name, help="run the HTTP gateway" + (" and all workers" if name == "run" else ""))
-        p.add_argument("--host", default=os.environ.get("HOST", DEFAULT_HOST))
-        p.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEFAULT_PORT)))
-        if name == "gateway":
-            p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-        p.set_defaults(func=func)
+    p = sub.add_parser("gateway", help="the HTTP gateway only (enqueues; workers deliver)")
+    _serving_flags(p)
+    p.add_argument("--workers", type=positive_int, default=1, help="uvicorn worker processes (default: 1)")
+    p.set_defaults(func=_gateway)
 
-    p = sub.add_parser("worker", help="run channel worker pools")
-    p.add_argument("channels", nargs="+", help="email, sms, webhook, in_app, events")
-    p.add_argument("--processes", "-p", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--threads", "-t", type=int, default=8)
+    p = sub.add_parser("worker", help="a worker pool for some channels (needs BROKER_URL)")
+    p.add_argument(
+        "channels",
+        nargs="+",
+        type=worker_queue,
+        metavar="CHANNEL",
+        help="email, sms, webhook, in_app or events",
+    )
+    p.add_argument(
+        "--processes",
+        "-p",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="worker processes (default: one per CPU)",
+    )
+    p.add_argument("--threads", "-t", type=positive_int, default=8, help="threads per process (default: 8)")
     p.add_argument(
         "--metrics-port",
-        type=int,
-        default=int(os.environ.get("METRICS_PORT", "9191")),
-        help="Prometheus port",
+        type=port_number,
+        default=os.environ.get("METRICS_PORT", "9191"),
+        help="port of the pool's Prometheus metrics (default: $METRICS_PORT or 9191)",
     )
     p.set_defaults(func=_worker)
 
-    p = sub.add_parser("send", help="enqueue one message")
-    send_sub = p.add_subparsers(dest="channel", required=True)
-    for channel, flags in (
-        ("email", ("to", "subject", "text", "html")),
-        ("sms", ("to", "message")),
-        ("webhook", ("url", "payload")),
-        ("in-app", ("user_id", "title", "message", "type", "action_url")),
-    ):
-        c = send_sub.add_parser(channel)
-        for flag in flags:
-            c.add_argument(f"--{flag.replace('_', '-')}", dest=flag)
-        if channel != "in-app":
-            c.add_argument("--user-id", dest="user_id")
-        c.add_argument("--idempotency-key", dest="idempotency_key")
+    p = sub.add_parser(
+        "migrate", help="apply the database migrations (MIGRATION_DATABASE_URL or DATABASE_URL)"
+    )
+    p.set_defaults(func=_migrate)
+
+    p = sub.add_parser("send", help="enqueue one message and print its id")
+    send_sub = p.add_subparsers(dest="channel", required=True, metavar="CHANNEL")
+    for name, flags in SEND_FLAGS.items():
+        c = send_sub.add_parser(name, help=f"enqueue one {name} message")
+        c.set_defaults(channel=channel(name))
+        for flag, help_text in flags:
+            c.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=help_text)
+        if name == "webhook":
+            c.add_argument("--payload", type=json_value, help="the JSON body to send")
+        if name != "in-app":
+            c.add_argument("--user-id", dest="user_id", help="the user it is for (preferences apply)")
+        c.add_argument(
+            "--idempotency-key", dest="idempotency_key", help="the same key again enqueues nothing new"
+        )
         c.add_argument("--template", help="a template key instead of literal content")
-        c.add_argument("--data", help="the template's data, as JSON")
-        c.add_argument("--locale")
+        c.add_argument("--data", type=json_object, help="the template's data, as a JSON object")
+        c.add_argument("--locale", help="the template locale (default: TEMPLATE_DEFAULT_LOCALE)")
     p.set_defaults(func=_send)
 
-    p = sub.add_parser("event", help="queue an event for the notification rules")
-    p.add_argument("event_type")
-    p.add_argument("--user-id", dest="user_id")
-    p.add_argument("--data", help="the event's data, as JSON")
-    p.add_argument("--idempotency-key", dest="idempotency_key")
+    p = sub.add_parser("event", help="queue an event for the notification rules and print its id")
+    p.add_argument("event_type", metavar="EVENT_TYPE", help="e.g. subscription.payment_failed")
+    p.add_argument("--user-id", dest="user_id", help="the user the event is about")
+    p.add_argument("--data", type=json_object, help="the event's data, as a JSON object")
+    p.add_argument("--idempotency-key", dest="idempotency_key", help="the same key again queues nothing new")
     p.set_defaults(func=_event)
 
     p = sub.add_parser("status", help="queue depths, consumers and recent outcomes; or one message's status")
-    p.add_argument("message_id", nargs="?")
+    p.add_argument("message_id", nargs="?", metavar="ID", help="a message id: show that message")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_status)
 
     p = sub.add_parser("health", help="check the database, broker and Redis (exit 1 if any is down)")
     p.set_defaults(func=_health)
 
-    p = sub.add_parser("dlq", help="dead-lettered messages")
-    p.add_argument("action", choices=["list", "replay"])
-    p.add_argument("channel")
-    p.add_argument("--limit", type=int, default=100)
+    p = sub.add_parser("dlq", help="dead-lettered messages (needs BROKER_URL)")
+    p.add_argument(
+        "action", choices=["list", "replay"], help="list them, or give them a new round of attempts"
+    )
+    p.add_argument("channel", type=channel, metavar="CHANNEL", help="email, sms, webhook or in_app")
+    p.add_argument("--limit", type=positive_int, default=100, help="at most this many (default: 100)")
     p.set_defaults(func=_dlq)
     starter.add_parser(sub)
     return parser
 
 
+def _refused(exc: ValidationError) -> str:
+    details = "; ".join(
+        f"{d.get('field')}: {d.get('message')}" if d.get("field") else str(d.get("message"))
+        for d in exc.details
+        if isinstance(d, dict)
+    )
+    return exc.message if not details or details in exc.message else f"{exc.message} ({details})"
+
+
+#: Commands that do one thing and exit (not the serving ones).
+_ONE_SHOT = frozenset({_migrate, _send, _event, _status, _health, _dlq})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; usage errors and failures end in one line on stderr, never a traceback
+    (LOG_LEVEL=DEBUG adds it)."""
+    from cli.failures import describe
+    from cli.serve import quiet_startup_chatter
     from shared.logging import configure_logging
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse has printed the usage error or the help
+        return exit_.code if isinstance(exit_.code, int) else 2
+    log_level = os.environ.get("LOG_LEVEL", "INFO")
     # Logs go to stderr as JSON, so a command's own output on stdout stays parseable.
-    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
+    configure_logging(log_level)
+    quiet_startup_chatter(log_level)
+    if args.func in _ONE_SHOT and log_level.upper() != "DEBUG":
+        # A one-shot command reports its own failure in one line; the client libraries'
+        # error logs of the same refused connection (with tracebacks) would bury it.
+        for name in ("pika", "aiormq", "redis"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         code: int = args.func(args)
+    except ValidationError as exc:
+        print(f"kai-messaging: refused: {_refused(exc)}", file=sys.stderr)
+        return 2
     except KaiError as exc:
         print(f"kai-messaging: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if log_level.upper() == "DEBUG":
+            traceback.print_exc()
+        print(f"kai-messaging: {describe(exc)}", file=sys.stderr)
         return 1
     return code
 

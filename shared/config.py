@@ -401,19 +401,13 @@ def ensure_dev_credentials(settings: Settings) -> tuple[Settings, DevCredentials
 
 
 def startup_settings(settings: Settings) -> Settings:
-    """Settings a serving process may start with: dev credentials filled in (and printed once)
-    on the embedded defaults, real ones required once production services are configured."""
+    """Settings a serving process may start with: dev credentials filled in on the embedded
+    defaults (the command line shows the key once it listens), real ones required once
+    production services are configured."""
     if settings.is_production:
         settings.require_production_secrets()
         return settings
-    completed, generated = ensure_dev_credentials(settings)
-    if generated is not None:
-        import sys
-
-        print(
-            f"kai-messaging dev API key: {generated.api_key} (stored in {settings.var_dir / 'dev-api-key'})",
-            file=sys.stderr,
-        )
+    completed, _generated = ensure_dev_credentials(settings)
     return completed
 
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import socket
 from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 import pytest
 
-from cli.main import main
+from cli.main import build_parser, main
 from producer.service import NotificationService
 from shared.channels import Channel
 from shared.config import Settings
+from tests import running
 from tests.conftest import Fleet, final_status
+from tests.gateway.server import free_port
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -105,3 +111,156 @@ def test_dlq_list_and_replay(
         view = final_status(service, message_id)
         assert view["status"] == "delivered"
         assert view["attempts"] == 4
+
+
+# The command line as a developer meets it: `run`'s start-up, usage errors and failures, each
+# one line on stderr with the exit code saying which (2 usage, 1 failure), never a traceback.
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("{")]
+    assert "Traceback" not in stderr, stderr
+    assert len(lines) >= 1, stderr
+    return lines[-1]
+
+
+def test_run_prints_the_key_and_urls_once_it_serves(tmp_path: Path) -> None:
+    """Given PORT in the environment, when `kai-messaging run` starts, then once it answers it
+    prints the dev API key and the URLs on that port, and SIGTERM ends it with exit code 0."""
+    port = free_port()
+    instance = running.start(tmp_path, env=running.embedded_env(PORT=str(port)))
+    try:
+        block = instance.stdout()
+        assert instance.port == port
+        assert httpx.get(f"{instance.url}/healthz", timeout=5).status_code == 200
+        assert f"API key    {instance.key}" in block
+        assert f"http://127.0.0.1:{port}/inbox" in block
+        assert f"http://127.0.0.1:{port}/healthz" in block
+        assert "--port" in block and "PORT=" in block
+        assert block.count("listening") == 1
+        assert "Running upgrade" not in instance.stderr()  # migrations say nothing at INFO
+    finally:
+        assert instance.stop() == 0
+
+
+def test_run_on_a_taken_port_fails_in_one_line(tmp_path: Path) -> None:
+    """Given the port is taken, when `kai-messaging run --port` starts, then it exits 1 with one
+    line naming the port, prints no "listening" and starts nothing."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        result = running.cli("run", "--port", str(port), cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in one_error_line(result.stderr)
+    assert "listening" not in result.stdout + result.stderr
+    assert not (tmp_path / "var" / "kai-messaging.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "says"),
+    [
+        (["dlq", "list", "bogus"], {}, "unknown channel 'bogus'"),
+        (["event", "x", "--data", "{bad"], {}, "argument --data: not valid JSON"),
+        (["event", "x", "--data", "[1]"], {}, "must be a JSON object"),
+        (
+            ["send", "webhook", "--url", "https://example.com", "--payload", "{"],
+            {},
+            "--payload: not valid JSON",
+        ),
+        (["send", "fax", "--to", "x"], {}, "invalid choice: 'fax'"),
+        (["worker", "bogus"], {}, "unknown channel 'bogus'"),
+        (["run", "--port", "0"], {}, "port must be between 1 and 65535"),
+        (["run"], {"PORT": "eighty"}, "not a port number: 'eighty'"),
+        (["dlq", "list", "email", "--limit", "-3"], {}, "must be 1 or more"),
+        (["frobnicate"], {}, "invalid choice: 'frobnicate'"),
+        (["send", "sms", "--to", "12", "--message", "hi"], {}, "refused: to: phone number must be in E.164"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    tmp_path: Path, argv: list[str], env: dict[str, str], says: str
+) -> None:
+    result = running.cli(*argv, cwd=tmp_path, env=running.embedded_env(**env))
+
+    assert result.returncode == 2, result.stderr
+    assert says in one_error_line(result.stderr)
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "says"),
+    [
+        (["dlq", "list", "email"], {}, "the dead-letter queues live in RabbitMQ: set BROKER_URL"),
+        (
+            ["dlq", "list", "email"],
+            {"BROKER_URL": "amqp://guest:secret@127.0.0.1:1/", "API_KEYS": "k"},
+            "RabbitMQ (BROKER_URL) cannot be reached",
+        ),
+        (
+            ["status", "--json"],
+            {"DATABASE_URL": "postgresql+psycopg://kai:secret@127.0.0.1:1/kai"},
+            "the database cannot be used",
+        ),
+        (["status", "6f0c1b9e-0000-4000-8000-000000000000"], {}, "run `kai-messaging migrate` first"),
+    ],
+)
+def test_failures_exit_1_with_one_line(
+    tmp_path: Path, argv: list[str], env: dict[str, str], says: str
+) -> None:
+    result = running.cli(*argv, cwd=tmp_path, env=running.embedded_env(**env))
+
+    assert result.returncode == 1, result.stderr
+    line = one_error_line(result.stderr)
+    assert says in line
+    assert "secret" not in result.stderr
+
+
+def test_an_unknown_message_id_is_one_line(tmp_path: Path) -> None:
+    assert running.cli("migrate", cwd=tmp_path).returncode == 0
+
+    result = running.cli("status", "6f0c1b9e-0000-4000-8000-000000000000", cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert (
+        one_error_line(result.stderr)
+        == "kai-messaging: no message with id 6f0c1b9e-0000-4000-8000-000000000000"
+    )
+
+
+@pytest.mark.parametrize("command", ["health", "status"])
+def test_health_and_status_say_when_they_see_only_their_own_broker(tmp_path: Path, command: str) -> None:
+    """On the embedded defaults a second process cannot see the broker inside `run`: the
+    command says its broker is its own in-process one."""
+    assert running.cli("migrate", cwd=tmp_path).returncode == 0
+
+    result = running.cli(command, cwd=tmp_path, env=running.embedded_env(COLUMNS="160"))
+
+    assert result.returncode == 0, result.stderr
+    assert "this command's own in-process one" in result.stderr
+
+
+def test_every_command_and_flag_has_help() -> None:
+    """`--help` explains every subcommand and every flag."""
+    undocumented = []
+
+    def visit(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {choice.dest: choice.help for choice in action._choices_actions}
+                for name, child in action.choices.items():
+                    if not helps.get(name):
+                        undocumented.append(f"{path} {name}")
+                    visit(child, f"{path} {name}")
+            elif not action.help:
+                undocumented.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    visit(build_parser(), "kai-messaging")
+    assert undocumented == []
+
+
+def test_help_names_the_port_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--port" in out and "$PORT" in out
