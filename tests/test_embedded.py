@@ -125,18 +125,19 @@ def test_the_readme_batch_example_on_embedded_defaults(embedded: tuple[str, str,
 
 
 def test_make_run_turns_an_event_into_templated_messages(embedded: tuple[str, str, Path]) -> None:
-    """Given a template and a rule saved over HTTP on the embedded defaults, when an event is
-    posted, then the rule's email is rendered into var/outbox/."""
+    """Given a template and a rule saved over HTTP on the embedded defaults (for an event type
+    the starter set has no rule for), when an event is posted, then the rule's email is
+    rendered into var/outbox/."""
     url, key, var = embedded
     client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
     template = {"key": "hello", "channel": "email", "subject": "Hello {{name}}", "text": "Hi {{name}}"}
     assert client.post("/api/templates", json={**template, "sampleData": {"name": "A"}}).status_code == 201
-    rule = {"name": "hello", "eventType": "user.registered", "channels": ["email"], "templateKey": "hello"}
+    rule = {"name": "hello", "eventType": "visitor.greeted", "channels": ["email"], "templateKey": "hello"}
     assert client.post("/api/rules", json=rule).status_code == 201
 
     posted = client.post(
         "/api/events",
-        json={"eventType": "user.registered", "userId": "u1", "data": {"email": "a@b.com", "name": "Bo"}},
+        json={"eventType": "visitor.greeted", "userId": "u1", "data": {"email": "a@b.com", "name": "Bo"}},
     )
     assert posted.status_code == 202, posted.text
 

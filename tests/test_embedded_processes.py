@@ -167,7 +167,7 @@ def test_a_cli_send_and_a_cli_event_from_another_process_are_delivered_at_once(
         )
         rule = {
             "name": "hello",
-            "eventType": "user.registered",
+            "eventType": "visitor.greeted",
             "channels": ["email"],
             "templateKey": "hello",
         }
@@ -179,7 +179,7 @@ def test_a_cli_send_and_a_cli_event_from_another_process_are_delivered_at_once(
 
         data = json.dumps({"email": "event@example.com", "name": "Bo"})
         event, posted_at = cli(
-            runner.workdir, env, "event", "user.registered", "--user-id", "u1", "--data", data
+            runner.workdir, env, "event", "visitor.greeted", "--user-id", "u1", "--data", data
         )
         produced: list[str] = []
 
