@@ -233,3 +233,41 @@ def test_messages_sent_inside_the_runner_are_delivered_exactly_once(
 
         assert [receiver.count(i) for i in [*ids, barrier]] == [1] * 6
         assert [client.get(f"/api/messages/{i}").json()["attempts"] for i in [*ids, barrier]] == [1] * 6
+
+
+SEND_MANY = """
+from producer import notification_service
+for n in range({count}):
+    print(notification_service.send_email(to=f"{name}{{n}}@example.com", subject="Many", text="Hi"))
+"""
+
+
+def test_two_processes_sending_at_once_share_the_sqlite_database_with_the_runner(
+    runner: Runner, env: dict[str, str]
+) -> None:
+    """Given `kai-messaging run` up, when two more processes send 40 emails each at the same
+    time (three processes writing one SQLite file), then every email is sent, once."""
+    senders = [
+        subprocess.Popen(
+            [sys.executable, "-c", SEND_MANY.format(count=40, name=name)],
+            cwd=runner.workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("first", "second")
+    ]
+    ids = []
+    for sender in senders:
+        out, err = sender.communicate(timeout=120)
+        assert sender.returncode == 0, err[-2000:]
+        ids.extend(out.split())
+    assert len(set(ids)) == 80
+
+    outbox = runner.workdir / "var" / "outbox"
+    wait_until(lambda: len(list(outbox.glob("*.eml"))) >= 80, timeout=30, message="not every email sent")
+    with runner.client() as client:
+        views = [client.get(f"/api/messages/{i}").json() for i in ids]
+    assert {(v["status"], v["attempts"]) for v in views} == {("sent", 1)}
+    assert sorted(path.stem for path in outbox.glob("*.eml")) == sorted(ids)
