@@ -1,6 +1,6 @@
 """``POST /api/events`` (server key): queue an event for rule processing (202 + id);
-``GET /api/events/{id}``: what it produced. ``PUT|GET /api/users/{id}/contacts``: where a
-user is reached by event rules.
+``GET /api/events/{id}``: what it produced. ``PUT|PATCH|GET /api/users/{id}/contacts``:
+where a user is reached by event rules.
 
 A server key naming a user with ``X-User-Id`` reads and writes only that user's events and
 contacts: another user's answer 404, as if they did not exist."""
@@ -20,6 +20,7 @@ from producer.gateway.bodies import parse, read_json_object
 from producer.gateway.idempotency_header import with_header_key
 from producer.gateway.openapi import Auth, Reply, operation
 from producer.gateway.openapi.views import Contacts, Event, Queued
+from producer.merge_patch import PATCH_SEMANTICS, PUT_SEMANTICS, merge_patch, patch_model
 from shared.config import Settings
 from shared.db.rls import user_scope
 from shared.errors import NotFound
@@ -82,6 +83,7 @@ def _contacts_owner(request: Request) -> tuple[Settings, str]:
     auth=Auth.SERVER,
     body=contacts.ContactInput,
     replies=[Reply(200, "The user's contacts (absent fields cleared).", Contacts)],
+    description=PUT_SEMANTICS,
 )
 async def put_contacts(request: Request) -> JSONResponse:
     settings, user_id = _contacts_owner(request)
@@ -90,6 +92,27 @@ async def put_contacts(request: Request) -> JSONResponse:
 
     def write() -> dict[str, Any]:
         with user_scope(settings.database_url, user_id) as session:
+            return contacts.view(contacts.put(session, user_id, given))
+
+    return JSONResponse(await run_in_threadpool(write))
+
+
+@operation(
+    "PATCH",
+    "Change some of where a user is reached",
+    auth=Auth.SERVER,
+    body=patch_model(contacts.ContactInput),
+    replies=[Reply(200, "The user's contacts.", Contacts)],
+    description=PATCH_SEMANTICS + " A user without contacts yet starts from none.",
+)
+async def patch_contacts(request: Request) -> JSONResponse:
+    settings, user_id = _contacts_owner(request)
+    patch = await read_json_object(request, settings.max_payload_bytes)
+
+    def write() -> dict[str, Any]:
+        with user_scope(settings.database_url, user_id) as session:
+            current = contacts.document(contacts.get(session, user_id, for_update=True))
+            given = parse(contacts.ContactInput, merge_patch(current, patch))
             return contacts.view(contacts.put(session, user_id, given))
 
     return JSONResponse(await run_in_threadpool(write))
@@ -119,5 +142,6 @@ routes = [
     Route("/api/events", post_event, methods=["POST"]),
     Route("/api/events/{event_id:str}", get_event, methods=["GET"]),
     Route("/api/users/{user_id:str}/contacts", put_contacts, methods=["PUT"]),
+    Route("/api/users/{user_id:str}/contacts", patch_contacts, methods=["PATCH"]),
     Route("/api/users/{user_id:str}/contacts", get_contacts, methods=["GET"]),
 ]

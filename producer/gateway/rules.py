@@ -14,6 +14,7 @@ from producer.gateway.auth import server_settings
 from producer.gateway.bodies import parse, read_json_object
 from producer.gateway.openapi import Auth, Reply, operation
 from producer.gateway.openapi.views import Rule, RuleList
+from producer.merge_patch import PATCH_SEMANTICS, PUT_SEMANTICS, merge_patch, patch_model
 from shared.db.session import session_scope
 from shared.events import rules
 
@@ -77,6 +78,8 @@ async def get_rule(request: Request) -> JSONResponse:
     body=rules.RuleInput,
     replies=[Reply(200, "The rule as saved.", Rule)],
     errors=(404,),
+    description=PUT_SEMANTICS + " Left out, `conditions` is no conditions (every event of the type "
+    "matches), `priority` 0, `critical` false, `delayMs` 0 and `active` true.",
 )
 async def put_rule(request: Request) -> JSONResponse:
     settings = server_settings(request)
@@ -90,6 +93,30 @@ async def put_rule(request: Request) -> JSONResponse:
                 given,
                 default_locale=settings.template_default_locale,
             )
+            return rules.view(row)
+
+    return JSONResponse(await run_in_threadpool(write))
+
+
+@operation(
+    "PATCH",
+    "Change some fields of a rule",
+    auth=Auth.SERVER,
+    body=patch_model(rules.RuleInput),
+    replies=[Reply(200, "The rule as saved.", Rule)],
+    errors=(404,),
+    description=PATCH_SEMANTICS,
+)
+async def patch_rule(request: Request) -> JSONResponse:
+    settings = server_settings(request)
+    patch = await read_json_object(request, settings.max_payload_bytes)
+    rule_id = request.path_params["rule_id"]
+
+    def write() -> dict[str, Any]:
+        with session_scope(settings.database_url) as session:
+            current = rules.document(rules.get(session, rule_id, for_update=True))
+            given = parse(rules.RuleInput, merge_patch(current, patch))
+            row = rules.replace(session, rule_id, given, default_locale=settings.template_default_locale)
             return rules.view(row)
 
     return JSONResponse(await run_in_threadpool(write))
@@ -118,5 +145,6 @@ routes = [
     Route("/api/rules", create_rule, methods=["POST"]),
     Route("/api/rules/{rule_id:str}", get_rule, methods=["GET"]),
     Route("/api/rules/{rule_id:str}", put_rule, methods=["PUT"]),
+    Route("/api/rules/{rule_id:str}", patch_rule, methods=["PATCH"]),
     Route("/api/rules/{rule_id:str}", delete_rule, methods=["DELETE"]),
 ]

@@ -45,8 +45,14 @@ def put(session: Session, user_id: str, given: ContactInput) -> UserContact:
     return row
 
 
-def get(session: Session, user_id: str) -> UserContact | None:
-    return session.get(UserContact, user_id)
+def get(session: Session, user_id: str, *, for_update: bool = False) -> UserContact | None:
+    """The user's contacts; ``for_update`` locks them until the transaction ends."""
+    return session.get(UserContact, user_id, with_for_update=for_update)
+
+
+def document(row: UserContact | None) -> dict[str, Any]:
+    """The contacts as the :class:`ContactInput` that would save them (none: empty)."""
+    return {} if row is None else {"email": row.email, "phone": row.phone, "locale": row.locale}
 
 
 def view(row: UserContact) -> dict[str, Any]:

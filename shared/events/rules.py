@@ -79,15 +79,17 @@ def create(session: Session, rule: RuleInput, *, default_locale: str) -> Notific
     return row
 
 
-def get(session: Session, rule_id: str) -> NotificationRule:
-    row = session.get(NotificationRule, rule_id)
+def get(session: Session, rule_id: str, *, for_update: bool = False) -> NotificationRule:
+    """The rule; ``for_update`` locks it until the transaction ends (a read-modify-write)."""
+    row = session.get(NotificationRule, rule_id, with_for_update=for_update)
     if row is None:
         raise NotFound(f"no rule with id {rule_id}")
     return row
 
 
 def replace(session: Session, rule_id: str, rule: RuleInput, *, default_locale: str) -> NotificationRule:
-    row = get(session, rule_id)
+    """Every field of the rule from ``rule`` (fields it left out take their defaults)."""
+    row = get(session, rule_id, for_update=True)
     _check_templates(session, rule, default_locale)
     for name, value in rule.model_dump().items():
         setattr(row, name, value)
@@ -117,6 +119,15 @@ def matching(session: Session, event_type: str) -> list[NotificationRule]:
         .order_by(NotificationRule.priority.desc(), NotificationRule.created_at)
     )
     return list(session.scalars(query))
+
+
+def document(row: NotificationRule) -> dict[str, Any]:
+    """The rule as the :class:`RuleInput` that would save it as it is (what a PATCH merges into)."""
+    return {name: value for name, value in view(row).items() if name not in _NOT_INPUT}
+
+
+#: What :func:`view` shows beyond the fields a caller sets.
+_NOT_INPUT = frozenset({"id", "createdAt", "updatedAt"})
 
 
 def view(row: NotificationRule) -> dict[str, Any]:
