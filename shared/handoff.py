@@ -11,13 +11,26 @@ it until one starts, and since one atomic take removes a marker, each id is publ
 whoever sent it.
 
 Inside the runner, the relay registers here, so that a send made there wakes it at once
-instead of waiting for its next poll (:func:`nudge`).
+instead of waiting for its next poll (:func:`nudge`). Any process can see what waits for the
+runner (:func:`backlog`), and say so plainly (:func:`describe`): a process that is not the
+runner has no broker of its own worth reporting on.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+
+from shared.config import Settings
+from shared.db.models import PendingPublish, utcnow
+from shared.db.rls import system_scope
+
+#: A marker older than this means no runner is taking them: it polls several times a second.
+UNSERVED_AFTER = timedelta(seconds=2)
 
 _lock = threading.Lock()
 _wake: Callable[[], None] | None = None
@@ -48,3 +61,39 @@ def nudge() -> None:
     wake = _wake
     if wake is not None:
         wake()
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Ids accepted and not yet taken by the runner."""
+
+    count: int
+    #: When the oldest of them was accepted (None when there are none).
+    oldest: datetime | None
+
+    def unserved(self, now: datetime) -> bool:
+        """Whether they have waited longer than a living runner lets them."""
+        return self.oldest is not None and now - self.oldest > UNSERVED_AFTER
+
+
+def backlog(settings: Settings) -> Backlog:
+    """What waits for the runner in the database of ``settings`` (embedded broker only: with
+    RabbitMQ, the markers are the publishes in flight and the relay's leftovers)."""
+    with system_scope(settings.database_url) as session:
+        count, oldest = session.execute(select(func.count(), func.min(PendingPublish.created_at))).one()
+    return Backlog(int(count), oldest)
+
+
+def describe(settings: Settings) -> str:
+    """The embedded broker as this process knows it, in a sentence for ``status``/``health``."""
+    if served_here():
+        return "embedded: in this process"
+    waiting = backlog(settings)
+    text = (
+        "embedded: in the memory of the 'kai-messaging run' process, not visible from here; "
+        f"{waiting.count} message(s) waiting for it"
+    )
+    if waiting.unserved(utcnow()):
+        seconds = UNSERVED_AFTER.total_seconds()
+        text += f", some for over {seconds:.0f} s: is 'kai-messaging run' up in this directory?"
+    return text

@@ -38,12 +38,12 @@ def publish_pending(broker: dramatiq.Broker, pending: relay.Pending) -> None:
 
 
 class HandOffRelay:
-    def __init__(self, settings: Settings, broker: dramatiq.Broker) -> None:
+    def __init__(
+        self, settings: Settings, broker: dramatiq.Broker, *, interval: float = POLL_INTERVAL_S
+    ) -> None:
         self.settings = settings
         self.broker = broker
-        self._runner = PeriodicThread(
-            "handoff", POLL_INTERVAL_S, lambda: self.publish_waiting() >= BATCH_SIZE
-        )
+        self._runner = PeriodicThread("handoff", interval, lambda: self.publish_waiting() >= BATCH_SIZE)
 
     def publish_waiting(self) -> int:
         """Publish the markers there are now; returns how many. Each is published before the
