@@ -14,11 +14,12 @@ import pytest
 from migrations.migrate import upgrade
 from producer.service import NotificationService
 from shared import handoff
-from shared.broker import build_broker
+from shared.broker import build_broker, reset_broker
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import utcnow
 from tests.waiting import wait_until
+from workers.embedded import EmbeddedWorkers
 from workers.handoff import HandOffRelay
 
 
@@ -84,3 +85,17 @@ def test_a_send_in_the_runner_wakes_its_relay(embedded: Settings, broker: dramat
     finally:
         relay.stop()
     assert not handoff.served_here()
+
+
+def test_on_rabbitmq_the_runner_leaves_markers_to_the_scheduler(settings: Settings) -> None:
+    """Given `kai-messaging run`'s workers on RabbitMQ, then no hand-off relay serves the
+    process: there every producer publishes itself and a marker is a publish in flight."""
+    assert not settings.embedded_broker
+    reset_broker()
+    workers = EmbeddedWorkers(settings)
+    workers.start()
+    try:
+        assert not handoff.served_here()
+    finally:
+        workers.stop()
+        reset_broker()

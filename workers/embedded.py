@@ -28,14 +28,18 @@ class EmbeddedWorkers:
             self.broker.add_middleware(RetentionMiddleware(settings))
         self.pipelines = declare_all(self.broker, settings)
         self.worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=100)
-        self.handoff = HandOffRelay(settings, self.broker)
+        # With RabbitMQ every producer publishes itself, and a marker is a publish in flight:
+        # only the scheduler's relay, which waits for stale ones, may take it.
+        self.handoff = HandOffRelay(settings, self.broker) if settings.embedded_broker else None
 
     def start(self) -> None:
         self.worker.start()
-        self.handoff.start()
+        if self.handoff is not None:
+            self.handoff.start()
 
     def stop(self) -> None:
-        # Sends made from now on wait in their markers for the next runner.
-        self.handoff.stop()
+        if self.handoff is not None:
+            # Sends made from now on wait in their markers for the next runner.
+            self.handoff.stop()
         # The pipelines close with the worker (workers.actors.ClosePipelines).
         self.worker.stop()
