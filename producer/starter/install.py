@@ -21,7 +21,7 @@ from producer.starter import content
 from shared.config import Settings
 from shared.db.models import MessageTemplate, NotificationRule
 from shared.db.session import session_scope
-from shared.errors import NotFound
+from shared.errors import NotFound, ValidationError
 from shared.events import rules
 from shared.events.rules import RuleInput
 from shared.logging import get_logger
@@ -77,10 +77,17 @@ def install_starter(settings: Settings, *, dry_run: bool = False) -> StarterRepo
 
 def install_on_embedded_database(settings: Settings) -> StarterReport | None:
     """The starter set on the embedded SQLite database, so events produce messages out of the
-    box; never on PostgreSQL, where operators opt in with ``kai-messaging starter``."""
+    box; never on PostgreSQL, where operators opt in with ``kai-messaging starter``. None when
+    nothing was installed: not SQLite, or the set was refused (logged; the run goes on)."""
     if not settings.database_url.startswith("sqlite"):
         return None
-    return install_starter(settings)
+    try:
+        return install_starter(settings)
+    except ValidationError as exc:
+        # A convenience of the dev mode must not keep the service from starting (e.g. render
+        # limits set below what the starter copy needs); `kai-messaging starter` says the same.
+        log.warning("starter.not_installed", error=str(exc))
+        return None
 
 
 def _template(session: Session, settings: Settings, given: TemplateInput, *, dry_run: bool) -> Item:

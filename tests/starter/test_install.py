@@ -153,3 +153,16 @@ def test_run_installs_it_on_the_embedded_database_only(db: Settings) -> None:
     else:
         assert report is None
         assert stored(db) == (0, 0)
+
+
+def test_a_refused_starter_set_does_not_stop_the_embedded_run(tmp_path: Path, settings: Settings) -> None:
+    """Given render limits below what the starter copy needs, when `kai-messaging run` installs
+    it on SQLite, then nothing is stored and the run goes on (the command reports why)."""
+    url = f"sqlite:///{tmp_path / 'starter.db'}"
+    upgrade(url)
+    tight = dataclasses.replace(
+        settings, database_url=url, migration_database_url=None, template_max_output_bytes=64
+    )
+
+    assert install_on_embedded_database(tight) is None
+    assert stored(tight) == (0, 0)
