@@ -38,6 +38,9 @@ def publish_pending(broker: dramatiq.Broker, pending: relay.Pending) -> None:
 
 
 class HandOffRelay:
+    """Publishes the waiting markers into the runner's broker, on a thread of its own, and is
+    the relay :func:`shared.handoff.nudge` wakes in this process while it runs."""
+
     def __init__(
         self, settings: Settings, broker: dramatiq.Broker, *, interval: float = POLL_INTERVAL_S
     ) -> None:
