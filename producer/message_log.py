@@ -16,11 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, select, tuple_
 from sqlalchemy.orm import Session
 
 from shared.channels import Channel, Status
+from shared.db import keyset
 from shared.db.models import NotificationLog
+
+#: Newest first; ``id`` breaks ties between messages created in the same microsecond.
+NEWEST_FIRST = keyset.Keyset((NotificationLog.created_at, NotificationLog.id), descending=True)
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,25 @@ def get(session: Session, message_id: str, *, for_user: str | None) -> Notificat
     """The message, or with ``for_user`` only if it is that user's."""
     query = select(NotificationLog).where(NotificationLog.id == message_id, *_owned_by(for_user))
     return session.scalars(query).one_or_none()
+
+
+def page(
+    session: Session,
+    filters: LogFilter,
+    after: keyset.Position | None,
+    limit: int,
+    *,
+    for_user: str | None,
+) -> tuple[list[NotificationLog], keyset.Position | None]:
+    """Up to ``limit`` messages past ``after``, newest first, and the position to continue
+    from (None on the last page); with ``for_user``, only that user's messages."""
+    query = select(NotificationLog).where(*filters.conditions(), *_owned_by(for_user))
+    if after is not None:
+        # A row comparison rather than the keyset's OR of comparisons: PostgreSQL starts the
+        # index scan right at the position, so a deep page reads no more than a first one.
+        log = NotificationLog
+        query = query.where(tuple_(log.created_at, log.id) < tuple_(*after))
+    return keyset.page(session, query, NEWEST_FIRST, None, limit)
 
 
 def view(row: NotificationLog) -> dict[str, Any]:

@@ -187,6 +187,21 @@ def require_user(request: Request, settings: Settings) -> Principal:
     principal = authenticate(request, settings)
     if principal.user_id is None:
         raise ApiError(400, "user_required", "a server key must name the user with X-User-Id")
+    return _charged_as_user(request, principal)
+
+
+def require_reader(request: Request, settings: Settings) -> Principal:
+    """A server key, or a user token: for reads a user may make of their own records and a
+    server key of anyone's. A server key naming a user with ``X-User-Id`` reads as that user."""
+    principal = authenticate(request, settings)
+    if principal.user_id is None:
+        ratelimit.charge(request, key_fingerprint=principal.key_fingerprint, user_id=None)
+        return principal
+    return _charged_as_user(request, principal)
+
+
+def _charged_as_user(request: Request, principal: Principal) -> Principal:
+    assert principal.user_id is not None
     if len(principal.user_id) > ID_MAX_CHARS:
         # User ids are stored in columns of this width: refuse here rather than fail there.
         raise ApiError(400, "invalid_user_id", f"X-User-Id is longer than {ID_MAX_CHARS} characters")

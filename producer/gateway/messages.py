@@ -1,4 +1,5 @@
-"""``/api/messages``: send on a channel (202 + id once the broker has it) and read a status."""
+"""``/api/messages``: send on a channel (202 + id once the broker has it), read a status, and
+list the message log (:mod:`producer.gateway.message_log`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from producer.gateway.auth import require_server
+from producer.gateway import message_log
+from producer.gateway.auth import require_reader, require_server
 from producer.gateway.bodies import read_json_object
 from producer.gateway.errors import ApiError
 from producer.gateway.idempotency_header import with_header_key
@@ -98,13 +100,15 @@ async def send_batch(request: Request) -> JSONResponse:
 @operation(
     "GET",
     "Delivery status of a message",
-    auth=Auth.SERVER,
+    auth=Auth.SERVER_OR_USER,
     replies=[Reply(200, "Where the message stands, from its notification log.", MessageStatus)],
     errors=(404,),
+    description="Any message with a server key; with `X-User-Id` (or a user token) only that "
+    "user's: another user's message answers 404, as one that does not exist.",
 )
 async def status(request: Request) -> JSONResponse:
     service = _service(request)
-    acting_for = require_server(request, service.settings).user_id
+    acting_for = require_reader(request, service.settings).user_id
     view = await run_in_threadpool(
         lambda: service.get_status(request.path_params["message_id"], for_user=acting_for)
     )
@@ -120,6 +124,7 @@ CHANNEL_PATHS = {
 }
 
 routes = [
+    Route("/api/messages", message_log.list_messages, methods=["GET"]),
     Route("/api/messages/batch", send_batch, methods=["POST"]),
     *(Route(f"/api/messages/{path}", sender(ch), methods=["POST"]) for ch, path in CHANNEL_PATHS.items()),
     Route("/api/messages/{message_id:str}", status, methods=["GET"]),

@@ -2,13 +2,14 @@
 credential is known (:mod:`producer.gateway.auth`), once per request.
 
 Groups: ``send`` (POST /api/messages/*, /api/notifications/test), ``events`` (POST
-/api/events), ``read`` (the inbox, stream connects, message and event status) and ``manage``
-(templates, rules, preferences, webhook endpoints, contacts). A budget belongs to one
-credential: on server endpoints a server key's (known by a fingerprint, never by the key
-itself); on endpoints that act for a user, the user's: a server key naming it with
-``X-User-Id`` has one budget per user, so one user cannot spend another's, and a user token
-its ``sub``'s. A server key acting for a user is charged its own budget of the group as
-well, so naming a new user on every call never lifts the key's ceiling.
+/api/events), ``read`` (the inbox, stream connects, the message log, message and event
+status) and ``manage`` (templates, rules, preferences, webhook endpoints, contacts). A
+budget belongs to one credential: on server endpoints a server key's (known by a
+fingerprint, never by the key itself); on endpoints that act for a user, the user's: a
+server key naming it with ``X-User-Id`` has one budget per user, so one user cannot spend
+another's, and a user token its ``sub``'s. A server key acting for a user is charged its own
+budget of the group as well, so naming a new user on every call never lifts the key's
+ceiling.
 
 Every limited response carries the IETF ``RateLimit-Limit``, ``RateLimit-Remaining``,
 ``RateLimit-Reset`` (seconds) and ``RateLimit-Policy`` headers
@@ -60,6 +61,7 @@ RULES: tuple[tuple[str | None, str, bool, Group], ...] = (
     ("POST", "/api/events", False, Group.EVENTS),
     (None, "/api/notifications/preferences", False, Group.MANAGE),
     (None, "/api/notifications", True, Group.READ),
+    ("GET", "/api/messages", False, Group.READ),
     ("GET", "/api/messages/", True, Group.READ),
     ("GET", "/api/events/", True, Group.READ),
 )

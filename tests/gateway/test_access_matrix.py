@@ -46,6 +46,7 @@ class Access(Enum):
     PUBLIC = "public"
     SERVER = "server key"
     USER = "a user"
+    OWN_OR_ANY = "a user's own, or anyone's with a server key"
 
 
 #: Endpoints anyone may call: probes, metrics, the inbox page (which reads its token from the
@@ -74,6 +75,13 @@ USER_ENDPOINTS = {
     ("PUT", "/api/notifications/preferences"),
 }
 
+#: Reads of records a user may see of their own and a server key of anyone's: a user token,
+#: or a server key with or without X-User-Id.
+OWN_OR_ANY = {
+    ("GET", "/api/messages"),
+    ("GET", "/api/messages/{message_id:str}"),
+}
+
 #: What an answer means for access control.
 REFUSED = "401 + challenge"
 FORBIDDEN = "403"
@@ -100,18 +108,18 @@ CREDENTIALS: dict[str, dict[str, str]] = {
 MATRIX: dict[str, dict[Access, str]] = {
     kind: dict(zip(Access, answers, strict=True))
     for kind, *answers in [
-        # credential                      public   server     user
-        ("none",                          ALLOWED, REFUSED,   REFUSED),
-        ("malformed header",              ALLOWED, REFUSED,   REFUSED),
-        ("unknown key",                   ALLOWED, REFUSED,   REFUSED),
-        ("expired token",                 ALLOWED, REFUSED,   REFUSED),
-        ("token with a wrong signature",  ALLOWED, REFUSED,   REFUSED),
-        ("alg:none token",                ALLOWED, REFUSED,   REFUSED),
-        ("token for another audience",    ALLOWED, REFUSED,   REFUSED),
-        ("user token",                    ALLOWED, FORBIDDEN, ALLOWED),
-        ("server key",                    ALLOWED, ALLOWED,   ALLOWED),
-        ("rotated server key",            ALLOWED, ALLOWED,   ALLOWED),
-        ("server key + X-User-Id",        ALLOWED, ALLOWED,   ALLOWED),
+        # credential                      public   server     user     own or any
+        ("none",                          ALLOWED, REFUSED,   REFUSED, REFUSED),
+        ("malformed header",              ALLOWED, REFUSED,   REFUSED, REFUSED),
+        ("unknown key",                   ALLOWED, REFUSED,   REFUSED, REFUSED),
+        ("expired token",                 ALLOWED, REFUSED,   REFUSED, REFUSED),
+        ("token with a wrong signature",  ALLOWED, REFUSED,   REFUSED, REFUSED),
+        ("alg:none token",                ALLOWED, REFUSED,   REFUSED, REFUSED),
+        ("token for another audience",    ALLOWED, REFUSED,   REFUSED, REFUSED),
+        ("user token",                    ALLOWED, FORBIDDEN, ALLOWED, ALLOWED),
+        ("server key",                    ALLOWED, ALLOWED,   ALLOWED, ALLOWED),
+        ("rotated server key",            ALLOWED, ALLOWED,   ALLOWED, ALLOWED),
+        ("server key + X-User-Id",        ALLOWED, ALLOWED,   ALLOWED, ALLOWED),
     ]
 }  # fmt: skip
 
@@ -127,6 +135,8 @@ class Endpoint:
             return Access.PUBLIC
         if (self.method, self.path) in USER_ENDPOINTS:
             return Access.USER
+        if (self.method, self.path) in OWN_OR_ANY:
+            return Access.OWN_OR_ANY
         return Access.SERVER  # the safe default for anything new
 
     @property
@@ -200,7 +210,7 @@ def test_every_listed_endpoint_exists() -> None:
     """The lists above name only real routes (except the API description, which may be
     served by another module): a renamed endpoint must not silently become a server one."""
     served = {(e.method, e.path) for e in ENDPOINTS}
-    assert served >= USER_ENDPOINTS
+    assert served >= USER_ENDPOINTS | OWN_OR_ANY
     assert served >= PUBLIC - {("GET", "/openapi.json")}
 
 

@@ -18,7 +18,6 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from migrations.migrate import upgrade
 from producer.gateway.app import create_app
 from shared.config import Settings
 from shared.db.models import (
@@ -31,8 +30,9 @@ from shared.db.models import (
 )
 from shared.db.rls import system_scope
 from shared.inbox import Position
-from tests.conftest import SERVER_KEY, settings_with
+from tests.conftest import SERVER_KEY
 from tests.gateway.credentials import bearer, user_token
+from tests.gateway.databases import BACKENDS, on_backend
 from tests.gateway.server import LiveServer
 from tests.gateway.sse import SseClient
 from tests.waiting import wait_until
@@ -42,6 +42,7 @@ BOB_OLD_NOTIFICATION = "bob-old-notification"
 BOB_NOTIFICATION = "bob-notification"
 ALICE_NOTIFICATION = "alice-notification"
 BOB_MESSAGE = "bob-message"
+ALICE_MESSAGE = "alice-message"
 BOB_EVENT = "bob-event"
 BOB_EMAIL = "bob@example.com"
 
@@ -65,19 +66,23 @@ def seed(settings: Settings) -> None:
         )
         session.add(UserContact(user_id="bob", email=BOB_EMAIL, created_at=now, updated_at=now))
         session.add(EventLog(id=BOB_EVENT, event_type="order.placed", user_id="bob", data={}, created_at=now))
-        session.add(
-            NotificationLog(
-                id=BOB_MESSAGE,
-                channel="email",
-                status="queued",
-                recipient=BOB_EMAIL,
-                user_id="bob",
-                payload={"to": BOB_EMAIL, "subject": "private"},
-                max_attempts=3,
-                created_at=now,
-                updated_at=now,
+        for ident, user, recipient in (
+            (BOB_MESSAGE, "bob", BOB_EMAIL),
+            (ALICE_MESSAGE, "alice", "a@example.com"),
+        ):
+            session.add(
+                NotificationLog(
+                    id=ident,
+                    channel="email",
+                    status="queued",
+                    recipient=recipient,
+                    user_id=user,
+                    payload={"to": recipient, "subject": "private"},
+                    max_attempts=3,
+                    created_at=now,
+                    updated_at=now,
+                )
             )
-        )
 
 
 def bobs_data(settings: Settings) -> dict[str, Any]:
@@ -102,14 +107,10 @@ BOB_UNTOUCHED = {
 }
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+@pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> Settings:
     """The settings of a gateway on each database the service runs on."""
-    if request.param == "postgresql":
-        return settings
-    url = f"sqlite:///{tmp_path / 'isolation.db'}"
-    upgrade(url)
-    return settings_with(settings, database_url=url, migration_database_url=None)
+    return on_backend(request.param, settings, tmp_path)
 
 
 @pytest.fixture
@@ -156,8 +157,9 @@ PROBES = [
     Probe("delete", "POST", "/api/notifications/delete", BOB_NOTIFICATION, 200, IDS),
     Probe("mark as read", "POST", "/api/notifications/mark-as-read", BOB_NOTIFICATION, 200, IDS, AS_SERVER),
     Probe("delete", "POST", "/api/notifications/delete", BOB_NOTIFICATION, 200, IDS, AS_SERVER),
+    # A user token reads its own messages only: bob's is not found.
+    Probe("read a message status", "GET", "/api/messages/{id}", BOB_MESSAGE, 404),
     # A user token is refused on server endpoints whatever the id: 403 either way.
-    Probe("read a message status", "GET", "/api/messages/{id}", BOB_MESSAGE, 403),
     Probe("read an event", "GET", "/api/events/{id}", BOB_EVENT, 403),
     Probe("read contacts", "GET", "/api/users/{id}/contacts", "bob", 403),
     Probe("replace contacts", "PUT", "/api/users/{id}/contacts", "bob", 403, CONTACTS),
@@ -201,6 +203,19 @@ def test_alice_sees_only_her_own(backend: Settings, alice: httpx.Client) -> None
     assert read_all == {"updated": 1, "unreadCount": 0}
     assert stream.titles() == [ALICE_NOTIFICATION]
     assert bobs_data(backend) == BOB_UNTOUCHED
+
+
+@pytest.mark.parametrize("caller", [TOKEN, SERVER_KEY_FOR_ALICE])
+def test_alices_message_log_holds_only_hers(alice: httpx.Client, caller: str) -> None:
+    """Given a message of alice's and one of bob's, then alice's message log, and her log
+    filtered for bob, show none of bob's."""
+    headers = {**bearer(SERVER_KEY), "X-User-Id": "alice"} if caller == SERVER_KEY_FOR_ALICE else {}
+
+    log = alice.get("/api/messages", headers=headers).json()
+    asked_for_bob = alice.get("/api/messages", params={"userId": "bob"}, headers=headers).json()
+
+    assert [item["id"] for item in log["items"]] == [ALICE_MESSAGE]
+    assert asked_for_bob == {"items": [], "nextCursor": None}
 
 
 @pytest.mark.parametrize("acting_for", ["bob", None], ids=["X-User-Id: bob", "no X-User-Id"])

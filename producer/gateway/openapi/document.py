@@ -35,7 +35,8 @@ ERRORS: dict[int, tuple[str, str]] = {
     400: (
         "BadRequest",
         "Malformed request: invalid JSON (not UTF-8, a key named twice in an object, a lone "
-        "surrogate or NUL in a string), a body that is not an object, or no user named.",
+        "surrogate or NUL in a string), a body that is not an object, or no user named (or an "
+        "`X-User-Id` over 255 characters).",
     ),
     401: ("Unauthorized", "No credential, or one that is unknown or expired."),
     403: ("Forbidden", "The credential is of the wrong kind for this endpoint."),
@@ -98,6 +99,7 @@ SECURITY: dict[Auth, list[dict[str, list[str]]]] = {
     Auth.SERVER: [{"serverKey": []}],
     Auth.USER: [{"userToken": []}, {"serverKey": []}],
     Auth.USER_OR_QUERY_TOKEN: [{"userToken": []}, {"serverKey": []}, {"userTokenQuery": []}],
+    Auth.SERVER_OR_USER: [{"serverKey": []}, {"userToken": []}],
 }
 
 ACTING_USER = Param(
@@ -106,6 +108,8 @@ ACTING_USER = Param(
     {"type": "string", "minLength": 1, "maxLength": 255},
     location="header",
 )
+#: The operations that may act for a user named with ``X-User-Id``.
+ACTING_FOR_USERS = frozenset({Auth.USER, Auth.USER_OR_QUERY_TOKEN, Auth.SERVER_OR_USER})
 
 
 def build(routes: Iterable[BaseRoute], *, title: str, version: str) -> dict[str, Any]:
@@ -186,7 +190,7 @@ def _operation(
     refs: dict[tuple[type[BaseModel], JsonSchemaMode], dict[str, Any]],
 ) -> dict[str, Any]:
     params = [_path_param(name) for name in route.param_convertors]
-    extra = [ACTING_USER] if op.auth in (Auth.USER, Auth.USER_OR_QUERY_TOKEN) else []
+    extra = [ACTING_USER] if op.auth in ACTING_FOR_USERS else []
     params += [_param(p) for p in (*op.params, *extra)]
     document: dict[str, Any] = {
         "operationId": operation_id,
@@ -244,8 +248,8 @@ def _error_statuses(op: Operation, takes_parameters: bool) -> set[int]:
     # and may meet a database outage (503 database_unavailable, producer/gateway/errors.py).
     if op.auth is Auth.SERVER:
         statuses |= {401, 403, 429, 503}
-    elif op.auth in (Auth.USER, Auth.USER_OR_QUERY_TOKEN):
-        statuses |= {400, 401, 429, 503}
+    elif op.auth in ACTING_FOR_USERS:
+        statuses |= {400, 401, 429, 503}  # 400: no user named, or an X-User-Id too long
     if op.body:
         statuses |= {400, 408, 413, 415, 422}  # 408: the body's deadline (producer/gateway/bodies.py)
     return statuses

@@ -32,6 +32,9 @@ class Auth(Enum):
     USER = "user"
     #: Like USER, also accepting a user token in the ``access_token`` query parameter.
     USER_OR_QUERY_TOKEN = "user_or_query_token"
+    #: A server key for everyone's records (``X-User-Id`` narrows it to one user's), or a
+    #: user token for its own user's.
+    SERVER_OR_USER = "server_or_user"
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,13 @@ class MessageStatus(View):
     completed_at: Timestamp | None
 
 
+class MessageLog(View):
+    """A page of the message log, newest first."""
+
+    items: list[MessageStatus]
+    next_cursor: str | None
+
+
 class Event(View):
     id: str
     event_type: str
