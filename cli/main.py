@@ -187,21 +187,23 @@ def _event(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embedded_note(settings: Settings) -> None:
-    """On the embedded defaults the broker and the rate limiter live inside each process: this
-    command looks at its own, never at those of a running `kai-messaging run`. Say so, since
-    "ok" and empty queues would otherwise read as facts about the server."""
-    if not settings.embedded_broker:
-        return
-    from sqlalchemy.engine import make_url
+def _embedded_components(settings: Settings) -> dict[str, str]:
+    """On the embedded defaults the broker lives in the memory of the `kai-messaging run`
+    process and the rate limiter in each process: a second process cannot check them, so
+    "ok" would be a statement about nothing. What it can say instead, per component."""
+    described: dict[str, str] = {}
+    if settings.embedded_broker:
+        from shared import handoff
 
-    database = make_url(settings.database_url).render_as_string(hide_password=True)
-    print(
-        "kai-messaging: note: embedded defaults (no BROKER_URL): the broker shown is this "
-        "command's own in-process one, not the one inside a running `kai-messaging run`; "
-        f"only the database ({database}) is shared",
-        file=sys.stderr,
-    )
+        try:
+            described["broker"] = handoff.describe(settings)
+        except Exception:  # the database has no tables yet: nothing can be waiting
+            described["broker"] = (
+                "embedded: in the memory of the 'kai-messaging run' process, not visible from here"
+            )
+    if settings.redis_url is None:
+        described["redis"] = "embedded: an in-process rate limiter in each process (no REDIS_URL)"
+    return described
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -213,24 +215,29 @@ def _status(args: argparse.Namespace) -> int:
     from cli.fleet_status import as_dicts, fleet_status, render
 
     settings = get_settings()
-    _embedded_note(settings)
     statuses = fleet_status(settings)
+    broker = _embedded_components(settings).get("broker")
     if args.json:
         print(json.dumps(as_dicts(statuses), indent=2))
+        if broker is not None:  # stdout stays one JSON document
+            print(f"kai-messaging: queue columns are empty: broker {broker}", file=sys.stderr)
     else:
         render(statuses)
+        if broker is not None:
+            print(f"queue columns are empty: broker {broker}")
     return 0
 
 
 def _health(_args: argparse.Namespace) -> int:
-    """Exit 0 when the database, the broker and Redis answer (a probe for workers)."""
+    """Exit 0 when the database, the broker and Redis answer (a probe for workers); on the
+    embedded defaults only the database can be checked from another process."""
     from shared.health import readiness
 
     settings = get_settings()
-    _embedded_note(settings)
     checks = readiness(settings)
-    print(json.dumps(checks))
-    return 0 if all(v == "ok" for v in checks.values()) else 1
+    embedded = _embedded_components(settings)
+    print(json.dumps({**checks, **embedded}))
+    return 0 if all(v == "ok" for name, v in checks.items() if name not in embedded) else 1
 
 
 def _dlq(args: argparse.Namespace) -> int:

@@ -229,16 +229,31 @@ def test_an_unknown_message_id_is_one_line(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("command", ["health", "status"])
-def test_health_and_status_say_when_they_see_only_their_own_broker(tmp_path: Path, command: str) -> None:
-    """On the embedded defaults a second process cannot see the broker inside `run`: the
-    command says its broker is its own in-process one."""
+def test_health_says_what_it_cannot_see_on_the_embedded_defaults(tmp_path: Path) -> None:
+    """On the embedded defaults a second process cannot see the broker inside `run` (nor its
+    rate limiter): `health` says so instead of "ok", and checks the database it shares."""
     assert running.cli("migrate", cwd=tmp_path).returncode == 0
 
-    result = running.cli(command, cwd=tmp_path, env=running.embedded_env(COLUMNS="160"))
+    result = running.cli("health", cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
-    assert "this command's own in-process one" in result.stderr
+    checks = json.loads(result.stdout)
+    assert checks["database"] == "ok"
+    assert checks["broker"].startswith("embedded: in the memory of the 'kai-messaging run' process")
+    assert "0 message(s) waiting" in checks["broker"]
+    assert checks["redis"].startswith("embedded:")
+
+
+def test_status_says_its_queue_columns_are_empty_on_the_embedded_defaults(tmp_path: Path) -> None:
+    assert running.cli("migrate", cwd=tmp_path).returncode == 0
+
+    table = running.cli("status", cwd=tmp_path, env=running.embedded_env(COLUMNS="160"))
+    as_json = running.cli("status", "--json", cwd=tmp_path)
+
+    assert table.returncode == 0 and as_json.returncode == 0
+    assert "queue columns are empty: broker embedded: in the memory of" in table.stdout
+    assert json.loads(as_json.stdout)[0]["depth"] is None
+    assert "queue columns are empty" in as_json.stderr
 
 
 def test_every_command_and_flag_has_help() -> None:
