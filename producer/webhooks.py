@@ -12,6 +12,7 @@ from typing import Any
 import pydantic
 from sqlalchemy import select
 
+from producer.merge_patch import merge_patch
 from producer.service import validation_error
 from shared.broker import get_broker, publish
 from shared.channels import Channel
@@ -86,10 +87,18 @@ class WebhookAdmin:
             created = webhook_endpoints.create(session, self.settings, fields)
             return {**webhook_endpoints.view(created.row, self.settings), "secret": created.secret}
 
-    def update(self, endpoint_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def replace(self, endpoint_id: str, body: dict[str, Any]) -> dict[str, Any]:
         fields = parse_fields(body)
         with session_scope(self.settings.database_url) as session:
-            row = webhook_endpoints.update(session, self.settings, endpoint_id, fields)
+            row = webhook_endpoints.replace(session, self.settings, endpoint_id, fields)
+            return webhook_endpoints.view(row, self.settings)
+
+    def patch(self, endpoint_id: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Apply a JSON merge patch to the endpoint's document (:mod:`producer.merge_patch`)."""
+        with session_scope(self.settings.database_url) as session:
+            row = webhook_endpoints.get(session, endpoint_id, for_update=True)
+            fields = parse_fields(merge_patch(webhook_endpoints.document(row, self.settings), patch))
+            row = webhook_endpoints.replace(session, self.settings, endpoint_id, fields)
             return webhook_endpoints.view(row, self.settings)
 
     def delete(self, endpoint_id: str) -> None:

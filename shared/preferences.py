@@ -165,24 +165,28 @@ def _check_zone(value: str | None) -> str | None:
     return value
 
 
-class PreferencesUpdate(BaseModel):
-    """``PUT /api/notifications/preferences``: fields given are changed, others kept.
-    ``quietHours: null`` turns quiet hours off."""
+class PreferencesInput(BaseModel):
+    """A user's preferences document, as ``PUT /api/notifications/preferences`` takes it whole
+    (a field left out takes its default, the default of a user who never set any) and
+    ``PATCH`` merges into it. ``quietHours: null`` (or left out) means no quiet hours; a
+    ``quietHours.timezone``, when given, is the user's ``timezone``."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    email_enabled: bool | None = None
-    sms_enabled: bool | None = None
-    in_app_enabled: bool | None = None
-    webhook_enabled: bool | None = None
-    event_preferences: dict[str, dict[str, bool]] | None = None
+    email_enabled: bool = True
+    sms_enabled: bool = True
+    in_app_enabled: bool = True
+    webhook_enabled: bool = True
+    #: ``{"order.shipped": {"sms": false}}``: per event type and channel, over the switches above.
+    event_preferences: dict[str, dict[str, bool]] = Field(default_factory=dict)
     quiet_hours: QuietHours | None = None
-    timezone: str | None = None
+    timezone: str = "UTC"
 
     @field_validator("timezone")
     @classmethod
-    def _timezone(cls, value: str | None) -> str | None:
-        return _check_zone(value)
+    def _timezone(cls, value: str) -> str:
+        _check_zone(value)
+        return value
 
     @field_validator("quiet_hours")
     @classmethod
@@ -195,9 +199,7 @@ class PreferencesUpdate(BaseModel):
 
     @field_validator("event_preferences")
     @classmethod
-    def _events(cls, value: dict[str, dict[str, bool]] | None) -> dict[str, dict[str, bool]] | None:
-        if value is None:
-            return value
+    def _events(cls, value: dict[str, dict[str, bool]]) -> dict[str, dict[str, bool]]:
         if len(value) > MAX_EVENT_PREFERENCES:
             raise ValueError(f"at most {MAX_EVENT_PREFERENCES} event types")
         cleaned: dict[str, dict[str, bool]] = {}
@@ -208,25 +210,24 @@ class PreferencesUpdate(BaseModel):
         return cleaned
 
 
-def apply(row: UserNotificationPreference, update: PreferencesUpdate) -> None:
-    given = update.model_fields_set
+def replace(row: UserNotificationPreference, given: PreferencesInput) -> None:
+    """Every preference of ``row`` from ``given``."""
     for column in _ENABLED_COLUMNS.values():
-        if column in given and getattr(update, column) is not None:
-            setattr(row, column, getattr(update, column))
-    if "event_preferences" in given and update.event_preferences is not None:
-        merged = dict(row.event_preferences or {})
-        for event_type, switches in update.event_preferences.items():
-            merged[event_type] = {**merged.get(event_type, {}), **switches}
-        row.event_preferences = merged
-    if "quiet_hours" in given:
-        quiet = update.quiet_hours
-        row.quiet_hours_start = quiet.start if quiet else None
-        row.quiet_hours_end = quiet.end if quiet else None
-        if quiet is not None and quiet.timezone:
-            row.timezone = quiet.timezone
-    if "timezone" in given and update.timezone:
-        row.timezone = update.timezone
+        setattr(row, column, getattr(given, column))
+    row.event_preferences = given.event_preferences
+    quiet = given.quiet_hours
+    row.quiet_hours_start = quiet.start if quiet else None
+    row.quiet_hours_end = quiet.end if quiet else None
+    row.timezone = quiet.timezone if quiet and quiet.timezone else given.timezone
     row.updated_at = utcnow()
+
+
+def document(prefs: Preferences) -> dict[str, Any]:
+    """The preferences as the :class:`PreferencesInput` that would save them (what a PATCH
+    merges into)."""
+    fields = view("", prefs)
+    del fields["userId"]
+    return fields
 
 
 def view(user_id: str, prefs: Preferences) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from shared.db.rls import system_scope, user_scope
 from shared.db.session import session_scope
 from shared.events import contacts, rules
 from shared.events.queue import publish_event
-from shared.preferences import PreferencesUpdate, apply
+from shared.preferences import PreferencesInput, replace
 from shared.templates import store
 from tests.conftest import Fleet, final_status, settings_with
 from tests.sinks.smtp_sink import SmtpSink
@@ -84,7 +84,7 @@ def set_preferences(settings: Settings, user_id: str, **fields: Any) -> None:
         if row is None:
             row = UserNotificationPreference(user_id=user_id, event_preferences={}, timezone="UTC")
             session.add(row)
-        apply(row, PreferencesUpdate.model_validate(fields))
+        replace(row, PreferencesInput.model_validate(fields))
 
 
 @pytest.fixture

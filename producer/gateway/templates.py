@@ -1,7 +1,8 @@
 """``/api/templates`` (server key): create, version, read, retire and preview templates.
 
 ``POST`` creates a template's first version (409 if it exists), ``PUT /{key}`` saves the
-next version (``channel`` and ``locale`` in the body pick which), ``GET /{key}`` shows the
+next version (``channel`` and ``locale`` in the body pick which) from the whole body and
+``PATCH /{key}`` from the current version with a merge patch applied, ``GET /{key}`` shows the
 current versions (``?channel=&locale=&version=`` for an older one), ``DELETE /{key}``
 retires it (``?channel=&locale=`` narrows; queued messages still render their version;
 409 ``template_in_use`` for a partial that current templates still include),
@@ -18,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -29,6 +31,8 @@ from producer.gateway.bodies import parse, read_json_object
 from producer.gateway.errors import ApiError
 from producer.gateway.openapi import Auth, Param, Reply, operation
 from producer.gateway.openapi.views import Template, TemplateList, TemplatePreview, TemplateVersions
+from producer.merge_patch import PATCH_SEMANTICS, PUT_SEMANTICS, merge_patch, patch_model
+from shared.config import Settings
 from shared.db.session import session_scope
 from shared.errors import NotFound, RenderError, RenderLimitExceeded, TemplateError
 from shared.templates import engine, store
@@ -156,6 +160,8 @@ async def get_template(request: Request) -> JSONResponse:
     auth=Auth.SERVER,
     body=store.TemplateInput,
     replies=[Reply(200, "The new version.", Template)],
+    description=PUT_SEMANTICS + " `channel` and `locale` (the default locale when absent) name the "
+    "template; the body is its next version whole: a part left out is not in it.",
 )
 async def put_template(request: Request) -> JSONResponse:
     settings = server_settings(request)
@@ -167,6 +173,47 @@ async def put_template(request: Request) -> JSONResponse:
 
     def write() -> dict[str, Any]:
         with session_scope(settings.database_url) as session:
+            return _save(session, given, settings)
+
+    return JSONResponse(await run_in_threadpool(write))
+
+
+def _save(session: Session, given: store.TemplateInput, settings: Settings) -> dict[str, Any]:
+    """Save ``given`` as the next version of its template; the new version's view."""
+    row = store.save(
+        session, given, default_locale=settings.template_default_locale, limits=RenderLimits.of(settings)
+    )
+    return template_messages.view(row)
+
+
+@operation(
+    "PATCH",
+    "Save the next version of a template from its current one and some changes",
+    auth=Auth.SERVER,
+    body=patch_model(store.TemplateInput),
+    replies=[Reply(200, "The new version.", Template)],
+    errors=(404,),
+    description=PATCH_SEMANTICS + " `channel` (required) and `locale` (the default locale when "
+    "absent) name the current version the patch applies to; the result is saved as the next "
+    "version.",
+)
+async def patch_template(request: Request) -> JSONResponse:
+    settings = server_settings(request)
+    key = request.path_params["key"]
+    patch = await read_json_object(request, settings.max_payload_bytes)
+    channel, locale = patch.get("channel"), patch.get("locale") or settings.template_default_locale
+    if not isinstance(channel, str) or not isinstance(locale, str):
+        message = "channel (and locale, if given) name the version to change"
+        raise ApiError(422, "validation_error", message, [{"field": "channel", "message": message}])
+
+    def write() -> dict[str, Any]:
+        with session_scope(settings.database_url) as session:
+            rows = store.current(session, key, channel, locale)
+            if not rows:
+                raise NotFound(f"no {channel} template {key!r} in locale {locale!r}")
+            given = parse(store.TemplateInput, merge_patch(store.document(rows[0]), patch))
+            if given.key != key:
+                raise ApiError(400, "key_mismatch", "the body's key differs from the path's")
             row = store.save(
                 session,
                 given,
@@ -249,6 +296,7 @@ routes = [
     Route("/api/templates", create_template, methods=["POST"]),
     Route("/api/templates/{key:str}", get_template, methods=["GET"]),
     Route("/api/templates/{key:str}", put_template, methods=["PUT"]),
+    Route("/api/templates/{key:str}", patch_template, methods=["PATCH"]),
     Route("/api/templates/{key:str}", delete_template, methods=["DELETE"]),
     Route("/api/templates/{key:str}/preview", preview_template, methods=["POST"]),
 ]

@@ -28,6 +28,7 @@ from producer.gateway.openapi.views import (
     WebhookEndpointList,
     WebhookTestResult,
 )
+from producer.merge_patch import PATCH_SEMANTICS, PUT_SEMANTICS, patch_model
 from producer.service import NotificationService
 from producer.webhooks import WebhookAdmin
 from shared.webhooks.endpoints import EndpointFields
@@ -120,11 +121,25 @@ async def configurations(request: Request) -> Response:
 )
 @operation(
     "PUT",
-    "Change a webhook endpoint (fields given change)",
+    "Replace a webhook endpoint's settings",
     auth=Auth.SERVER,
     body=EndpointFields,
     replies=[Reply(200, "The endpoint after the change.", WebhookEndpoint)],
     errors=(404,),
+    description=PUT_SEMANTICS + " `url` is required; left out, `eventTypes` is every type, "
+    "`headers` none, `active` true (which re-enables an endpoint disabled for failing) and "
+    "`ordered` false. The signing secret is never part of it: regenerate-secret changes it.",
+)
+@operation(
+    "PATCH",
+    "Change some of a webhook endpoint's settings",
+    auth=Auth.SERVER,
+    body=patch_model(EndpointFields),
+    replies=[Reply(200, "The endpoint after the change.", WebhookEndpoint)],
+    errors=(404,),
+    description=PATCH_SEMANTICS + " `headers` merges by name: `null` for a name removes that "
+    "header, and a value sent back masked as answers show it keeps the stored one. The signing "
+    "secret is never part of it: regenerate-secret changes it.",
 )
 @operation(
     "DELETE",
@@ -138,7 +153,10 @@ async def configuration(request: Request) -> Response:
     endpoint_id = _endpoint_id(request)
     if request.method == "PUT":
         body = await _body(request, admin)
-        return JSONResponse(await run_in_threadpool(admin.update, endpoint_id, body))
+        return JSONResponse(await run_in_threadpool(admin.replace, endpoint_id, body))
+    if request.method == "PATCH":
+        body = await _body(request, admin)
+        return JSONResponse(await run_in_threadpool(admin.patch, endpoint_id, body))
     if request.method == "DELETE":
         await run_in_threadpool(admin.delete, endpoint_id)
         return Response(status_code=204)
@@ -237,7 +255,7 @@ BASE = "/api/webhooks/configurations"
 
 routes = [
     Route(BASE, configurations, methods=["GET", "POST"]),
-    Route(BASE + "/{endpoint_id:str}", configuration, methods=["GET", "PUT", "DELETE"]),
+    Route(BASE + "/{endpoint_id:str}", configuration, methods=["GET", "PUT", "PATCH", "DELETE"]),
     Route(BASE + "/{endpoint_id:str}/logs", logs, methods=["GET"]),
     Route(BASE + "/{endpoint_id:str}/test", test, methods=["POST"]),
     Route(BASE + "/{endpoint_id:str}/regenerate-secret", regenerate_secret, methods=["POST"]),

@@ -110,6 +110,20 @@ def _check_partials_with(partials: dict[str, Compiled], key: str, compiled: Comp
     partials_graph.check_saving(graph, key)
 
 
+def document(row: MessageTemplate) -> dict[str, Any]:
+    """The version as the :class:`TemplateInput` that would save it again (what a PATCH
+    merges into)."""
+    fields: dict[str, Any] = {
+        "key": row.key,
+        "channel": row.channel,
+        "locale": row.locale,
+        "sampleData": row.sample_data or {},
+    }
+    fields.update({name: getattr(row, column) for name, column in PART_COLUMNS.items()})
+    fields["payload"] = None if row.webhook_payload is None else json.loads(row.webhook_payload)
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 def source_of(row: MessageTemplate) -> TemplateSource:
     return TemplateSource(
         key=row.key,

@@ -59,15 +59,18 @@ def generate_secret() -> str:
 
 
 class EndpointFields(BaseModel):
-    """What a caller may set on an endpoint (camelCase in JSON). On update, only the fields
-    given change."""
+    """An endpoint's document (camelCase in JSON): what a create and a replace take whole, a
+    field left out taking its default, and what a merge patch applies to. The signing secret
+    is not part of it: only :func:`regenerate_secret` changes it."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
-    url: str | None = None
+    url: str
     description: str | None = Field(default=None, max_length=DESCRIPTION_MAX_CHARS)
+    #: Empty (or null): every event type.
     event_types: list[EventType] | None = Field(default=None, max_length=MAX_EVENT_TYPES)
-    active: bool | None = None
+    #: True also re-enables an endpoint disabled for failing, starting its health afresh.
+    active: bool = True
     headers: dict[str, str] | None = Field(
         default=None,
         description="Headers every request to the endpoint carries (e.g. the receiver's "
@@ -82,8 +85,8 @@ class EndpointFields(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        return None if value is None else check_http_url(value)
+    def _url(cls, value: str) -> str:
+        return check_http_url(value)
 
     @field_validator("headers")
     @classmethod
@@ -179,8 +182,9 @@ def _stored_headers(given: dict[str, str], current: dict[str, str], keys: Sequen
     return stored
 
 
-def get(session: Session, endpoint_id: str) -> WebhookConfiguration:
-    row = session.get(WebhookConfiguration, endpoint_id)
+def get(session: Session, endpoint_id: str, *, for_update: bool = False) -> WebhookConfiguration:
+    """The endpoint; ``for_update`` locks it until the transaction ends."""
+    row = session.get(WebhookConfiguration, endpoint_id, with_for_update=for_update)
     if row is None:
         raise NotFound(f"no webhook configuration {endpoint_id}")
     return row
@@ -196,25 +200,31 @@ def list_page(
     return keyset.page(session, select(WebhookConfiguration), LISTED, after, limit)
 
 
-def _apply(row: WebhookConfiguration, fields: EndpointFields, keys: Sequence[str]) -> None:
-    for name in fields.model_fields_set:
-        value = getattr(fields, name)
-        if name == "active":
-            if value is None:
-                raise _refuse("active", "must be true or false")
-            if value and (not row.active or row.disabled_at is not None):
-                # Re-enabling starts the endpoint's health record afresh.
-                row.failing_since = row.disabled_at = row.disabled_reason = None
-                row.consecutive_failures = 0
-        elif name == "event_types":
-            value = value or []
-        elif name == "headers":
-            value = _stored_headers(value or {}, dict(row.headers or {}), keys)
-        elif name == "ordered":
-            value = bool(value)
-        elif name == "url" and value is None:
-            raise _refuse("url", "is required")
-        setattr(row, name, value)
+def document(row: WebhookConfiguration, settings: Settings) -> dict[str, Any]:
+    """The endpoint as the :class:`EndpointFields` that would save it as it is (what a merge
+    patch applies to); its headers' values masked, which keeps them when saved back."""
+    shown = view(row, settings)
+    return {name: shown[name] for name in _DOCUMENT_FIELDS}
+
+
+_DOCUMENT_FIELDS = tuple(info.alias or name for name, info in EndpointFields.model_fields.items())
+
+
+def _replace(row: WebhookConfiguration, fields: EndpointFields, keys: Sequence[str]) -> None:
+    if fields.active and (not row.active or row.disabled_at is not None):
+        # Re-enabling starts the endpoint's health record afresh.
+        row.failing_since = row.disabled_at = row.disabled_reason = None
+        row.consecutive_failures = 0
+    row.url = fields.url
+    row.description = fields.description
+    row.event_types = list(fields.event_types or [])
+    row.active = fields.active
+    row.headers = _stored_headers(fields.headers or {}, dict(row.headers or {}), keys)
+    row.rate_limit_per_second = fields.rate_limit_per_second
+    row.max_retries = fields.max_retries
+    row.retry_schedule_ms = fields.retry_schedule_ms
+    row.ordered = bool(fields.ordered)
+    row.owner_email = fields.owner_email
 
 
 @dataclass(frozen=True)
@@ -224,8 +234,6 @@ class Created:
 
 
 def create(session: Session, settings: Settings, fields: EndpointFields) -> Created:
-    if fields.url is None:
-        raise _refuse("url", "is required")
     _check_reachable(settings, fields.url)
     secret = generate_secret()
     now = utcnow()
@@ -241,19 +249,20 @@ def create(session: Session, settings: Settings, fields: EndpointFields) -> Crea
         created_at=now,
         updated_at=now,
     )
-    _apply(row, fields, settings.webhooks.encryption_keys)
+    _replace(row, fields, settings.webhooks.encryption_keys)
     session.add(row)
     session.flush()
     return Created(row, secret)
 
 
-def update(
+def replace(
     session: Session, settings: Settings, endpoint_id: str, fields: EndpointFields
 ) -> WebhookConfiguration:
-    row = get(session, endpoint_id)
-    if fields.url is not None and fields.url != row.url:
+    """Every field of the endpoint from ``fields``; its secret stays."""
+    row = get(session, endpoint_id, for_update=True)
+    if fields.url != row.url:
         _check_reachable(settings, fields.url)
-    _apply(row, fields, settings.webhooks.encryption_keys)
+    _replace(row, fields, settings.webhooks.encryption_keys)
     row.updated_at = utcnow()
     session.flush()
     return row

@@ -1,4 +1,4 @@
-"""``GET|PUT /api/notifications/preferences`` over real HTTP, for a user token or a server
+"""``GET|PUT|PATCH /api/notifications/preferences`` over real HTTP, for a user token or a server
 key acting for a user with ``X-User-Id``."""
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ def test_a_user_without_preferences_gets_the_defaults(client: httpx.Client) -> N
     }
 
 
-def test_put_changes_what_it_names_and_returns_the_new_state(client: httpx.Client) -> None:
-    first = client.put(
+def test_patch_changes_what_it_names_and_returns_the_new_state(client: httpx.Client) -> None:
+    first = client.patch(
         PATH, json={"smsEnabled": False, "eventPreferences": {"order.shipped": {"in-app": False}}}
     )
-    second = client.put(
+    second = client.patch(
         PATH,
         json={
             "quietHours": {"start": "22:00", "end": "07:00", "timezone": "Europe/Paris"},
@@ -65,7 +65,39 @@ def test_put_changes_what_it_names_and_returns_the_new_state(client: httpx.Clien
     assert state["eventPreferences"] == {"order.shipped": {"in_app": False, "email": True}}
     assert (state["quietHours"], state["timezone"]) == ({"start": "22:00", "end": "07:00"}, "Europe/Paris")
     assert client.get(PATH).json() == state
-    assert client.put(PATH, json={"quietHours": None}).json()["quietHours"] is None
+    assert client.patch(PATH, json={"quietHours": None}).json()["quietHours"] is None
+    forgotten = client.patch(PATH, json={"eventPreferences": {"order.shipped": {"email": None}}}).json()
+    assert forgotten["eventPreferences"] == {"order.shipped": {"in_app": False}}
+
+
+def test_put_replaces_the_whole_document(client: httpx.Client) -> None:
+    """Given preferences set in every field, when a PUT names only the email switch, then every
+    other field is back to its default."""
+    client.put(
+        PATH,
+        json={
+            "smsEnabled": False,
+            "inAppEnabled": False,
+            "eventPreferences": {"order.shipped": {"sms": True}},
+            "quietHours": {"start": "22:00", "end": "07:00"},
+            "timezone": "Europe/Paris",
+        },
+    )
+
+    replaced = client.put(PATH, json={"emailEnabled": False})
+
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json() == {
+        "userId": "ann",
+        "emailEnabled": False,
+        "smsEnabled": True,
+        "inAppEnabled": True,
+        "webhookEnabled": True,
+        "eventPreferences": {},
+        "quietHours": None,
+        "timezone": "UTC",
+    }
+    assert client.get(PATH).json() == replaced.json()
 
 
 @pytest.mark.parametrize(
@@ -79,8 +111,9 @@ def test_put_changes_what_it_names_and_returns_the_new_state(client: httpx.Clien
         {"surprise": 1},
     ],
 )
-def test_invalid_preferences_are_refused(client: httpx.Client, body: dict[str, Any]) -> None:
-    response = client.put(PATH, json=body)
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_invalid_preferences_are_refused(client: httpx.Client, body: dict[str, Any], method: str) -> None:
+    response = client.request(method, PATH, json=body)
 
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "validation_error"

@@ -13,6 +13,8 @@ import pytest
 from migrations.migrate import upgrade
 from producer.gateway.app import create_app
 from shared.config import Settings
+from shared.db.models import WebhookConfiguration, utcnow
+from shared.db.session import session_scope
 from tests.conftest import SERVER_KEY, settings_with
 from tests.gateway.server import LiveServer
 
@@ -31,23 +33,22 @@ MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
-def client(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> Iterator[httpx.Client]:
-    """A live gateway with a server key and an email template, on each kind of database."""
-    url = settings.database_url
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'documents.db'}"
-        upgrade(url)
-    app = create_app(settings_with(settings, database_url=url))
-    with (
-        LiveServer(app) as server,
-        httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {SERVER_KEY}"}, timeout=30) as c,
-    ):
-        template = {
-            "key": "payment-failed",
-            "channel": "email",
-            "subject": "Failed",
-            "text": "Payment failed",
-        }
+def database(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> str:
+    """The URL of each kind of database the service runs on, migrated."""
+    if request.param == "postgresql":
+        return settings.database_url
+    url = f"sqlite:///{tmp_path / 'documents.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def client(database: str, settings: Settings) -> Iterator[httpx.Client]:
+    """A live gateway on ``database`` with a server key and an email template."""
+    app = create_app(settings_with(settings, database_url=database))
+    auth = {"Authorization": f"Bearer {SERVER_KEY}"}
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, headers=auth, timeout=30) as c:
+        template = {"key": "payment-failed", "channel": "email", "subject": "S", "text": "Payment failed"}
         assert c.post("/api/templates", json=template).status_code == 201
         yield c
 
@@ -124,3 +125,130 @@ def test_contacts_put_replaces_and_patch_merges(client: httpx.Client) -> None:
     assert (cleared["email"], cleared["phone"]) == (None, "+14155550100")
     assert replaced == {"userId": "u1", "email": None, "phone": None, "locale": "fr"}
     assert refused(patch(client, path, {"phone": "12"})) == ["phone"]
+
+
+HOOKS = "/api/webhooks/configurations"
+HOOK_URL = "http://127.0.0.1:9/hook"
+HOOK = {
+    "url": HOOK_URL,
+    "description": "orders",
+    "eventTypes": ["order.created"],
+    "headers": {"X-A": "a-value", "X-B": "b-value"},
+    "rateLimitPerSecond": 5,
+    "maxRetries": 3,
+    "retryScheduleMs": [1000, 2000],
+    "ordered": True,
+    "ownerEmail": "ops@example.com",
+}
+
+
+def stored_secret(database: str, endpoint_id: str) -> str:
+    """The sealed secret as stored: unchanged unless regenerated."""
+    with session_scope(database) as session:
+        row = session.get(WebhookConfiguration, endpoint_id)
+        assert row is not None
+        return row.secret
+
+
+def test_an_endpoint_put_resets_what_it_leaves_out_and_keeps_the_secret(
+    client: httpx.Client, database: str
+) -> None:
+    created = ok(client.post(HOOKS, json=HOOK), 201)
+    secret = stored_secret(database, created["id"])
+
+    replaced = ok(client.put(f"{HOOKS}/{created['id']}", json={"url": HOOK_URL}))
+
+    assert (replaced["description"], replaced["eventTypes"], replaced["headers"]) == (None, [], {})
+    assert (replaced["rateLimitPerSecond"], replaced["maxRetries"], replaced["retryScheduleMs"]) == (
+        None,
+        None,
+        None,
+    )
+    assert (replaced["ordered"], replaced["ownerEmail"], replaced["active"]) == (False, None, True)
+    assert stored_secret(database, created["id"]) == secret
+    assert refused(client.put(f"{HOOKS}/{created['id']}", json={"description": "x"})) == ["url"]
+    assert refused(client.put(f"{HOOKS}/{created['id']}", json={"url": HOOK_URL, "secret": "whsec_x"})) == [
+        "secret"
+    ]
+
+
+def test_an_endpoint_patch_merges_headers_by_name_and_keeps_the_rest(
+    client: httpx.Client, database: str
+) -> None:
+    created = ok(client.post(HOOKS, json=HOOK), 201)
+    secret = stored_secret(database, created["id"])
+    path = f"{HOOKS}/{created['id']}"
+
+    patched = ok(patch(client, path, {"headers": {"X-A": None, "X-C": "c-value"}, "description": None}))
+
+    assert set(patched["headers"]) == {"X-B", "X-C"}
+    assert patched["description"] is None
+    kept = (
+        "url",
+        "eventTypes",
+        "rateLimitPerSecond",
+        "maxRetries",
+        "retryScheduleMs",
+        "ordered",
+        "ownerEmail",
+    )
+    assert {k: patched[k] for k in kept} == {k: created[k] for k in kept}
+    assert stored_secret(database, created["id"]) == secret
+    assert refused(patch(client, path, {"url": None})) == ["url"]
+
+
+def test_a_disabled_endpoint_stays_disabled_through_a_patch_but_not_a_put(
+    client: httpx.Client, database: str
+) -> None:
+    """Given an endpoint disabled for failing, a PATCH of its description leaves it disabled;
+    a PUT without ``active`` takes the default, true, and re-enables it."""
+    endpoint_id = ok(client.post(HOOKS, json=HOOK), 201)["id"]
+    with session_scope(database) as session:
+        row = session.get(WebhookConfiguration, endpoint_id)
+        assert row is not None
+        row.active, row.disabled_at, row.disabled_reason = False, utcnow(), "failing"
+
+    patched = ok(patch(client, f"{HOOKS}/{endpoint_id}", {"description": "still off"}))
+    replaced = ok(client.put(f"{HOOKS}/{endpoint_id}", json={"url": HOOK_URL}))
+
+    assert (patched["active"], patched["disabledReason"]) == (False, "failing")
+    assert (replaced["active"], replaced["disabledAt"], replaced["disabledReason"]) == (True, None, None)
+
+
+def test_a_template_patch_saves_the_next_version_from_the_current_one(client: httpx.Client) -> None:
+    """Given an email template with a subject, text and HTML, when a PATCH changes the subject
+    and removes the HTML, then version 2 has the new subject, the same text and no HTML, and
+    version 1 is unchanged."""
+    key = "/api/templates/payment-failed"
+    ok(client.put(key, json={"channel": "email", "subject": "Old", "text": "Text", "html": "<p>H</p>"}))
+
+    patched = ok(patch(client, key, {"channel": "email", "subject": "New", "html": None}))
+
+    assert (patched["version"], patched["subject"], patched["text"], patched["html"]) == (
+        3,
+        "New",
+        "Text",
+        None,
+    )
+    assert ok(client.get(key, params={"channel": "email", "version": 2}))["html"] == "<p>H</p>"
+
+
+def test_a_template_put_replaces_every_part(client: httpx.Client) -> None:
+    key = "/api/templates/payment-failed"
+    ok(client.put(key, json={"channel": "email", "subject": "S", "text": "Text", "html": "<p>H</p>"}))
+
+    replaced = ok(client.put(key, json={"channel": "email", "subject": "S", "html": "<p>Only</p>"}))
+
+    assert (replaced["text"], replaced["html"]) == (None, "<p>Only</p>")
+
+
+def test_a_template_patch_names_an_existing_version(client: httpx.Client) -> None:
+    key = "/api/templates/payment-failed"
+
+    assert refused(patch(client, key, {"subject": "x"})) == ["channel"]
+    assert patch(client, key, {"channel": "sms", "sms": "x"}).status_code == 404
+    assert patch(client, key, {"channel": "email", "locale": "fr", "subject": "x"}).status_code == 404
+    assert patch(client, "/api/templates/nothing", {"channel": "email", "subject": "x"}).status_code == 404
+    no_subject = patch(client, key, {"channel": "email", "subject": None})
+    assert no_subject.status_code == 400
+    assert [d["part"] for d in no_subject.json()["error"]["details"]] == ["subject"]

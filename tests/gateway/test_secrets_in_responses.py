@@ -136,7 +136,7 @@ def test_a_webhook_secret_is_shown_on_create_and_regenerate_only(
             client.get(endpoint, headers=SERVER),
             client.get(BASE, headers=SERVER),
             client.get(f"{endpoint}/logs", headers=SERVER),
-            client.put(endpoint, headers=SERVER, json={"description": "renamed"}),
+            client.patch(endpoint, headers=SERVER, json={"description": "renamed"}),
         ]
 
     assert created["secret"].startswith("whsec_") and regenerated["secret"].startswith("whsec_")

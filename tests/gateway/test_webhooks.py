@@ -79,7 +79,7 @@ def test_crud_round_trip(api: httpx.Client, receiver: WebhookReceiver, settings:
 
     listed = api.get(BASE)
     read = api.get(f"{BASE}/{endpoint_id}")
-    updated = api.put(f"{BASE}/{endpoint_id}", json={"description": "all orders", "active": False})
+    updated = api.patch(f"{BASE}/{endpoint_id}", json={"description": "all orders", "active": False})
 
     assert listed.status_code == 200 and [e["id"] for e in listed.json()["items"]] == [endpoint_id]
     assert read.status_code == 200 and read.json()["headers"] == {"X-Tenant": MASK}
@@ -113,7 +113,7 @@ def test_custom_headers_are_secrets_at_rest_and_in_answers(
         created,
         api.get(f"{BASE}/{endpoint_id}").json(),
         api.get(BASE).json()["items"][0],
-        api.put(f"{BASE}/{endpoint_id}", json={"description": "renamed"}).json(),
+        api.patch(f"{BASE}/{endpoint_id}", json={"description": "renamed"}).json(),
     ]
     tested = api.post(f"{BASE}/{endpoint_id}/test").json()
     logged = api.get(f"{BASE}/{endpoint_id}/logs").json()["items"]
@@ -142,7 +142,9 @@ def test_headers_sent_back_masked_keep_their_values(
     endpoint_id = create(api, receiver, headers={"Authorization": BEARER, "X-Tenant": "acme"})["id"]
     shown = api.get(f"{BASE}/{endpoint_id}").json()["headers"]
 
-    updated = api.put(f"{BASE}/{endpoint_id}", json={"headers": {**shown, "X-Region": "eu-west"}})
+    updated = api.put(
+        f"{BASE}/{endpoint_id}", json={"url": receiver.url, "headers": {**shown, "X-Region": "eu-west"}}
+    )
     fleet(settings, [Channel.WEBHOOK])
     tested = api.post(f"{BASE}/{endpoint_id}/test")
 
@@ -191,7 +193,8 @@ BAD_REQUESTS: list[tuple[str, str, Any, int, str | None]] = [
     ("POST", BASE, {"url": "http://127.0.0.1:99999/hook"}, 422, "url"),
     ("POST", BASE, {"url": "http://example.com:80:81/hook"}, 422, "url"),
     ("GET", f"{BASE}/{UNKNOWN}", None, 404, None),
-    ("PUT", f"{BASE}/{UNKNOWN}", {"description": "x"}, 404, None),
+    ("PUT", f"{BASE}/{UNKNOWN}", {"url": "https://example.com/hook"}, 404, None),
+    ("PATCH", f"{BASE}/{UNKNOWN}", {"description": "x"}, 404, None),
     ("DELETE", f"{BASE}/{UNKNOWN}", None, 404, None),
     ("GET", f"{BASE}/{UNKNOWN}/logs", None, 404, None),
     ("POST", f"{BASE}/{UNKNOWN}/test", None, 404, None),
