@@ -4,6 +4,7 @@ list the message log (:mod:`producer.gateway.message_log`)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -14,7 +15,7 @@ from producer.gateway import message_log
 from producer.gateway.auth import require_reader, require_server
 from producer.gateway.bodies import read_json_object
 from producer.gateway.errors import ApiError
-from producer.gateway.idempotency_header import with_header_key
+from producer.gateway.idempotency_header import FIELD, HEADER, with_header_key
 from producer.gateway.openapi import Auth, Reply, operation
 from producer.gateway.openapi.views import BatchQueued, BatchRequest, MessageStatus, Queued
 from producer.gateway.ratelimit import charge_more
@@ -22,6 +23,7 @@ from producer.service import REQUEST_MODELS, NotificationService
 from shared.channels import Channel
 from shared.errors import ValidationError
 from shared.json_shape import MAX_JSON_VALUES
+from shared.messages import ID_MAX_CHARS
 from shared.templates.requests import TEMPLATED_MODELS
 
 #: Accepted and enqueued: the answer of every send.
@@ -66,6 +68,8 @@ MAX_BATCH_VALUES_FACTOR = 10
 #: The largest batch body: room for a full batch of messages of a few KiB each (every message
 #: is still held to MAX_PAYLOAD_BYTES on its own).
 MAX_BATCH_BODY_BYTES = 8 * 1024 * 1024
+#: The longest ``Idempotency-Key`` a batch takes: ``<key>:<index>`` must fit an item's key.
+MAX_BATCH_KEY_CHARS = ID_MAX_CHARS - len(f":{MAX_BATCH_MESSAGES - 1}")
 
 
 @operation(
@@ -76,7 +80,11 @@ MAX_BATCH_BODY_BYTES = 8 * 1024 * 1024
     replies=[Reply(202, "One result per message, in order: its id, or why it was refused.", BatchQueued)],
     errors=(413, 503),
     description="Each item is validated on its own: one refused item does not stop the others, "
-    "and nothing of a refused item is enqueued. Every item counts against the send budget.",
+    "and nothing of a refused item is enqueued. Every item counts against the send budget. "
+    "An `Idempotency-Key` header makes the whole batch idempotent: each item without an "
+    "`idempotencyKey` of its own is keyed `<header>:<index>`, so the same batch sent again "
+    "gets the same ids, and an item changed under the same header is refused on its own "
+    f"(`idempotency_key_reused`). The header takes 1 to {MAX_BATCH_KEY_CHARS} characters.",
 )
 async def send_batch(request: Request) -> JSONResponse:
     service = _service(request)
@@ -92,9 +100,28 @@ async def send_batch(request: Request) -> JSONResponse:
         raise ApiError(
             413, "payload_too_large", f"{len(items)} messages; a batch holds at most {MAX_BATCH_MESSAGES}"
         )
+    items = _keyed_by_header(request, items)
     charge_more(request, key_fingerprint=principal.key_fingerprint, units=len(items) - 1)
     results = await service.asend_many(items, idempotency_scope=principal.idempotency_scope)
     return JSONResponse({"results": results}, status_code=202)
+
+
+def _keyed_by_header(request: Request, items: list[Any]) -> list[Any]:
+    """The batch's items, each without a key of its own keyed ``<header>:<index>`` when the
+    request has an ``Idempotency-Key`` header. The index, not the item's content, names the
+    item: a retry of the same batch repeats every key, while a changed item is refused."""
+    key = request.headers.get(HEADER)
+    if key is None:
+        return items
+    if not 1 <= len(key.strip()) <= MAX_BATCH_KEY_CHARS:
+        message = f"a batch's Idempotency-Key holds 1 to {MAX_BATCH_KEY_CHARS} characters"
+        raise ValidationError(message, [{"field": "Idempotency-Key", "message": message}])
+    return [
+        {**item, FIELD: f"{key.strip()}:{index}"}
+        if isinstance(item, dict) and FIELD not in item and "idempotency_key" not in item
+        else item
+        for index, item in enumerate(items)
+    ]
 
 
 @operation(

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from producer.gateway.app import create_app
+from producer.gateway.messages import MAX_BATCH_KEY_CHARS
 from producer.service import NotificationService
 from shared.config import Settings
 from shared.db.models import NotificationLog
@@ -113,6 +114,46 @@ def test_idempotency_keys_hold_per_item(client: httpx.Client, settings: Settings
     assert again == first
     assert len(stored_ids(settings)) == 2
     assert queues.depth("sms") == 2
+
+
+def test_an_idempotency_key_header_makes_the_whole_batch_idempotent(
+    client: httpx.Client, settings: Settings, queues: Queues
+) -> None:
+    """Given a batch sent with an Idempotency-Key header, then each item without a key of its
+    own is keyed ``<header>:<index>``: the same batch again gets the same ids and enqueues
+    nothing more, and a changed item under the same header is refused on its own."""
+    batch = [item("sms"), item("sms", idempotencyKey="own-1"), item("email")]
+    header = {"Idempotency-Key": "nightly-2026-03-01"}
+
+    first = client.post("/api/messages/batch", json={"messages": batch}, headers=header).json()["results"]
+    again = client.post("/api/messages/batch", json={"messages": batch}, headers=header).json()["results"]
+    changed = [item("sms", message="another text"), *batch[1:]]
+    refused = client.post("/api/messages/batch", json={"messages": changed}, headers=header).json()["results"]
+
+    assert again == first
+    keys = [client.get(f"/api/messages/{r['id']}").json()["idempotencyKey"] for r in first]
+    assert keys == ["nightly-2026-03-01:0", "own-1", "nightly-2026-03-01:2"]
+    assert refused[0]["error"]["code"] == "idempotency_key_reused"
+    assert refused[1:] == first[1:]
+    assert stored_ids(settings) == {r["id"] for r in first}
+    assert queues.depths(["sms", "email"]) == {"sms": 2, "email": 1}
+
+
+@pytest.mark.parametrize(
+    "key", ["", "k" * (MAX_BATCH_KEY_CHARS + 1)], ids=["empty", "too long for an item's key"]
+)
+def test_a_batch_idempotency_key_that_cannot_key_its_items_is_refused(
+    client: httpx.Client, settings: Settings, key: str
+) -> None:
+    """Given an Idempotency-Key header too short or too long to key ``<header>:<index>``, then
+    the batch is refused whole with 422 naming the header, and nothing is stored."""
+    response = client.post(
+        "/api/messages/batch", json={"messages": [item("sms")]}, headers={"Idempotency-Key": key}
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"][0]["field"] == "Idempotency-Key"
+    assert stored_ids(settings) == set()
 
 
 def test_every_message_counts_against_the_send_budget(make_settings: Any) -> None:
