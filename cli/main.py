@@ -24,7 +24,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from cli import starter
+from cli import starter, worker
 from cli.arguments import channel, json_object, json_value, port_number, positive_int, worker_queue
 from shared.config import Settings, get_settings, log_webhook_network_policy, set_settings, startup_settings
 from shared.errors import KaiError, ValidationError
@@ -110,55 +110,6 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         workers.stop()
     return 0
-
-
-def _worker(args: argparse.Namespace) -> int:
-    settings = get_settings()
-    if settings.embedded_broker:
-        print(
-            "kai-messaging: worker needs BROKER_URL (RabbitMQ); on the embedded defaults "
-            "'kai-messaging run' runs the workers inside the gateway process",
-            file=sys.stderr,
-        )
-        return 2
-    queues: list[str] = list(dict.fromkeys(args.channels))
-    _prepare_worker_metrics(queues, args.metrics_port)
-    argv = [
-        "dramatiq",
-        "workers.fleet",
-        "--processes",
-        str(args.processes),
-        "--threads",
-        str(args.threads),
-        "--queues",
-        *queues,
-    ]
-    from dramatiq.cli import main as dramatiq_main
-
-    # Imported once here, before Dramatiq forks the worker processes: they inherit it instead
-    # of each importing it again, most of a worker process's start-up CPU. (It opens nothing.)
-    import workers.actors  # noqa: F401
-
-    sys.argv = argv
-    code: int = dramatiq_main()  # type: ignore[no-untyped-call]
-    return code
-
-
-def _prepare_worker_metrics(queues: list[str], port: int) -> None:
-    """Before any worker process starts: one multiprocess metrics directory per pool (two pools
-    on a host must not share or clear each other's), and the port its exposition server
-    listens on (Dramatiq's Prometheus middleware serves the merged view from the main process)."""
-    import tempfile
-
-    directory = os.path.join(tempfile.gettempdir(), f"kai-metrics-{'-'.join(queues)}-{port}")
-    os.makedirs(directory, exist_ok=True)
-    for stale in os.listdir(directory):  # a previous run's processes are gone
-        os.unlink(os.path.join(directory, stale))
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-    # Dramatiq reads these lower-case names.
-    os.environ["dramatiq_prom_db"] = directory  # noqa: SIM112
-    os.environ["dramatiq_prom_port"] = str(port)  # noqa: SIM112
-    os.environ.setdefault("dramatiq_prom_host", os.environ.get("METRICS_HOST", "0.0.0.0"))
 
 
 #: Attributes of a parsed `send` command that are not fields of the message.
@@ -325,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("METRICS_PORT", "9191"),
         help="port of the pool's Prometheus metrics (default: $METRICS_PORT or 9191)",
     )
-    p.set_defaults(func=_worker)
+    p.set_defaults(func=worker.run_pool)
 
     p = sub.add_parser(
         "migrate", help="apply the database migrations (MIGRATION_DATABASE_URL or DATABASE_URL)"
