@@ -50,6 +50,12 @@ from producer import notification_service
 print(notification_service.send_webhook(url="{url}", payload={{"n": "barrier"}}))
 """
 
+SEND_MANY = """
+from producer import notification_service
+for n in range({count}):
+    print(notification_service.send_email(to=f"{name}{{n}}@example.com", subject="Many", text="Hi"))
+"""
+
 
 class Runner:
     """``kai-messaging run`` on the embedded defaults, as a process of its own in ``workdir``."""
@@ -233,13 +239,6 @@ def test_messages_sent_inside_the_runner_are_delivered_exactly_once(
 
         assert [receiver.count(i) for i in [*ids, barrier]] == [1] * 6
         assert [client.get(f"/api/messages/{i}").json()["attempts"] for i in [*ids, barrier]] == [1] * 6
-
-
-SEND_MANY = """
-from producer import notification_service
-for n in range({count}):
-    print(notification_service.send_email(to=f"{name}{{n}}@example.com", subject="Many", text="Hi"))
-"""
 
 
 def test_two_processes_sending_at_once_share_the_sqlite_database_with_the_runner(
