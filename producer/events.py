@@ -33,7 +33,7 @@ from shared.db.rls import scope_for
 from shared.errors import IdempotencyKeyReused, NotFound, PayloadTooLarge
 from shared.events.processing import QUEUED
 from shared.events.queue import EVENTS_QUEUE, event_message
-from shared.events.types import event_type_name
+from shared.events.types import EventTypeName, event_type_name
 from shared.json_shape import validate_shape
 from shared.logging import get_logger
 from shared.messages import Identifier, json_size
@@ -44,7 +44,7 @@ log = get_logger(__name__)
 class EventRequest(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
-    event_type: Identifier
+    event_type: EventTypeName
     user_id: Identifier | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: Identifier | None = None

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import enum
 import re
+from typing import Annotated
+
+from pydantic import StringConstraints
+
+from shared.messages import ID_MAX_CHARS
 
 #: What an event type may be called: the characters a webhook endpoint's ``eventTypes`` may
 #: name (:mod:`shared.webhooks.endpoints`, which adds only the ``*`` wildcard), so every
@@ -29,6 +34,15 @@ class EventType(enum.StrEnum):
     ORDER_SHIPPED = "order.shipped"
     ORDER_DELIVERED = "order.delivered"
     MESSAGE_RECEIVED = "message.received"
+
+
+#: An event type as a request field: what :func:`event_type_name` accepts, in the JSON schema.
+EventTypeName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=ID_MAX_CHARS, pattern=EVENT_TYPE_PATTERN
+    ),
+]
 
 
 def event_type_name(value: object) -> str:
