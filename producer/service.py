@@ -15,13 +15,14 @@ from typing import Any
 
 import pydantic
 
-from producer import message_log
+from producer import message_log, scheduling
 from producer.background import background
 from producer.enqueue import enqueuer_for
 from producer.idempotency import PYTHON_API_SCOPE, fingerprint
 from shared import netguard, tracking
-from shared.channels import Channel
+from shared.channels import Channel, Status
 from shared.config import Settings, get_settings
+from shared.db.models import utcnow
 from shared.db.rls import scope_for
 from shared.db.session import session_scope
 from shared.errors import EnqueueError, IdempotencyKeyReused, NotFound, PayloadTooLarge, ValidationError
@@ -111,8 +112,19 @@ class NotificationService:
         self, channel: Channel, fields: dict[str, Any], *, idempotency_scope: str = PYTHON_API_SCOPE
     ) -> str:
         """:meth:`submit` for asyncio code, on the running loop."""
+        return str((await self.aaccept(channel, fields, idempotency_scope=idempotency_scope))["id"])
+
+    async def aaccept(
+        self, channel: Channel, fields: dict[str, Any], *, idempotency_scope: str = PYTHON_API_SCOPE
+    ) -> dict[str, Any]:
+        """:meth:`asubmit`, answering as the gateway does: ``{"id", "status"}`` (``queued``, or
+        ``scheduled`` with its ``sendAt``)."""
         request = await self.avalidate(channel, fields)
-        return await self.enqueue(channel, request, idempotency_scope=idempotency_scope)
+        message = self.new_message(channel, request, idempotency_scope)
+        message_id, created = await enqueuer_for(self.settings).accept(message)
+        if not created:
+            log.info("message.idempotent_repeat", message_id=message_id, channel=channel.value)
+        return _accepted(message, message_id)
 
     def send_many(
         self, items: Sequence[dict[str, Any]], *, idempotency_scope: str = PYTHON_API_SCOPE
@@ -153,19 +165,20 @@ class NotificationService:
         valid = [c for c in checked if not isinstance(c, ValidationError)]
         messages = [self.new_message(ch, rq, idempotency_scope) for ch, rq in valid]
         try:
-            accepted = iter(await enqueuer_for(self.settings).accept_many(messages))
+            results = await enqueuer_for(self.settings).accept_many(messages)
         except EnqueueError:
             # Not accepted: the broker did not confirm, and the rows written were removed.
             return [_error_item(c) if isinstance(c, ValidationError) else _UNAVAILABLE for c in checked]
+        accepted = iter(zip(messages, results, strict=True))
         return [
-            _error_item(c) if isinstance(c, ValidationError) else _result_item(next(accepted))
+            _error_item(c) if isinstance(c, ValidationError) else _result_item(*next(accepted))
             for c in checked
         ]
 
     async def avalidate(self, channel: Channel, fields: dict[str, Any]) -> _Request:
         """:meth:`validate` without blocking the loop: a templated request reads its template
         from the database, so it is checked on a thread."""
-        if "template" in fields:
+        if "template" in fields or scheduling.needs_database(fields):
             return await asyncio.to_thread(self.validate, channel, fields)
         return self.validate(channel, fields)
 
@@ -185,6 +198,7 @@ class NotificationService:
                 raise ValidationError(message, [{"field": "url", "message": message}]) from None
         if isinstance(request, TemplatedRequest):
             request = self.pin_template(channel, request)
+        request = request.scheduled(scheduling.due_of(settings, request))
         payload = request.payload().to_json()
         validate_shape(payload, "payload")
         size = json_size(payload)
@@ -214,6 +228,7 @@ class NotificationService:
     ) -> tracking.NewMessage:
         payload = request.payload()
         keyed = request.idempotency_key is not None
+        due = request.due
         return tracking.NewMessage(
             channel=channel,
             recipient=_recipient(channel, request, payload),
@@ -233,6 +248,10 @@ class NotificationService:
                 if isinstance(request, TemplatedRequest) and request.template_ref
                 else None
             ),
+            # A time already come (within the grace, or no delay) goes at once.
+            due_at=due.at if due is not None and due.at > utcnow() else None,
+            send_at=due.at if due is not None else None,
+            send_at_zone=due.zone if due is not None else None,
         )
 
     async def enqueue(
@@ -255,6 +274,38 @@ class NotificationService:
             if row is None:
                 raise NotFound(f"no message with id {message_id}")
             return message_log.view(row)
+
+    # -- scheduled sends -----------------------------------------------------------------
+
+    def cancel(self, message_id: str, *, for_user: str | None = None) -> dict[str, Any]:
+        """Cancel a message that has not started (scheduled, or queued and not yet taken by a
+        worker); its status afterwards. :class:`~shared.errors.NotCancelable` once it has
+        started or finished, :class:`~shared.errors.NotFound` for an unknown id."""
+        scheduling.cancel(self.settings, message_id, for_user=for_user)
+        return self.get_status(message_id, for_user=for_user)
+
+    def reschedule(
+        self,
+        message_id: str,
+        *,
+        send_at: Any = None,
+        delay_ms: int | None = None,
+        for_user: str | None = None,
+    ) -> dict[str, Any]:
+        """Give a scheduled message another send time: ``send_at=`` (an aware datetime, an
+        RFC 3339 string or ``{"local_time": "HH:MM"}``) or ``delay_ms=``; its status
+        afterwards. :class:`~shared.errors.NotScheduled` once it is no longer scheduled."""
+        fields = {"send_at": send_at, "delay_ms": delay_ms}
+        return self.reschedule_to(message_id, {k: v for k, v in fields.items() if v is not None}, for_user)
+
+    def reschedule_to(self, message_id: str, fields: dict[str, Any], for_user: str | None) -> dict[str, Any]:
+        """:meth:`reschedule` with the new send time as a request body (``sendAt``/``delayMs``)."""
+        try:
+            wanted = scheduling.NewSendTime.model_validate(fields)
+        except pydantic.ValidationError as exc:
+            raise validation_error(exc) from None
+        scheduling.reschedule(self.settings, message_id, wanted, for_user=for_user)
+        return self.get_status(message_id, for_user=for_user)
 
 
 def _split_item(item: Any) -> tuple[Channel, dict[str, Any]]:
@@ -282,12 +333,20 @@ _UNAVAILABLE = {
 }
 
 
-def _queued(message_id: str) -> dict[str, Any]:
-    return {"id": message_id, "status": "queued"}
+def _accepted(message: tracking.NewMessage, message_id: str) -> dict[str, Any]:
+    """The answer to an accepted send: queued, or scheduled for its ``sendAt``."""
+    answer: dict[str, Any] = {"id": message_id, "status": message.status.value}
+    if message.status is Status.SCHEDULED and message.send_at is not None:
+        answer["sendAt"] = message.send_at.isoformat()
+        if message.send_at_zone is not None:
+            answer["timezone"] = message.send_at_zone
+    return answer
 
 
-def _result_item(result: tuple[str, bool] | IdempotencyKeyReused) -> dict[str, Any]:
-    return _error_item(result) if isinstance(result, IdempotencyKeyReused) else _queued(result[0])
+def _result_item(
+    message: tracking.NewMessage, result: tuple[str, bool] | IdempotencyKeyReused
+) -> dict[str, Any]:
+    return _error_item(result) if isinstance(result, IdempotencyKeyReused) else _accepted(message, result[0])
 
 
 def _error_item(exc: ValidationError) -> dict[str, Any]:

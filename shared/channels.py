@@ -33,18 +33,24 @@ class Channel(enum.StrEnum):
 
 class Status(enum.StrEnum):
     """Where a message is in its life: ``queued → processing → sent|delivered`` or ``failed|skipped``.
-    A message waiting for its next attempt is ``queued`` again, with ``next_attempt_at`` set."""
+    A message waiting for its next attempt is ``queued`` again, with ``next_attempt_at`` set.
+    A scheduled send waits as ``scheduled`` until the scheduler publishes it (then ``queued``);
+    one canceled before it started ends as ``canceled``."""
 
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     PROCESSING = "processing"
     SENT = "sent"
     DELIVERED = "delivered"
     FAILED = "failed"
     SKIPPED = "skipped"
+    CANCELED = "canceled"
 
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = frozenset({Status.SENT, Status.DELIVERED, Status.FAILED, Status.SKIPPED})
+TERMINAL_STATUSES = frozenset(
+    {Status.SENT, Status.DELIVERED, Status.FAILED, Status.SKIPPED, Status.CANCELED}
+)

@@ -67,6 +67,11 @@ DEFAULT_TEMPLATE_MAX_OUTPUT_BYTES = 1024 * 1024
 #: one; a few seconds keep the relay from racing a slow but living publisher.
 DEFAULT_PUBLISH_RELAY_AFTER_MS = 5_000
 
+#: How far ahead a send may be scheduled (``sendAt``/``delayMs``), in milliseconds: a year
+#: covers yearly reminders, and a bound keeps a typo in the year from parking a message for
+#: centuries.
+DEFAULT_SCHEDULE_MAX_AHEAD_MS = 365 * 24 * 3_600_000
+
 #: In-app notifications older than this many days are purged (0 keeps them forever).
 DEFAULT_IN_APP_RETENTION_DAYS = 90
 
@@ -169,6 +174,8 @@ class Settings:
     #: PUBLISH_RELAY_AFTER: how long an accepted row may wait for its confirmed publish before
     #: the scheduler publishes it (the accepting process died in between).
     publish_relay_after_ms: int = DEFAULT_PUBLISH_RELAY_AFTER_MS
+    #: SCHEDULE_MAX_AHEAD: the latest a send may be scheduled, from now.
+    schedule_max_ahead_ms: int = DEFAULT_SCHEDULE_MAX_AHEAD_MS
     in_app_retention_days: int = DEFAULT_IN_APP_RETENTION_DAYS
     in_app_retention_interval_ms: int = DEFAULT_IN_APP_RETENTION_INTERVAL_MS
     sse_max_connections_per_user: int = DEFAULT_SSE_MAX_CONNECTIONS_PER_USER
@@ -316,6 +323,7 @@ class Settings:
             publish_relay_after_ms=integer(
                 "PUBLISH_RELAY_AFTER", DEFAULT_PUBLISH_RELAY_AFTER_MS, minimum=100
             ),
+            schedule_max_ahead_ms=integer("SCHEDULE_MAX_AHEAD", DEFAULT_SCHEDULE_MAX_AHEAD_MS, minimum=1),
             log_level=(get("LOG_LEVEL", "INFO") or "INFO").upper(),
             template_default_locale=get("TEMPLATE_DEFAULT_LOCALE", DEFAULT_TEMPLATE_LOCALE)
             or DEFAULT_TEMPLATE_LOCALE,

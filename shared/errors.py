@@ -5,6 +5,8 @@
     ├── ValidationError             bad input from a caller; nothing is enqueued (HTTP 400/413/422)
     │   ├── PayloadTooLarge         a body or payload over the size cap (HTTP 413)
     │   ├── IdempotencyKeyReused    an idempotency key already used for a different request (HTTP 409)
+    │   ├── NotCancelable           canceling a message that has started or finished (HTTP 409)
+    │   ├── NotScheduled            rescheduling a message that is no longer scheduled (HTTP 409)
     │   └── TemplateError           a template refused when saved: syntax, unknown helper/partial (HTTP 400)
     │       ├── TemplateTooLarge    over what one template may cost to compile (HTTP 422)
     │       ├── PartialCycle        partials that would include each other (HTTP 422)
@@ -58,6 +60,21 @@ class IdempotencyKeyReused(ValidationError):
 
     status_code = 409
     code = "idempotency_key_reused"
+
+
+class NotCancelable(ValidationError):
+    """Only a message that has not started (scheduled, or queued and never attempted) can be
+    canceled: one a worker has taken may already be on its way."""
+
+    status_code = 409
+    code = "not_cancelable"
+
+
+class NotScheduled(ValidationError):
+    """Only a scheduled message can get another send time: the scheduler has published it."""
+
+    status_code = 409
+    code = "not_scheduled"
 
 
 class TemplateError(ValidationError):

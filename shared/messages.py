@@ -10,15 +10,24 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from shared.payloads import EmailPayload, InAppPayload, Payload, SmsPayload, WebhookPayload
+from shared.schedule import Due, SendAt
 
 #: RFC 5322 caps a header line at 998 characters; a subject longer than that is not an email.
 EMAIL_SUBJECT_MAX_CHARS = 998
@@ -131,6 +140,28 @@ class _Request(BaseModel):
     user_id: Identifier | None = None
     event_type: Identifier | None = None
     idempotency_key: Identifier | None = None
+    #: Send later: an RFC 3339 time, or ``{"localTime": "HH:MM"}`` on the recipient's clock.
+    send_at: SendAt | None = None
+    #: Send this many milliseconds from now.
+    delay_ms: int | None = Field(default=None, ge=0)
+    #: When the producer found the message due (:meth:`scheduled`); not part of the request.
+    _due: Due | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _one_send_time(self) -> Self:
+        if self.send_at is not None and self.delay_ms is not None:
+            raise ValueError("give sendAt or delayMs, not both")
+        return self
+
+    @property
+    def due(self) -> Due | None:
+        return self._due
+
+    def scheduled(self, due: Due | None) -> Self:
+        """This request, due at ``due`` (None: at once)."""
+        copy = self.model_copy()
+        copy._due = due
+        return copy
 
     def payload(self) -> Payload:
         """What the message carries to its provider, stored in its row."""

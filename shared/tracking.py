@@ -17,7 +17,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Select, String, Table, and_, bindparam, delete, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    String,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -58,6 +71,15 @@ class NewMessage:
     template_version: int | None = None
     #: Hold the message until then (scheduled sends, quiet hours); None publishes now.
     due_at: datetime | None = None
+    #: A scheduled send: the time its sender asked for (kept after it went), and the zone a
+    #: local time was read in. With ``due_at`` the row waits as ``scheduled``.
+    send_at: datetime | None = None
+    send_at_zone: str | None = None
+
+    @property
+    def status(self) -> Status:
+        """Where the new row starts: a scheduled send waits, anything else is queued."""
+        return Status.SCHEDULED if self.send_at is not None and self.due_at is not None else Status.QUEUED
 
 
 def create(session: Session, message: NewMessage) -> tuple[str, bool]:
@@ -154,7 +176,7 @@ def _row(message: NewMessage, now: datetime) -> dict[str, Any]:
     return {
         "id": new_message_id(),
         "channel": message.channel.value,
-        "status": Status.QUEUED.value,
+        "status": message.status.value,
         "recipient": message.recipient,
         "user_id": message.user_id,
         "event_type": message.event_type,
@@ -169,6 +191,8 @@ def _row(message: NewMessage, now: datetime) -> dict[str, Any]:
         "max_attempts": message.max_attempts,
         "next_attempt_at": message.due_at or now,
         "due_at": message.due_at,
+        "send_at": message.send_at,
+        "send_at_zone": message.send_at_zone,
         "created_at": now,
         "updated_at": now,
     }
@@ -564,6 +588,62 @@ def close_unsendable(session: Session, message_id: str, *, status: Status, reaso
     return True
 
 
+#: A message no worker has taken: scheduled, or queued and never attempted (a refunded
+#: attempt, held back by quiet hours, counts as never made).
+_NOT_STARTED = or_(
+    NotificationLog.status == Status.SCHEDULED.value,
+    and_(NotificationLog.status == Status.QUEUED.value, NotificationLog.attempts == 0),
+)
+
+
+def _owned_by(for_user: str | None) -> list[Any]:
+    return [] if for_user is None else [NotificationLog.user_id == for_user]
+
+
+def cancel(session: Session, message_id: str, *, for_user: str | None = None) -> bool:
+    """End a message that has not started as ``canceled``; False if it has (or is not there,
+    or, with ``for_user``, not that user's). One conditional UPDATE: against the scheduler
+    publishing it or a worker claiming it at the same moment, exactly one of them wins, and
+    a claim never takes a canceled row."""
+    now = utcnow()
+    row = session.execute(
+        update(NotificationLog)
+        .where(NotificationLog.id == message_id, _NOT_STARTED, *_owned_by(for_user))
+        .values(
+            status=Status.CANCELED.value,
+            due_at=None,
+            next_attempt_at=None,
+            completed_at=now,
+            updated_at=now,
+        )
+        .returning(NotificationLog.channel)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    if row is None:
+        return False
+    metrics.COMPLETED.labels(row.channel, Status.CANCELED.value, "canceled").inc()
+    return True
+
+
+def reschedule(
+    session: Session, message_id: str, at: datetime, zone: str | None, *, for_user: str | None = None
+) -> bool:
+    """Move a scheduled message to ``at`` (``zone``: the one a local time was read in); False
+    if it is no longer scheduled (the scheduler published it, or it was canceled)."""
+    row = session.execute(
+        update(NotificationLog)
+        .where(
+            NotificationLog.id == message_id,
+            NotificationLog.status == Status.SCHEDULED.value,
+            *_owned_by(for_user),
+        )
+        .values(due_at=at, next_attempt_at=at, send_at=at, send_at_zone=zone, updated_at=utcnow())
+        .returning(NotificationLog.id)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    return row is not None
+
+
 def reopen(
     session: Session, message_id: str, *, extra_attempts: int, from_statuses: frozenset[Status]
 ) -> bool:
@@ -595,6 +675,12 @@ def reopen(
 
 def get(session: Session, message_id: str) -> NotificationLog | None:
     return session.get(NotificationLog, message_id)
+
+
+#: A scheduled send the scheduler publishes is queued from then on, like any message.
+_SCHEDULED_GOES_TO_QUEUE = case(
+    (NotificationLog.status == Status.SCHEDULED.value, Status.QUEUED.value), else_=NotificationLog.status
+)
 
 
 def take_due(
@@ -629,13 +715,22 @@ def take_due(
         )
         rows = session.execute(query).all()
         if rows:
-            ids = [r.id for r in rows]
-            session.execute(
+            # The clause again: without row locks (SQLite) a cancel may have come in between,
+            # and only rows still due may go.
+            taken = session.execute(
                 update(NotificationLog)
-                .where(NotificationLog.id.in_(ids))
-                .values(due_at=None, next_attempt_at=now, locked_until=now, updated_at=now)
-            )
-            picked.extend((r.id, Channel(r.channel)) for r in rows)
+                .where(NotificationLog.id.in_([r.id for r in rows]), clause)
+                .values(
+                    status=_SCHEDULED_GOES_TO_QUEUE,
+                    due_at=None,
+                    next_attempt_at=now,
+                    locked_until=now,
+                    updated_at=now,
+                )
+                .returning(NotificationLog.id, NotificationLog.channel)
+                .execution_options(synchronize_session=False)
+            ).all()
+            picked.extend((r.id, Channel(r.channel)) for r in taken)
         if len(picked) >= limit:
             break
     return picked

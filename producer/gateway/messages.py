@@ -46,7 +46,8 @@ def sender(channel: Channel) -> Callable[[Request], Awaitable[JSONResponse]]:
         description="Literal content, or `template` + `data` to render a stored template. The message "
         "is recorded and enqueued before the answer; an `idempotencyKey` this server key already "
         "used returns the first message's id for the same request, and 409 `idempotency_key_reused` "
-        "for a different one.",
+        'for a different one. With `sendAt` (RFC 3339, or `{"localTime": "HH:MM"}` on the '
+        "user's clock) or `delayMs` the message is stored `scheduled` and sent when due.",
     )
     async def send(request: Request) -> JSONResponse:
         service = _service(request)
@@ -54,8 +55,8 @@ def sender(channel: Channel) -> Callable[[Request], Awaitable[JSONResponse]]:
         body = with_header_key(request, await read_json_object(request, service.settings.max_payload_bytes))
         # On the event loop: the insert and the confirmed publish are batched with every other
         # request in flight (producer.enqueue).
-        message_id = await service.asubmit(channel, body, idempotency_scope=principal.idempotency_scope)
-        return JSONResponse({"id": message_id, "status": "queued"}, status_code=202)
+        answer = await service.aaccept(channel, body, idempotency_scope=principal.idempotency_scope)
+        return JSONResponse(answer, status_code=202)
 
     send.__name__ = f"send_{channel.value}"
     return send

@@ -106,6 +106,10 @@ class NotificationLog(Base):
     due_at: Mapped[datetime | None] = mapped_column()
     #: A worker's claim on the message (see DELIVERY_LEASE).
     locked_until: Mapped[datetime | None] = mapped_column()
+    #: When the sender asked for the message to go (``sendAt``/``delayMs``); kept after it went.
+    send_at: Mapped[datetime | None] = mapped_column()
+    #: The time zone a ``{"localTime": …}`` send time was read in (revision 0010).
+    send_at_zone: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column()

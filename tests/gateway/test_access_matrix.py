@@ -75,11 +75,13 @@ USER_ENDPOINTS = {
     ("PUT", "/api/notifications/preferences"),
 }
 
-#: Reads of records a user may see of their own and a server key of anyone's: a user token,
-#: or a server key with or without X-User-Id.
+#: Records a user may see (and cancel or reschedule) of their own and a server key of
+#: anyone's: a user token, or a server key with or without X-User-Id.
 OWN_OR_ANY = {
     ("GET", "/api/messages"),
     ("GET", "/api/messages/{message_id:str}"),
+    ("DELETE", "/api/messages/{message_id:str}"),
+    ("PATCH", "/api/messages/{message_id:str}"),
 }
 
 #: What an answer means for access control.

@@ -44,10 +44,15 @@ class Readiness(View):
 
 
 class Queued(View):
-    """Accepted and enqueued, not delivered: follow ``id`` for the outcome."""
+    """Accepted and enqueued, not delivered: follow ``id`` for the outcome. A send with
+    ``sendAt``/``delayMs`` is ``scheduled`` for ``sendAt`` instead."""
 
     id: str
-    status: Literal["queued"]
+    status: Literal["queued", "scheduled"]
+    send_at: Timestamp | None = Field(default=None, description="When a scheduled message is due.")
+    timezone: str | None = Field(
+        default=None, description="The zone a `localTime` send time was read in (the user's, else UTC)."
+    )
 
 
 class BatchRequest(BaseModel):
@@ -74,7 +79,7 @@ class BatchQueued(View):
 class MessageStatus(View):
     id: str
     channel: str
-    status: Literal["queued", "processing", "sent", "delivered", "failed", "skipped"]
+    status: Literal["scheduled", "queued", "processing", "sent", "delivered", "failed", "skipped", "canceled"]
     recipient: str
     user_id: str | None
     event_type: str | None
@@ -90,6 +95,8 @@ class MessageStatus(View):
     created_at: Timestamp | None
     updated_at: Timestamp | None
     next_attempt_at: Timestamp | None
+    send_at: Timestamp | None = Field(description="The send time asked for (`sendAt`/`delayMs`), if any.")
+    timezone: str | None = Field(description="The zone a `localTime` send time was read in.")
     sent_at: Timestamp | None
     delivered_at: Timestamp | None
     completed_at: Timestamp | None
