@@ -4,8 +4,8 @@
 Installing fills gaps and never overwrites: a template or rule the operator already has is
 left alone and reported as kept (edited, retired, or an event the operator already wrote
 rules for); one equal to the starter's is reported unchanged. Running it twice therefore
-changes nothing. A rule the operator deletes comes back on the next install; to silence one,
-set it inactive instead.
+changes nothing. A starter rule the operator deletes comes back on the next install unless
+the event has rules of the operator's own; to silence one, set it inactive instead.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ class Item:
 
 @dataclass(frozen=True)
 class StarterReport:
+    """Every template and rule of the starter set, in order, with what became of it."""
+
     items: tuple[Item, ...]
     dry_run: bool
 
