@@ -338,7 +338,7 @@ def fleet(request: pytest.FixtureRequest) -> Iterator[Callable[..., Fleet]]:
 
 def final_status(service: Any, message_id: str, timeout: float = 20) -> dict[str, Any]:
     """Wait until the message reaches a terminal state and return its status view."""
-    terminal = {"sent", "delivered", "failed", "skipped"}
+    terminal = {"sent", "delivered", "failed", "skipped", "canceled"}
     view: dict[str, Any] = {}
 
     def done() -> bool:

@@ -5,6 +5,7 @@ it can be canceled or moved until then, and it survives a restart of the workers
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,34 @@ def test_a_scheduled_message_survives_a_worker_restart_and_fires_once(
     assert (view["status"], view["attempts"]) == ("delivered", 1)
     wait_until(lambda: len(receiver.deliveries) >= 1, timeout=5, message="nothing delivered")
     assert names(receiver) == ["survivor"]
+
+
+def test_cancels_racing_the_scheduler_end_in_exactly_one_outcome_each(
+    settings: Settings, fleet: Callable[..., Fleet], receiver: WebhookReceiver
+) -> None:
+    """Given 200 webhooks due at the same moment and a worker whose scheduler fires them,
+    when each is canceled around that moment, then every cancel that succeeded names a
+    message that was never delivered, and every refused one a message delivered once."""
+    service = NotificationService(settings)
+    due = utcnow() + timedelta(milliseconds=1200)
+    ids = [service.send_webhook(**hook(receiver, f"m{n}"), send_at=due) for n in range(200)]
+    fleet(settings, [Channel.WEBHOOK])
+    wait_until(lambda: utcnow() >= due - timedelta(milliseconds=150), timeout=10, message="clock")
+
+    def cancel(message_id: str) -> bool:
+        try:
+            service.cancel(message_id)
+        except NotCancelable:
+            return False
+        return True
+
+    with ThreadPoolExecutor(8) as pool:
+        canceled = dict(zip(ids, pool.map(cancel, ids), strict=True))
+
+    finals = {message_id: final_status(service, message_id, timeout=30)["status"] for message_id in ids}
+    expected = {m: "canceled" if ok else "delivered" for m, ok in canceled.items()}
+    assert finals == expected
+    delivered = sum(1 for ok in canceled.values() if not ok)
+    wait_until(lambda: len(receiver.deliveries) >= delivered, timeout=10, message="deliveries missing")
+    by_name = {f"m{n}": message_id for n, message_id in enumerate(ids)}
+    assert sorted(names(receiver)) == sorted(n for n, m in by_name.items() if not canceled[m])
