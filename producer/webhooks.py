@@ -11,7 +11,9 @@ from typing import Any
 
 import pydantic
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from producer.idempotent_create import Created, IdempotencyKey, create_once
 from producer.merge_patch import merge_patch
 from producer.service import validation_error
 from shared.broker import get_broker, publish
@@ -81,11 +83,21 @@ class WebhookAdmin:
         with session_scope(self.settings.database_url) as session:
             return webhook_endpoints.view(webhook_endpoints.get(session, endpoint_id), self.settings)
 
-    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+    def create(self, body: dict[str, Any], key: IdempotencyKey | None = None) -> Created:
+        """Create the endpoint; its view carries its signing secret. With ``key``, a repeat of
+        the request gets the endpoint it created (with its current secret) instead."""
         fields = parse_fields(body)
-        with session_scope(self.settings.database_url) as session:
-            created = webhook_endpoints.create(session, self.settings, fields)
-            return {**webhook_endpoints.view(created.row, self.settings), "secret": created.secret}
+
+        def create(session: Session) -> str:
+            return webhook_endpoints.create(session, self.settings, fields).row.id
+
+        def show(session: Session, endpoint_id: str) -> dict[str, Any]:
+            row = webhook_endpoints.get(session, endpoint_id)
+            secret = webhook_endpoints.signing_secrets(row, self.settings)[0]
+            return {**webhook_endpoints.view(row, self.settings), "secret": secret}
+
+        url = self.settings.database_url
+        return create_once(url, key, "webhook_configuration", fields, create, show)
 
     def replace(self, endpoint_id: str, body: dict[str, Any]) -> dict[str, Any]:
         fields = parse_fields(body)

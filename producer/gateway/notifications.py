@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from producer.gateway import pagination
+from producer.gateway import idempotency_header, pagination
 from producer.gateway.auth import require_user
 from producer.gateway.bodies import read_json_object
 from producer.gateway.errors import ApiError
@@ -204,13 +204,17 @@ async def delete(request: Request) -> JSONResponse:
     "POST",
     "Send the user a test in-app notification",
     auth=Auth.USER,
+    params=[idempotency_header.PARAM],
     replies=[Reply(202, "Enqueued.", Queued)],
-    errors=(503,),
+    errors=(409, 422, 503),
+    description="With an `Idempotency-Key`, a retry gets the first test's id instead of a second "
+    "notification, as a send does.",
 )
 async def send_test(request: Request) -> JSONResponse:
     service = _service(request)
-    _, user_id = _user(request)
-    message_id = await service.asubmit(Channel.IN_APP, {**TEST_NOTIFICATION, "userId": user_id})
+    principal = require_user(request, service.settings)
+    fields = idempotency_header.with_header_key(request, {**TEST_NOTIFICATION, "userId": principal.user_id})
+    message_id = await service.asubmit(Channel.IN_APP, fields, idempotency_scope=principal.idempotency_scope)
     return JSONResponse({"id": message_id, "status": "queued"}, status_code=202)
 
 

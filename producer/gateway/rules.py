@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from producer.gateway import pagination
-from producer.gateway.auth import server_settings
+from producer.gateway import idempotency_header, pagination
+from producer.gateway.auth import require_server, server_settings
 from producer.gateway.bodies import parse, read_json_object
 from producer.gateway.openapi import Auth, Reply, operation
 from producer.gateway.openapi.views import Rule, RuleList
+from producer.idempotent_create import create_once
 from producer.merge_patch import PATCH_SEMANTICS, PUT_SEMANTICS, merge_patch, patch_model
+from shared.config import Settings
 from shared.db.session import session_scope
 from shared.events import rules
 
@@ -47,17 +50,25 @@ async def list_rules(request: Request) -> JSONResponse:
     "Create a notification rule",
     auth=Auth.SERVER,
     body=rules.RuleInput,
+    params=[idempotency_header.PARAM],
     replies=[Reply(201, "The new rule.", Rule)],
+    errors=(404, 409),
 )
 async def create_rule(request: Request) -> JSONResponse:
-    settings = server_settings(request)
-    given = parse(rules.RuleInput, await read_json_object(request, settings.max_payload_bytes))
+    settings: Settings = request.app.state.service.settings
+    principal = require_server(request, settings)
+    body = await read_json_object(request, settings.max_payload_bytes)
+    key = idempotency_header.creation_key(request, principal.idempotency_scope, body)
+    given = parse(rules.RuleInput, body)
 
-    def write() -> dict[str, Any]:
-        with session_scope(settings.database_url) as session:
-            return rules.view(rules.create(session, given, default_locale=settings.template_default_locale))
+    def create(session: Session) -> str:
+        return rules.create(session, given, default_locale=settings.template_default_locale).id
 
-    return JSONResponse(await run_in_threadpool(write), status_code=201)
+    def show(session: Session, rule_id: str) -> dict[str, Any]:
+        return rules.view(rules.get(session, rule_id))
+
+    created = await run_in_threadpool(create_once, settings.database_url, key, "rule", given, create, show)
+    return idempotency_header.created_response(created)
 
 
 @operation("GET", "A rule", auth=Auth.SERVER, replies=[Reply(200, "The rule.", Rule)], errors=(404,))

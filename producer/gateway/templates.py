@@ -25,12 +25,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from producer.gateway import pagination
-from producer.gateway.auth import server_settings
+from producer.gateway import idempotency_header, pagination
+from producer.gateway.auth import require_server, server_settings
 from producer.gateway.bodies import parse, read_json_object
 from producer.gateway.errors import ApiError
 from producer.gateway.openapi import Auth, Param, Reply, operation
 from producer.gateway.openapi.views import Template, TemplateList, TemplatePreview, TemplateVersions
+from producer.idempotent_create import create_once
 from producer.merge_patch import PATCH_SEMANTICS, PUT_SEMANTICS, merge_patch, patch_model
 from shared.config import Settings
 from shared.db.session import session_scope
@@ -86,29 +87,35 @@ async def list_templates(request: Request) -> JSONResponse:
     "Create a template (its first version)",
     auth=Auth.SERVER,
     body=store.TemplateInput,
+    params=[idempotency_header.PARAM],
     replies=[Reply(201, "Version 1 of the template.", Template)],
-    errors=(409,),
+    errors=(404, 409),
 )
 async def create_template(request: Request) -> JSONResponse:
-    settings = server_settings(request)
-    given = parse(store.TemplateInput, await read_json_object(request, settings.max_payload_bytes))
+    settings: Settings = request.app.state.service.settings
+    principal = require_server(request, settings)
+    body = await read_json_object(request, settings.max_payload_bytes)
+    key = idempotency_header.creation_key(request, principal.idempotency_scope, body)
+    given = parse(store.TemplateInput, body)
 
-    def write() -> dict[str, Any]:
-        with session_scope(settings.database_url) as session:
-            channel = store.normalize_channel(given.channel)
-            if store.current(session, given.key, channel, given.locale or settings.template_default_locale):
-                raise ApiError(
-                    409, "template_exists", f"template {given.key!r} exists; PUT /api/templates/{given.key}"
-                )
-            row = store.save(
-                session,
-                given,
-                default_locale=settings.template_default_locale,
-                limits=RenderLimits.of(settings),
+    def create(session: Session) -> str:
+        channel = store.normalize_channel(given.channel)
+        if store.current(session, given.key, channel, given.locale or settings.template_default_locale):
+            raise ApiError(
+                409, "template_exists", f"template {given.key!r} exists; PUT /api/templates/{given.key}"
             )
-            return template_messages.view(row)
+        row = store.save(
+            session, given, default_locale=settings.template_default_locale, limits=RenderLimits.of(settings)
+        )
+        return str(row.id)
 
-    return JSONResponse(await run_in_threadpool(write), status_code=201)
+    def show(session: Session, row_id: str) -> dict[str, Any]:
+        return template_messages.view(store.by_id(session, int(row_id)))
+
+    created = await run_in_threadpool(
+        create_once, settings.database_url, key, "template", given, create, show
+    )
+    return idempotency_header.created_response(created)
 
 
 @operation(

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from producer.gateway import pagination
+from producer.gateway import idempotency_header, pagination
 from producer.gateway.auth import require_server
 from producer.gateway.bodies import read_json_object
 from producer.gateway.errors import ApiError
@@ -100,13 +100,24 @@ def _endpoint_id(request: Request) -> str:
     "Create a webhook endpoint",
     auth=Auth.SERVER,
     body=EndpointFields,
-    replies=[Reply(201, "The endpoint and its signing secret, shown this once.", WebhookEndpointCreated)],
+    params=[idempotency_header.PARAM],
+    replies=[
+        Reply(
+            201,
+            "The endpoint and its signing secret, shown this once (and again to a retry with the "
+            "same Idempotency-Key).",
+            WebhookEndpointCreated,
+        )
+    ],
+    errors=(404, 409),
 )
 async def configurations(request: Request) -> Response:
     admin = _admin(request)
     if request.method == "POST":
+        principal = require_server(request, admin.settings)
         body = await _body(request, admin)
-        return JSONResponse(await run_in_threadpool(admin.create, body), status_code=201)
+        key = idempotency_header.creation_key(request, principal.idempotency_scope, body)
+        return idempotency_header.created_response(await run_in_threadpool(admin.create, body, key))
     page = pagination.page_request(request, ENDPOINTS_CURSOR)
     items, more = await run_in_threadpool(admin.list_page, page.after, page.limit)
     return JSONResponse(pagination.body(items, more))

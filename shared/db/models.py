@@ -361,3 +361,21 @@ class PendingPublish(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index("ix_pending_publishes_created_at", "created_at"),)
+
+
+class CreationKey(Base):
+    """An ``Idempotency-Key`` a caller sent when creating a template, rule or webhook endpoint,
+    and what that request created: the same key with the same request is answered with that
+    resource again instead of a second one (sends keep theirs on ``notification_logs``)."""
+
+    __tablename__ = "creation_idempotency_keys"
+
+    idempotency_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: Whose key it is, as on ``notification_logs`` (:mod:`producer.idempotency`).
+    idempotency_scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: SHA-256 of the request that first used the key: the same key with another body is refused.
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    #: ``template``, ``rule`` or ``webhook_configuration``, and that row's id.
+    resource_type: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -245,6 +245,13 @@ def current_page(
     return keyset.page(session, _current_query(key, channel, locale), LISTED, after, limit)
 
 
+def by_id(session: Session, row_id: int) -> MessageTemplate:
+    row = session.get(MessageTemplate, row_id)
+    if row is None:
+        raise NotFound(f"no template version {row_id}")
+    return row
+
+
 def version(session: Session, key: str, channel: str, locale: str, number: int) -> MessageTemplate:
     row = session.scalar(
         select(MessageTemplate).where(
