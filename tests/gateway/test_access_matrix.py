@@ -50,7 +50,7 @@ class Access(Enum):
 
 
 #: Endpoints anyone may call: probes, metrics, the inbox page (which reads its token from the
-#: URL fragment, in the browser) and the API description.
+#: URL fragment, in the browser), the API description and its interactive documentation.
 PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -59,6 +59,11 @@ PUBLIC = {
     ("GET", "/inbox.js"),
     ("GET", "/inbox.css"),
     ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/docs.js"),
+    ("GET", "/docs/swagger-ui-bundle.js"),
+    ("GET", "/docs/swagger-ui.css"),
+    ("GET", "/docs/favicon.png"),
 }
 
 #: Endpoints acting for a user: a user token, or a server key (naming the user with

@@ -5,46 +5,24 @@ a reload."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from producer.gateway.app import create_app
 from shared.channels import Channel
 from shared.config import Settings
 from tests.conftest import SERVER_KEY, Fleet
+from tests.gateway.browser import UI_TIMEOUT_MS, chromium
 from tests.gateway.inbox import seed, user_token
 from tests.gateway.server import LiveServer
-
-#: The Debian package's browser; Playwright never downloads one here.
-CHROMIUM = Path("/usr/bin/chromium")
-
-#: Flags that keep a headless Chromium quiet and off the network beyond loopback.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-#: How long the page may take to show a change, in milliseconds.
-UI_TIMEOUT_MS = 15_000
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert CHROMIUM.exists(), "install the Debian chromium package (.ci/run does)"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
-        )
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""``GET /openapi.json`` (public, like ``/healthz``): the gateway's OpenAPI 3.1 document.
+"""``GET /openapi.json`` (public, like ``/healthz``): the gateway's OpenAPI 3.1 document, and
+``GET /docs``, the interactive documentation that renders it (:mod:`.docs`).
 
 Endpoints describe themselves with :func:`operation`; :func:`build` assembles the document
 from the routes the application serves, so a route without a description stops the
@@ -11,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from producer.gateway.openapi import docs
 from producer.gateway.openapi.document import UndocumentedRoute, build, served_operations
 from producer.gateway.openapi.operation import Auth, Operation, Param, Reply, operation
 
@@ -37,4 +39,4 @@ async def openapi_document(request: Request) -> JSONResponse:
     return JSONResponse(request.app.state.openapi)
 
 
-routes = [Route("/openapi.json", openapi_document, methods=["GET"])]
+routes = [Route("/openapi.json", openapi_document, methods=["GET"]), *docs.routes]
