@@ -12,7 +12,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from shared.config import Settings
 
-ALLOWED_METHODS = ["GET", "POST", "PUT", "DELETE"]
+ALLOWED_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 ALLOWED_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-User-Id", "Last-Event-ID"]
 #: Response headers a browser script may read: when to retry, and the rate limit's state.
 EXPOSED_HEADERS = [

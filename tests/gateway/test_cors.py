@@ -82,3 +82,16 @@ def test_another_origin_is_not_allowed(make_settings: Callable[..., Settings]) -
     assert preflight.status_code == 400
     assert preflight.headers.get("access-control-allow-origin") != OTHER
     assert "access-control-allow-origin" not in simple.headers
+
+
+def test_a_patch_passes_the_preflight(make_settings: Callable[..., Settings]) -> None:
+    """Given an allowed origin, then a browser may PATCH (the partial update beside every PUT)."""
+    settings = make_settings(CORS_ALLOWED_ORIGINS=ALLOWED)
+    patch = {**PREFLIGHT, "Access-Control-Request-Method": "PATCH"}
+    with LiveServer(create_app(settings)) as server:
+        preflight = httpx.options(
+            f"{server.url}/api/rules/r1", headers={"Origin": ALLOWED, **patch}, timeout=10
+        )
+
+    assert preflight.status_code == 200, preflight.text
+    assert "PATCH" in preflight.headers["access-control-allow-methods"]
