@@ -26,8 +26,18 @@ from shared.channels import Channel, Status
 from shared.db.rls import scope_for
 from shared.messages import ID_MAX_CHARS
 
+
+def _utc_moment(value: Any) -> datetime:
+    """A cursor's time in UTC, as stored: a row comparison binds it without the column's
+    own conversion, and on SQLite an offset would be dropped rather than applied."""
+    try:
+        return pagination.moment(value).astimezone(UTC)
+    except OverflowError:
+        raise ValueError("a time out of range") from None
+
+
 #: What a cursor of the log holds: the last message's (createdAt, id).
-CURSOR = (pagination.moment, pagination.text)
+CURSOR = (_utc_moment, pagination.text)
 
 #: RFC 3339 ``date-time``: a full date and time with a UTC offset (``Z`` or ``±hh:mm``).
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from producer.gateway.app import create_app
+from producer.gateway.pagination import encode_cursor
 from shared.config import Settings
 from shared.db.models import NotificationLog
 from shared.db.rls import system_scope
@@ -143,6 +144,25 @@ def test_a_message_created_after_the_first_page_does_not_shift_the_next(
     second = client.get("/api/messages", params={"limit": 3, "cursor": first["nextCursor"]})
 
     assert ids(second) == NEWEST_FIRST[3:]
+
+
+def cursor_of(created_at: str, message_id: str) -> str:
+    """A cursor as the log makes them (opaque to clients; built here to vary its time)."""
+    return encode_cursor([created_at, message_id])
+
+
+def test_a_cursor_names_an_instant_whatever_its_offset(backend: Settings, client: httpx.Client) -> None:
+    """Given a cursor whose time carries another UTC offset for the same instant, then the
+    page is the one the UTC cursor gives; a time the offset pushes past year 9999 is 422."""
+    seed(backend, MESSAGES)
+    utc = cursor_of(created_at(3).isoformat(), "m3")
+    shifted = cursor_of(created_at(3).astimezone(timezone(timedelta(hours=-5))).isoformat(), "m3")
+    overflowing = cursor_of("9999-12-31T23:59:59-23:59", "m3")
+
+    assert ids(client.get("/api/messages", params={"cursor": utc})) == ["m2", "m1", "m0"]
+    assert ids(client.get("/api/messages", params={"cursor": shifted})) == ["m2", "m1", "m0"]
+    refused = client.get("/api/messages", params={"cursor": overflowing})
+    assert refused.status_code == 422 and refused.json()["error"]["details"][0]["field"] == "cursor"
 
 
 #: Each filter, the value given, and the messages it keeps (newest first).
