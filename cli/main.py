@@ -9,6 +9,7 @@ kai-messaging event TYPE [--user-id U] [--data JSON]   queue an event for the ru
 kai-messaging status [ID]              the fleet's queues, or a message's delivery status
 kai-messaging health                   is the database, the broker and Redis reachable
 kai-messaging dlq list|replay CHANNEL  inspect or replay dead-lettered messages
+kai-messaging starter [--dry-run]      add the starter templates and rules for every event type
 
 Exit codes: 0 success, 1 a failure (a service down, a message not found), 2 a usage error
 (an unknown flag or channel, JSON that does not parse, input the service refuses).
