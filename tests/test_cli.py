@@ -134,6 +134,7 @@ def test_run_prints_the_key_and_urls_once_it_serves(tmp_path: Path) -> None:
         assert instance.port == port
         assert httpx.get(f"{instance.url}/healthz", timeout=5).status_code == 200
         assert f"API key    {instance.key}" in block
+        assert f"http://127.0.0.1:{port}/docs" in block
         assert f"http://127.0.0.1:{port}/inbox" in block
         assert f"http://127.0.0.1:{port}/healthz" in block
         assert "--port" in block and "PORT=" in block
