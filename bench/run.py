@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import endtoend, gateway, limits, peer_apprise, retry, scaling, stall
+from bench import endtoend, gateway, limits, peer_apprise, retry, scaling, scheduled, stall
 from bench.env import BenchEnv, scratch_env
 from bench.fleet import PRODUCER_THREADS, SEND_MANY_CHUNK, produce_many, send_fields
 from bench.pools import Pools
@@ -52,10 +52,14 @@ class Sizes:
     #: The parked-retry runs, one per scheduler interval (ms).
     scheduler_intervals: tuple[int, ...]
     send_many_messages: int
+    #: Messages scheduled for the same second (row 11).
+    scheduled_messages: int = 10_000
 
 
 FULL = Sizes(10_000, 5.0, 8.0, 3_000, 6.0, 1.0, 2_000, (1, 4), 2_000, 300, 1_000, 5.0, (500, 50), 20_000)
-QUICK = Sizes(2_000, 1.5, 1.0, 150, 1.0, 0.5, 150, (1,), 200, 30, 150, 1.5, (500,), 2_000)
+QUICK = Sizes(
+    2_000, 1.5, 1.0, 150, 1.0, 0.5, 150, (1,), 200, 30, 150, 1.5, (500,), 2_000, scheduled_messages=1_000
+)
 
 #: The longest the send_many row may run.
 SEND_MANY_LIMIT_S = 30.0
@@ -65,7 +69,7 @@ SCALING_PROCESSES = (1, 2, 4)
 SCHEDULER_INTERVALS = (500, 50)
 
 #: The stages that run worker pools; before any other, the pools still alive are killed.
-POOL_STAGES = {"e2e", "scaling", "stall", "retry"}
+POOL_STAGES = {"e2e", "scaling", "stall", "retry", "scheduled"}
 
 #: Targets for this two-core machine (see bench/README.md).
 GATEWAY_TARGET_RPS = 2_500
@@ -80,6 +84,7 @@ PRODUCER_TARGET_RPS = 2_000
 SEND_MANY_TARGET_MPS = 20_000
 EVENTS_TARGET_EPS = 500
 RETRY_TARGET_P99_MS = 100.0
+SCHEDULED_TARGET_P99_MS = 1000.0
 SLOW_TARGET_RPS = 2_000
 #: Healthy webhooks' p99 beside stalling receivers, against their p99 alone.
 STALL_TARGET_RATIO = 2.0
@@ -429,6 +434,35 @@ class Bench:
                 ),
             ]
 
+    def scheduled(self) -> None:
+        r = scheduled.measure(self.env, self.pools, count=self.sizes.scheduled_messages)
+        burst = f"{r.count:,} in-app due the same second, pool {scheduled.PROCESSES}x{scheduled.THREADS}"
+        notes = []
+        if r.delivered < r.count:
+            notes.append(f"{r.count - r.delivered} of {r.count} not delivered")
+        if r.fill_margin_s < 0:
+            notes.append(f"the fill ended {-r.fill_margin_s:.1f} s after the due time")
+        self.rows += [
+            Row("11.p50", f"scheduled, published late p50, {burst}", r.published.p50_ms, "ms"),
+            Row(
+                "11.p99",
+                f"scheduled, published late p99, {burst}",
+                r.published.p99_ms,
+                "ms",
+                target=f"<= {SCHEDULED_TARGET_P99_MS:,.0f} ms",
+                met=_at_most(r.published.p99_ms, SCHEDULED_TARGET_P99_MS),
+                note="; ".join([f"max {r.published.max_ms:,.0f} ms", *notes]),
+            ),
+            Row("11.d50", f"scheduled, delivered late p50, {burst}", r.delivered_late.p50_ms, "ms"),
+            Row(
+                "11.d99",
+                f"scheduled, delivered late p99, {burst}",
+                r.delivered_late.p99_ms,
+                "ms",
+                note=f"max {r.delivered_late.max_ms:,.0f} ms; the burst drains at the pool's rate (5d)",
+            ),
+        ]
+
     def events(self) -> None:
         try:
             events = importlib.import_module("bench.events")
@@ -475,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["limits", "gateway", "e2e", "scaling", "stall", "retry", "events", "apprise"],
+        choices=["limits", "gateway", "e2e", "scaling", "stall", "retry", "scheduled", "events", "apprise"],
         help="run only these stages (rows compared with a limit need 'limits' too)",
     )
     args = parser.parse_args(argv)
@@ -493,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
             "scaling": ("scaling (6)", bench.scaling),
             "retry": ("retry precision (7)", bench.retries),
             "stall": ("stalling receivers (6.stall)", bench.stall),
+            "scheduled": ("scheduled lateness (11)", bench.scheduled),
             "events": ("events (8)", bench.events),
             "apprise": ("Apprise (10)", bench.apprise),
         }
