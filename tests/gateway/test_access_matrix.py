@@ -78,6 +78,7 @@ USER_ENDPOINTS = {
     ("GET", "/api/notifications/stream"),
     ("GET", "/api/notifications/preferences"),
     ("PUT", "/api/notifications/preferences"),
+    ("PATCH", "/api/notifications/preferences"),
 }
 
 #: Records a user may see (and cancel or reschedule) of their own and a server key of
