@@ -208,14 +208,16 @@ def test_alice_sees_only_her_own(backend: Settings, alice: httpx.Client) -> None
 @pytest.mark.parametrize("caller", [TOKEN, SERVER_KEY_FOR_ALICE])
 def test_alices_message_log_holds_only_hers(alice: httpx.Client, caller: str) -> None:
     """Given a message of alice's and one of bob's, then alice's message log, and her log
-    filtered for bob, show none of bob's."""
+    filtered for bob, show none of bob's; her own message she reads by its id."""
     headers = {**bearer(SERVER_KEY), "X-User-Id": "alice"} if caller == SERVER_KEY_FOR_ALICE else {}
 
     log = alice.get("/api/messages", headers=headers).json()
     asked_for_bob = alice.get("/api/messages", params={"userId": "bob"}, headers=headers).json()
+    her_own = alice.get(f"/api/messages/{ALICE_MESSAGE}", headers=headers)
 
     assert [item["id"] for item in log["items"]] == [ALICE_MESSAGE]
     assert asked_for_bob == {"items": [], "nextCursor": None}
+    assert her_own.status_code == 200 and her_own.json() == log["items"][0]
 
 
 @pytest.mark.parametrize("acting_for", ["bob", None], ids=["X-User-Id: bob", "no X-User-Id"])
