@@ -110,3 +110,45 @@ def test_a_route_without_a_description_cannot_be_served() -> None:
         build([Route("/new", _undescribed, methods=["GET"])], title="t", version="1")
     with pytest.raises(UndocumentedRoute, match="POST /described"):
         build([Route("/described", _described, methods=["GET", "POST"])], title="t", version="1")
+
+
+def test_every_put_has_a_patch_and_both_say_what_they_do(document: dict[str, Any]) -> None:
+    """Given a resource that can be replaced, then it can be patched too, and both operations
+    state their semantics: a whole document for PUT, a JSON merge patch for PATCH."""
+    with_put = {path for path, item in document["paths"].items() if "put" in item}
+    with_patch = {path for path, item in document["paths"].items() if "patch" in item}
+
+    assert with_put and with_put <= with_patch
+    for path in with_put:
+        assert "Replaces the whole document" in document["paths"][path]["put"]["description"]
+        assert "JSON merge patch (RFC 7396)" in document["paths"][path]["patch"]["description"]
+
+
+def test_every_creating_post_documents_the_idempotency_key(document: dict[str, Any]) -> None:
+    creating = [
+        "/api/templates",
+        "/api/rules",
+        "/api/webhooks/configurations",
+        "/api/notifications/test",
+    ]
+
+    for path in creating:
+        headers = [p["name"] for p in document["paths"][path]["post"]["parameters"] if p["in"] == "header"]
+        assert "Idempotency-Key" in headers, path
+
+
+def test_every_list_pages_by_cursor(document: dict[str, Any]) -> None:
+    """Given an operation answering a list, then it takes ``limit`` and ``cursor`` and its
+    answer is ``{items, nextCursor}``."""
+    schemas = document["components"]["schemas"]
+    lists = 0
+    for item in document["paths"].values():
+        get = item.get("get", {})
+        reply = get.get("responses", {}).get("200", {}).get("content", {}).get("application/json", {})
+        ref = reply.get("schema", {}).get("$ref", "")
+        schema = schemas.get(ref.rsplit("/", 1)[-1], {})
+        if "items" in schema.get("properties", {}):
+            lists += 1
+            assert set(schema["properties"]) == {"items", "nextCursor"}
+            assert {"limit", "cursor"} <= {p["name"] for p in get["parameters"]}
+    assert lists >= 6
