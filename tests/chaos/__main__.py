@@ -1,4 +1,4 @@
-"""``python -m tests.chaos [--quick] [--messages N] [--scenarios 1 5 …]``"""
+"""``python -m tests.chaos [--quick] [--messages N] [--scenarios 1 5 …] [--output FILE]``"""
 
 from __future__ import annotations
 
@@ -40,6 +40,12 @@ def main() -> int:
     parser.add_argument("--messages", type=int, help="messages per scenario")
     parser.add_argument("--scenarios", nargs="+", choices=sorted(SCENARIOS), help="which scenarios to run")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="where the figures go (default: bench/results/chaos.json, chaos-quick.json with --quick); "
+        "give one when running a few scenarios, so a full run's figures are not replaced",
+    )
     args = parser.parse_args()
     load = QUICK_LOAD if args.quick else FULL
     wanted = set(args.scenarios or (QUICK if args.quick else SCENARIOS))
@@ -98,13 +104,11 @@ def main() -> int:
         "lost": lost,
         "scenarios": [r.as_dict() for r in results],
     }
-    results_file = QUICK_RESULTS if args.quick else RESULTS
+    results_file = (args.output or (QUICK_RESULTS if args.quick else RESULTS)).resolve()
     results_file.parent.mkdir(parents=True, exist_ok=True)
     results_file.write_text(json.dumps(report, indent=2) + "\n")
-    print(
-        f"\n{len(results)} scenarios in {elapsed:.0f}s; lost {lost}; "
-        f"results in {results_file.relative_to(ROOT)}"
-    )
+    shown = results_file.relative_to(ROOT) if results_file.is_relative_to(ROOT) else results_file
+    print(f"\n{len(results)} scenarios in {elapsed:.0f}s; lost {lost}; results in {shown}")
     return 1 if lost else 0
 
 

@@ -107,6 +107,14 @@ class Pool:
             os.kill(rng.choice(pids), signal.SIGKILL)
         return True
 
+    def kill_all(self) -> None:
+        """SIGKILL the whole pool, main process and workers: a host losing power. The
+        supervisor starts it again."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
     def terminate(self) -> None:
         """SIGTERM to the main process only: it forwards it to its workers for a graceful
         stop (signalling the group would make each worker see it twice and die hard)."""

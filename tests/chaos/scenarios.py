@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pika
@@ -19,8 +20,9 @@ from producer.service import NotificationService
 from shared import tracking
 from shared.broker import amqp_url_with_defaults, get_broker, publish
 from shared.channels import Channel
+from shared.db.models import utcnow
 from shared.db.rls import system_scope
-from tests.chaos.load import Load, sink_copies
+from tests.chaos.load import MIX, Accepted, Load, sink_copies
 from tests.chaos.pools import Fleet
 from tests.chaos.stack import Stack
 from tests.chaos.tally import Result, tally, wait_drained
@@ -36,6 +38,12 @@ OUTAGE = 5.0
 POISON = 20
 #: Attempts a poison message gets before it is dead-lettered.
 POISON_ATTEMPTS = 3
+#: The scheduled-restart scenario's messages are due this long after their fill ends, and
+#: every worker process is killed this long before they are due.
+SCHEDULED_LEAD = 6.0
+KILL_BEFORE_DUE = 2.0
+#: Scheduled messages per ``send_many`` call.
+SCHEDULE_CHUNK = 1000
 
 
 @dataclass
@@ -253,6 +261,72 @@ def redis_stop(run: Run) -> Result:
     return _finish(run, "4 Redis stopped", load, programmed, fault_ended=back, outage_s=OUTAGE)
 
 
+def scheduled_restart(run: Run) -> Result:
+    """8. Messages scheduled for the same moment a few seconds ahead; every worker process
+    (and with it every scheduler) is SIGKILLed before they are due, the supervisors start the
+    pools again, and each message fires exactly once."""
+    programmed = _programmed(run)
+    restarts_before = run.fleet.restarts
+    peers = run.stack.peers
+    assert peers.webhooks is not None
+    accepted = Accepted()
+    # The fill's own pace sets the due time: about 5,000 a second through send_many on a
+    # quiet machine, so twice that leaves room on a busy one.
+    due = utcnow() + timedelta(seconds=run.messages / 2500 + SCHEDULED_LEAD)
+    items: list[dict[str, Any]] = []
+    for n in range(run.messages):
+        channel = MIX[n % len(MIX)]
+        body = f"chaos scheduled {n}"
+        if channel is Channel.EMAIL:
+            fields: dict[str, Any] = {"to": f"user{n}@example.com", "subject": f"Later {n}", "text": body}
+        elif channel is Channel.SMS:
+            fields = {"to": f"+1415555{n % 10000:04d}", "message": body}
+        elif channel is Channel.WEBHOOK:
+            fields = {"url": peers.webhooks.url, "payload": {"n": n}}
+        else:
+            fields = {"user_id": f"user-{n % 50}", "title": f"Later {n}", "message": body}
+        items.append({"channel": channel.value, **fields, "send_at": due})
+    for start in range(0, len(items), SCHEDULE_CHUNK):
+        chunk = items[start : start + SCHEDULE_CHUNK]
+        for item, answer in zip(chunk, run.service.send_many(chunk), strict=True):
+            if "id" not in answer:
+                accepted.refused[answer["error"]["code"]] += 1
+                continue
+            channel = Channel.parse(item["channel"])
+            accepted.ids[answer["id"]] = channel
+            if channel is Channel.SMS:
+                accepted.sms_bodies[answer["id"]] = item["message"]
+    time.sleep(max(0.0, (due - utcnow()).total_seconds() - KILL_BEFORE_DUE))
+    killed_before_due = (due - utcnow()).total_seconds()
+    for pool in run.fleet.pools.values():
+        pool.kill_all()
+    scheduled_at_kill = _count_status(run, list(accepted.ids), "scheduled")
+    wait_drained(run.stack.database_url, list(accepted.ids), run.drain_timeout)
+    drain = (utcnow() - due).total_seconds()
+    time.sleep(1)  # let in-flight duplicates, if any, land before counting
+    result = tally(
+        "8 scheduled, all workers SIGKILLed",
+        run.stack.database_url,
+        accepted.ids,
+        sink_copies(peers, accepted),
+        refused=accepted.refused,
+        refusals_served=peers.webhooks.programmed - programmed,
+        drain_seconds=drain,
+    )
+    result.notes.update(
+        killed_before_due_s=round(killed_before_due, 1),
+        scheduled_at_kill=scheduled_at_kill,
+        pool_restarts=run.fleet.restarts - restarts_before,
+    )
+    return result
+
+
+def _count_status(run: Run, ids: list[str], status: str) -> int:
+    from tests.chaos.tally import statuses
+
+    return sum(1 for found, _ in statuses(run.stack.database_url, ids).values() if found == status)
+
+
 def _programmed(run: Run) -> int:
     webhooks = run.stack.peers.webhooks
     assert webhooks is not None
@@ -282,8 +356,9 @@ SCENARIOS: dict[str, Callable[[Run], Result]] = {
     "5": sink_faults,
     "6": poison,
     "7": graceful_shutdown,
+    "8": scheduled_restart,
 }
 QUICK = ("1", "5", "6")
 #: The order scenarios run in: the broker restart last, so a fleet it leaves degraded
 #: cannot spoil the others' figures.
-ORDER = ("1", "6", "5", "7", "3", "4", "2")
+ORDER = ("1", "6", "5", "7", "8", "3", "4", "2")
