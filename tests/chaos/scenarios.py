@@ -305,7 +305,7 @@ def scheduled_restart(run: Run) -> Result:
     drain = (utcnow() - due).total_seconds()
     time.sleep(1)  # let in-flight duplicates, if any, land before counting
     result = tally(
-        "8 scheduled, all workers SIGKILLed",
+        "8 scheduled, all SIGKILLed",
         run.stack.database_url,
         accepted.ids,
         sink_copies(peers, accepted),
