@@ -263,3 +263,18 @@ def test_cancels_racing_the_scheduler_end_in_exactly_one_outcome_each(
     wait_until(lambda: len(receiver.deliveries) >= delivered, timeout=10, message="deliveries missing")
     by_name = {f"m{n}": message_id for n, message_id in enumerate(ids)}
     assert sorted(names(receiver)) == sorted(n for n, m in by_name.items() if not canceled[m])
+
+
+@pytest.mark.anyio
+async def test_the_async_twins_schedule_too(settings: Settings) -> None:
+    service = NotificationService(settings)
+    at = utcnow() + timedelta(minutes=10)
+
+    message_id = await service.asend_in_app_notification(user_id="u1", title="t", message="m", send_at=at)
+    results = await service.asend_many(
+        [{"channel": "in-app", "userId": "u1", "title": "t", "message": "m", "delayMs": 60_000}]
+    )
+
+    assert service.get_status(message_id)["status"] == "scheduled"
+    assert datetime.fromisoformat(service.get_status(message_id)["sendAt"]) == at
+    assert results[0]["status"] == "scheduled"
