@@ -14,7 +14,7 @@ import binascii
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -59,7 +59,9 @@ def moment(value: Any) -> datetime:
     parsed = datetime.fromisoformat(text(value))
     if parsed.tzinfo is None:
         raise ValueError("no UTC offset")
-    return parsed
+    # Stored in UTC: an instant whose offset moves it past year 9999 or before year 1 has no
+    # column value to compare with, so it is no cursor this API made.
+    return parsed.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ def decode_cursor(cursor: str, decoders: Sequence[Decoder]) -> tuple[Any, ...]:
         if not isinstance(values, list) or len(values) != len(decoders):
             raise ValueError("wrong shape")
         return tuple(decode(value) for decode, value in zip(decoders, values, strict=True))
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError, OverflowError):
         raise invalid("cursor", "is not a nextCursor this list returned") from None
 
 

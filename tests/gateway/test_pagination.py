@@ -13,7 +13,7 @@ import pytest
 
 from migrations.migrate import upgrade
 from producer.gateway.app import create_app
-from producer.gateway.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from producer.gateway.pagination import DEFAULT_LIMIT, MAX_LIMIT, encode_cursor
 from shared.config import Settings
 from shared.db.models import NotificationRule, WebhookConfiguration, utcnow
 from shared.db.session import session_scope
@@ -200,4 +200,15 @@ def test_a_cursor_of_one_list_is_refused_by_another(gateway: tuple[httpx.Client,
     response = client.get("/api/templates", params={"cursor": rules_cursor})
 
     assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == "cursor"
+
+
+def test_a_cursor_whose_offset_leaves_the_calendar_answers_422(gateway: tuple[httpx.Client, str]) -> None:
+    """A forged rules cursor at 9999-12-31T23:00-05:00 is past year 9999 in UTC: refused, not a 500."""
+    client, _ = gateway
+    forged = encode_cursor(["9999-12-31T23:00:00-05:00", "00000000-0000-0000-0000-000000000000"])
+
+    response = client.get("/api/rules", params={"cursor": forged})
+
+    assert response.status_code == 422, response.text
     assert response.json()["error"]["details"][0]["field"] == "cursor"
