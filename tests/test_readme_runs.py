@@ -51,6 +51,27 @@ def test_every_skipped_block_says_why() -> None:
     assert len(skipped) <= MAX_SKIPPED, [f"line {b.line}: {b.skip}" for b in skipped]
 
 
+def test_a_skip_without_a_reason_and_a_wrong_answer_are_seen(tmp_path: Path) -> None:
+    """The checks above are not vacuous: a bare skip marker reads as a skip without a reason,
+    and an answer that differs from the one shown is reported."""
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "<!-- readme-test: skip -->\n```sh\nmake run\n```\n\n"
+        '```sh\ncurl -s x\n# {"id": "…", "status": "queued"}\n```\n'
+    )
+
+    skipped, checked = blocks(readme)
+
+    assert skipped.skip == ""
+    (step,) = steps(checked.code)
+    assert step.expected is not None
+    assert mismatches(step.expected, {"id": "1", "status": "queued"}) == []
+    assert mismatches(step.expected, {"id": "1", "status": "failed"}) == [
+        "'status' is 'failed', not 'queued'"
+    ]
+    assert mismatches(step.expected, {"status": "queued"}) == ["no 'id'"]
+
+
 def run_block(block: Block, instance: running.Running) -> list[str]:
     """Run ``block``; the problems found (a failing command, an answer not as shown)."""
     outputs = instance.workdir / ".readme-answers"
