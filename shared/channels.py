@@ -51,6 +51,4 @@ class Status(enum.StrEnum):
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = frozenset(
-    {Status.SENT, Status.DELIVERED, Status.FAILED, Status.SKIPPED, Status.CANCELED}
-)
+TERMINAL_STATUSES = frozenset({Status.SENT, Status.DELIVERED, Status.FAILED, Status.SKIPPED, Status.CANCELED})
