@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pydantic.alias_generators import to_camel
 
+from producer.enqueue import close_loop_acceptors
 from producer.service import NotificationService
 from shared.channels import Channel
 from shared.config import Settings
@@ -269,11 +270,13 @@ def test_cancels_racing_the_scheduler_end_in_exactly_one_outcome_each(
 async def test_the_async_twins_schedule_too(settings: Settings) -> None:
     service = NotificationService(settings)
     at = utcnow() + timedelta(minutes=10)
+    item = {"channel": "in-app", "userId": "u1", "title": "t", "message": "m", "delayMs": 60_000}
 
-    message_id = await service.asend_in_app_notification(user_id="u1", title="t", message="m", send_at=at)
-    results = await service.asend_many(
-        [{"channel": "in-app", "userId": "u1", "title": "t", "message": "m", "delayMs": 60_000}]
-    )
+    try:
+        message_id = await service.asend_in_app_notification(user_id="u1", title="t", message="m", send_at=at)
+        results = await service.asend_many([item])
+    finally:
+        await close_loop_acceptors()  # this test's loop ends with it: so do its connections
 
     assert service.get_status(message_id)["status"] == "scheduled"
     assert datetime.fromisoformat(service.get_status(message_id)["sendAt"]) == at
