@@ -5,6 +5,8 @@ kai-messaging gateway [--port 8000]    the HTTP gateway (enqueue only)
 kai-messaging worker email [sms …|events] [--processes N] [--threads M]
 kai-messaging migrate                  apply database migrations
 kai-messaging send email --to … --subject … --text …   (or --template KEY --data JSON)
+kai-messaging send … --send-at T | --local-time HH:MM | --delay-ms N   schedule it
+kai-messaging cancel ID                stop a message that has not started
 kai-messaging event TYPE [--user-id U] [--data JSON]   queue an event for the rules
 kai-messaging status [ID]              the fleet's queues, or a message's delivery status
 kai-messaging health                   is the database, the broker and Redis reachable
@@ -119,10 +121,20 @@ _NOT_FIELDS = frozenset({"func", "channel", "command"})
 
 def _send(args: argparse.Namespace) -> int:
     from producer import notification_service
+    from producer.background import background
 
     fields = {k: v for k, v in vars(args).items() if k not in _NOT_FIELDS and v is not None}
-    message_id = notification_service.submit(args.channel, fields)
-    print(json.dumps({"id": message_id, "status": "queued"}))
+    if "local_time" in fields:
+        fields["send_at"] = {"local_time": fields.pop("local_time")}
+    # The gateway's answer, so a scheduled message shows its send time (and zone).
+    print(json.dumps(background().run(notification_service.aaccept(args.channel, fields))))
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from producer import notification_service
+
+    print(json.dumps(notification_service.cancel(args.message_id)))
     return 0
 
 
@@ -301,7 +313,20 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--template", help="a template key instead of literal content")
         c.add_argument("--data", type=json_object, help="the template's data, as a JSON object")
         c.add_argument("--locale", help="the template locale (default: TEMPLATE_DEFAULT_LOCALE)")
+        when = c.add_mutually_exclusive_group()
+        when.add_argument("--send-at", dest="send_at", help="send at this RFC 3339 time (with its offset)")
+        when.add_argument(
+            "--local-time",
+            dest="local_time",
+            metavar="HH:MM",
+            help="send at the next HH:MM in the user's time zone (from their preferences; else UTC)",
+        )
+        when.add_argument("--delay-ms", dest="delay_ms", type=positive_int, help="send this many ms from now")
     p.set_defaults(func=_send)
+
+    p = sub.add_parser("cancel", help="cancel a message that has not started (scheduled, or not yet taken)")
+    p.add_argument("message_id", metavar="ID", help="the id `send` printed")
+    p.set_defaults(func=_cancel)
 
     p = sub.add_parser("event", help="queue an event for the notification rules and print its id")
     p.add_argument("event_type", metavar="EVENT_TYPE", help="e.g. subscription.payment_failed")
@@ -339,7 +364,7 @@ def _refused(exc: ValidationError) -> str:
 
 
 #: Commands that do one thing and exit (not the serving ones).
-_ONE_SHOT = frozenset({_migrate, _send, _event, _status, _health, _dlq})
+_ONE_SHOT = frozenset({_migrate, _send, _cancel, _event, _status, _health, _dlq})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -366,7 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except ValidationError as exc:
         print(f"kai-messaging: refused: {_refused(exc)}", file=sys.stderr)
-        return 2
+        # A conflict with the message's state (already sent, already canceled) is no usage error.
+        return 1 if exc.status_code == 409 else 2
     except KaiError as exc:
         print(f"kai-messaging: {exc}", file=sys.stderr)
         return 1

@@ -280,3 +280,65 @@ def test_help_names_the_port_settings(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["run", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--port" in out and "$PORT" in out
+
+
+def test_send_can_schedule_and_cancel_can_stop_it(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`send --delay-ms` answers `scheduled` with its send time; `cancel` then stops it, and a
+    second `cancel` is refused as a failure (it has already been canceled)."""
+    code, out = run(
+        capsys, "send", "sms", "--to", "+14155550100", "--message", "later", "--delay-ms", "60000"
+    )
+    assert code == 0
+    answer = json.loads(out)
+    assert answer["status"] == "scheduled"
+    assert "sendAt" in answer
+
+    code, out = run(capsys, "cancel", answer["id"])
+    assert code == 0
+    assert json.loads(out)["status"] == "canceled"
+    assert NotificationService(settings).get_status(answer["id"])["status"] == "canceled"
+
+    assert run(capsys, "cancel", answer["id"])[0] == 1
+
+
+def test_send_at_a_local_time_names_the_zone(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    """A user without a time zone in their preferences is scheduled in UTC, and told so."""
+    code, out = run(
+        capsys,
+        "send",
+        "in-app",
+        "--user-id",
+        "u-cli",
+        "--title",
+        "t",
+        "--message",
+        "m",
+        "--local-time",
+        "09:00",
+    )
+
+    assert code == 0
+    answer = json.loads(out)
+    assert (answer["status"], answer["timezone"]) == ("scheduled", "UTC")
+
+
+def test_send_refuses_two_send_times(tmp_path: Path) -> None:
+    result = running.cli(
+        "send",
+        "sms",
+        "--to",
+        "+14155550100",
+        "--message",
+        "m",
+        "--delay-ms",
+        "5",
+        "--send-at",
+        "2030-01-01T00:00:00Z",
+        cwd=tmp_path,
+        env=running.embedded_env(),
+    )
+
+    assert result.returncode == 2
+    assert "not allowed with argument" in one_error_line(result.stderr)
