@@ -135,6 +135,7 @@ APP_GRANTS = (
     " webhook_configurations, pending_publishes TO {role}",
     "GRANT SELECT, INSERT ON webhook_delivery_logs TO {role}",
     "GRANT SELECT, INSERT, UPDATE ON creation_idempotency_keys TO {role}",
+    "GRANT SELECT, INSERT, UPDATE ON digest_buckets, digest_items TO {role}",
     "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}",
 )
 

@@ -110,6 +110,10 @@ class NotificationLog(Base):
     send_at: Mapped[datetime | None] = mapped_column()
     #: The time zone a ``{"localTime": …}`` send time was read in (revision 0010).
     send_at_zone: Mapped[str | None] = mapped_column(String(64))
+    #: A later step of an escalation: the first step's message, whose state decides whether
+    #: this one goes, and the condition that must hold (revision 0013).
+    escalation_of: Mapped[str | None] = mapped_column(String(36))
+    escalation_if: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column()
@@ -130,6 +134,12 @@ class NotificationLog(Base):
         Index("ix_notification_logs_channel_created_at_id", "channel", "created_at", "id"),
         Index("ix_notification_logs_event_id", "event_id"),
         Index("ix_notification_logs_channel_completed_at", "channel", "completed_at"),
+        Index(
+            "ix_notification_logs_escalation_of",
+            "escalation_of",
+            postgresql_where=text("escalation_of IS NOT NULL"),
+            sqlite_where=text("escalation_of IS NOT NULL"),
+        ),
     )
 
 
@@ -148,6 +158,8 @@ class UserNotificationPreference(Base):
     quiet_hours_start: Mapped[str | None] = mapped_column(String(5))
     quiet_hours_end: Mapped[str | None] = mapped_column(String(5))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default=text("'UTC'"))
+    #: ``{"all": "daily", "order.shipped": "instant"}``
+    digest_preferences: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -227,10 +239,61 @@ class NotificationRule(Base):
     critical: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     delay_ms: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    #: Escalation steps, first to last (see shared/events/escalation.py); None: ``channels``.
+    steps: Mapped[list[Any] | None] = mapped_column(JSONDoc)
+    #: ``{"window": "10m", "key": "data.orderId", "maxItems": 50}`` (see shared/events/digests.py)
+    digest: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    #: ``{"limit": 3, "per": "1h", "then": "digest"}``
+    throttle: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index("ix_notification_rules_event_type_active", "event_type", "active"),)
+
+
+class DigestBucket(Base):
+    """One digest window of a rule for one key: open while it collects, closed once sent."""
+
+    __tablename__ = "digest_buckets"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(36), ForeignKey("notification_rules.id", ondelete="CASCADE"))
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    event_type: Mapped[str] = mapped_column(String(255))
+    digest_key: Mapped[str] = mapped_column(String(512))
+    state: Mapped[str] = mapped_column(String(16))
+    closes_at: Mapped[datetime] = mapped_column()
+    item_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    max_items: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column()
+
+    __table_args__ = (
+        Index(
+            "uq_digest_buckets_open_key",
+            "rule_id",
+            "digest_key",
+            unique=True,
+            postgresql_where=text("state = 'open'"),
+            sqlite_where=text("state = 'open'"),
+        ),
+        Index("ix_digest_buckets_state_closes_at", "state", "closes_at"),
+    )
+
+
+class DigestItem(Base):
+    """One event collected in a digest window."""
+
+    __tablename__ = "digest_items"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    bucket_id: Mapped[str] = mapped_column(String(36), ForeignKey("digest_buckets.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(36))
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    data: Mapped[dict[str, Any]] = mapped_column()
+    occurred_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (UniqueConstraint("bucket_id", "event_id", name="uq_digest_items_bucket_event"),)
 
 
 class WebhookConfiguration(Base):

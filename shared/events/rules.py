@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 from pydantic.alias_generators import to_camel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,6 +20,7 @@ from shared.db import keyset
 from shared.db.models import NotificationRule, utcnow
 from shared.errors import NotFound, ValidationError
 from shared.events import conditions as conditions_module
+from shared.events.digests import DigestInput, ThrottleInput
 from shared.templates import store as template_store
 
 #: The longest delay a rule may ask for: 30 days, in milliseconds.
@@ -40,6 +41,12 @@ class RuleInput(BaseModel):
     critical: bool = False
     delay_ms: int = Field(default=0, ge=0, le=MAX_RULE_DELAY_MS)
     active: bool = True
+    digest: DigestInput | None = Field(default=None, description="Fold events into one message per window")
+    throttle: ThrottleInput | None = Field(default=None, description="At most N messages per user per period")
+
+    @field_serializer("digest", "throttle")
+    def _stored(self, value: BaseModel | None) -> dict[str, Any] | None:
+        return value.model_dump(by_alias=True, exclude_none=True) if value is not None else None
 
     @field_validator("channels")
     @classmethod
@@ -142,6 +149,8 @@ def view(row: NotificationRule) -> dict[str, Any]:
         "critical": row.critical,
         "delayMs": row.delay_ms,
         "active": row.active,
+        "digest": row.digest,
+        "throttle": row.throttle,
         "createdAt": row.created_at.isoformat(),
         "updatedAt": row.updated_at.isoformat(),
     }

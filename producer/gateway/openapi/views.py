@@ -185,6 +185,8 @@ class Rule(View):
     critical: bool
     delay_ms: int
     active: bool
+    digest: dict[str, Any] | None
+    throttle: dict[str, Any] | None
     created_at: Timestamp
     updated_at: Timestamp
 
