@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any, cast
+from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -31,6 +31,10 @@ QUIET_CHANNELS = frozenset({Channel.EMAIL, Channel.SMS})
 #: Event types one user may set switches for (a bound on a per-user JSON document).
 MAX_EVENT_PREFERENCES = 200
 TIME_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d$"
+#: How often a user wants an event type's notifications (``all``: every type without its own
+#: choice): one by one, folded into an hourly, daily (09:00) or weekly (Monday 09:00) digest in
+#: the user's time zone, or not at all. Critical rules ignore it (shared/events/digests.py).
+DigestChoice = Literal["instant", "hourly", "daily", "weekly", "off"]
 
 _ENABLED_COLUMNS = {
     Channel.EMAIL: "email_enabled",
@@ -48,6 +52,8 @@ class Preferences:
     quiet_start: time | None = None
     quiet_end: time | None = None
     timezone: str = "UTC"
+    #: ``{"all": "daily", "order.shipped": "instant"}``
+    digest: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,7 @@ def from_row(row: Any) -> Preferences:
         quiet_start=_parse_time(row.quiet_hours_start),
         quiet_end=_parse_time(row.quiet_hours_end),
         timezone=row.timezone or "UTC",
+        digest={str(k): str(v) for k, v in (row.digest_preferences or {}).items()},
     )
 
 
@@ -181,6 +188,11 @@ class PreferencesInput(BaseModel):
     event_preferences: dict[str, dict[str, bool]] = Field(default_factory=dict)
     quiet_hours: QuietHours | None = None
     timezone: str = "UTC"
+    digest: dict[str, DigestChoice] = Field(
+        default_factory=dict,
+        description='Per event type (or "all"): instant, hourly, daily, weekly or off, e.g. '
+        '{"all": "daily", "order.shipped": "instant"}',
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -209,12 +221,22 @@ class PreferencesInput(BaseModel):
             cleaned[event_type] = {Channel.parse(name).value: on for name, on in switches.items()}
         return cleaned
 
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, value: dict[str, DigestChoice]) -> dict[str, DigestChoice]:
+        if len(value) > MAX_EVENT_PREFERENCES:
+            raise ValueError(f"at most {MAX_EVENT_PREFERENCES} event types")
+        if any(not event_type or len(event_type) > 255 for event_type in value):
+            raise ValueError("event types are 1 to 255 characters")
+        return value
+
 
 def replace(row: UserNotificationPreference, given: PreferencesInput) -> None:
     """Every preference of ``row`` from ``given``."""
     for column in _ENABLED_COLUMNS.values():
         setattr(row, column, getattr(given, column))
     row.event_preferences = given.event_preferences
+    row.digest_preferences = dict(given.digest)
     quiet = given.quiet_hours
     row.quiet_hours_start = quiet.start if quiet else None
     row.quiet_hours_end = quiet.end if quiet else None
@@ -245,4 +267,5 @@ def view(user_id: str, prefs: Preferences) -> dict[str, Any]:
         "eventPreferences": prefs.events,
         "quietHours": quiet,
         "timezone": prefs.timezone,
+        "digest": prefs.digest,
     }

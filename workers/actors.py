@@ -125,8 +125,9 @@ def declare_all(broker: dramatiq.Broker, settings: Settings) -> dict[Channel, La
         # while the loop is still there.
         broker.add_middleware(ClosePipelines(pipelines.values()), after=AsyncIO)
     if EVENTS_ACTOR not in broker.actors:
-        from workers import events
+        from workers import digests, events
 
         events.declare_actor(broker, settings)
         broker.add_middleware(events.EventRescueMiddleware(settings))
+        broker.add_middleware(digests.DigestCloseMiddleware(settings))
     return pipelines

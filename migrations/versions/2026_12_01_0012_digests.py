@@ -3,7 +3,9 @@ their own cadence, and a rule may cap how many messages a user gets per period.
 
 ``digest_buckets`` is one open window per rule and digest key (a partial unique index keeps
 it one); ``digest_items`` are the events collected in it, so a restart loses nothing. Both
-belong to a user and carry the per-user policy of revision 0005.
+belong to a user and carry the per-user policy of revision 0005. No foreign keys: a bucket
+whose rule was removed closes without a message, and the rows of the two tables are written
+and read together, as the system.
 
 Revision ID: 0012
 Revises: 0005
@@ -55,9 +57,6 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_digest_buckets"),
-        sa.ForeignKeyConstraint(
-            ["rule_id"], ["notification_rules.id"], name="fk_digest_buckets_rule_id", ondelete="CASCADE"
-        ),
     )
     op.create_index(
         "uq_digest_buckets_open_key",
@@ -77,9 +76,6 @@ def upgrade() -> None:
         sa.Column("data", JSON_DOC, nullable=False),
         sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_digest_items"),
-        sa.ForeignKeyConstraint(
-            ["bucket_id"], ["digest_buckets.id"], name="fk_digest_items_bucket_id", ondelete="CASCADE"
-        ),
         sa.UniqueConstraint("bucket_id", "event_id", name="uq_digest_items_bucket_event"),
     )
     if op.get_bind().dialect.name != "postgresql":

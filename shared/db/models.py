@@ -257,7 +257,8 @@ class DigestBucket(Base):
     __tablename__ = "digest_buckets"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    rule_id: Mapped[str] = mapped_column(String(36), ForeignKey("notification_rules.id", ondelete="CASCADE"))
+    #: No foreign key: a bucket whose rule was removed closes without a message.
+    rule_id: Mapped[str] = mapped_column(String(36))
     user_id: Mapped[str | None] = mapped_column(String(255))
     event_type: Mapped[str] = mapped_column(String(255))
     digest_key: Mapped[str] = mapped_column(String(512))
@@ -287,7 +288,7 @@ class DigestItem(Base):
     __tablename__ = "digest_items"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    bucket_id: Mapped[str] = mapped_column(String(36), ForeignKey("digest_buckets.id", ondelete="CASCADE"))
+    bucket_id: Mapped[str] = mapped_column(String(36))
     event_id: Mapped[str] = mapped_column(String(36))
     user_id: Mapped[str | None] = mapped_column(String(255))
     data: Mapped[dict[str, Any]] = mapped_column()

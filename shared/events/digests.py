@@ -31,7 +31,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared.channels import Status
-from shared.db.models import DigestBucket, DigestItem, EventLog, NotificationLog, NotificationRule
+from shared.db.models import (
+    DigestBucket,
+    DigestItem,
+    EventLog,
+    NotificationLog,
+    NotificationRule,
+    UserNotificationPreference,
+)
 
 #: The shortest and longest window or throttle period (seconds units are for tests and demos).
 MIN_PERIOD = timedelta(seconds=1)
@@ -174,6 +181,14 @@ def check_user_choices(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def user_choices(session: Session, user_id: str | None) -> tuple[dict[str, Any], str]:
+    """The user's digest choices and time zone (none and UTC without preferences)."""
+    row = session.get(UserNotificationPreference, user_id) if user_id else None
+    if row is None:
+        return {}, "UTC"
+    return dict(row.digest_preferences or {}), row.timezone or "UTC"
+
+
 @dataclass(frozen=True)
 class Instant:
     """Send each event at once (the pipeline as before)."""
@@ -227,6 +242,17 @@ def _sent_recently(session: Session, event: EventLog, period: timedelta, now: da
         NotificationLog.status.notin_((Status.SKIPPED.value, Status.FAILED.value)),
     )
     return int(session.scalar(query) or 0)
+
+
+def item_view(event_id: str, occurred_at: datetime, data: dict[str, Any]) -> dict[str, Any]:
+    """One event as a digest's template sees it in ``events``, ``first`` and ``last``."""
+    return {"eventId": event_id, "occurredAt": occurred_at.isoformat(), "data": data}
+
+
+def single(event: EventLog) -> dict[str, Any]:
+    """The digest fields of a digest holding only ``event``."""
+    one = item_view(event.id, event.created_at, dict(event.data or {}))
+    return {"events": [one], "count": 1, "first": one, "last": one}
 
 
 def digest_key(spec: DigestInput, event: EventLog) -> str:

@@ -21,7 +21,7 @@ from shared.channels import Channel, Status
 from shared.config import Settings
 from shared.db.models import EventLog, NotificationLog, NotificationRule, UserContact, utcnow
 from shared.errors import NotFound
-from shared.events import conditions, contacts, rules
+from shared.events import conditions, contacts, digests, rules
 from shared.logging import get_logger
 from shared.messages import normalize_email, normalize_phone
 from shared.payloads import Stored, Templated, TemplateRef
@@ -48,7 +48,8 @@ def idempotency_key(event_id: str, rule_id: str, channel: Channel) -> str:
 
 
 def template_data(event: EventLog) -> dict[str, Any]:
-    """What a rule's template renders with: the event's data, plus ``event`` itself."""
+    """What a rule's template renders with: the event's data, plus ``event`` itself and the
+    digest fields (``events``, ``count``, ``first``, ``last``) of a digest of this one event."""
     data = dict(event.data or {})
     data.setdefault(
         "event",
@@ -59,6 +60,9 @@ def template_data(event: EventLog) -> dict[str, Any]:
             "occurredAt": event.created_at.isoformat(),
         },
     )
+    # A template written for a digest also renders one event sent at once.
+    for name, value in digests.single(event).items():
+        data.setdefault(name, value)
     return data
 
 
@@ -84,9 +88,11 @@ def _message(
     rule: NotificationRule,
     channel: Channel,
     contact: UserContact | None,
+    held: digests.Skip | None = None,
 ) -> tuple[str, bool, bool]:
-    """Create the rule's message on ``channel``: ``(id, created, publish_now)``."""
-    problem: tuple[Status, str, str] | None = None
+    """Create the rule's message on ``channel``: ``(id, created, publish_now)``; ``held``
+    closes it as skipped at once (the user turned the type off, or a throttle skipped it)."""
+    problem: tuple[Status, str, str] | None = (Status.SKIPPED, held.reason, held.code) if held else None
     try:
         recipient = _recipient(channel, event, contact)
     except ValueError as exc:
@@ -139,6 +145,15 @@ def _message(
     return message_id, created, due_at is None
 
 
+def digest_message(
+    session: Session, settings: Settings, digest: EventLog, rule: NotificationRule, channel: Channel
+) -> tuple[str, bool, bool]:
+    """A closed digest's message on ``channel``, like an event's: ``digest`` is an unsaved
+    event standing for the digest's events (its last one's id, their data in ``events``)."""
+    contact = contacts.get(session, digest.user_id) if digest.user_id else None
+    return _message(session, settings, digest, rule, channel, contact)
+
+
 def _waiting(session: Session, event_id: str) -> list[tuple[Channel, str]]:
     rows = session.execute(
         select(NotificationLog.channel, NotificationLog.id).where(
@@ -162,14 +177,20 @@ def process(session: Session, settings: Settings, event_id: str) -> Result:
         log.info("event.duplicate", event_id=event_id)
         return Result(event_id, _waiting(session, event_id), duplicate=True)
     contact = contacts.get(session, event.user_id) if event.user_id else None
+    choices, zone = digests.user_choices(session, event.user_id)
     publish: list[tuple[Channel, str]] = []
     matched = 0
     for rule in rules.matching(session, event.event_type):
         if not conditions.all_hold(rule.conditions or [], event.event_type, event.user_id, event.data or {}):
             continue
         matched += 1
+        how = digests.plan(session, rule, event, choices, utcnow())
+        if isinstance(how, digests.Digest):
+            digests.add(session, rule, event, how.spec, zone, utcnow())
+            continue
+        held = how if isinstance(how, digests.Skip) else None
         for name in rule.channels:
-            message_id, _created, now = _message(session, settings, event, rule, Channel(name), contact)
+            message_id, _created, now = _message(session, settings, event, rule, Channel(name), contact, held)
             if now:
                 publish.append((Channel(name), message_id))
     webhook_ids = fan_out(

@@ -63,6 +63,24 @@ ROWS: dict[str, Callable[[str | None], dict[str, Any]]] = {
         "data": "{}",
         "created_at": NOW,
     },
+    "digest_buckets": lambda user: {
+        "id": f"bucket-of-{user}",
+        "rule_id": "rule",
+        "user_id": user,
+        "event_type": "order.shipped",
+        "digest_key": f"{user} order.shipped",
+        "state": "open",
+        "closes_at": NOW,
+        "created_at": NOW,
+    },
+    "digest_items": lambda user: {
+        "id": f"item-of-{user}",
+        "bucket_id": f"bucket-of-{user}",
+        "event_id": f"event-of-{user}",
+        "user_id": user,
+        "data": '{"address": "private"}',
+        "occurred_at": NOW,
+    },
 }
 
 #: Tables whose rows may belong to no user (a message or event sent without a user id).

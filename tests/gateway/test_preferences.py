@@ -43,6 +43,7 @@ def test_a_user_without_preferences_gets_the_defaults(client: httpx.Client) -> N
         "eventPreferences": {},
         "quietHours": None,
         "timezone": "UTC",
+        "digest": {},
     }
 
 
@@ -81,6 +82,7 @@ def test_put_replaces_the_whole_document(client: httpx.Client) -> None:
             "eventPreferences": {"order.shipped": {"sms": True}},
             "quietHours": {"start": "22:00", "end": "07:00"},
             "timezone": "Europe/Paris",
+            "digest": {"all": "daily"},
         },
     )
 
@@ -96,6 +98,7 @@ def test_put_replaces_the_whole_document(client: httpx.Client) -> None:
         "eventPreferences": {},
         "quietHours": None,
         "timezone": "UTC",
+        "digest": {},
     }
     assert client.get(PATH).json() == replaced.json()
 
@@ -108,6 +111,8 @@ def test_put_replaces_the_whole_document(client: httpx.Client) -> None:
         {"quietHours": {"start": "22:00", "end": "22:00"}},
         {"timezone": "Mars/Olympus"},
         {"eventPreferences": {"order.shipped": {"pigeon": True}}},
+        {"digest": {"all": "fortnightly"}},
+        {"digest": {"": "daily"}},
         {"surprise": 1},
     ],
 )
@@ -118,6 +123,17 @@ def test_invalid_preferences_are_refused(client: httpx.Client, body: dict[str, A
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "validation_error"
     assert client.get(PATH).json()["emailEnabled"] is True
+
+
+def test_digest_choices_merge_per_event_type(client: httpx.Client) -> None:
+    """Given a daily digest for every type, when a PATCH makes one type instant and turns
+    another off, then the three choices stand side by side."""
+    client.put(PATH, json={"digest": {"all": "daily"}})
+
+    patched = client.patch(PATH, json={"digest": {"order.shipped": "instant", "promo.sent": "off"}})
+
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["digest"] == {"all": "daily", "order.shipped": "instant", "promo.sent": "off"}
 
 
 def test_each_user_sees_only_their_own_preferences(client: httpx.Client) -> None:

@@ -210,6 +210,7 @@ class Preferences(View):
     event_preferences: dict[str, dict[str, bool]]
     quiet_hours: QuietHoursView | None
     timezone: str
+    digest: dict[str, str]
 
 
 class Notification(View):

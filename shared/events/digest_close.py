@@ -1,0 +1,99 @@
+"""Closing digests: every due open bucket becomes one message per channel of its rule.
+
+Called by the events workers' closer (``workers/digests.py``) on every tick. A bucket is
+claimed with ``FOR UPDATE SKIP LOCKED`` and marked closed in the transaction that creates its
+messages, so two workers closing side by side send each digest once; a bucket that an event is
+joining at that moment stays locked by the event's transaction and is skipped until the next
+tick, with that event in it. The messages' ids are published after the commit; a crash before
+the publish leaves them queued for the scheduler's rescue, like any message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from shared.channels import Channel
+from shared.config import Settings
+from shared.db.models import DigestBucket, DigestItem, EventLog, NotificationRule, utcnow
+from shared.events import processing
+from shared.events.digests import CLOSED, OPEN, item_view
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+#: Events a digest's template sees at most (``count`` still tells how many there were): a
+#: busy key must not make a message too large to store or render.
+MAX_RENDERED_EVENTS = 100
+
+
+def close_due(session: Session, settings: Settings, *, limit: int) -> list[tuple[Channel, str]]:
+    """Close up to ``limit`` due buckets in ``session`` (one transaction: the caller commits,
+    then publishes the returned messages)."""
+    now = utcnow()
+    ids = list(
+        session.scalars(
+            select(DigestBucket.id)
+            .where(DigestBucket.state == OPEN, DigestBucket.closes_at <= now)
+            .order_by(DigestBucket.closes_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not ids:
+        return []
+    session.execute(
+        update(DigestBucket)
+        .where(DigestBucket.id.in_(ids), DigestBucket.state == OPEN)
+        .values(state=CLOSED, closed_at=now)
+    )
+    publish: list[tuple[Channel, str]] = []
+    for bucket in session.scalars(select(DigestBucket).where(DigestBucket.id.in_(ids))):
+        publish.extend(_send(session, settings, bucket))
+    log.info("digest.closed", buckets=len(ids), messages=len(publish))
+    return publish
+
+
+def _item(row: DigestItem) -> dict[str, Any]:
+    return item_view(row.event_id, row.occurred_at, row.data)
+
+
+def _send(session: Session, settings: Settings, bucket: DigestBucket) -> list[tuple[Channel, str]]:
+    rule = session.get(NotificationRule, bucket.rule_id)
+    items = list(
+        session.scalars(
+            select(DigestItem)
+            .where(DigestItem.bucket_id == bucket.id)
+            .order_by(DigestItem.occurred_at, DigestItem.id)
+        )
+    )
+    if rule is None or not items:
+        return []
+    last = items[-1]
+    rendered = [_item(row) for row in items[-MAX_RENDERED_EVENTS:]]
+    data = {
+        **last.data,
+        "events": rendered,
+        "count": len(items),
+        "first": _item(items[0]),
+        "last": rendered[-1],
+        "digest": {"id": bucket.id, "openedAt": bucket.created_at.isoformat()},
+    }
+    # Unsaved: it only carries what a message is made from. The last event's id keeps the
+    # message linked to an event of the digest (and makes its idempotency key unique).
+    stand_in = EventLog(
+        id=last.event_id,
+        event_type=bucket.event_type,
+        user_id=bucket.user_id,
+        data=data,
+        created_at=last.occurred_at,
+    )
+    publish = []
+    for name in rule.channels:
+        channel = Channel(name)
+        message_id, _created, now = processing.digest_message(session, settings, stand_in, rule, channel)
+        if now:
+            publish.append((channel, message_id))
+    return publish
