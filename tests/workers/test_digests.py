@@ -1,0 +1,135 @@
+"""Two real events workers (``kai-messaging worker events in_app``, separate process groups)
+close the same digest windows while events keep coming, and one of them is SIGKILLed in
+the middle: every event still lands in exactly one digest, and every digest is sent once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from producer.events import EventNotificationService
+from shared.config import Settings
+from shared.db.models import DigestBucket, DigestItem, EventLog, Notification
+from shared.db.rls import system_scope
+from tests.test_events_flow import add_rule, save_template
+from tests.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+USERS = 25
+ROUNDS = 6
+EVENT = "order.shipped"
+
+
+class Workers:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        argv = [
+            sys.executable,
+            "-m",
+            "cli",
+            "worker",
+            "events",
+            "in_app",
+            "--processes",
+            "1",
+            "--threads",
+            "4",
+        ]
+        process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=self.env,
+            start_new_session=True,  # its own process group, so the kill takes every child
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.processes.append(process)
+        return process
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)  # the main process forwards it to its workers
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(5)
+
+
+@pytest.fixture
+def workers(base_env: dict[str, str]) -> Iterator[Workers]:
+    pool = Workers({**os.environ, **base_env, "PYTHONPATH": str(ROOT)})
+    yield pool
+    pool.stop_all()
+
+
+def count(settings: Settings, query: object) -> int:
+    with system_scope(settings.database_url) as session:
+        return int(session.scalar(query) or 0)  # type: ignore[call-overload]
+
+
+def test_two_workers_and_a_sigkill_send_each_digest_once_with_every_event(
+    make_settings: Callable[..., Settings], workers: Workers
+) -> None:
+    """Given a 1s digest window and two events workers, when 25 users get six rounds of events
+    and one worker is SIGKILLed while windows are open, then every event is in exactly one
+    digest, each digest is one notification, and each user's notifications count all six."""
+    settings = make_settings()
+    save_template(
+        settings,
+        key="shipped",
+        channel="in_app",
+        title="{{count}}",
+        message="round {{last.data.round}}",
+        sampleData={"count": 1, "last": {"data": {"round": 0}}},
+    )
+    add_rule(settings, eventType=EVENT, channels=["in_app"], templateKey="shipped", digest={"window": "1s"})
+    first = workers.start()
+    workers.start()
+    events = EventNotificationService(settings)
+    sent: list[str] = []
+    open_at_kill = 0
+    for round_ in range(ROUNDS):
+        batch = [events.process_event(EVENT, user_id=f"u{u}", data={"round": round_}) for u in range(USERS)]
+        sent += batch
+
+        def processed(batch: list[str] = batch) -> bool:
+            done = select(func.count()).where(EventLog.id.in_(batch), EventLog.status == "processed")
+            return count(settings, done) == len(batch)
+
+        wait_until(processed, timeout=30, message=f"round {round_} unprocessed")
+        if round_ == ROUNDS // 2:
+            open_at_kill = count(settings, select(func.count()).where(DigestBucket.state == "open"))
+            workers.kill(first)
+
+    def all_sent() -> bool:
+        still_open = count(settings, select(func.count()).where(DigestBucket.state == "open"))
+        closed = count(settings, select(func.count()).where(DigestBucket.state == "closed"))
+        return still_open == 0 and count(settings, select(func.count(Notification.id))) == closed
+
+    wait_until(all_sent, timeout=60, message="digests still open or unsent")
+    with system_scope(settings.database_url) as session:
+        items = Counter(session.scalars(select(DigestItem.event_id)))
+        titles = session.execute(select(Notification.user_id, Notification.title)).all()
+    per_user: Counter[str] = Counter()
+    for user_id, title in titles:
+        per_user[user_id] += int(title)
+    assert open_at_kill > 0  # the kill came while windows were collecting
+    assert set(items) == set(sent) and set(items.values()) == {1}
+    assert per_user == {f"u{u}": ROUNDS for u in range(USERS)}
