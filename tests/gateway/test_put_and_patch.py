@@ -110,6 +110,30 @@ def test_a_rule_patch_may_not_remove_a_required_field_or_add_an_unknown_one(clie
     assert client.get(f"/api/rules/{rule['id']}").json() == rule
 
 
+def test_a_rule_digest_and_throttle_are_stored_merged_and_checked(client: httpx.Client) -> None:
+    """Given a rule with a digest and a throttle, when a PATCH changes the digest's window, then
+    its key and maxItems stay; a malformed window or throttle is refused with the field named
+    and changes nothing."""
+    body = {
+        **RULE,
+        "digest": {"window": "10m", "key": "data.orderId", "maxItems": 20},
+        "throttle": {"limit": 3, "per": "1h", "then": "digest"},
+    }
+    rule = ok(client.post("/api/rules", json=body), 201)
+    assert (rule["digest"], rule["throttle"]) == (body["digest"], body["throttle"])
+
+    patched = ok(patch(client, f"/api/rules/{rule['id']}", {"digest": {"window": None, "cadence": "hourly"}}))
+
+    assert patched["digest"] == {"cadence": "hourly", "key": "data.orderId", "maxItems": 20}
+    assert refused(patch(client, f"/api/rules/{rule['id']}", {"digest": {"window": "soon"}})) == [
+        "digest.window"
+    ]
+    assert refused(patch(client, f"/api/rules/{rule['id']}", {"throttle": {"then": "drop"}})) == [
+        "throttle.then"
+    ]
+    assert client.get(f"/api/rules/{rule['id']}").json() == patched
+
+
 def test_contacts_put_replaces_and_patch_merges(client: httpx.Client) -> None:
     """Given no contacts, when a PATCH gives an email, then the user has only that; a PATCH of
     the phone keeps the email; null clears it; a PUT with only a locale clears the rest."""
