@@ -31,6 +31,7 @@ from shared.config import Settings, get_settings
 from shared.db.models import EventLog, utcnow
 from shared.db.rls import scope_for
 from shared.errors import IdempotencyKeyReused, NotFound, PayloadTooLarge
+from shared.events import escalation
 from shared.events.processing import QUEUED
 from shared.events.queue import EVENTS_QUEUE, event_message
 from shared.events.types import EventTypeName, event_type_name
@@ -153,6 +154,7 @@ class EventNotificationService:
                 "messageIds": message_ids,
                 "createdAt": row.created_at.isoformat(),
                 "processedAt": row.processed_at.isoformat() if row.processed_at else None,
+                "escalations": escalation.steps_of(session, event_id),
             }
 
 

@@ -119,4 +119,7 @@ def view(row: NotificationLog) -> dict[str, Any]:
         "sentAt": iso(row.sent_at),
         "deliveredAt": iso(row.delivered_at),
         "completedAt": iso(row.completed_at),
+        "escalation": (
+            {"of": row.escalation_of, "if": row.escalation_if} if row.escalation_of is not None else None
+        ),
     }

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Table, and_, bindparam, delete, func, select,
 from sqlalchemy.orm import Session
 
 from shared.db.models import Notification, utcnow
+from shared.events import escalation
 
 #: A row's ``created_at`` is taken before its transaction commits, so a row may become visible
 #: after a newer one (and worker clocks differ slightly). Replay after a reconnect therefore
@@ -149,17 +150,21 @@ def mark_read(connection: Connection, user_id: str, ids: Sequence[str]) -> int:
     """Mark the user's own notifications among ``ids`` read; other ids match nothing."""
     if not ids:
         return 0
-    result = connection.execute(
-        update(_T).where(_visible(user_id), _T.c.id.in_(ids), _T.c.read_at.is_(None)).values(read_at=utcnow())
-    )
-    return int(result.rowcount)
+    return _mark(connection, and_(_visible(user_id), _T.c.id.in_(ids)))
 
 
 def mark_all_read(connection: Connection, user_id: str) -> int:
-    result = connection.execute(
-        update(_T).where(_visible(user_id), _T.c.read_at.is_(None)).values(read_at=utcnow())
-    )
-    return int(result.rowcount)
+    return _mark(connection, _visible(user_id))
+
+
+def _mark(connection: Connection, which: Any) -> int:
+    """Mark the unread notifications matching ``which`` read, and cancel at once the pending
+    escalation steps that waited on them being read (in the same transaction)."""
+    now = utcnow()
+    unread = update(_T).where(which, _T.c.read_at.is_(None))
+    read = connection.execute(unread.values(read_at=now).returning(_T.c.notification_log_id)).all()
+    escalation.cancel_on_read(connection, [r.notification_log_id for r in read if r.notification_log_id], now)
+    return len(read)
 
 
 def soft_delete(connection: Connection, user_id: str, ids: Sequence[str]) -> int:

@@ -75,6 +75,9 @@ class NewMessage:
     #: local time was read in. With ``due_at`` the row waits as ``scheduled``.
     send_at: datetime | None = None
     send_at_zone: str | None = None
+    #: A later escalation step: the first step's message, and the condition on it.
+    escalation_of: str | None = None
+    escalation_if: str | None = None
 
     @property
     def status(self) -> Status:
@@ -193,6 +196,8 @@ def _row(message: NewMessage, now: datetime) -> dict[str, Any]:
         "due_at": message.due_at,
         "send_at": message.send_at,
         "send_at_zone": message.send_at_zone,
+        "escalation_of": message.escalation_of,
+        "escalation_if": message.escalation_if,
         "created_at": now,
         "updated_at": now,
     }
@@ -623,6 +628,31 @@ def cancel(session: Session, message_id: str, *, for_user: str | None = None) ->
         return False
     metrics.COMPLETED.labels(row.channel, Status.CANCELED.value, "canceled").inc()
     return True
+
+
+def cancel_where(connection: Connection, which: Any, *, reason: str, code: str) -> list[str]:
+    """End the messages matching ``which`` that have not started as ``canceled``, saying why
+    (an escalation step no longer needed); the ids canceled. The same conditional UPDATE as
+    :func:`cancel`, so a race with the scheduler or a claim has exactly one outcome."""
+    now = utcnow()
+    rows = connection.execute(
+        update(NotificationLog)
+        .where(which, _NOT_STARTED)
+        .values(
+            status=Status.CANCELED.value,
+            last_error=reason[:MAX_ERROR_CHARS],
+            error_code=code,
+            due_at=None,
+            next_attempt_at=None,
+            completed_at=now,
+            updated_at=now,
+        )
+        .returning(NotificationLog.id, NotificationLog.channel)
+        .execution_options(synchronize_session=False)
+    ).all()
+    for row in rows:
+        metrics.COMPLETED.labels(row.channel, Status.CANCELED.value, code).inc()
+    return [row.id for row in rows]
 
 
 def reschedule(

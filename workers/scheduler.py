@@ -27,6 +27,7 @@ from shared.broker import publish
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.rls import system_scope
+from shared.events import escalation
 from shared.logging import get_logger
 from shared.publisher import AmqpPublisher, channel_message
 from workers.handoff import publish_pending
@@ -54,6 +55,9 @@ class Scheduler:
         """Publish what is due now, and what was accepted but never published. Returns how
         many were published."""
         with system_scope(self.settings.database_url) as session:
+            # Escalation steps no longer needed end canceled first, in the same transaction
+            # that publishes the rest: a step is checked and sent, or canceled, never both.
+            escalation.settle_due(session, self.channels)
             due = tracking.take_due(
                 session, channels=self.channels, limit=BATCH_SIZE, stale_after=self.rescue_after
             )

@@ -21,7 +21,7 @@ from shared.channels import Channel, Status
 from shared.config import Settings
 from shared.db.models import EventLog, NotificationLog, NotificationRule, UserContact, utcnow
 from shared.errors import NotFound
-from shared.events import conditions, contacts, digests, rules
+from shared.events import conditions, contacts, digests, escalation, rules
 from shared.logging import get_logger
 from shared.messages import normalize_email, normalize_phone
 from shared.payloads import Stored, Templated, TemplateRef
@@ -89,6 +89,7 @@ def _message(
     channel: Channel,
     contact: UserContact | None,
     held: digests.Skip | None = None,
+    later: tuple[str, escalation.Step] | None = None,
 ) -> tuple[str, bool, bool]:
     """Create the rule's message on ``channel``: ``(id, created, publish_now)``; ``held``
     closes it as skipped at once (the user turned the type off, or a throttle skipped it)."""
@@ -121,6 +122,8 @@ def _message(
     else:
         content = Templated(template=ref, type="error" if rule.critical else "info")
     due_at = utcnow() + timedelta(milliseconds=rule.delay_ms) if rule.delay_ms and problem is None else None
+    if later is not None and problem is None:
+        due_at = (due_at or utcnow()) + later[1].delay
     message_id, created = tracking.create(
         session,
         tracking.NewMessage(
@@ -135,6 +138,9 @@ def _message(
             template_key=rule.template_key,
             template_version=found.version if found else None,
             due_at=due_at,
+            send_at=due_at if later is not None else None,
+            escalation_of=later[0] if later is not None else None,
+            escalation_if=later[1].if_ if later is not None else None,
         ),
     )
     if problem is not None and created:
@@ -152,6 +158,14 @@ def digest_message(
     event standing for the digest's events (its last one's id, their data in ``events``)."""
     contact = contacts.get(session, digest.user_id) if digest.user_id else None
     return _message(session, settings, digest, rule, channel, contact)
+
+
+def _sends(rule: NotificationRule) -> list[tuple[str, escalation.Step | None]]:
+    """The rule's channels in order, each with its escalation step if it is a later one."""
+    steps = escalation.load(rule.steps)
+    if not steps:
+        return [(name, None) for name in rule.channels]
+    return [(step.channel, step if number else None) for number, step in enumerate(steps)]
 
 
 def _waiting(session: Session, event_id: str) -> list[tuple[Channel, str]]:
@@ -189,8 +203,13 @@ def process(session: Session, settings: Settings, event_id: str) -> Result:
             digests.add(session, rule, event, how.spec, zone, utcnow())
             continue
         held = how if isinstance(how, digests.Skip) else None
-        for name in rule.channels:
-            message_id, _created, now = _message(session, settings, event, rule, Channel(name), contact, held)
+        first_id: str | None = None  # an escalation's later steps wait on its first message
+        for name, step in _sends(rule):
+            later = (first_id, step) if first_id is not None and step is not None else None
+            message_id, _created, now = _message(
+                session, settings, event, rule, Channel(name), contact, held, later=later
+            )
+            first_id = first_id or message_id
             if now:
                 publish.append((Channel(name), message_id))
     webhook_ids = fan_out(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,6 +20,7 @@ from shared.db import keyset
 from shared.db.models import NotificationRule, utcnow
 from shared.errors import NotFound, ValidationError
 from shared.events import conditions as conditions_module
+from shared.events import escalation
 from shared.events.digests import DigestInput, ThrottleInput
 from shared.templates import store as template_store
 
@@ -40,6 +41,11 @@ class RuleInput(BaseModel):
     priority: int = 0
     critical: bool = False
     delay_ms: int = Field(default=0, ge=0, le=MAX_RULE_DELAY_MS)
+    steps: list[escalation.Step] | None = Field(
+        default=None,
+        description="Escalation: the first step at once, each later one `after` it if its `if` still "
+        "holds (`notRead`, `notDelivered`, `failed`); the channels follow from the steps.",
+    )
     active: bool = True
     digest: DigestInput | None = Field(default=None, description="Fold events into one message per window")
     throttle: ThrottleInput | None = Field(default=None, description="At most N messages per user per period")
@@ -62,10 +68,43 @@ class RuleInput(BaseModel):
             parsed.append(channel.value)
         return list(dict.fromkeys(parsed))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _channels_of_steps(cls, data: Any) -> Any:
+        """A rule with steps sends on the steps' channels: ``channels`` may be left out."""
+        steps = data.get("steps") if isinstance(data, dict) else None
+        if isinstance(steps, list) and "channels" not in data:
+            # Only the channels a rule sends on: a wrong one is refused once, at its step.
+            channels = [s.get("channel") for s in steps if isinstance(s, dict)]
+            return {**data, "channels": [c for c in channels if _sends_on(c)]}
+        return data
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[escalation.Step] | None) -> list[escalation.Step] | None:
+        return None if value is None else escalation.check(value, RULE_CHANNELS)
+
+    @model_validator(mode="after")
+    def _steps_match_channels(self) -> RuleInput:
+        if self.steps is not None and self.channels != [s.channel for s in self.steps]:
+            raise ValueError("channels and steps disagree: give steps alone, the channels follow from them")
+        return self
+
+    @field_serializer("steps")
+    def _stored_steps(self, value: list[escalation.Step] | None) -> list[dict[str, Any]] | None:
+        return None if value is None else [s.stored() for s in value]
+
     @field_validator("conditions")
     @classmethod
     def _conditions(cls, value: list[Any]) -> list[Any]:
         return [conditions_module.parse(c) for c in value]
+
+
+def _sends_on(channel: object) -> bool:
+    try:
+        return isinstance(channel, str) and Channel.parse(channel) in RULE_CHANNELS
+    except ValueError:
+        return False
 
 
 def _check_templates(session: Session, rule: RuleInput, default_locale: str) -> None:
@@ -130,7 +169,10 @@ def matching(session: Session, event_type: str) -> list[NotificationRule]:
 
 def document(row: NotificationRule) -> dict[str, Any]:
     """The rule as the :class:`RuleInput` that would save it as it is (what a PATCH merges into)."""
-    return {name: value for name, value in view(row).items() if name not in _NOT_INPUT}
+    shown = {name: value for name, value in view(row).items() if name not in _NOT_INPUT}
+    if row.steps:
+        del shown["channels"]  # they follow from the steps, so a patch of the steps moves them too
+    return shown
 
 
 #: What :func:`view` shows beyond the fields a caller sets.
@@ -148,6 +190,7 @@ def view(row: NotificationRule) -> dict[str, Any]:
         "priority": row.priority,
         "critical": row.critical,
         "delayMs": row.delay_ms,
+        "steps": row.steps,
         "active": row.active,
         "digest": row.digest,
         "throttle": row.throttle,

@@ -76,6 +76,32 @@ class BatchQueued(View):
     results: list[Queued | Refused]
 
 
+class EscalationLink(BaseModel):
+    """What a later escalation step waits on: ``of`` the first step's message, ``if`` the
+    condition that must still hold when the step is due."""
+
+    of: str
+    if_: Literal["notRead", "notDelivered", "failed"] = Field(alias="if")
+
+
+class EscalationStep(BaseModel):
+    """One step of an escalation as it stands; ``reason`` says why a canceled one never went."""
+
+    message_id: str = Field(alias="messageId")
+    channel: str
+    status: str
+    if_: Literal["notRead", "notDelivered", "failed"] | None = Field(alias="if")
+    send_at: Timestamp | None = Field(alias="sendAt")
+    reason: str | None
+
+
+class Escalation(View):
+    """The steps a rule's escalation made of one event, first to last."""
+
+    first_message_id: str
+    steps: list[EscalationStep]
+
+
 class MessageStatus(View):
     id: str
     channel: str
@@ -100,6 +126,9 @@ class MessageStatus(View):
     sent_at: Timestamp | None
     delivered_at: Timestamp | None
     completed_at: Timestamp | None
+    escalation: EscalationLink | None = Field(
+        default=None, description="A later escalation step: the first step's message and the condition on it."
+    )
 
 
 class MessageLog(View):
@@ -119,6 +148,9 @@ class Event(View):
     message_ids: list[str]
     created_at: Timestamp
     processed_at: Timestamp | None
+    escalations: list[Escalation] = Field(
+        default_factory=list, description="The escalations the event's rules started, with their steps."
+    )
 
 
 class Contacts(View):
@@ -184,6 +216,9 @@ class Rule(View):
     priority: int
     critical: bool
     delay_ms: int
+    steps: list[dict[str, Any]] | None = Field(
+        default=None, description='Escalation steps: `{"channel", "after", "if"}`, first to last.'
+    )
     active: bool
     digest: dict[str, Any] | None
     throttle: dict[str, Any] | None

@@ -1,0 +1,244 @@
+"""Escalation across channels, end to end: a rule's later steps wait ``scheduled`` in
+PostgreSQL and go only if their condition on the first step's message still holds when they
+are due; reading the first step's notification cancels them at once. The real RabbitMQ, the
+events actor, the channel actors with their scheduler, an SMTP sink and a Twilio-compatible
+SMS sink."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from producer.events import EventNotificationService
+from producer.service import NotificationService
+from shared import inbox
+from shared.config import Settings
+from shared.db.models import EventLog, Notification, NotificationLog
+from shared.db.rls import system_scope, user_scope
+from shared.db.session import session_scope
+from shared.events import contacts, rules
+from shared.templates import store
+from tests.conftest import Fleet, final_status
+from tests.sinks.smtp_sink import SmtpSink
+from tests.sinks.twilio_sink import TwilioSink
+from tests.waiting import wait_until
+
+TWILIO_SID = "AC" + "3" * 32
+TWILIO_TOKEN = "twilio-escalation-token"
+ANN, BOB = "ann", "bob"
+EVENT = "security.alert"
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def twilio() -> Iterator[TwilioSink]:
+    with TwilioSink(TWILIO_SID, TWILIO_TOKEN) as sink:
+        yield sink
+
+
+@pytest.fixture
+def flow_settings(make_settings: Callable[..., Settings], smtp: SmtpSink, twilio: TwilioSink) -> Settings:
+    settings = make_settings(
+        EMAIL_HOST=smtp.host,
+        EMAIL_PORT=str(smtp.port),
+        TWILIO_ACCOUNT_SID=TWILIO_SID,
+        TWILIO_AUTH_TOKEN=TWILIO_TOKEN,
+        TWILIO_PHONE_NUMBER="+15005550006",
+        TWILIO_API_BASE=twilio.base_url,
+    )
+    for channel, parts in {
+        "in_app": {"title": "Sign-in from {{city}}", "message": "Was it you?"},
+        "email": {"subject": "Sign-in from {{city}}", "text": "Was it you, {{city}}?"},
+        "sms": {"sms": "Sign-in from {{city}}: was it you?"},
+    }.items():
+        with session_scope(settings.database_url) as session:
+            given = store.TemplateInput.model_validate({"key": "alert", "channel": channel, **parts})
+            store.save(session, given, default_locale="en")
+    with system_scope(settings.database_url) as session:
+        contacts.put(session, ANN, contacts.ContactInput(email="ann@example.com", phone="+14155550100"))
+        contacts.put(session, BOB, contacts.ContactInput(email="bob@example.com", phone="+14155550101"))
+    return settings
+
+
+@pytest.fixture
+def events(flow_settings: Settings) -> EventNotificationService:
+    return EventNotificationService(flow_settings)
+
+
+def add_rule(settings: Settings, steps: list[dict[str, Any]]) -> str:
+    body = {"name": "escalate", "eventType": EVENT, "templateKey": "alert", "steps": steps}
+    with session_scope(settings.database_url) as session:
+        return rules.create(session, rules.RuleInput.model_validate(body), default_locale="en").id
+
+
+def steps_of(settings: Settings, event_id: str, count: int) -> dict[str, NotificationLog]:
+    """Wait until the event is processed into ``count`` messages; them by channel."""
+    found: list[NotificationLog] = []
+
+    def ready() -> bool:
+        nonlocal found
+        with system_scope(settings.database_url) as session:
+            event = session.get(EventLog, event_id)
+            found = list(session.scalars(select(NotificationLog).where(NotificationLog.event_id == event_id)))
+            return event is not None and event.status == "processed" and len(found) >= count
+
+    wait_until(ready, timeout=20, message=lambda: f"event {event_id} produced {len(found)} of {count}")
+    return {m.channel: m for m in found}
+
+
+def notification_of(settings: Settings, user_id: str, message_id: str) -> str:
+    """Wait until the in-app message is in the user's inbox; its notification id."""
+    found: list[str] = []
+
+    def stored() -> bool:
+        with user_scope(settings.database_url, user_id) as session:
+            found[:] = session.scalars(
+                select(Notification.id).where(Notification.notification_log_id == message_id)
+            )
+        return bool(found)
+
+    wait_until(stored, timeout=20, message="the in-app notification never arrived")
+    return found[0]
+
+
+NOT_READ = [{"channel": "in_app"}, {"channel": "email", "after": "1s", "if": "notRead"}]
+
+
+def test_an_unread_notification_escalates_to_email_after_the_delay(
+    flow_settings: Settings, fleet: Callable[..., Fleet], events: EventNotificationService, smtp: SmtpSink
+) -> None:
+    """Given in-app now and email after 1 s if not read, when the in-app notification stays
+    unread, then the email step waits ``scheduled`` (the event shows it with its condition)
+    and is sent once its time has come."""
+    add_rule(flow_settings, NOT_READ)
+    fleet(flow_settings, events=True)
+
+    event_id = events.process_event(EVENT, user_id=ANN, data={"city": "Oslo"})
+
+    sent = steps_of(flow_settings, event_id, 2)
+    first, email = sent["in_app"], sent["email"]
+    service = NotificationService(flow_settings)
+    (escalation,) = events.get_event(event_id)["escalations"]
+    assert escalation["firstMessageId"] == first.id
+    assert [(s["channel"], s["if"]) for s in escalation["steps"]] == [("in_app", None), ("email", "notRead")]
+    assert service.get_status(email.id)["escalation"] == {"of": first.id, "if": "notRead"}
+    assert final_status(service, email.id)["status"] == "sent"
+    assert smtp.wait_for(1)[0]["Subject"] == "Sign-in from Oslo"
+    assert final_status(service, first.id)["status"] == "delivered"
+
+
+def test_reading_before_the_delay_cancels_the_email_which_is_never_sent(
+    flow_settings: Settings, fleet: Callable[..., Fleet], events: EventNotificationService, smtp: SmtpSink
+) -> None:
+    """Given the same escalation for Ann and Bob, when Ann reads her notification before the
+    email step is due, then her email step is ``canceled`` at once with the time she read it,
+    and only Bob's email is ever sent."""
+    add_rule(flow_settings, [NOT_READ[0], {**NOT_READ[1], "after": "2s"}])
+    fleet(flow_settings, events=True)
+
+    ann_event = events.process_event(EVENT, user_id=ANN, data={"city": "Oslo"})
+    bob_event = events.process_event(EVENT, user_id=BOB, data={"city": "Rome"})
+    ann, bob = steps_of(flow_settings, ann_event, 2), steps_of(flow_settings, bob_event, 2)
+    notification = notification_of(flow_settings, ANN, ann["in_app"].id)
+    with user_scope(flow_settings.database_url, ANN) as session:
+        assert inbox.mark_read(session.connection(), ANN, [notification]) == 1
+
+    service = NotificationService(flow_settings)
+    canceled = service.get_status(ann["email"].id)
+    assert (canceled["status"], canceled["errorCode"]) == ("canceled", "escalation_read")
+    assert canceled["lastError"].startswith("read at ")
+    assert final_status(service, bob["email"].id)["status"] == "sent"
+    assert [m["To"] for m in smtp.wait_for(1)] == ["bob@example.com"]
+    assert service.get_status(ann["email"].id)["status"] == "canceled"
+    (escalation,) = events.get_event(ann_event)["escalations"]
+    assert escalation["steps"][1]["reason"] == canceled["lastError"]
+
+
+def test_mark_all_as_read_cancels_every_pending_step(
+    flow_settings: Settings, fleet: Callable[..., Fleet], events: EventNotificationService, smtp: SmtpSink
+) -> None:
+    """Given in-app, then email and SMS if not read, when the user marks all read, then both
+    later steps end ``canceled`` and neither is sent."""
+    add_rule(flow_settings, [*NOT_READ, {"channel": "sms", "after": "2s", "if": "notRead"}])
+    fleet(flow_settings, events=True)
+
+    event_id = events.process_event(EVENT, user_id=ANN, data={"city": "Oslo"})
+    sent = steps_of(flow_settings, event_id, 3)
+    notification_of(flow_settings, ANN, sent["in_app"].id)
+    with user_scope(flow_settings.database_url, ANN) as session:
+        assert inbox.mark_all_read(session.connection(), ANN) == 1
+
+    service = NotificationService(flow_settings)
+    for channel in ("email", "sms"):
+        assert service.get_status(sent[channel].id)["status"] == "canceled"
+    control = events.process_event(EVENT, user_id=BOB, data={"city": "Rome"})
+    assert final_status(service, steps_of(flow_settings, control, 3)["email"].id)["status"] == "sent"
+    assert [m["To"] for m in smtp.wait_for(1)] == ["bob@example.com"]
+
+
+def test_a_not_delivered_step_is_canceled_at_its_time_once_the_first_was_delivered(
+    flow_settings: Settings, fleet: Callable[..., Fleet], events: EventNotificationService, twilio: TwilioSink
+) -> None:
+    """Given in-app now and SMS after 1 s if not delivered, when the in-app message is
+    delivered, then the SMS step ends ``canceled`` when due, saying when the first went."""
+    add_rule(flow_settings, [{"channel": "in_app"}, {"channel": "sms", "after": "1s", "if": "notDelivered"}])
+    fleet(flow_settings, events=True)
+
+    event_id = events.process_event(EVENT, user_id=ANN, data={"city": "Oslo"})
+    sent = steps_of(flow_settings, event_id, 2)
+
+    service = NotificationService(flow_settings)
+    view = final_status(service, sent["sms"].id)
+    assert (view["status"], view["errorCode"]) == ("canceled", "escalation_not_needed")
+    assert view["lastError"].startswith("delivered at ")
+    assert twilio.requests == []
+
+
+def test_a_failed_email_escalates_to_sms_and_a_sent_one_does_not(
+    flow_settings: Settings,
+    fleet: Callable[..., Fleet],
+    events: EventNotificationService,
+    smtp: SmtpSink,
+    twilio: TwilioSink,
+) -> None:
+    """Given email now and SMS after 1 s if the email failed, when the mail server refuses
+    Ann's address, then her SMS is sent; Bob's email went, so his SMS step is canceled."""
+    add_rule(flow_settings, [{"channel": "email"}, {"channel": "sms", "after": "1s", "if": "failed"}])
+    smtp.fail_always(550, "no such mailbox")
+    fleet(flow_settings, events=True)
+
+    ann = steps_of(flow_settings, events.process_event(EVENT, user_id=ANN, data={"city": "Oslo"}), 2)
+    service = NotificationService(flow_settings)
+    assert final_status(service, ann["email"].id)["status"] == "failed"
+    smtp.clear_faults()
+    bob = steps_of(flow_settings, events.process_event(EVENT, user_id=BOB, data={"city": "Rome"}), 2)
+
+    assert final_status(service, ann["sms"].id)["status"] in ("sent", "delivered")
+    assert twilio.wait_for(1)[0].to == "+14155550100"
+    bob_sms = final_status(service, bob["sms"].id)
+    assert (bob_sms["status"], bob_sms["lastError"]) == ("canceled", "the first step is sent, not failed")
+
+
+def test_a_pending_step_survives_a_restart_of_the_workers(
+    flow_settings: Settings, fleet: Callable[..., Fleet], events: EventNotificationService, smtp: SmtpSink
+) -> None:
+    """Given an escalation whose email step is parked, when every worker stops before it is
+    due and new ones start, then the email is sent by them: the step is a row, not a timer."""
+    add_rule(flow_settings, [NOT_READ[0], {**NOT_READ[1], "after": "2s"}])
+    first_fleet = fleet(flow_settings, events=True)
+    sent = steps_of(flow_settings, events.process_event(EVENT, user_id=ANN, data={"city": "Oslo"}), 2)
+    first_fleet.stop()
+
+    service = NotificationService(flow_settings)
+    assert service.get_status(sent["email"].id)["status"] == "scheduled"
+    fleet(flow_settings)
+    assert final_status(service, sent["email"].id)["status"] == "sent"
+    assert len(smtp.wait_for(1)) == 1
