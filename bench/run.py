@@ -471,6 +471,10 @@ class Bench:
             return
         self.rows += events.measure(self.env, quick=self.sizes is QUICK)
 
+    def digests(self) -> None:
+        digests = importlib.import_module("bench.digests")
+        self.rows += digests.measure(self.env, quick=self.sizes is QUICK)
+
     def apprise(self) -> None:
         s = self.sizes
         result = peer_apprise.measure_apprise(
@@ -509,7 +513,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["limits", "gateway", "e2e", "scaling", "stall", "retry", "scheduled", "events", "apprise"],
+        choices=[
+            "limits",
+            "gateway",
+            "e2e",
+            "scaling",
+            "stall",
+            "retry",
+            "scheduled",
+            "events",
+            "digests",
+            "apprise",
+        ],
         help="run only these stages (rows compared with a limit need 'limits' too)",
     )
     args = parser.parse_args(argv)
@@ -529,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
             "stall": ("stalling receivers (6.stall)", bench.stall),
             "scheduled": ("scheduled lateness (11)", bench.scheduled),
             "events": ("events (8)", bench.events),
+            "digests": ("digest window closing (12)", bench.digests),
             "apprise": ("Apprise (10)", bench.apprise),
         }
         for name, (title, measure) in stages.items():

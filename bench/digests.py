@@ -1,0 +1,211 @@
+"""Digest window closing: events folded into digests, then the windows closing, on the local services.
+
+    .venv/bin/python -m bench.digests [--quick]
+
+Creates its own PostgreSQL database and RabbitMQ virtual host (removed afterwards), saves an
+in-app template and a rule digesting ``order.shipped`` per user over an hour, and runs the
+events and in-app actors in this process. First N events over U users are queued and
+folded into U open digests (the events/s of that phase); then every window is made due at
+once (the bench moves ``closes_at`` to now, so it need not wait an hour) and the time until
+all U digests are delivered is the closing figure: the closers claiming the due buckets,
+rendering each with its events and the in-app pipeline delivering them. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+from urllib.parse import quote
+
+import dramatiq
+import psycopg
+from sqlalchemy import func, select, update
+
+from bench.env import BenchEnv
+from bench.report import Row
+from migrations.migrate import upgrade
+from producer.events import EventNotificationService
+from shared.broker import get_broker, reset_broker
+from shared.config import Settings, set_settings
+from shared.db.models import DigestBucket, EventLog, NotificationLog, utcnow
+from shared.db.rls import system_scope
+from shared.db.session import dispose_all, session_scope
+from shared.events import rules
+from shared.logging import configure_logging
+from shared.templates import store
+from workers.actors import declare_all
+
+PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP = os.environ.get("BENCH_AMQP", "guest:guest@127.0.0.1:5672")
+#: Events and users per run: ten events in each user's digest.
+EVENTS_FULL, USERS_FULL = 5_000, 500
+EVENTS_QUICK, USERS_QUICK = 500, 50
+#: Worker threads for the events and in-app queues together.
+THREADS = 16
+#: Give up waiting for the fleet after this long, in seconds.
+DEADLINE_SECONDS = 600
+
+
+def _setup(settings: Settings) -> None:
+    with session_scope(settings.database_url) as session:
+        store.save(
+            session,
+            store.TemplateInput(
+                key="orders-shipped",
+                channel="in_app",
+                title="{{count}} orders shipped",
+                message="{{#each events}}{{data.orderId}} {{/each}}",
+                sample_data={"count": 1, "events": [{"data": {"orderId": "A1"}}]},
+            ),
+            default_locale="en",
+        )
+        rules.create(
+            session,
+            rules.RuleInput.model_validate(
+                {
+                    "name": "shipping digest",
+                    "eventType": "order.shipped",
+                    "channels": ["in_app"],
+                    "templateKey": "orders-shipped",
+                    "digest": {"window": "1h"},
+                }
+            ),
+            default_locale="en",
+        )
+
+
+def _count(settings: Settings, query: Any) -> int:
+    with system_scope(settings.database_url) as session:
+        return int(session.scalar(query) or 0)
+
+
+def _wait(settings: Settings, query: Any, expected: int, deadline: float, what: str) -> float:
+    while _count(settings, query) < expected:
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"bench: {what}: only {_count(settings, query)} of {expected}")
+        time.sleep(0.02)
+    return time.perf_counter()
+
+
+def run(settings: Settings, events: int, users: int) -> dict[str, Any]:
+    _setup(settings)
+    broker = get_broker(settings)
+    declare_all(broker, settings)
+    service = EventNotificationService(settings)
+    for i in range(events):
+        service.process_event("order.shipped", user_id=f"user-{i % users}", data={"orderId": f"o-{i}"})
+    worker = dramatiq.Worker(
+        broker, queues={"events", "in_app", "events.DQ", "in_app.DQ"}, worker_threads=THREADS
+    )
+    started = time.perf_counter()
+    worker.start()
+    deadline = started + DEADLINE_SECONDS
+    try:
+        processed = select(func.count()).where(EventLog.status == "processed")
+        folded = _wait(settings, processed, events, deadline, "events folded")
+        with system_scope(settings.database_url) as session:
+            session.execute(update(DigestBucket).values(closes_at=utcnow()))
+        closing = time.perf_counter()
+        delivered = select(func.count()).where(NotificationLog.status == "delivered")
+        done = _wait(settings, delivered, users, deadline, "digests delivered")
+    finally:
+        worker.stop()
+    return {
+        "bench": "digests",
+        "events": events,
+        "users": users,
+        "fold_events_per_s": round(events / (folded - started), 1),
+        "close_seconds": round(done - closing, 3),
+        "close_digests_per_s": round(users / (done - closing), 1),
+        "close_events_per_s": round(events / (done - closing), 1),
+        "threads": THREADS,
+    }
+
+
+def measure(env: BenchEnv, *, quick: bool) -> list[Row]:
+    """Row 12 of ``make bench``: on the suite's own database and virtual host."""
+    env.reset()
+    events, users = (EVENTS_QUICK, USERS_QUICK) if quick else (EVENTS_FULL, USERS_FULL)
+    with tempfile.TemporaryDirectory() as var_dir:
+        settings = env.settings(KAI_VAR_DIR=var_dir)
+        set_settings(settings)
+        try:
+            result = run(settings, events, users)
+        finally:
+            reset_broker()
+            set_settings(None)
+    return [
+        Row(
+            "12",
+            f"digest window closing ({events:,} events over {users:,} users)",
+            result["close_events_per_s"],
+            "events/s",
+            note=(
+                f"{users:,} digests delivered {result['close_seconds']} s after their windows closed; "
+                f"folding {result['fold_events_per_s']} events/s"
+            ),
+        )
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{EVENTS_QUICK} events over {USERS_QUICK} users"
+    )
+    args = parser.parse_args(argv)
+    name = f"kai_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+    database_url = (
+        PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+    )
+    events, users = (EVENTS_QUICK, USERS_QUICK) if args.quick else (EVENTS_FULL, USERS_FULL)
+    try:
+        with tempfile.TemporaryDirectory() as var_dir:
+            settings = Settings.from_env(
+                {
+                    "DATABASE_URL": database_url,
+                    "BROKER_URL": f"amqp://{AMQP}/{quote(name, safe='')}",
+                    "KAI_VAR_DIR": var_dir,
+                    "API_KEYS": "bench",
+                    "USER_TOKEN_SECRET": "bench",
+                    "WEBHOOK_SECRET": "whsec_YmVuY2g=",
+                    "LOG_LEVEL": "WARNING",
+                }
+            )
+            set_settings(settings)
+            configure_logging(settings.log_level)
+            upgrade(database_url)
+            result = run(settings, events, users)
+    finally:
+        reset_broker()
+        dispose_all()
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=False, capture_output=True)
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    print(
+        f"digests: {result['events']} events folded at {result['fold_events_per_s']} events/s; "
+        f"{result['users']} digests delivered {result['close_seconds']} s after their windows closed "
+        f"({result['close_events_per_s']} events/s, {result['close_digests_per_s']} digests/s)",
+        file=sys.stderr,
+    )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
