@@ -152,3 +152,17 @@ def test_every_list_pages_by_cursor(document: dict[str, Any]) -> None:
             assert set(schema["properties"]) == {"items", "nextCursor"}
             assert {"limit", "cursor"} <= {p["name"] for p in get["parameters"]}
     assert lists >= 6
+
+
+def test_digests_and_throttles_are_described(document: dict[str, Any]) -> None:
+    """Then a rule's digest and throttle and a user's digest choices are in the schemas, each
+    with what it accepts."""
+    schemas = document["components"]["schemas"]
+    digest = schemas["DigestInput"]["properties"]
+    assert {"window", "cadence", "key", "maxItems"} <= set(digest)
+    assert "daily at HH:MM" in digest["cadence"]["description"]
+    assert schemas["ThrottleInput"]["properties"]["then"]["enum"] == ["digest", "skip"]
+    choices = schemas["PreferencesInput"]["properties"]["digest"]
+    assert choices["additionalProperties"]["enum"] == ["instant", "hourly", "daily", "weekly", "off"]
+    assert "digest" in schemas["Preferences"]["properties"]
+    assert {"digest", "throttle"} <= set(schemas["Rule"]["properties"])
