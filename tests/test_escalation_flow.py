@@ -7,6 +7,7 @@ SMS sink."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -16,10 +17,11 @@ from producer.events import EventNotificationService
 from producer.service import NotificationService
 from shared import inbox
 from shared.config import Settings
-from shared.db.models import EventLog, Notification, NotificationLog
+from shared.db.models import EventLog, Notification, NotificationLog, UserNotificationPreference, utcnow
 from shared.db.rls import system_scope, user_scope
 from shared.db.session import session_scope
 from shared.events import contacts, rules
+from shared.preferences import PreferencesInput, replace
 from shared.templates import store
 from tests.conftest import Fleet, final_status
 from tests.sinks.smtp_sink import SmtpSink
@@ -242,3 +244,61 @@ def test_a_pending_step_survives_a_restart_of_the_workers(
     fleet(flow_settings)
     assert final_status(service, sent["email"].id)["status"] == "sent"
     assert len(smtp.wait_for(1)) == 1
+
+
+def test_the_users_opt_out_applies_to_a_step_that_goes(
+    flow_settings: Settings, fleet: Callable[..., Fleet], events: EventNotificationService, smtp: SmtpSink
+) -> None:
+    """Given Ann turned email off, when her unread notification escalates to email, then the
+    step is taken when due like any message and ends ``skipped`` by her preference."""
+    add_rule(flow_settings, NOT_READ)
+    with user_scope(flow_settings.database_url, ANN) as session:
+        row = UserNotificationPreference(user_id=ANN, event_preferences={}, timezone="UTC")
+        session.add(row)
+        replace(row, PreferencesInput.model_validate({"emailEnabled": False}))
+    fleet(flow_settings, events=True)
+
+    sent = steps_of(flow_settings, events.process_event(EVENT, user_id=ANN, data={"city": "Oslo"}), 2)
+
+    service = NotificationService(flow_settings)
+    assert final_status(service, sent["email"].id)["status"] == "skipped"
+    assert smtp.received == []
+
+
+def test_reads_racing_the_scheduler_leave_each_step_sent_or_canceled_never_both(
+    flow_settings: Settings, fleet: Callable[..., Fleet], events: EventNotificationService, smtp: SmtpSink
+) -> None:
+    """Given a dozen users whose email steps all come due within the same second, when each
+    user reads her notification around that second, then each step ends either ``sent``
+    (one email to her) or ``canceled`` with the time she read it (no email to her)."""
+    add_rule(flow_settings, NOT_READ)
+    users = [f"racer-{n}" for n in range(12)]
+    fleet(flow_settings, events=True)
+    started = [
+        events.process_event(EVENT, user_id=user, data={"city": "Oslo", "email": f"{user}@example.com"})
+        for user in users
+    ]
+    steps = [steps_of(flow_settings, event_id, 2) for event_id in started]
+    for user, sent in zip(users, steps, strict=True):
+        notification_of(flow_settings, user, sent["in_app"].id)
+
+    due = min(sent["email"].send_at for sent in steps if sent["email"].send_at is not None)
+    wait_until(lambda: utcnow() >= due, timeout=10, message="the steps never came due")
+
+    def read(user: str) -> None:
+        with user_scope(flow_settings.database_url, user) as session:
+            inbox.mark_all_read(session.connection(), user)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(read, users))
+
+    service = NotificationService(flow_settings)
+    outcomes = {
+        user: final_status(service, sent["email"].id) for user, sent in zip(users, steps, strict=True)
+    }
+    mailed = {user for user, view in outcomes.items() if view["status"] == "sent"}
+    assert mailed | {u for u, v in outcomes.items() if v["status"] == "canceled"} == set(users)
+    assert all(v["lastError"].startswith("read at ") for u, v in outcomes.items() if u not in mailed)
+    if mailed:
+        smtp.wait_for(len(mailed))
+    assert sorted(m["To"] for m in smtp.messages) == sorted(f"{u}@example.com" for u in mailed)
