@@ -31,7 +31,7 @@ from shared.config import Settings, get_settings
 from shared.db.models import EventLog, utcnow
 from shared.db.rls import scope_for
 from shared.errors import IdempotencyKeyReused, NotFound, PayloadTooLarge
-from shared.events import escalation
+from shared.events import digests, escalation
 from shared.events.processing import QUEUED
 from shared.events.queue import EVENTS_QUEUE, event_message
 from shared.events.types import EventTypeName, event_type_name
@@ -155,6 +155,7 @@ class EventNotificationService:
                 "createdAt": row.created_at.isoformat(),
                 "processedAt": row.processed_at.isoformat() if row.processed_at else None,
                 "escalations": escalation.steps_of(session, event_id),
+                "digests": digests.holding(session, event_id),
             }
 
 

@@ -97,6 +97,9 @@ def test_a_window_folds_a_users_events_into_one_message(
     (message,) = messages_of(settings, "ann")
     assert message.event_id == ann[-1]
     assert final_status(NotificationService(settings), message.id)["status"] == "delivered"
+    held = [events.get_event(event_id)["digests"] for event_id in ann]
+    assert [[(d["state"], d["count"]) for d in h] for h in held] == [[("closed", 3)]] * 3
+    assert len({h[0]["id"] for h in held}) == 1
 
 
 def test_max_items_closes_the_digest_early_and_a_data_key_groups(

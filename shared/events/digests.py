@@ -319,3 +319,25 @@ def add(
     )
     session.flush()
     return bucket_id
+
+
+def holding(session: Session, event_id: str) -> list[dict[str, Any]]:
+    """The digests ``event_id`` was folded into (one, unless rules digest it separately):
+    where it stands, and the message it becomes once closed (the digest's last event links it)."""
+    query = (
+        select(DigestBucket)
+        .join(DigestItem, DigestItem.bucket_id == DigestBucket.id)
+        .where(DigestItem.event_id == event_id)
+        .order_by(DigestBucket.created_at)
+    )
+    return [
+        {
+            "id": bucket.id,
+            "ruleId": bucket.rule_id,
+            "state": bucket.state,
+            "count": bucket.item_count,
+            "closesAt": bucket.closes_at.isoformat(),
+            "closedAt": bucket.closed_at.isoformat() if bucket.closed_at else None,
+        }
+        for bucket in session.scalars(query)
+    ]

@@ -138,6 +138,17 @@ class MessageLog(View):
     next_cursor: str | None
 
 
+class EventDigest(View):
+    """A digest holding the event: ``open`` until ``closesAt``, then ``closed`` and sent."""
+
+    id: str
+    rule_id: str
+    state: Literal["open", "closed"]
+    count: int
+    closes_at: Timestamp
+    closed_at: Timestamp | None
+
+
 class Event(View):
     id: str
     event_type: str
@@ -150,6 +161,9 @@ class Event(View):
     processed_at: Timestamp | None
     escalations: list[Escalation] = Field(
         default_factory=list, description="The escalations the event's rules started, with their steps."
+    )
+    digests: list[EventDigest] = Field(
+        default_factory=list, description="The digests the event was folded into, open or closed."
     )
 
 
