@@ -5,7 +5,9 @@ few seconds long; every wait polls with a deadline."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
@@ -15,6 +17,7 @@ from producer.service import NotificationService
 from shared.config import Settings
 from shared.db.models import DigestBucket, EventLog, Notification, NotificationLog
 from shared.db.rls import system_scope
+from shared.events.digests import next_close
 from tests.conftest import Fleet, final_status
 from tests.test_events_flow import add_rule, save_template, set_preferences
 from tests.waiting import wait_until
@@ -137,6 +140,25 @@ def test_the_users_choice_overrides_the_rule(settings: Settings, events: EventNo
     status = final_status(NotificationService(settings), skipped.id)
     assert (status["status"], status["errorCode"]) == ("skipped", "digest_off")
     assert "turned off order.shipped" in status["lastError"]
+
+
+def test_a_users_cadence_closes_in_her_time_zone(
+    settings: Settings, events: EventNotificationService
+) -> None:
+    """Given a user in Kolkata (UTC+05:30) who chose hourly digests, when an event comes, then
+    its digest closes at the next full hour of her clock, a half hour off UTC's."""
+    shipped(settings)
+    set_preferences(settings, "jon", timezone="Asia/Kolkata", digest={"all": "hourly"})
+
+    event_id = events.process_event(EVENT, user_id="jon", data={"orderId": "J"})
+    processed(settings, [event_id])
+
+    event = events.get_event(event_id)
+    (digest,) = event["digests"]
+    occurred = datetime.fromisoformat(event["createdAt"])
+    closes = datetime.fromisoformat(digest["closesAt"])
+    assert closes == next_close("hourly", occurred, "Asia/Kolkata")
+    assert closes.astimezone(ZoneInfo("Asia/Kolkata")).minute == 0 and closes.astimezone(UTC).minute == 30
 
 
 def test_a_critical_rule_never_digests(settings: Settings, events: EventNotificationService) -> None:
