@@ -88,6 +88,9 @@ class RuleInput(BaseModel):
     def _steps_match_channels(self) -> RuleInput:
         if self.steps is not None and self.channels != [s.channel for s in self.steps]:
             raise ValueError("channels and steps disagree: give steps alone, the channels follow from them")
+        if self.steps is not None and self.digest is not None:
+            # A digest goes on all the rule's channels at its window's end: nothing to escalate.
+            raise ValueError("a rule escalates (steps) or digests (digest), not both")
         return self
 
     @field_serializer("steps")

@@ -91,3 +91,12 @@ def test_channels_that_disagree_with_the_steps_are_refused() -> None:
     assert rule(steps, channels=["in_app", "email"]).channels == ["in_app", "email"]
     with pytest.raises(pydantic.ValidationError, match="channels and steps disagree"):
         rule(steps, channels=["sms"])
+
+
+def test_a_rule_that_would_both_escalate_and_digest_is_refused() -> None:
+    steps = [IN_APP, {"channel": "email", "after": "1m", "if": "notRead"}]
+
+    with pytest.raises(
+        pydantic.ValidationError, match=r"escalates \(steps\) or digests \(digest\), not both"
+    ):
+        rule(steps, digest={"window": "10m"})
