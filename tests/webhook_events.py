@@ -19,7 +19,7 @@ from tests.sinks.webhook_receiver import WebhookReceiver
 
 def create_endpoint(settings: Settings, url: str, **fields: Any) -> tuple[str, str]:
     """A new endpoint's id and secret."""
-    created = WebhookAdmin(settings).create({"url": url, **fields})
+    created = WebhookAdmin(settings).create({"url": url, **fields}).view
     return str(created["id"]), str(created["secret"])
 
 
