@@ -171,10 +171,17 @@ def soft_delete(connection: Connection, user_id: str, ids: Sequence[str]) -> int
     """Hide the user's own notifications among ``ids``; deleting twice changes nothing."""
     if not ids:
         return 0
-    result = connection.execute(
-        update(_T).where(_visible(user_id), _T.c.id.in_(ids)).values(deleted_at=utcnow())
-    )
-    return int(result.rowcount)
+    now = utcnow()
+    hidden = connection.execute(
+        update(_T)
+        .where(_visible(user_id), _T.c.id.in_(ids))
+        .values(deleted_at=now)
+        .returning(_T.c.notification_log_id, _T.c.read_at)
+    ).all()
+    # Deleted unread, it was dismissed: an escalation waiting on its reading need not go on.
+    unread = [r.notification_log_id for r in hidden if r.notification_log_id and r.read_at is None]
+    escalation.cancel_on_read(connection, unread, now, how="dismissed")
+    return len(hidden)
 
 
 def replay(connection: Connection, user_id: str, after: Position, limit: int = REPLAY_LIMIT) -> list[Shown]:

@@ -302,3 +302,25 @@ def test_reads_racing_the_scheduler_leave_each_step_sent_or_canceled_never_both(
     if mailed:
         smtp.wait_for(len(mailed))
     assert sorted(m["To"] for m in smtp.messages) == sorted(f"{u}@example.com" for u in mailed)
+
+
+def test_deleting_the_notification_unread_dismisses_it_and_cancels_the_steps(
+    flow_settings: Settings, fleet: Callable[..., Fleet], events: EventNotificationService, smtp: SmtpSink
+) -> None:
+    """Given in-app now and email after 2 s if not read, when Ann deletes the notification
+    without reading it, then the email step is ``canceled`` at once as dismissed, never sent."""
+    add_rule(flow_settings, [NOT_READ[0], {**NOT_READ[1], "after": "2s"}])
+    fleet(flow_settings, events=True)
+
+    sent = steps_of(flow_settings, events.process_event(EVENT, user_id=ANN, data={"city": "Oslo"}), 2)
+    notification = notification_of(flow_settings, ANN, sent["in_app"].id)
+    with user_scope(flow_settings.database_url, ANN) as session:
+        assert inbox.soft_delete(session.connection(), ANN, [notification]) == 1
+
+    service = NotificationService(flow_settings)
+    view = service.get_status(sent["email"].id)
+    assert (view["status"], view["errorCode"]) == ("canceled", "escalation_read")
+    assert view["lastError"].startswith("dismissed at ")
+    control = events.process_event(EVENT, user_id=BOB, data={"city": "Rome"})
+    assert final_status(service, steps_of(flow_settings, control, 2)["email"].id)["status"] == "sent"
+    assert [m["To"] for m in smtp.wait_for(1)] == ["bob@example.com"]

@@ -7,13 +7,14 @@ the event is processed, like any rule. Each later step's message is created at t
 its ``escalation_of`` and its condition as ``escalation_if``. When a step comes due, the
 scheduler checks the condition against the first message as it stands then
 (:func:`settle_due`): a step no longer needed ends ``canceled`` with the reason, never sent.
-Reading the first step's in-app notification cancels the escalation's pending steps at once
-(:func:`cancel_on_read`). Both cancel with the conditional UPDATE of a scheduled send, so a
-race with the scheduler or a worker has exactly one outcome.
+Reading the first step's in-app notification, or deleting it unread, cancels the
+escalation's pending steps at once (:func:`cancel_on_read`). Both cancel with the conditional
+UPDATE of a scheduled send, so a race with the scheduler or a worker has exactly one outcome.
 
 Conditions, on the first step's message:
 
-- ``notRead``: its in-app notification has not been read (the first step must be in-app);
+- ``notRead``: its in-app notification has been neither read nor deleted (the first step
+  must be in-app);
 - ``notDelivered``: it is neither sent nor delivered;
 - ``failed``: it failed.
 """
@@ -127,11 +128,14 @@ def load(stored: Sequence[dict[str, Any]] | None) -> list[Step]:
     return [Step.model_validate(s) for s in stored or []]
 
 
-def unmet(condition: str, first: Any, read_at: datetime | None) -> str | None:
-    """Why ``condition`` no longer holds of the first message (``first``: its row), or None if
-    it still does and the step must go."""
+def unmet(condition: str, first: Any) -> str | None:
+    """Why ``condition`` no longer holds of the first message (``first``: its row, with its
+    notification's ``read_at`` and ``deleted_at``), or None if it still does."""
     if condition == "notRead":
-        return None if read_at is None else f"read at {read_at.isoformat()}"
+        # Deleting a notification unread dismisses it: its reader has seen it.
+        if first.read_at is not None:
+            return f"read at {first.read_at.isoformat()}"
+        return None if first.deleted_at is None else f"dismissed at {first.deleted_at.isoformat()}"
     if condition == "notDelivered":
         if first.status in (Status.SENT.value, Status.DELIVERED.value):
             at = first.delivered_at or first.sent_at
@@ -155,6 +159,7 @@ def settle_due(session: Session, channels: Sequence[Channel]) -> int:
             first.sent_at,
             first.delivered_at,
             Notification.read_at,
+            Notification.deleted_at,
         )
         .join(first, first.id == step.escalation_of)
         .outerjoin(Notification, Notification.notification_log_id == first.id)
@@ -169,7 +174,7 @@ def settle_due(session: Session, channels: Sequence[Channel]) -> int:
     ).all()
     canceled = 0
     for row in rows:
-        reason = unmet(row.escalation_if or "", row, row.read_at)
+        reason = unmet(row.escalation_if or "", row)
         if reason is not None:
             done = tracking.cancel_where(
                 session.connection(), NotificationLog.id == row.id, reason=reason, code=NOT_NEEDED_CODE
@@ -178,15 +183,17 @@ def settle_due(session: Session, channels: Sequence[Channel]) -> int:
     return canceled
 
 
-def cancel_on_read(connection: Connection, first_ids: Sequence[str], read_at: datetime) -> list[str]:
-    """Cancel the pending steps escalating from the messages ``first_ids`` (their in-app
-    notifications were just read); the canceled ids."""
+def cancel_on_read(
+    connection: Connection, first_ids: Sequence[str], at: datetime, *, how: str = "read"
+) -> list[str]:
+    """Cancel the pending steps escalating from the messages ``first_ids``, whose in-app
+    notifications were just read (or, ``how="dismissed"``, deleted unread); the canceled ids."""
     if not first_ids:
         return []
     return tracking.cancel_where(
         connection,
         NotificationLog.escalation_of.in_(list(first_ids)),
-        reason=f"read at {read_at.isoformat()}",
+        reason=f"{how} at {at.isoformat()}",
         code=READ_CODE,
     )
 
