@@ -4,6 +4,7 @@ few seconds long; every wait polls with a deadline."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -188,6 +189,21 @@ def test_a_throttle_skips_what_is_over_the_limit(
     outcomes = [final_status(service, m.id) for m in messages_of(settings, "gus")]
     assert [o["status"] for o in outcomes] == ["delivered", "delivered", "skipped", "skipped"]
     assert {o["errorCode"] for o in outcomes[2:]} == {"throttled"}
+
+
+def test_a_throttle_holds_under_concurrent_events(
+    settings: Settings, events: EventNotificationService
+) -> None:
+    """Given a throttle of three per hour, when ten events of one user arrive at once and four
+    worker threads process them side by side, then exactly three are delivered."""
+    shipped(settings, throttle={"limit": 3, "per": "1h"})
+
+    sent = [events.process_event(EVENT, user_id="kit", data={"orderId": f"K{i}"}) for i in range(10)]
+    processed(settings, sent)
+
+    service = NotificationService(settings)
+    outcomes = Counter(final_status(service, m.id)["status"] for m in messages_of(settings, "kit"))
+    assert outcomes == {"delivered": 3, "skipped": 7}
 
 
 def test_a_throttle_digests_what_is_held_back(settings: Settings, events: EventNotificationService) -> None:

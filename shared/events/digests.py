@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -225,11 +225,21 @@ def plan(
         return Digest(rule_digest)
     if rule.throttle and event.user_id:
         throttle = ThrottleInput.model_validate(rule.throttle)
+        _count_alone(session, event)
         if _sent_recently(session, event, parse_duration(throttle.per), now) >= throttle.limit:
             if throttle.then == "digest":
                 return Digest(DigestInput(window=throttle.per))
             return Skip(f"throttled: at most {throttle.limit} per {throttle.per}", "throttled")
     return Instant()
+
+
+def _count_alone(session: Session, event: EventLog) -> None:
+    """Serialise the throttled events of one user and type until this transaction ends, so two
+    workers cannot both see the count under the limit and both send (PostgreSQL; SQLite
+    already runs one writing transaction at a time)."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = f"throttle:{event.user_id}:{event.event_type}"
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
 
 
 def _sent_recently(session: Session, event: EventLog, period: timedelta, now: datetime) -> int:
