@@ -123,8 +123,8 @@ def _grant_app_role(owner_url: str, database: str) -> None:
 #: What the application role may do, as the README's recipe grants it: only what the code
 #: does. No table is granted wholesale (``alembic_version`` stays the migrating owner's),
 #: DELETE only where the code deletes (discarding unconfirmed messages and events, the
-#: publish relay, retention, removing rules and endpoints), and the webhook delivery log
-#: is append-only. Sequences: USAGE for ``nextval`` only, never ``setval``.
+#: publish relay, retention, removing rules and endpoints, purging closed digests), and the
+#: webhook delivery log is append-only. Sequences: USAGE for ``nextval`` only, never ``setval``.
 APP_GRANTS = (
     "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
     "GRANT USAGE ON SCHEMA public TO {role}",
@@ -135,7 +135,7 @@ APP_GRANTS = (
     " webhook_configurations, pending_publishes TO {role}",
     "GRANT SELECT, INSERT ON webhook_delivery_logs TO {role}",
     "GRANT SELECT, INSERT, UPDATE ON creation_idempotency_keys TO {role}",
-    "GRANT SELECT, INSERT, UPDATE ON digest_buckets, digest_items TO {role}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON digest_buckets, digest_items TO {role}",
     "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}",
 )
 

@@ -1,8 +1,10 @@
 """The digest closer: in every process consuming ``events``, closes the due digests each
-scheduler interval and publishes their messages (:mod:`shared.events.digest_close`)."""
+scheduler interval and publishes their messages (:mod:`shared.events.digest_close`), and
+purges the digests closed longer than KEEP_CLOSED ago."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
@@ -10,6 +12,7 @@ from dramatiq.middleware import Middleware
 
 from shared.broker import publish
 from shared.config import Settings
+from shared.db.models import utcnow
 from shared.db.rls import system_scope
 from shared.events import digest_close
 from shared.events.queue import EVENTS_QUEUE
@@ -17,6 +20,10 @@ from workers.periodic import PeriodicThread
 
 #: Buckets closed per transaction; a backlog drains over consecutive ticks without a pause.
 CLOSE_BATCH = 200
+#: How long a closed digest stays for an event's status to show, before it is purged.
+KEEP_CLOSED = timedelta(days=7)
+#: Closed digests purged per transaction.
+PURGE_BATCH = 1000
 
 
 def close_due(settings: Settings, broker: dramatiq.Broker) -> int:
@@ -27,6 +34,12 @@ def close_due(settings: Settings, broker: dramatiq.Broker) -> int:
     for channel, message_id in messages:
         publish(broker, channel, message_id)
     return len(messages)
+
+
+def purge_closed(settings: Settings) -> int:
+    """Remove the digests closed longer than KEEP_CLOSED ago; returns how many."""
+    with system_scope(settings.database_url) as session:
+        return digest_close.purge_closed(session, closed_before=utcnow() - KEEP_CLOSED, limit=PURGE_BATCH)
 
 
 class DigestCloseMiddleware(Middleware):
@@ -43,7 +56,8 @@ class DigestCloseMiddleware(Middleware):
         self._runner.start()
 
     def _step(self, broker: dramatiq.Broker) -> bool:
-        return close_due(self.settings, broker) >= CLOSE_BATCH
+        backlog = close_due(self.settings, broker) >= CLOSE_BATCH
+        return purge_closed(self.settings) >= PURGE_BATCH or backlog
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         if self._runner is not None:

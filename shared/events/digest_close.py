@@ -5,14 +5,16 @@ claimed with ``FOR UPDATE SKIP LOCKED`` and marked closed in the transaction tha
 messages, so two workers closing side by side send each digest once; a bucket that an event is
 joining at that moment stays locked by the event's transaction and is skipped until the next
 tick, with that event in it. The messages' ids are published after the commit; a crash before
-the publish leaves them queued for the scheduler's rescue, like any message.
+the publish leaves them queued for the scheduler's rescue, like any message. Closed digests
+are kept a while (an event's status shows the digest it went into), then purged.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from shared.channels import Channel
@@ -54,6 +56,24 @@ def close_due(session: Session, settings: Settings, *, limit: int) -> list[tuple
         publish.extend(_send(session, settings, bucket))
     log.info("digest.closed", buckets=len(ids), messages=len(publish))
     return publish
+
+
+def purge_closed(session: Session, *, closed_before: datetime, limit: int) -> int:
+    """Remove up to ``limit`` digests that closed before ``closed_before``, with their items;
+    returns how many. By ``closes_at`` (a closed digest closed at or after it), which the
+    ``(state, closes_at)`` index finds without reading the open ones."""
+    ids = list(
+        session.scalars(
+            select(DigestBucket.id)
+            .where(DigestBucket.state == CLOSED, DigestBucket.closes_at < closed_before)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if ids:
+        session.execute(delete(DigestItem).where(DigestItem.bucket_id.in_(ids)))
+        session.execute(delete(DigestBucket).where(DigestBucket.id.in_(ids)))
+    return len(ids)
 
 
 def _item(row: DigestItem) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,12 @@ from sqlalchemy import func, select
 
 from producer.events import EventNotificationService
 from shared.config import Settings
-from shared.db.models import DigestBucket, DigestItem, EventLog, Notification
+from shared.db.models import DigestBucket, DigestItem, EventLog, Notification, utcnow
 from shared.db.rls import system_scope
+from shared.events.digests import CLOSED, OPEN
 from tests.test_events_flow import add_rule, save_template
 from tests.waiting import wait_until
+from workers.digests import purge_closed
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = 25
@@ -133,3 +136,45 @@ def test_two_workers_and_a_sigkill_send_each_digest_once_with_every_event(
     assert open_at_kill > 0  # the kill came while windows were collecting
     assert set(items) == set(sent) and set(items.values()) == {1}
     assert per_user == {f"u{u}": ROUNDS for u in range(USERS)}
+
+
+def test_closed_digests_are_purged_after_a_week_and_open_ones_never(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Given a digest closed eight days ago, one closed yesterday and one still open since eight
+    days ago, when the closer purges, then only the first goes, with its items."""
+    settings = make_settings()
+    now = utcnow()
+    ages = {"old": (CLOSED, 8), "recent": (CLOSED, 1), "stuck-open": (OPEN, 8)}
+    with system_scope(settings.database_url) as session:
+        for name, (state, days) in ages.items():
+            at = now - timedelta(days=days)
+            session.add(
+                DigestBucket(
+                    id=name,
+                    rule_id="r",
+                    user_id="u",
+                    event_type=EVENT,
+                    digest_key=name,
+                    state=state,
+                    closes_at=at,
+                    created_at=at,
+                    closed_at=at if state == CLOSED else None,
+                )
+            )
+            session.add(
+                DigestItem(
+                    id=f"{name}-item",
+                    bucket_id=name,
+                    event_id=f"{name}-event",
+                    user_id="u",
+                    data={},
+                    occurred_at=at,
+                )
+            )
+
+    assert purge_closed(settings) == 1
+
+    with system_scope(settings.database_url) as session:
+        assert sorted(session.scalars(select(DigestBucket.id))) == ["recent", "stuck-open"]
+        assert sorted(session.scalars(select(DigestItem.bucket_id))) == ["recent", "stuck-open"]
