@@ -270,3 +270,33 @@ def test_two_processes_sending_at_once_share_the_sqlite_database_with_the_runner
         views = [client.get(f"/api/messages/{i}").json() for i in ids]
     assert {(v["status"], v["attempts"]) for v in views} == {("sent", 1)}
     assert sorted(path.stem for path in outbox.glob("*.eml")) == sorted(ids)
+
+
+TAKE_MARKERS = """
+import sqlite3
+with sqlite3.connect("var/kai-messaging.db") as db:
+    print(db.execute("DELETE FROM pending_publishes").rowcount)
+"""
+
+
+def test_messages_a_stopped_runner_held_in_memory_are_delivered_when_the_next_one_starts(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Given a runner that took a message's marker (published it into its memory) and ended
+    before delivering it, when `kai-messaging run` starts again, then the message is sent
+    within 2 s of the start, not after the 15-minute rescue of lost messages."""
+    runner = Runner(tmp_path, env).start()
+    runner.stop()
+    message_id, _ = python_api(tmp_path, env, SEND_EMAIL.format(subject="Held in memory"))
+    # What a runner leaves when it ends between taking the marker and delivering: the row
+    # queued, the marker gone.
+    taken, _ = python_api(tmp_path, env, TAKE_MARKERS)
+    assert taken == "1"
+
+    try:
+        runner.start()
+        up_at = time.monotonic()
+        with runner.client() as client:
+            within_bound(lambda: status_of(client, message_id) == "sent", up_at, "email not sent after start")
+    finally:
+        runner.stop()

@@ -4,17 +4,27 @@ database, by this process or by another one (:mod:`shared.handoff` tells why).
 It runs in ``kai-messaging run`` only, beside the in-process workers. A send made in this
 process wakes it at once; a send made elsewhere is found at the next poll, at most
 ``POLL_INTERVAL_S`` later; markers left while no runner was up are published at its start.
+
+The broker is this process's memory, so what an earlier runner had taken and not finished
+when it ended (stopped with a backlog, or killed) is gone with it: the rows still say queued,
+their markers are spent. No other process can consume the embedded broker, so at its start
+the runner publishes every queued message and event again, instead of leaving them to the
+rescue of lost messages (``RESCUE_AFTER``, 15 minutes), which exists for a broker that lost
+something while its consumers kept running.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import dramatiq
 
-from shared import handoff, relay
+from shared import handoff, relay, tracking
 from shared.broker import publish
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.rls import system_scope
+from shared.events import processing
 from shared.events.queue import publish_event
 from shared.logging import get_logger
 from workers.periodic import PeriodicThread
@@ -60,7 +70,29 @@ class HandOffRelay:
             log.debug("handoff.published", count=len(taken))
         return len(taken)
 
+    def recover(self) -> int:
+        """Publish what an earlier runner left queued in its memory; returns how many. A row
+        that also has a marker is published twice, a duplicate the worker's claim recognises."""
+        recovered = 0
+        while True:
+            with system_scope(self.settings.database_url) as session:
+                messages = tracking.take_due(
+                    session, channels=list(Channel), limit=BATCH_SIZE, stale_after=timedelta(0)
+                )
+                events = processing.take_lost(session, stale_after=timedelta(0), limit=BATCH_SIZE)
+                for message_id, channel in messages:
+                    publish(self.broker, channel, message_id)
+                for event_id in events:
+                    publish_event(self.broker, event_id)
+            recovered += len(messages) + len(events)
+            if len(messages) < BATCH_SIZE and len(events) < BATCH_SIZE:
+                break
+        if recovered:
+            log.info("handoff.recovered", count=recovered)
+        return recovered
+
     def start(self) -> None:
+        self.recover()
         handoff.serve(self._runner.wake)
         self._runner.start()
 
