@@ -11,6 +11,9 @@ RUN_STAMP   := $(VENV)/.installed-runtime
 STAMP       := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test`: each has its own database, virtual host and Redis
+# database, and most tests wait on I/O, so two share two cores well.
+TEST_PROCESSES ?= 2
 
 .PHONY: install run test lint typecheck bench bench-inbox chaos fleet-demo clean
 
@@ -43,7 +46,7 @@ run: $(RUN_STAMP)
 
 ## The whole test suite against the local RabbitMQ, PostgreSQL and Redis.
 test: install
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS)
 
 ## ruff, and the architecture's import rules (import-linter contracts in pyproject.toml).
 lint: install

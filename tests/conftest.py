@@ -39,7 +39,12 @@ from tests.waiting import wait_until
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_HOST = os.environ.get("TEST_AMQP_HOST", "127.0.0.1")
 AMQP_PORT = int(os.environ.get("TEST_AMQP_PORT", "5672"))
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+#: Each pytest-xdist worker (gw0, gw1, …) gets its own Redis database, counted down from the
+#: configured one: fixtures flush it before every test. PostgreSQL and RabbitMQ are per
+#: session already (``run_id``).
+_REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+_XDIST_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_URL = _REDIS_BASE_URL.rsplit("/", 1)[0] + f"/{int(_REDIS_BASE_URL.rsplit('/', 1)[1]) - _XDIST_WORKER}"
 #: The application's database role in tests (shared by runs; each run grants it its own database).
 APP_ROLE = os.environ.get("TEST_PG_APP_ROLE", "kai_app_test")
 
