@@ -15,20 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
-from urllib.parse import quote
 
 import dramatiq
-import psycopg
 from sqlalchemy import func, select, update
 
-from bench.env import BenchEnv
+from bench.env import BenchEnv, scratch_env
 from bench.report import Row
 from migrations.migrate import upgrade
 from producer.events import EventNotificationService
@@ -36,14 +31,12 @@ from shared.broker import get_broker, reset_broker
 from shared.config import Settings, set_settings
 from shared.db.models import DigestBucket, EventLog, NotificationLog, utcnow
 from shared.db.rls import system_scope
-from shared.db.session import dispose_all, session_scope
+from shared.db.session import session_scope
 from shared.events import rules
 from shared.logging import configure_logging
 from shared.templates import store
 from workers.actors import declare_all
 
-PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-AMQP = os.environ.get("BENCH_AMQP", "guest:guest@127.0.0.1:5672")
 #: Events and users per run: ten events in each user's digest.
 EVENTS_FULL, USERS_FULL = 5_000, 500
 EVENTS_QUICK, USERS_QUICK = 500, 50
@@ -161,42 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help=f"{EVENTS_QUICK} events over {USERS_QUICK} users"
     )
     args = parser.parse_args(argv)
-    name = f"kai_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True)
-    subprocess.run(
-        ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-        check=True,
-        capture_output=True,
-    )
-    database_url = (
-        PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    )
     events, users = (EVENTS_QUICK, USERS_QUICK) if args.quick else (EVENTS_FULL, USERS_FULL)
-    try:
-        with tempfile.TemporaryDirectory() as var_dir:
-            settings = Settings.from_env(
-                {
-                    "DATABASE_URL": database_url,
-                    "BROKER_URL": f"amqp://{AMQP}/{quote(name, safe='')}",
-                    "KAI_VAR_DIR": var_dir,
-                    "API_KEYS": "bench",
-                    "USER_TOKEN_SECRET": "bench",
-                    "WEBHOOK_SECRET": "whsec_YmVuY2g=",
-                    "LOG_LEVEL": "WARNING",
-                }
-            )
-            set_settings(settings)
-            configure_logging(settings.log_level)
-            upgrade(database_url)
-            result = run(settings, events, users)
-    finally:
-        reset_broker()
-        dispose_all()
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=False, capture_output=True)
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_env() as bench:
+        settings = bench.settings(LOG_LEVEL="WARNING")
+        configure_logging(settings.log_level)
+        upgrade(bench.database_url)
+        result = run(settings, events, users)
     print(
         f"digests: {result['events']} events folded at {result['fold_events_per_s']} events/s; "
         f"{result['users']} digests delivered {result['close_seconds']} s after their windows closed "

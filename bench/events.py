@@ -14,20 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
-from urllib.parse import quote
 
 import dramatiq
-import psycopg
 from sqlalchemy import func, select
 
-from bench.env import BenchEnv
+from bench.env import BenchEnv, scratch_env
 from bench.report import Row
 from migrations.migrate import upgrade
 from producer.events import EventNotificationService
@@ -35,14 +30,12 @@ from shared.broker import get_broker, reset_broker
 from shared.channels import TERMINAL_STATUSES
 from shared.config import Settings, set_settings
 from shared.db.models import NotificationLog
-from shared.db.session import dispose_all, session_scope
+from shared.db.session import session_scope
 from shared.events import rules
 from shared.logging import configure_logging
 from shared.templates import store
 from workers.actors import declare_all
 
-PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-AMQP = os.environ.get("BENCH_AMQP", "guest:guest@127.0.0.1:5672")
 #: Events per run.
 EVENTS_FULL, EVENTS_QUICK = 1000, 50
 #: Worker threads for all three queues together.
@@ -178,42 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help=f"{EVENTS_QUICK} events instead of {EVENTS_FULL}"
     )
     args = parser.parse_args(argv)
-    run_id = secrets.token_hex(4)
-    name = f"kai_bench_{run_id}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True)
-    subprocess.run(
-        ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-        check=True,
-        capture_output=True,
-    )
-    database_url = (
-        PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    )
-    try:
-        with tempfile.TemporaryDirectory() as var_dir:
-            settings = Settings.from_env(
-                {
-                    "DATABASE_URL": database_url,
-                    "BROKER_URL": f"amqp://{AMQP}/{quote(name, safe='')}",
-                    "KAI_VAR_DIR": var_dir,
-                    "API_KEYS": "bench",
-                    "USER_TOKEN_SECRET": "bench",
-                    "WEBHOOK_SECRET": "whsec_YmVuY2g=",
-                    "LOG_LEVEL": "WARNING",
-                }
-            )
-            set_settings(settings)
-            configure_logging(settings.log_level)
-            upgrade(database_url)
-            result = run(settings, EVENTS_QUICK if args.quick else EVENTS_FULL)
-    finally:
-        reset_broker()
-        dispose_all()
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=False, capture_output=True)
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_env() as bench:
+        settings = bench.settings(LOG_LEVEL="WARNING")
+        configure_logging(settings.log_level)
+        upgrade(bench.database_url)
+        result = run(settings, EVENTS_QUICK if args.quick else EVENTS_FULL)
     print(
         f"events: {result['events_per_s']} events/s processed into {result['messages_per_s']} rendered "
         f"messages/s ({result['events']} events, {result['messages']} messages, {result['seconds']} s)",
