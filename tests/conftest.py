@@ -34,6 +34,7 @@ from shared.db.models import Base
 from shared.db.session import dispose_all, get_engine
 from shared.templates.store import forget_cache as forget_templates
 from tests.services import create_database, create_vhost, delete_vhost, drop_database, purge_queues
+from tests.sinks.smtp_sink import SmtpSink
 from tests.waiting import wait_until
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -226,6 +227,13 @@ def settings(make_settings: Callable[..., Settings]) -> Iterator[Settings]:
     set_settings(value)
     yield value
     set_settings(None)
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    """A real SMTP server on loopback (aiosmtpd) that keeps what it receives."""
+    with SmtpSink() as sink:
+        yield sink
 
 
 def _amqp(broker_url: str) -> pika.BlockingConnection:

@@ -34,12 +34,6 @@ USER = "user-42"
 
 
 @pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
-
-
-@pytest.fixture
 def twilio() -> Iterator[TwilioSink]:
     with TwilioSink(TWILIO_SID, TWILIO_TOKEN) as sink:
         yield sink

@@ -4,7 +4,7 @@ actors, PostgreSQL and an SMTP peer."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import select
@@ -24,12 +24,6 @@ from tests.waiting import wait_until
 USER = "user-123"
 #: The brief's example, exactly.
 BRIEF_DATA = {"subscriptionId": "sub-123", "failureReason": "insufficient_funds"}
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
 
 
 @pytest.fixture
