@@ -105,13 +105,13 @@ def notification_of(settings: Settings, user_id: str, message_id: str) -> str:
     return found[0]
 
 
-NOT_READ = [{"channel": "in_app"}, {"channel": "email", "after": "1s", "if": "notRead"}]
+NOT_READ = [{"channel": "in_app"}, {"channel": "email", "after": "4s", "if": "notRead"}]
 
 
 def test_an_unread_notification_escalates_to_email_after_the_delay(
     flow_settings: Settings, fleet: Callable[..., Fleet], events: EventNotificationService, smtp: SmtpSink
 ) -> None:
-    """Given in-app now and email after 1 s if not read, when the in-app notification stays
+    """Given in-app now and email after 4 s if not read, when the in-app notification stays
     unread, then the email step waits ``scheduled`` (the event shows it with its condition)
     and is sent once its time has come."""
     add_rule(flow_settings, NOT_READ)
@@ -137,7 +137,7 @@ def test_reading_before_the_delay_cancels_the_email_which_is_never_sent(
     """Given the same escalation for Ann and Bob, when Ann reads her notification before the
     email step is due, then her email step is ``canceled`` at once with the time she read it,
     and only Bob's email is ever sent."""
-    add_rule(flow_settings, [NOT_READ[0], {**NOT_READ[1], "after": "2s"}])
+    add_rule(flow_settings, [NOT_READ[0], {**NOT_READ[1], "after": "5s"}])
     fleet(flow_settings, events=True)
 
     ann_event = events.process_event(EVENT, user_id=ANN, data={"city": "Oslo"})
@@ -163,7 +163,7 @@ def test_mark_all_as_read_cancels_every_pending_step(
 ) -> None:
     """Given in-app, then email and SMS if not read, when the user marks all read, then both
     later steps end ``canceled`` and neither is sent."""
-    add_rule(flow_settings, [*NOT_READ, {"channel": "sms", "after": "2s", "if": "notRead"}])
+    add_rule(flow_settings, [*NOT_READ, {"channel": "sms", "after": "5s", "if": "notRead"}])
     fleet(flow_settings, events=True)
 
     event_id = events.process_event(EVENT, user_id=ANN, data={"city": "Oslo"})
@@ -183,9 +183,9 @@ def test_mark_all_as_read_cancels_every_pending_step(
 def test_a_not_delivered_step_is_canceled_at_its_time_once_the_first_was_delivered(
     flow_settings: Settings, fleet: Callable[..., Fleet], events: EventNotificationService, twilio: TwilioSink
 ) -> None:
-    """Given in-app now and SMS after 1 s if not delivered, when the in-app message is
+    """Given in-app now and SMS after 4 s if not delivered, when the in-app message is
     delivered, then the SMS step ends ``canceled`` when due, saying when the first went."""
-    add_rule(flow_settings, [{"channel": "in_app"}, {"channel": "sms", "after": "1s", "if": "notDelivered"}])
+    add_rule(flow_settings, [{"channel": "in_app"}, {"channel": "sms", "after": "4s", "if": "notDelivered"}])
     fleet(flow_settings, events=True)
 
     event_id = events.process_event(EVENT, user_id=ANN, data={"city": "Oslo"})
@@ -205,9 +205,9 @@ def test_a_failed_email_escalates_to_sms_and_a_sent_one_does_not(
     smtp: SmtpSink,
     twilio: TwilioSink,
 ) -> None:
-    """Given email now and SMS after 1 s if the email failed, when the mail server refuses
+    """Given email now and SMS after 4 s if the email failed, when the mail server refuses
     Ann's address, then her SMS is sent; Bob's email went, so his SMS step is canceled."""
-    add_rule(flow_settings, [{"channel": "email"}, {"channel": "sms", "after": "1s", "if": "failed"}])
+    add_rule(flow_settings, [{"channel": "email"}, {"channel": "sms", "after": "4s", "if": "failed"}])
     smtp.fail_always(550, "no such mailbox")
     fleet(flow_settings, events=True)
 
@@ -228,7 +228,7 @@ def test_a_pending_step_survives_a_restart_of_the_workers(
 ) -> None:
     """Given an escalation whose email step is parked, when every worker stops before it is
     due and new ones start, then the email is sent by them: the step is a row, not a timer."""
-    add_rule(flow_settings, [NOT_READ[0], {**NOT_READ[1], "after": "2s"}])
+    add_rule(flow_settings, [NOT_READ[0], {**NOT_READ[1], "after": "5s"}])
     first_fleet = fleet(flow_settings, events=True)
     sent = steps_of(flow_settings, events.process_event(EVENT, user_id=ANN, data={"city": "Oslo"}), 2)
     first_fleet.stop()
@@ -301,9 +301,9 @@ def test_reads_racing_the_scheduler_leave_each_step_sent_or_canceled_never_both(
 def test_deleting_the_notification_unread_dismisses_it_and_cancels_the_steps(
     flow_settings: Settings, fleet: Callable[..., Fleet], events: EventNotificationService, smtp: SmtpSink
 ) -> None:
-    """Given in-app now and email after 2 s if not read, when Ann deletes the notification
+    """Given in-app now and email after 5 s if not read, when Ann deletes the notification
     without reading it, then the email step is ``canceled`` at once as dismissed, never sent."""
-    add_rule(flow_settings, [NOT_READ[0], {**NOT_READ[1], "after": "2s"}])
+    add_rule(flow_settings, [NOT_READ[0], {**NOT_READ[1], "after": "5s"}])
     fleet(flow_settings, events=True)
 
     sent = steps_of(flow_settings, events.process_event(EVENT, user_id=ANN, data={"city": "Oslo"}), 2)
