@@ -3,15 +3,14 @@ there is one, what to do; the traceback only with LOG_LEVEL=DEBUG."""
 
 from __future__ import annotations
 
-import re
-
-#: Credentials in a URL (``scheme://user:password@host``) never reach the terminal.
-_URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]*):[^@/\s]*@")
+from shared.logging import redact_text
 
 
 def _first_line(exc: BaseException) -> str:
+    """The exception's first line, with credentials (a URL's password, a token) redacted as
+    in the logs: they never reach the terminal."""
     text = str(exc).strip() or f"({type(exc).__name__})"
-    return _URL_PASSWORD.sub(r"\1:***@", text.splitlines()[0])
+    return redact_text(text.splitlines()[0])
 
 
 def describe(exc: BaseException) -> str:
