@@ -198,7 +198,9 @@ class NotificationService:
                 raise ValidationError(message, [{"field": "url", "message": message}]) from None
         if isinstance(request, TemplatedRequest):
             request = self.pin_template(channel, request)
-        request = request.scheduled(scheduling.due_of(settings, request))
+        due = scheduling.due_of(settings, request)
+        if due is not None:  # a plain send keeps its request: no copy per message
+            request = request.scheduled(due)
         payload = request.payload().to_json()
         validate_shape(payload, "payload")
         size = json_size(payload)
