@@ -68,6 +68,8 @@ class Scheduler:
 
     def _publish(self, due: list[tuple[str, Channel]]) -> None:
         """Publish ``due``; returns once the broker confirmed all of them, else raises."""
+        if not due:
+            return  # an idle tick need not hop onto the event loop
         url = self.settings.broker_url
         thread = None if url is None else get_event_loop_thread()
         if url is None or thread is None:
