@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -26,18 +26,8 @@ from shared.channels import Channel, Status
 from shared.db.rls import scope_for
 from shared.messages import ID_MAX_CHARS
 
-
-def _utc_moment(value: Any) -> datetime:
-    """A cursor's time in UTC, as stored: a row comparison binds it without the column's
-    own conversion, and on SQLite an offset would be dropped rather than applied."""
-    try:
-        return pagination.moment(value).astimezone(UTC)
-    except OverflowError:
-        raise ValueError("a time out of range") from None
-
-
 #: What a cursor of the log holds: the last message's (createdAt, id).
-CURSOR = (_utc_moment, pagination.text)
+CURSOR = (pagination.moment, pagination.text)
 
 #: RFC 3339 ``date-time``: a full date and time with a UTC offset (``Z`` or ``±hh:mm``).
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
@@ -144,7 +134,6 @@ def _moment(raw: str) -> datetime:
     if not RFC3339.fullmatch(raw):
         raise ValueError("must be an RFC 3339 time with its offset, e.g. 2026-01-31T09:00:00Z")
     try:
-        # In UTC, as stored; a time whose offset moves it past year 9999 or before year 1 fails.
-        return datetime.fromisoformat(raw).astimezone(UTC)
+        return pagination.moment(raw)
     except (ValueError, OverflowError):
         raise ValueError("is not a time that exists (check the day, the hour and the offset)") from None
