@@ -46,8 +46,6 @@ def _migrate(_args: argparse.Namespace) -> int:
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from cli.serve import bind, browsable, serve
     from producer.gateway.serving import uvicorn_options
 
@@ -56,28 +54,18 @@ def _gateway(args: argparse.Namespace) -> int:
     listening = f"kai-messaging gateway listening on {browsable(args.host, args.port)}"
     if not settings.is_production:
         listening += f" (dev API key in {settings.var_dir / 'dev-api-key'})"
-    options = uvicorn_options(settings)
-    if args.workers == 1:
-        serve(
-            sock, "producer.gateway.asgi:build", lambda: print(listening, flush=True), factory=True, **options
-        )
-        return 0
-    sock.close()  # uvicorn binds the port again for its worker processes; it was free just now
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         import tempfile
 
         # Each uvicorn worker is its own process: merge their metrics on every /metrics call.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kai-metrics-gateway-")
-    print(listening, flush=True)
-    uvicorn.run(
+    serve(
+        sock,
         "producer.gateway.asgi:build",
-        factory=True,
-        host=args.host,
-        port=args.port,
+        lambda: print(listening, flush=True),
         workers=args.workers,
-        log_config=None,
-        access_log=False,
-        **options,
+        factory=True,
+        **uvicorn_options(settings),
     )
     return 0
 

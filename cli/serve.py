@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from shared.config import Settings
 from shared.errors import ConfigError
@@ -76,16 +77,24 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def serve(sock: socket.socket, app: Any, on_started: Callable[[], None], **options: Any) -> None:
+def serve(
+    sock: socket.socket, app: Any, on_started: Callable[[], None], *, workers: int = 1, **options: Any
+) -> None:
     """Serve ``app`` on the bound ``sock`` until SIGINT or SIGTERM, then return normally.
 
     uvicorn shuts down gracefully on either signal and then raises it again; SIGTERM's
     default action would end the process before the caller's clean-up runs, so both arrive
-    here as KeyboardInterrupt instead."""
-    config = uvicorn.Config(app, log_config=None, access_log=False, **options)
+    here as KeyboardInterrupt instead. With ``workers`` above 1, ``app`` is an import string
+    and uvicorn's supervisor serves ``sock`` from that many processes (it handles the signals
+    itself); ``on_started`` is called as it starts them."""
+    config = uvicorn.Config(app, log_config=None, access_log=False, workers=workers, **options)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        _AnnouncingServer(config, on_started).run(sockets=[sock])
+        if workers > 1:
+            on_started()
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            _AnnouncingServer(config, on_started).run(sockets=[sock])
     except KeyboardInterrupt:
         pass
     finally:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from shared.config import Settings
 from tests import running
 from tests.conftest import Fleet, final_status
 from tests.gateway.server import free_port
+from tests.waiting import wait_until
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -90,7 +94,6 @@ def test_dlq_list_and_replay(
     shows it and `dlq replay` gives it a new round that delivers it."""
     from tests.conftest import WEBHOOK_SECRET
     from tests.sinks.webhook_receiver import WebhookReceiver
-    from tests.waiting import wait_until
 
     settings = make_settings()
     with WebhookReceiver(WEBHOOK_SECRET) as receiver:
@@ -158,6 +161,41 @@ def test_run_on_a_taken_port_fails_in_one_line(tmp_path: Path) -> None:
     assert f"port {port} on 127.0.0.1 is already in use" in one_error_line(result.stderr)
     assert "listening" not in result.stdout + result.stderr
     assert not (tmp_path / "var" / "kai-messaging.db").exists()
+
+
+def test_gateway_with_worker_processes_serves_the_port_it_bound(tmp_path: Path) -> None:
+    """Given `kai-messaging gateway --workers 2`, when it starts, then it prints where it listens,
+    its worker processes answer on that port, and SIGTERM ends it with exit code 0."""
+    assert running.cli("migrate", cwd=tmp_path).returncode == 0
+    port = free_port()
+    out = tmp_path / "gateway.stdout"
+    with out.open("wb") as stdout:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli", "gateway", "--port", str(port), "--workers", "2"],
+            cwd=tmp_path,
+            env=running.embedded_env(),
+            stdout=stdout,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def healthy() -> bool:
+        assert process.poll() is None, f"gateway exited {process.returncode}"
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(healthy, timeout=90, message="gateway with two workers did not answer")
+        assert f"kai-messaging gateway listening on http://127.0.0.1:{port}" in out.read_text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
+    assert code == 0
 
 
 @pytest.mark.parametrize(
