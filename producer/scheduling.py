@@ -16,9 +16,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from shared import schedule, tracking
+from shared import preferences, schedule, tracking
 from shared.config import Settings
-from shared.db.models import NotificationLog, UserNotificationPreference, utcnow
+from shared.db.models import NotificationLog, utcnow
 from shared.db.rls import scope_for
 from shared.errors import NotCancelable, NotFound, NotScheduled, ValidationError
 from shared.messages import _Request
@@ -30,7 +30,10 @@ def due_of(settings: Settings, request: _Request, *, now: datetime | None = None
     A local send time reads the user's zone from the database."""
     if request.send_at is None and request.delay_ms is None:
         return None
-    zone = zone_of(settings, request.user_id) if isinstance(request.send_at, LocalTime) else None
+    zone = None
+    if isinstance(request.send_at, LocalTime) and request.user_id is not None:
+        with scope_for(settings.database_url, request.user_id) as session:
+            zone = preferences.load(session, request.user_id).timezone
     return _resolve(settings, request.send_at, request.delay_ms, zone, now or utcnow())
 
 
@@ -38,15 +41,6 @@ def needs_database(fields: dict[str, Any]) -> bool:
     """Whether resolving the send time of these (unvalidated) fields reads the database: a
     local send time looks up the user's zone."""
     return isinstance(fields.get("send_at", fields.get("sendAt")), dict | LocalTime)
-
-
-def zone_of(settings: Settings, user_id: str | None) -> str | None:
-    """The time zone of the user's preferences; None without a user or preferences."""
-    if user_id is None:
-        return None
-    with scope_for(settings.database_url, user_id) as session:
-        row = session.get(UserNotificationPreference, user_id)
-        return row.timezone if row is not None and row.timezone else None
 
 
 def _resolve(
@@ -101,7 +95,9 @@ def reschedule(settings: Settings, message_id: str, wanted: NewSendTime, *, for_
     it."""
     with scope_for(settings.database_url, for_user) as session:
         row = _found(session.get(NotificationLog, message_id), message_id, for_user)
-        zone = zone_of(settings, row.user_id) if isinstance(wanted.send_at, LocalTime) else None
+        zone = None
+        if isinstance(wanted.send_at, LocalTime) and row.user_id is not None:
+            zone = preferences.load(session, row.user_id).timezone
         now = utcnow()
         due = _resolve(settings, wanted.send_at, wanted.delay_ms, zone, now)
         at, used = (due.at, due.zone) if due is not None else (now, None)
