@@ -15,7 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from sqlalchemy.orm import Session
 
+from producer import message_log
 from shared import preferences, schedule, tracking
 from shared.config import Settings
 from shared.db.models import NotificationLog, utcnow
@@ -78,38 +80,44 @@ class NewSendTime(BaseModel):
         return self
 
 
-def cancel(settings: Settings, message_id: str, *, for_user: str | None) -> None:
-    """Cancel a message that has not started: :class:`NotFound`, or :class:`NotCancelable`
-    once a worker has taken it (or it has finished)."""
+def cancel(settings: Settings, message_id: str, *, for_user: str | None) -> dict[str, Any]:
+    """Cancel a message that has not started; its status afterwards, read in the same
+    transaction. :class:`NotFound`, or :class:`NotCancelable` once a worker has taken it (or
+    it has finished)."""
     with scope_for(settings.database_url, for_user) as session:
-        if tracking.cancel(session, message_id, for_user=for_user):
-            return
-        row = _found(session.get(NotificationLog, message_id), message_id, for_user)
+        canceled = tracking.cancel(session, message_id, for_user=for_user)
+        row = _found(session, message_id, for_user)
+        if canceled:
+            return message_log.view(row)
     message = f"message {message_id} is {row.status}; only a message that has not started can be canceled"
     raise NotCancelable(message, [{"field": "status", "message": message}])
 
 
-def reschedule(settings: Settings, message_id: str, wanted: NewSendTime, *, for_user: str | None) -> None:
-    """Give a scheduled message another send time: :class:`ValidationError` for one outside
-    the window, :class:`NotFound`, or :class:`NotScheduled` once the scheduler has published
-    it."""
+def reschedule(
+    settings: Settings, message_id: str, wanted: NewSendTime, *, for_user: str | None
+) -> dict[str, Any]:
+    """Give a scheduled message another send time; its status afterwards, read in the same
+    transaction. :class:`ValidationError` for a time outside the window, :class:`NotFound`,
+    or :class:`NotScheduled` once the scheduler has published it."""
     with scope_for(settings.database_url, for_user) as session:
-        row = _found(session.get(NotificationLog, message_id), message_id, for_user)
+        row = _found(session, message_id, for_user)
         zone = None
         if isinstance(wanted.send_at, LocalTime) and row.user_id is not None:
             zone = preferences.load(session, row.user_id).timezone
         now = utcnow()
         due = _resolve(settings, wanted.send_at, wanted.delay_ms, zone, now)
         at, used = (due.at, due.zone) if due is not None else (now, None)
-        if tracking.reschedule(session, message_id, at, used, for_user=for_user):
-            return
-        session.expire(row)  # read where it stands now, not before the UPDATE
+        moved = tracking.reschedule(session, message_id, at, used, for_user=for_user)
+        session.refresh(row)  # where it stands now, not before the UPDATE
+        if moved:
+            return message_log.view(row)
         status = row.status
     message = f"message {message_id} is {status}; only a scheduled message can be rescheduled"
     raise NotScheduled(message, [{"field": "status", "message": message}])
 
 
-def _found(row: NotificationLog | None, message_id: str, for_user: str | None) -> NotificationLog:
-    if row is None or (for_user is not None and row.user_id != for_user):
+def _found(session: Session, message_id: str, for_user: str | None) -> NotificationLog:
+    row = message_log.get(session, message_id, for_user=for_user)
+    if row is None:
         raise NotFound(f"no message with id {message_id}")
     return row

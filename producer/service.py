@@ -283,8 +283,7 @@ class NotificationService:
         """Cancel a message that has not started (scheduled, or queued and not yet taken by a
         worker); its status afterwards. :class:`~shared.errors.NotCancelable` once it has
         started or finished, :class:`~shared.errors.NotFound` for an unknown id."""
-        scheduling.cancel(self.settings, message_id, for_user=for_user)
-        return self.get_status(message_id, for_user=for_user)
+        return scheduling.cancel(self.settings, message_id, for_user=for_user)
 
     def reschedule(
         self,
@@ -306,8 +305,7 @@ class NotificationService:
             wanted = scheduling.NewSendTime.model_validate(fields)
         except pydantic.ValidationError as exc:
             raise validation_error(exc) from None
-        scheduling.reschedule(self.settings, message_id, wanted, for_user=for_user)
-        return self.get_status(message_id, for_user=for_user)
+        return scheduling.reschedule(self.settings, message_id, wanted, for_user=for_user)
 
 
 def _split_item(item: Any) -> tuple[Channel, dict[str, Any]]:
