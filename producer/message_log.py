@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, tuple_
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from shared.channels import Channel, Status
@@ -81,12 +81,7 @@ def page(
     """Up to ``limit`` messages past ``after``, newest first, and the position to continue
     from (None on the last page); with ``for_user``, only that user's messages."""
     query = select(NotificationLog).where(*filters.conditions(), *_owned_by(for_user))
-    if after is not None:
-        # A row comparison rather than the keyset's OR of comparisons: PostgreSQL starts the
-        # index scan right at the position, so a deep page reads no more than a first one.
-        log = NotificationLog
-        query = query.where(tuple_(log.created_at, log.id) < tuple_(*after))
-    return keyset.page(session, query, NEWEST_FIRST, None, limit)
+    return keyset.page(session, query, NEWEST_FIRST, after, limit)
 
 
 def view(row: NotificationLog) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, or_
+from sqlalchemy import ColumnElement, Select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 T = TypeVar("T")
@@ -32,16 +32,13 @@ class Keyset:
         return [column.desc() if self.descending else column.asc() for column in self.columns]
 
     def after(self, position: Position) -> ColumnElement[bool]:
-        """Rows past ``position``: (a, b) > (x, y) spelled as a > x OR (a = x AND b > y),
-        which compares each value with its column's own type on every backend."""
+        """Rows past ``position``: the row comparison (a, b) > (x, y). PostgreSQL starts an
+        index scan in this order right at the position, so a deep page reads no more than a
+        first one; each value is bound with its own column's type (a time turned to UTC)."""
         if len(position) != len(self.columns):
             raise ValueError(f"a position of {len(self.columns)} values expected")
-        clauses = []
-        for i, column in enumerate(self.columns):
-            equal = [c == v for c, v in zip(self.columns[:i], position[:i], strict=True)]
-            beyond = column < position[i] if self.descending else column > position[i]
-            clauses.append(and_(*equal, beyond))
-        return or_(*clauses)
+        row = tuple_(*self.columns)
+        return row < tuple(position) if self.descending else row > tuple(position)
 
     def position(self, row: Any) -> Position:
         return tuple(getattr(row, column.key) for column in self.columns)
