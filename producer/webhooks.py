@@ -102,7 +102,8 @@ class WebhookAdmin:
     def replace(self, endpoint_id: str, body: dict[str, Any]) -> dict[str, Any]:
         fields = parse_fields(body)
         with session_scope(self.settings.database_url) as session:
-            row = webhook_endpoints.replace(session, self.settings, endpoint_id, fields)
+            row = webhook_endpoints.get(session, endpoint_id, for_update=True)
+            webhook_endpoints.replace(session, self.settings, row, fields)
             return webhook_endpoints.view(row, self.settings)
 
     def patch(self, endpoint_id: str, patch: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +111,7 @@ class WebhookAdmin:
         with session_scope(self.settings.database_url) as session:
             row = webhook_endpoints.get(session, endpoint_id, for_update=True)
             fields = parse_fields(merge_patch(webhook_endpoints.document(row, self.settings), patch))
-            row = webhook_endpoints.replace(session, self.settings, endpoint_id, fields)
+            webhook_endpoints.replace(session, self.settings, row, fields)
             return webhook_endpoints.view(row, self.settings)
 
     def delete(self, endpoint_id: str) -> None:

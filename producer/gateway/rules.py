@@ -98,12 +98,8 @@ async def put_rule(request: Request) -> JSONResponse:
 
     def write() -> dict[str, Any]:
         with session_scope(settings.database_url) as session:
-            row = rules.replace(
-                session,
-                request.path_params["rule_id"],
-                given,
-                default_locale=settings.template_default_locale,
-            )
+            row = rules.get(session, request.path_params["rule_id"], for_update=True)
+            rules.replace(session, row, given, default_locale=settings.template_default_locale)
             return rules.view(row)
 
     return JSONResponse(await run_in_threadpool(write))
@@ -125,9 +121,9 @@ async def patch_rule(request: Request) -> JSONResponse:
 
     def write() -> dict[str, Any]:
         with session_scope(settings.database_url) as session:
-            current = rules.document(rules.get(session, rule_id, for_update=True))
-            given = parse(rules.RuleInput, merge_patch(current, patch))
-            row = rules.replace(session, rule_id, given, default_locale=settings.template_default_locale)
+            row = rules.get(session, rule_id, for_update=True)
+            given = parse(rules.RuleInput, merge_patch(rules.document(row), patch))
+            rules.replace(session, row, given, default_locale=settings.template_default_locale)
             return rules.view(row)
 
     return JSONResponse(await run_in_threadpool(write))

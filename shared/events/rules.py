@@ -136,14 +136,13 @@ def get(session: Session, rule_id: str, *, for_update: bool = False) -> Notifica
     return row
 
 
-def replace(session: Session, rule_id: str, rule: RuleInput, *, default_locale: str) -> NotificationRule:
-    """Every field of the rule from ``rule`` (fields it left out take their defaults)."""
-    row = get(session, rule_id, for_update=True)
+def replace(session: Session, row: NotificationRule, rule: RuleInput, *, default_locale: str) -> None:
+    """Every field of ``row`` (as :func:`get` read it ``for_update``) from ``rule`` (fields it
+    left out take their defaults)."""
     _check_templates(session, rule, default_locale)
     for name, value in rule.model_dump().items():
         setattr(row, name, value)
     row.updated_at = utcnow()
-    return row
 
 
 def delete(session: Session, rule_id: str) -> None:

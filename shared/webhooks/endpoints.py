@@ -255,17 +255,14 @@ def create(session: Session, settings: Settings, fields: EndpointFields) -> Crea
     return Created(row, secret)
 
 
-def replace(
-    session: Session, settings: Settings, endpoint_id: str, fields: EndpointFields
-) -> WebhookConfiguration:
-    """Every field of the endpoint from ``fields``; its secret stays."""
-    row = get(session, endpoint_id, for_update=True)
+def replace(session: Session, settings: Settings, row: WebhookConfiguration, fields: EndpointFields) -> None:
+    """Every field of ``row`` (as :func:`get` read it ``for_update``) from ``fields``; its
+    secret stays."""
     if fields.url != row.url:
         _check_reachable(settings, fields.url)
     _replace(row, fields, settings.webhooks.encryption_keys)
     row.updated_at = utcnow()
     session.flush()
-    return row
 
 
 #: Why a delivery to an endpoint that no longer exists ends (here and at its claim).
