@@ -221,13 +221,7 @@ async def patch_template(request: Request) -> JSONResponse:
             given = parse(store.TemplateInput, merge_patch(store.document(rows[0]), patch))
             if given.key != key:
                 raise ApiError(400, "key_mismatch", "the body's key differs from the path's")
-            row = store.save(
-                session,
-                given,
-                default_locale=settings.template_default_locale,
-                limits=RenderLimits.of(settings),
-            )
-            return template_messages.view(row)
+            return _save(session, given, settings)
 
     return JSONResponse(await run_in_threadpool(write))
 
