@@ -607,46 +607,30 @@ def _owned_by(for_user: str | None) -> list[Any]:
 
 def cancel(session: Session, message_id: str, *, for_user: str | None = None) -> bool:
     """End a message that has not started as ``canceled``; False if it has (or is not there,
-    or, with ``for_user``, not that user's). One conditional UPDATE: against the scheduler
-    publishing it or a worker claiming it at the same moment, exactly one of them wins, and
-    a claim never takes a canceled row."""
-    now = utcnow()
-    row = session.execute(
-        update(NotificationLog)
-        .where(NotificationLog.id == message_id, _NOT_STARTED, *_owned_by(for_user))
-        .values(
-            status=Status.CANCELED.value,
-            due_at=None,
-            next_attempt_at=None,
-            completed_at=now,
-            updated_at=now,
-        )
-        .returning(NotificationLog.channel)
-        .execution_options(synchronize_session=False)
-    ).one_or_none()
-    if row is None:
-        return False
-    metrics.COMPLETED.labels(row.channel, Status.CANCELED.value, "canceled").inc()
-    return True
+    or, with ``for_user``, not that user's). Its sender's choice: no error is recorded."""
+    which = and_(NotificationLog.id == message_id, *_owned_by(for_user))
+    return bool(cancel_where(session.connection(), which, code="canceled"))
 
 
-def cancel_where(connection: Connection, which: Any, *, reason: str, code: str) -> list[str]:
-    """End the messages matching ``which`` that have not started as ``canceled``, saying why
-    (an escalation step no longer needed); the ids canceled. The same conditional UPDATE as
-    :func:`cancel`, so a race with the scheduler or a claim has exactly one outcome."""
+def cancel_where(connection: Connection, which: Any, *, code: str, reason: str | None = None) -> list[str]:
+    """End the messages matching ``which`` that have not started as ``canceled``; the ids
+    canceled. With ``reason`` (an escalation step no longer needed) the row says why. One
+    conditional UPDATE: against the scheduler publishing a message or a worker claiming it at
+    the same moment, exactly one of them wins, and a claim never takes a canceled row."""
     now = utcnow()
+    values: dict[str, Any] = {
+        "status": Status.CANCELED.value,
+        "due_at": None,
+        "next_attempt_at": None,
+        "completed_at": now,
+        "updated_at": now,
+    }
+    if reason is not None:
+        values |= {"last_error": reason[:MAX_ERROR_CHARS], "error_code": code}
     rows = connection.execute(
         update(NotificationLog)
         .where(which, _NOT_STARTED)
-        .values(
-            status=Status.CANCELED.value,
-            last_error=reason[:MAX_ERROR_CHARS],
-            error_code=code,
-            due_at=None,
-            next_attempt_at=None,
-            completed_at=now,
-            updated_at=now,
-        )
+        .values(values)
         .returning(NotificationLog.id, NotificationLog.channel)
         .execution_options(synchronize_session=False)
     ).all()
