@@ -10,6 +10,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +82,10 @@ class Running:
     @property
     def key(self) -> str:
         return (self.var / "dev-api-key").read_text().strip()
+
+    def client(self) -> httpx.Client:
+        """An HTTP client of the gateway holding the dev API key."""
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=10)
 
     def stdout(self) -> str:
         return self.out.read_text()

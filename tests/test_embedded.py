@@ -5,64 +5,26 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests import running
 from tests.gateway.server import free_port
 from tests.readme import example_after
 from tests.waiting import wait_until
 
-#: Variables that would switch a real component on; the embedded run must not see them.
-REAL_COMPONENT_VARS = (
-    "DATABASE_URL",
-    "BROKER_URL",
-    "REDIS_URL",
-    "API_KEYS",
-    "EMAIL_HOST",
-    "TWILIO_ACCOUNT_SID",
-)
-
 
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in REAL_COMPONENT_VARS}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cli", "run", "--port", str(port)],
-        cwd=tmp_path,
-        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"kai-messaging run exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    instance = running.start(tmp_path, "--port", str(free_port()))
     try:
-        wait_until(up, timeout=90, message="embedded gateway did not come up")
-        key = (tmp_path / "var" / "dev-api-key").read_text().strip()
-        yield url, key, tmp_path / "var"
+        yield instance.url, instance.key, instance.var
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
+        instance.stop()
 
 
 def test_make_run_delivers_email_sms_and_in_app_on_embedded_defaults(embedded: tuple[str, str, Path]) -> None:

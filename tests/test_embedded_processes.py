@@ -6,8 +6,6 @@ started."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,27 +16,16 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import running
 from tests.gateway.server import free_port
 from tests.sinks.webhook_receiver import WebhookReceiver
 from tests.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 KAI_MESSAGING = str(Path(sys.executable).with_name("kai-messaging"))
 
 #: The acceptance bound: a message sent from another process reaches its final status within
 #: this many seconds of the send returning its id.
 DELIVERED_WITHIN_S = 2.0
-
-#: Variables that would switch a real component on; the embedded run must not see them.
-REAL_COMPONENT_VARS = (
-    "DATABASE_URL",
-    "BROKER_URL",
-    "REDIS_URL",
-    "API_KEYS",
-    "EMAIL_HOST",
-    "TWILIO_ACCOUNT_SID",
-    "WEBHOOK_ALLOW_PRIVATE_NETWORKS",
-)
 
 SEND_EMAIL = """
 from producer import notification_service
@@ -58,57 +45,33 @@ for n in range({count}):
 
 
 class Runner:
-    """``kai-messaging run`` on the embedded defaults, as a process of its own in ``workdir``."""
+    """``kai-messaging run`` on the embedded defaults in ``workdir``, on the same port each
+    time it is started."""
 
     def __init__(self, workdir: Path, env: dict[str, str]) -> None:
         self.workdir = workdir
         self.env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = workdir / "runner.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.instance: running.Running | None = None
 
     def start(self) -> Runner:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [KAI_MESSAGING, "run", "--port", str(self.port)],
-                cwd=self.workdir,
-                env=self.env,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-        wait_until(self._up, timeout=90, message="kai-messaging run did not come up")
+        self.instance = running.start(self.workdir, "--port", str(self.port), env=self.env)
         return self
 
-    def _up(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"kai-messaging run exited: {self.log.read_text()[-2000:]}")
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+        if self.instance is not None:
+            self.instance.stop()
+            self.instance = None
 
     def client(self) -> httpx.Client:
-        key = (self.workdir / "var" / "dev-api-key").read_text().strip()
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        assert self.instance is not None
+        return self.instance.client()
 
 
 @pytest.fixture
 def env() -> dict[str, str]:
-    kept = {k: v for k, v in os.environ.items() if k not in REAL_COMPONENT_VARS}
-    return {**kept, "PYTHONPATH": str(ROOT), "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true"}
+    return running.embedded_env(WEBHOOK_ALLOW_PRIVATE_NETWORKS="true")
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ nothing configured."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,19 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import running
 from tests.gateway.server import free_port
 from tests.waiting import wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
-#: Variables that would switch a real component on; the embedded run must not see them.
-REAL_COMPONENT_VARS = (
-    "DATABASE_URL",
-    "MIGRATION_DATABASE_URL",
-    "BROKER_URL",
-    "REDIS_URL",
-    "API_KEYS",
-    "EMAIL_HOST",
-)
 
 #: The example the README gives, as a user would run it beside `kai-messaging run`.
 BRIEF_EXAMPLE = """
@@ -42,50 +30,17 @@ print(event_id)
 
 
 @pytest.fixture
-def env() -> dict[str, str]:
-    kept = {k: v for k, v in os.environ.items() if k not in REAL_COMPONENT_VARS}
-    return {**kept, "PYTHONPATH": str(ROOT)}
-
-
-@pytest.fixture
-def gateway(tmp_path: Path, env: dict[str, str]) -> Iterator[httpx.Client]:
+def gateway(tmp_path: Path) -> Iterator[httpx.Client]:
     """`kai-messaging run` in a fresh directory, and a client holding its dev key."""
-    port = free_port()
-    with (tmp_path / "run.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "run", "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"kai-messaging run exited: {(tmp_path / 'run.log').read_text()[-2000:]}")
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    instance = running.start(tmp_path, "--port", str(free_port()))
     try:
-        wait_until(up, timeout=90, message="kai-messaging run did not come up")
-        key = (tmp_path / "var" / "dev-api-key").read_text().strip()
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10) as client:
+        with instance.client() as client:
             yield client
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        instance.stop()
 
 
-def test_the_brief_example_produces_messages_on_a_fresh_run(
-    gateway: httpx.Client, tmp_path: Path, env: dict[str, str]
-) -> None:
+def test_the_brief_example_produces_messages_on_a_fresh_run(gateway: httpx.Client, tmp_path: Path) -> None:
     """Given a fresh `kai-messaging run` and the user's contact email set over HTTP, when the
     brief's example runs in a second process, then the user's feed holds the starter in-app
     notification and the starter email lands in var/outbox/; and `kai-messaging starter
@@ -96,7 +51,7 @@ def test_the_brief_example_produces_messages_on_a_fresh_run(
     ran = subprocess.run(
         [sys.executable, "-c", BRIEF_EXAMPLE],
         cwd=tmp_path,
-        env=env,
+        env=running.embedded_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -126,14 +81,7 @@ def test_the_brief_example_produces_messages_on_a_fresh_run(
     assert "Subject: Action needed: your subscription payment failed" in mail
     assert "To: user@example.com" in mail
 
-    dry = subprocess.run(
-        [sys.executable, "-m", "cli", "starter", "--dry-run"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    dry = running.cli("starter", "--dry-run", cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
     assert "would add" not in dry.stdout
     assert "present    rule      Starter: subscription.payment_failed" in dry.stdout
