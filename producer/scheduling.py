@@ -61,8 +61,7 @@ def _resolve(
             max_ahead=timedelta(milliseconds=settings.schedule_max_ahead_ms),
         )
     except schedule.OutOfWindow as exc:
-        field = "delayMs" if send_at is None else "sendAt"
-        raise ValidationError(str(exc), [{"field": field, "message": str(exc)}]) from None
+        raise ValidationError(str(exc), [{"field": exc.field, "message": str(exc)}]) from None
 
 
 class NewSendTime(BaseModel):

@@ -61,7 +61,12 @@ class Due:
 
 
 class OutOfWindow(ValueError):
-    """A send time before the grace or past the horizon; the message says which."""
+    """A send time before the grace or past the horizon; the message says which, ``field``
+    names the one given (``sendAt`` or ``delayMs``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def next_local(clock: str, zone: str, now: datetime) -> datetime:
@@ -101,10 +106,10 @@ def resolve(
     else:
         at, field = now + timedelta(milliseconds=delay_ms or 0), "delayMs"
     if at < now - PAST_GRACE:
-        raise OutOfWindow(f"{field} is in the past ({at.isoformat()}); give a time from now on")
+        raise OutOfWindow(field, f"{field} is in the past ({at.isoformat()}); give a time from now on")
     if at > now + max_ahead:
         raise OutOfWindow(
-            f"{field} is more than {_days(max_ahead)} ahead (SCHEDULE_MAX_AHEAD); give an earlier time"
+            field, f"{field} is more than {_days(max_ahead)} ahead (SCHEDULE_MAX_AHEAD); give an earlier time"
         )
     return Due(at, used)
 
