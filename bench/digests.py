@@ -16,24 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from typing import Any
 
 import dramatiq
 from sqlalchemy import func, select, update
 
-from bench.env import BenchEnv, scratch_env
+from bench.env import BenchEnv, in_process_fleet, standalone_fleet, wait_count
 from bench.report import Row
-from migrations.migrate import upgrade
 from producer.events import EventNotificationService
-from shared.broker import get_broker, reset_broker
-from shared.config import Settings, set_settings
+from shared.broker import get_broker
+from shared.config import Settings
 from shared.db.models import DigestBucket, EventLog, NotificationLog, utcnow
 from shared.db.rls import system_scope
 from shared.db.session import session_scope
 from shared.events import rules
-from shared.logging import configure_logging
 from shared.templates import store
 from workers.actors import declare_all
 
@@ -74,19 +71,6 @@ def _setup(settings: Settings) -> None:
         )
 
 
-def _count(settings: Settings, query: Any) -> int:
-    with system_scope(settings.database_url) as session:
-        return int(session.scalar(query) or 0)
-
-
-def _wait(settings: Settings, query: Any, expected: int, deadline: float, what: str) -> float:
-    while _count(settings, query) < expected:
-        if time.perf_counter() > deadline:
-            raise SystemExit(f"bench: {what}: only {_count(settings, query)} of {expected}")
-        time.sleep(0.02)
-    return time.perf_counter()
-
-
 def run(settings: Settings, events: int, users: int) -> dict[str, Any]:
     _setup(settings)
     broker = get_broker(settings)
@@ -102,12 +86,12 @@ def run(settings: Settings, events: int, users: int) -> dict[str, Any]:
     deadline = started + DEADLINE_SECONDS
     try:
         processed = select(func.count()).where(EventLog.status == "processed")
-        folded = _wait(settings, processed, events, deadline, "events folded")
+        folded = wait_count(settings, processed, events, deadline, "events folded")
         with system_scope(settings.database_url) as session:
             session.execute(update(DigestBucket).values(closes_at=utcnow()))
         closing = time.perf_counter()
         delivered = select(func.count()).where(NotificationLog.status == "delivered")
-        done = _wait(settings, delivered, users, deadline, "digests delivered")
+        done = wait_count(settings, delivered, users, deadline, "digests delivered")
     finally:
         worker.stop()
     return {
@@ -124,16 +108,9 @@ def run(settings: Settings, events: int, users: int) -> dict[str, Any]:
 
 def measure(env: BenchEnv, *, quick: bool) -> list[Row]:
     """Row 12 of ``make bench``: on the suite's own database and virtual host."""
-    env.reset()
     events, users = (EVENTS_QUICK, USERS_QUICK) if quick else (EVENTS_FULL, USERS_FULL)
-    with tempfile.TemporaryDirectory() as var_dir:
-        settings = env.settings(KAI_VAR_DIR=var_dir)
-        set_settings(settings)
-        try:
-            result = run(settings, events, users)
-        finally:
-            reset_broker()
-            set_settings(None)
+    with in_process_fleet(env) as settings:
+        result = run(settings, events, users)
     return [
         Row(
             "12",
@@ -155,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     events, users = (EVENTS_QUICK, USERS_QUICK) if args.quick else (EVENTS_FULL, USERS_FULL)
-    with scratch_env() as bench:
-        settings = bench.settings(LOG_LEVEL="WARNING")
-        configure_logging(settings.log_level)
-        upgrade(bench.database_url)
+    with standalone_fleet() as settings:
         result = run(settings, events, users)
     print(
         f"digests: {result['events']} events folded at {result['fold_events_per_s']} events/s; "

@@ -13,15 +13,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import text
+from sqlalchemy import Select, text
 
+from migrations.migrate import upgrade
 from shared.broker import reset_broker
 from shared.channels import Channel
 from shared.config import Settings, set_settings
 from shared.db.models import Base
+from shared.db.rls import system_scope
 from shared.db.session import dispose_all, get_engine
+from shared.logging import configure_logging
 from tests.services import create_database, create_vhost, delete_vhost, drop_database, purge_queues
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -33,6 +37,8 @@ TERMINAL = ("sent", "delivered", "failed", "skipped")
 
 #: How often completion is polled while waiting for a batch to drain.
 POLL_INTERVAL_S = 0.1
+#: How often an in-process fleet's progress is polled: its figures are rates over seconds.
+FLEET_POLL_INTERVAL_S = 0.02
 
 
 @dataclass
@@ -154,3 +160,45 @@ def scratch_env() -> Iterator[BenchEnv]:
         dispose_all()
         drop_database(PG_ADMIN_URL, name)
         var.cleanup()
+
+
+@contextmanager
+def in_process_fleet(env: BenchEnv) -> Iterator[Settings]:
+    """Settings for a fleet run inside this process (a row of ``make bench``) on the emptied
+    database and virtual host of ``env``, with a var directory of its own; the broker and the
+    settings are forgotten afterwards."""
+    env.reset()
+    with tempfile.TemporaryDirectory() as var_dir:
+        settings = env.settings(KAI_VAR_DIR=var_dir)
+        set_settings(settings)
+        try:
+            yield settings
+        finally:
+            reset_broker()
+            set_settings(None)
+
+
+@contextmanager
+def standalone_fleet() -> Iterator[Settings]:
+    """Settings for a fleet run inside this process on a migrated scratch deployment, logging
+    at WARNING: a bench module run on its own (``python -m bench.<row>``)."""
+    with scratch_env() as bench:
+        settings = bench.settings(LOG_LEVEL="WARNING")
+        configure_logging(settings.log_level)
+        upgrade(bench.database_url)
+        yield settings
+
+
+def wait_count(settings: Settings, query: Select[Any], expected: int, deadline: float, what: str) -> float:
+    """Poll the count ``query`` until it reaches ``expected``; the ``time.perf_counter()`` it
+    did. Past ``deadline`` (a perf_counter time) the bench ends, naming ``what``."""
+
+    def count() -> int:
+        with system_scope(settings.database_url) as session:
+            return int(session.scalar(query) or 0)
+
+    while (found := count()) < expected:
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"bench: {what}: only {found} of {expected}")
+        time.sleep(FLEET_POLL_INTERVAL_S)
+    return time.perf_counter()

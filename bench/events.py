@@ -15,24 +15,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from typing import Any
 
 import dramatiq
 from sqlalchemy import func, select
 
-from bench.env import BenchEnv, scratch_env
+from bench.env import BenchEnv, in_process_fleet, standalone_fleet, wait_count
 from bench.report import Row
-from migrations.migrate import upgrade
 from producer.events import EventNotificationService
-from shared.broker import get_broker, reset_broker
+from shared.broker import get_broker
 from shared.channels import TERMINAL_STATUSES
-from shared.config import Settings, set_settings
+from shared.config import Settings
 from shared.db.models import NotificationLog
 from shared.db.session import session_scope
 from shared.events import rules
-from shared.logging import configure_logging
 from shared.templates import store
 from workers.actors import declare_all
 
@@ -83,12 +80,6 @@ def _setup(settings: Settings) -> None:
         )
 
 
-def _final_count(settings: Settings) -> int:
-    with session_scope(settings.database_url) as session:
-        query = select(func.count()).where(NotificationLog.status.in_([s.value for s in TERMINAL_STATUSES]))
-        return int(session.scalar(query) or 0)
-
-
 def run(settings: Settings, events: int) -> dict[str, Any]:
     _setup(settings)
     broker = get_broker(settings)
@@ -118,14 +109,11 @@ def run(settings: Settings, events: int) -> dict[str, Any]:
     worker.start()
     expected = events * 2
     deadline = consume_start + DEADLINE_SECONDS
+    final = select(func.count()).where(NotificationLog.status.in_([s.value for s in TERMINAL_STATUSES]))
     try:
-        while _final_count(settings) < expected:
-            if time.perf_counter() > deadline:
-                raise SystemExit(f"bench: only {_final_count(settings)} of {expected} messages final")
-            time.sleep(0.05)
-        # Before the worker stops: its shutdown (threads waking from their 1 s waits) is no
-        # part of processing the events.
-        done = time.perf_counter()
+        # Timed before the worker stops: its shutdown (threads waking from their 1 s waits)
+        # is no part of processing the events.
+        done = wait_count(settings, final, expected, deadline, "messages final")
     finally:
         worker.stop()
     processing = done - consume_start
@@ -143,15 +131,8 @@ def run(settings: Settings, events: int) -> dict[str, Any]:
 
 def measure(env: BenchEnv, *, quick: bool) -> list[Row]:
     """Row 8 of ``make bench``: on the suite's own database and virtual host."""
-    env.reset()
-    with tempfile.TemporaryDirectory() as var_dir:
-        settings = env.settings(KAI_VAR_DIR=var_dir)
-        set_settings(settings)
-        try:
-            result = run(settings, EVENTS_QUICK if quick else EVENTS_FULL)
-        finally:
-            reset_broker()
-            set_settings(None)
+    with in_process_fleet(env) as settings:
+        result = run(settings, EVENTS_QUICK if quick else EVENTS_FULL)
     return [
         Row(
             "8",
@@ -171,10 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help=f"{EVENTS_QUICK} events instead of {EVENTS_FULL}"
     )
     args = parser.parse_args(argv)
-    with scratch_env() as bench:
-        settings = bench.settings(LOG_LEVEL="WARNING")
-        configure_logging(settings.log_level)
-        upgrade(bench.database_url)
+    with standalone_fleet() as settings:
         result = run(settings, EVENTS_QUICK if args.quick else EVENTS_FULL)
     print(
         f"events: {result['events_per_s']} events/s processed into {result['messages_per_s']} rendered "
