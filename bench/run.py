@@ -10,7 +10,6 @@ measured first so the ratios compare like with like. See bench/README.md for eac
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 import time
@@ -18,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import endtoend, gateway, limits, peer_apprise, retry, scaling, scheduled, stall
+from bench import digests, endtoend, events, gateway, limits, peer_apprise, retry, scaling, scheduled, stall
 from bench.env import BenchEnv, scratch_env
 from bench.fleet import PRODUCER_THREADS, SEND_MANY_CHUNK, produce_many, send_fields
 from bench.pools import Pools
@@ -464,15 +463,9 @@ class Bench:
         ]
 
     def events(self) -> None:
-        try:
-            events = importlib.import_module("bench.events")
-        except ImportError:
-            self.rows.append(unavailable("8", "event processing", "bench.events is not on this branch"))
-            return
         self.rows += events.measure(self.env, quick=self.sizes is QUICK)
 
     def digests(self) -> None:
-        digests = importlib.import_module("bench.digests")
         self.rows += digests.measure(self.env, quick=self.sizes is QUICK)
 
     def apprise(self) -> None:
