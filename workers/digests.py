@@ -10,6 +10,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware
 
+from shared import handoff, relay
 from shared.broker import publish
 from shared.config import Settings
 from shared.db.models import utcnow
@@ -31,8 +32,15 @@ def close_due(settings: Settings, broker: dramatiq.Broker) -> int:
     # As the system: the due buckets belong to many users.
     with system_scope(settings.database_url) as session:
         messages = digest_close.close_due(session, settings, limit=CLOSE_BATCH)
+    if not messages:
+        return 0
+    if settings.embedded_broker:
+        handoff.nudge()  # the relay markers are the hand-off to the embedded broker
+        return len(messages)
     for channel, message_id in messages:
         publish(broker, channel, message_id)
+    with system_scope(settings.database_url) as session:
+        relay.published(session.connection(), [message_id for _, message_id in messages])
     return len(messages)
 
 

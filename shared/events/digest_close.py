@@ -4,9 +4,11 @@ Called by the events workers' closer (``workers/digests.py``) on every tick. A b
 claimed with ``FOR UPDATE SKIP LOCKED`` and marked closed in the transaction that creates its
 messages, so two workers closing side by side send each digest once; a bucket that an event is
 joining at that moment stays locked by the event's transaction and is skipped until the next
-tick, with that event in it. The messages' ids are published after the commit; a crash before
-the publish leaves them queued for the scheduler's rescue, like any message. Closed digests
-are kept a while (an event's status shows the digest it went into), then purged.
+tick, with that event in it. The messages' ids are published after the commit, and the
+closing transaction writes their relay markers (:mod:`shared.relay`) as accepting a message
+does: a closer that dies before the publish leaves them for the scheduler's relay, which
+publishes them within PUBLISH_RELAY_AFTER. Closed digests are kept a while (an event's status
+shows the digest it went into), then purged.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from shared import relay
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import DigestBucket, DigestItem, EventLog, NotificationRule, utcnow
@@ -33,7 +36,7 @@ MAX_RENDERED_EVENTS = 100
 
 def close_due(session: Session, settings: Settings, *, limit: int) -> list[tuple[Channel, str]]:
     """Close up to ``limit`` due buckets in ``session`` (one transaction: the caller commits,
-    then publishes the returned messages)."""
+    then publishes the returned messages and removes their relay markers)."""
     now = utcnow()
     ids = list(
         session.scalars(
@@ -54,6 +57,7 @@ def close_due(session: Session, settings: Settings, *, limit: int) -> list[tuple
     publish: list[tuple[Channel, str]] = []
     for bucket in session.scalars(select(DigestBucket).where(DigestBucket.id.in_(ids))):
         publish.extend(_send(session, settings, bucket))
+    relay.pend(session.connection(), [relay.Pending(i, relay.MESSAGE, c.queue_name) for c, i in publish])
     log.info("digest.closed", buckets=len(ids), messages=len(publish))
     return publish
 

@@ -17,11 +17,16 @@ import pytest
 from sqlalchemy import func, select
 
 from producer.events import EventNotificationService
+from producer.service import NotificationService
+from shared.channels import Channel
 from shared.config import Settings
-from shared.db.models import DigestBucket, DigestItem, EventLog, Notification, utcnow
+from shared.db.models import DigestBucket, DigestItem, EventLog, Notification, NotificationLog, utcnow
 from shared.db.rls import system_scope
+from shared.events import processing
 from shared.events.digests import CLOSED, OPEN
+from tests.conftest import Fleet, final_status
 from tests.test_events_flow import add_rule, save_template
+from tests.test_relay import silent_broker  # noqa: F401  (a fixture)
 from tests.waiting import wait_until
 from workers.digests import purge_closed
 
@@ -136,6 +141,58 @@ def test_two_workers_and_a_sigkill_send_each_digest_once_with_every_event(
     assert open_at_kill > 0  # the kill came while windows were collecting
     assert set(items) == set(sent) and set(items.values()) == {1}
     assert per_user == {f"u{u}": ROUNDS for u in range(USERS)}
+
+
+CLOSE = """
+import os
+from shared.broker import get_broker
+from shared.config import Settings
+from workers.digests import close_due
+settings = Settings.from_env(os.environ)
+close_due(settings, get_broker(settings))
+"""
+
+
+def test_a_digest_whose_closer_died_before_publishing_is_still_sent(
+    base_env: dict[str, str],
+    make_settings: Callable[..., Settings],
+    fleet: Callable[..., Fleet],
+    silent_broker: str,  # noqa: F811
+) -> None:
+    """Given a due digest and a closer process SIGKILLed after its close committed and before
+    the broker confirmed the publish, then the in-app pool delivers the digest's message once
+    the relay delay has passed, with no closer running."""
+    settings = make_settings(PUBLISH_RELAY_AFTER="500")
+    save_template(
+        settings, key="shipped", channel="in_app", title="{{count}}", message="m", sampleData={"count": 1}
+    )
+    add_rule(
+        settings,
+        eventType=EVENT,
+        channels=["in_app"],
+        templateKey="shipped",
+        digest={"window": "1d", "maxItems": 1},  # full with one event: due at once
+    )
+    event_id = EventNotificationService(settings).process_event(EVENT, user_id="dee", data={})
+    with system_scope(settings.database_url) as session:
+        processing.process(session, settings, event_id)
+    env = {**os.environ, **base_env, "BROKER_URL": silent_broker, "PYTHONPATH": str(ROOT)}
+    closer = subprocess.Popen(
+        [sys.executable, "-c", CLOSE], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    closed = select(func.count()).where(DigestBucket.state == CLOSED)
+    try:
+        wait_until(lambda: count(settings, closed) == 1, timeout=20, message="the close never committed")
+    finally:
+        closer.send_signal(signal.SIGKILL)
+        closer.wait()
+
+    fleet(settings, [Channel.IN_APP])
+    with system_scope(settings.database_url) as session:
+        message_id = session.scalar(select(NotificationLog.id).where(NotificationLog.user_id == "dee"))
+    assert message_id is not None
+
+    assert final_status(NotificationService(settings), message_id)["status"] == "delivered"
 
 
 def test_closed_digests_are_purged_after_a_week_and_open_ones_never(
