@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from migrations.migrate import upgrade
 from producer.gateway.app import create_app
 from shared.config import Settings
-from tests.conftest import ROTATED_KEY, SERVER_KEY, Queues, settings_with
+from tests.conftest import ROTATED_KEY, SERVER_KEY, Queues
+from tests.gateway.databases import BACKENDS, on_backend
 from tests.gateway.inbox import user_headers
 from tests.gateway.server import LiveServer
 
@@ -55,15 +55,11 @@ ENDPOINT = Resource(
 RESOURCES = [pytest.param(r, id=r.path.rsplit("/", 1)[-1]) for r in (TEMPLATE, RULE, ENDPOINT)]
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+@pytest.fixture(params=BACKENDS)
 def client(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> Iterator[httpx.Client]:
     """A live gateway on each kind of database, with the template the rules send."""
-    url = settings.database_url
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'creates.db'}"
-        upgrade(url)
     with (
-        LiveServer(create_app(settings_with(settings, database_url=url))) as server,
+        LiveServer(create_app(on_backend(request.param, settings, tmp_path))) as server,
         httpx.Client(base_url=server.url, timeout=30) as c,
     ):
         base = c.post(

@@ -11,33 +11,29 @@ from typing import Any
 import httpx
 import pytest
 
-from migrations.migrate import upgrade
 from producer.gateway.app import create_app
 from producer.gateway.pagination import DEFAULT_LIMIT, MAX_LIMIT, encode_cursor
 from shared.config import Settings
 from shared.db.models import NotificationRule, WebhookConfiguration, utcnow
 from shared.db.session import session_scope
-from tests.conftest import SERVER_KEY, settings_with
+from tests.conftest import SERVER_KEY
+from tests.gateway.databases import BACKENDS, on_backend
 from tests.gateway.server import LiveServer
 
 WEBHOOKS = "/api/webhooks/configurations"
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+@pytest.fixture(params=BACKENDS)
 def gateway(
     request: pytest.FixtureRequest, settings: Settings, tmp_path: Path
 ) -> Iterator[tuple[httpx.Client, str]]:
     """A live gateway with a server key, on each kind of database the service runs on."""
-    url = settings.database_url
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'lists.db'}"
-        upgrade(url)
-    app = create_app(settings_with(settings, database_url=url))
+    backend = on_backend(request.param, settings, tmp_path)
     with (
-        LiveServer(app) as server,
+        LiveServer(create_app(backend)) as server,
         httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {SERVER_KEY}"}, timeout=30) as c,
     ):
-        yield c, url
+        yield c, backend.database_url
 
 
 def every_page(

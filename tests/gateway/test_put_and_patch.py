@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
-from migrations.migrate import upgrade
 from producer.gateway.app import create_app
 from shared.config import Settings
 from shared.db.models import WebhookConfiguration, utcnow
 from shared.db.session import session_scope
-from tests.conftest import SERVER_KEY, settings_with
+from tests.conftest import SERVER_KEY
+from tests.gateway.databases import BACKENDS, on_backend
 from tests.gateway.server import LiveServer
 
 RULE = {
@@ -32,20 +32,22 @@ RULE = {
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def database(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> str:
-    """The URL of each kind of database the service runs on, migrated."""
-    if request.param == "postgresql":
-        return settings.database_url
-    url = f"sqlite:///{tmp_path / 'documents.db'}"
-    upgrade(url)
-    return url
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> Settings:
+    """The settings of each kind of database the service runs on, migrated."""
+    return on_backend(request.param, settings, tmp_path)
 
 
 @pytest.fixture
-def client(database: str, settings: Settings) -> Iterator[httpx.Client]:
-    """A live gateway on ``database`` with a server key and an email template."""
-    app = create_app(settings_with(settings, database_url=database))
+def database(backend: Settings) -> str:
+    """The URL of ``backend``'s database, to read what a request stored."""
+    return backend.database_url
+
+
+@pytest.fixture
+def client(backend: Settings) -> Iterator[httpx.Client]:
+    """A live gateway on ``backend`` with a server key and an email template."""
+    app = create_app(backend)
     auth = {"Authorization": f"Bearer {SERVER_KEY}"}
     with LiveServer(app) as server, httpx.Client(base_url=server.url, headers=auth, timeout=30) as c:
         template = {"key": "payment-failed", "channel": "email", "subject": "S", "text": "Payment failed"}
