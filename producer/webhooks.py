@@ -73,7 +73,9 @@ class WebhookAdmin:
         for message_id in message_ids:
             publish(broker, Channel.WEBHOOK, message_id)
 
-    def list_page(self, after: keyset.Position | None, limit: int) -> tuple[list[dict[str, Any]], Any]:
+    def list_page(
+        self, after: keyset.Position | None, limit: int
+    ) -> tuple[list[dict[str, Any]], keyset.Position | None]:
         """A page of endpoints, oldest first, and the position of the next page (or None)."""
         with session_scope(self.settings.database_url) as session:
             rows, more = webhook_endpoints.list_page(session, after, limit)
