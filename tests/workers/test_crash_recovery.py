@@ -8,11 +8,7 @@ requests in flight and more messages prefetched but unacknowledged.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -23,59 +19,14 @@ from shared.db.models import NotificationLog
 from shared.db.rls import system_scope
 from tests.conftest import WEBHOOK_SECRET, final_status
 from tests.sinks.webhook_receiver import WebhookReceiver
+from tests.workers.processes import ROOT, WorkerProcesses
 
-ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = 40
 THREADS = 8
 
 
-class WorkerPool:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cli",
-                "worker",
-                "webhook",
-                "--processes",
-                "1",
-                "--threads",
-                str(THREADS),
-            ],
-            cwd=ROOT,
-            env=self.env,
-            start_new_session=True,  # its own process group, so the kill takes every child
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.processes.append(process)
-        return process
-
-    def kill(self, process: subprocess.Popen[bytes]) -> None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-
-    def stop_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                # The Dramatiq main process forwards SIGTERM to its workers for a graceful
-                # stop; signalling the whole group would make each worker see it twice and
-                # kill itself hard.
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(5)
-
-
 @pytest.fixture
-def pool(base_env: dict[str, str]) -> Iterator[WorkerPool]:
+def pool(base_env: dict[str, str]) -> Iterator[WorkerProcesses]:
     env = {
         **os.environ,
         **base_env,
@@ -83,7 +34,7 @@ def pool(base_env: dict[str, str]) -> Iterator[WorkerPool]:
         "DELIVERY_LEASE": "2000",
         "WEBHOOK_TIMEOUT": "5000",
     }
-    p = WorkerPool(env)
+    p = WorkerProcesses(env)
     yield p
     p.stop_all()
 
@@ -96,7 +47,7 @@ def statuses(settings: Settings) -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
-def test_sigkill_of_a_busy_pool_loses_no_message(pool: WorkerPool, make_settings) -> None:  # type: ignore[no-untyped-def]
+def test_sigkill_of_a_busy_pool_loses_no_message(pool: WorkerProcesses, make_settings) -> None:  # type: ignore[no-untyped-def]
     """Given 40 webhooks and a pool busy with a slow receiver, when the pool is SIGKILLed
     mid-flight and started again, then every message ends delivered and each reached the
     receiver at least once; only requests that were in flight at the kill may repeat."""
@@ -106,14 +57,14 @@ def test_sigkill_of_a_busy_pool_loses_no_message(pool: WorkerPool, make_settings
         receiver.delay = 0.3
         ids = [service.send_webhook(url=receiver.url, payload={"n": n}) for n in range(MESSAGES)]
 
-        first = pool.start()
+        first = pool.start(["webhook"], THREADS)
         receiver.wait_for(THREADS + 2, timeout=30)
         pool.kill(first)
         at_kill = statuses(settings)
         assert at_kill.get("delivered", 0) < MESSAGES, at_kill
         assert at_kill.get("processing", 0) > 0, at_kill  # it really held messages
 
-        pool.start()
+        pool.start(["webhook"], THREADS)
         views = [final_status(service, message_id, timeout=60) for message_id in ids]
 
         assert {v["status"] for v in views} == {"delivered"}

@@ -11,7 +11,6 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -28,61 +27,17 @@ from tests.conftest import Fleet, final_status
 from tests.test_events_flow import add_rule, save_template
 from tests.test_relay import silent_broker  # noqa: F401  (a fixture)
 from tests.waiting import wait_until
+from tests.workers.processes import ROOT, WorkerProcesses
 from workers.digests import purge_closed
 
-ROOT = Path(__file__).resolve().parents[2]
 USERS = 25
 ROUNDS = 6
 EVENT = "order.shipped"
 
 
-class Workers:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        argv = [
-            sys.executable,
-            "-m",
-            "cli",
-            "worker",
-            "events",
-            "in_app",
-            "--processes",
-            "1",
-            "--threads",
-            "4",
-        ]
-        process = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=self.env,
-            start_new_session=True,  # its own process group, so the kill takes every child
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.processes.append(process)
-        return process
-
-    def kill(self, process: subprocess.Popen[bytes]) -> None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-
-    def stop_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)  # the main process forwards it to its workers
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(5)
-
-
 @pytest.fixture
-def workers(base_env: dict[str, str]) -> Iterator[Workers]:
-    pool = Workers({**os.environ, **base_env, "PYTHONPATH": str(ROOT)})
+def workers(base_env: dict[str, str]) -> Iterator[WorkerProcesses]:
+    pool = WorkerProcesses({**os.environ, **base_env, "PYTHONPATH": str(ROOT)})
     yield pool
     pool.stop_all()
 
@@ -93,7 +48,7 @@ def count(settings: Settings, query: object) -> int:
 
 
 def test_two_workers_and_a_sigkill_send_each_digest_once_with_every_event(
-    make_settings: Callable[..., Settings], workers: Workers
+    make_settings: Callable[..., Settings], workers: WorkerProcesses
 ) -> None:
     """Given a 1s digest window and two events workers, when 25 users get six rounds of events
     and one worker is SIGKILLed while windows are open, then every event is in exactly one
@@ -108,8 +63,8 @@ def test_two_workers_and_a_sigkill_send_each_digest_once_with_every_event(
         sampleData={"count": 1, "last": {"data": {"round": 0}}},
     )
     add_rule(settings, eventType=EVENT, channels=["in_app"], templateKey="shipped", digest={"window": "1s"})
-    first = workers.start()
-    workers.start()
+    first = workers.start(["events", "in_app"], threads=4)
+    workers.start(["events", "in_app"], threads=4)
     events = EventNotificationService(settings)
     sent: list[str] = []
     open_at_kill = 0
