@@ -106,7 +106,8 @@ class NotificationService:
         the same request it gives the first message's id, for another request it raises
         :class:`~shared.errors.IdempotencyKeyReused`."""
         request = self.validate(channel, fields)
-        return background().run(self.enqueue(channel, request, idempotency_scope=idempotency_scope))
+        answer = background().run(self.enqueue(channel, request, idempotency_scope=idempotency_scope))
+        return str(answer["id"])
 
     async def asubmit(
         self, channel: Channel, fields: dict[str, Any], *, idempotency_scope: str = PYTHON_API_SCOPE
@@ -120,11 +121,7 @@ class NotificationService:
         """:meth:`asubmit`, answering as the gateway does: ``{"id", "status"}`` (``queued``, or
         ``scheduled`` with its ``sendAt``)."""
         request = await self.avalidate(channel, fields)
-        message = self.new_message(channel, request, idempotency_scope)
-        message_id, created = await enqueuer_for(self.settings).accept(message)
-        if not created:
-            log.info("message.idempotent_repeat", message_id=message_id, channel=channel.value)
-        return _accepted(message, message_id)
+        return await self.enqueue(channel, request, idempotency_scope=idempotency_scope)
 
     def send_many(
         self, items: Sequence[dict[str, Any]], *, idempotency_scope: str = PYTHON_API_SCOPE
@@ -258,13 +255,14 @@ class NotificationService:
 
     async def enqueue(
         self, channel: Channel, request: _Request, *, idempotency_scope: str = PYTHON_API_SCOPE
-    ) -> str:
-        """Record and publish a validated request on the running loop; its id once accepted."""
+    ) -> dict[str, Any]:
+        """Record and publish a validated request on the running loop; once accepted, the
+        answer :meth:`aaccept` gives."""
         message = self.new_message(channel, request, idempotency_scope)
         message_id, created = await enqueuer_for(self.settings).accept(message)
         if not created:
             log.info("message.idempotent_repeat", message_id=message_id, channel=channel.value)
-        return message_id
+        return _accepted(message, message_id)
 
     # -- tracking ------------------------------------------------------------------------
 
