@@ -5,12 +5,17 @@ fill is quick), stored ``scheduled`` and not published; at that second the sched
 in-app pool's worker processes publish them (``FOR UPDATE SKIP LOCKED`` shares the rows
 between them), and the workers write each inbox row.
 
-Two latenesses, both from the row's ``send_at``: *published*, when a scheduler took the row
-and handed it to RabbitMQ (a trigger in the benchmark's scratch database records the
-moment the row turns from ``scheduled`` to ``queued``), which is the scheduler's precision;
-and *delivered* (``delivered_at``), which adds the burst draining through the pool and so is
-bounded by the pool's throughput (row 5d): 10,000 messages due at once cannot all be
-delivered within a second by a pool that delivers fewer than 10,000 a second.
+Two latenesses, both from the row's ``send_at``: *published*, when a scheduler handed the
+message to RabbitMQ, which is the scheduler's precision; and *delivered* (``delivered_at``),
+which adds the burst draining through the pool and so is bounded by the pool's throughput
+(row 5d): 10,000 messages due at once cannot all be delivered within a second by a pool that
+delivers fewer than 10,000 a second.
+
+Triggers in the benchmark's scratch database record the publish. A send a scheduler took
+ahead of its time (``SCHEDULER_LOOKAHEAD``) counts when its relay marker, dated at its due
+time, is removed: after the broker confirmed it, so a little later than the publish itself.
+One taken when already due counts when its row turns from ``scheduled`` to ``queued`` in the
+transaction that publishes it.
 """
 
 from __future__ import annotations
@@ -46,10 +51,24 @@ _TRIGGER = [
          RETURN NEW;
        END
        $$ LANGUAGE plpgsql""",
+    """CREATE OR REPLACE FUNCTION bench_record_released() RETURNS trigger AS $$
+       BEGIN
+         INSERT INTO bench_published
+         VALUES (OLD.id, extract(epoch FROM clock_timestamp() - OLD.created_at) * 1000);
+         RETURN OLD;
+       END
+       $$ LANGUAGE plpgsql""",
     "DROP TRIGGER IF EXISTS bench_published ON notification_logs",
+    # Taken when due: ``next_attempt_at`` is set to the moment it was taken. Taken ahead, it
+    # keeps the due time (and is counted when released, below).
     """CREATE TRIGGER bench_published AFTER UPDATE ON notification_logs FOR EACH ROW
-       WHEN (OLD.status = 'scheduled' AND NEW.status = 'queued')
+       WHEN (OLD.status = 'scheduled' AND NEW.status = 'queued'
+             AND NEW.next_attempt_at IS DISTINCT FROM OLD.due_at)
        EXECUTE FUNCTION bench_record_published()""",
+    "DROP TRIGGER IF EXISTS bench_released ON pending_publishes",
+    """CREATE TRIGGER bench_released AFTER DELETE ON pending_publishes FOR EACH ROW
+       WHEN (OLD.kind = 'message')
+       EXECUTE FUNCTION bench_record_released()""",
     "TRUNCATE bench_published",
 ]
 
@@ -98,6 +117,7 @@ def measure(env: BenchEnv, pools: Pools, *, count: int) -> ScheduledResult:
     with engine.begin() as conn:
         published = [float(r[0]) for r in conn.execute(text("SELECT late_ms FROM bench_published"))]
         conn.execute(text("DROP TRIGGER IF EXISTS bench_published ON notification_logs"))
+        conn.execute(text("DROP TRIGGER IF EXISTS bench_released ON pending_publishes"))
         conn.execute(text("DROP TABLE IF EXISTS bench_published"))
         arrived = conn.execute(
             text(

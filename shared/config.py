@@ -66,6 +66,7 @@ DEFAULT_TEMPLATE_MAX_OUTPUT_BYTES = 1024 * 1024
 #: the scheduler: a confirm takes milliseconds, so only a process that died in between leaves
 #: one; a few seconds keep the relay from racing a slow but living publisher.
 DEFAULT_PUBLISH_RELAY_AFTER_MS = 5_000
+DEFAULT_SCHEDULER_LOOKAHEAD_MS = 5_000
 
 #: How far ahead a send may be scheduled (``sendAt``/``delayMs``), in milliseconds: a year
 #: covers yearly reminders, and a bound keeps a typo in the year from parking a message for
@@ -174,6 +175,9 @@ class Settings:
     #: PUBLISH_RELAY_AFTER: how long an accepted row may wait for its confirmed publish before
     #: the scheduler publishes it (the accepting process died in between).
     publish_relay_after_ms: int = DEFAULT_PUBLISH_RELAY_AFTER_MS
+    #: SCHEDULER_LOOKAHEAD: how far ahead of their time a scheduler takes scheduled sends, to
+    #: publish them when due without reading the database then (0: at their time only).
+    scheduler_lookahead_ms: int = DEFAULT_SCHEDULER_LOOKAHEAD_MS
     #: SCHEDULE_MAX_AHEAD: the latest a send may be scheduled, from now.
     schedule_max_ahead_ms: int = DEFAULT_SCHEDULE_MAX_AHEAD_MS
     in_app_retention_days: int = DEFAULT_IN_APP_RETENTION_DAYS
@@ -323,6 +327,7 @@ class Settings:
             publish_relay_after_ms=integer(
                 "PUBLISH_RELAY_AFTER", DEFAULT_PUBLISH_RELAY_AFTER_MS, minimum=100
             ),
+            scheduler_lookahead_ms=integer("SCHEDULER_LOOKAHEAD", DEFAULT_SCHEDULER_LOOKAHEAD_MS),
             schedule_max_ahead_ms=integer("SCHEDULE_MAX_AHEAD", DEFAULT_SCHEDULE_MAX_AHEAD_MS, minimum=1),
             log_level=(get("LOG_LEVEL", "INFO") or "INFO").upper(),
             template_default_locale=get("TEMPLATE_DEFAULT_LOCALE", DEFAULT_TEMPLATE_LOCALE)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
 from sqlalchemy import Connection, Table, delete, insert, select
@@ -46,6 +46,17 @@ def pend(connection: Connection, pending: Sequence[Pending]) -> None:
         connection.execute(
             insert(_PENDING),
             [{"id": p.id, "kind": p.kind, "queue": p.queue, "created_at": now} for p in pending],
+        )
+
+
+def pend_planned(connection: Connection, planned: Sequence[tuple[Pending, datetime]]) -> None:
+    """Record publishes planned for later (scheduled sends a scheduler holds until their
+    time): each marker's age counts from its planned time, so the relay takes it only
+    ``PUBLISH_RELAY_AFTER`` past that time, if the scheduler holding it died."""
+    if planned:
+        connection.execute(
+            insert(_PENDING),
+            [{"id": p.id, "kind": p.kind, "queue": p.queue, "created_at": at} for p, at in planned],
         )
 
 

@@ -748,3 +748,78 @@ def take_due(
         if len(picked) >= limit:
             break
     return picked
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A scheduled send taken ahead of its time: published when ``due``."""
+
+    id: str
+    channel: Channel
+    due: datetime
+
+
+def stage_scheduled(
+    session: Session, *, channels: list[Channel], until: datetime, limit: int
+) -> list[Staged]:
+    """Scheduled sends due by ``until``, taken by one scheduler ahead of their time so that a
+    burst due in the same second costs only its publish when the second comes. They are
+    ``queued`` from now (a cancel still ends them until a worker takes one) with their due
+    time as ``next_attempt_at``; the caller writes their relay markers in the same
+    transaction. Escalation steps are left alone: their condition is checked when due."""
+    rows = session.execute(
+        select(NotificationLog.id)
+        .where(
+            NotificationLog.channel.in_([c.value for c in channels]),
+            NotificationLog.status == Status.SCHEDULED.value,
+            NotificationLog.escalation_of.is_(None),
+            NotificationLog.due_at <= until,
+        )
+        .order_by(NotificationLog.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not rows:
+        return []
+    now = utcnow()
+    taken = session.execute(
+        update(NotificationLog)
+        .where(
+            NotificationLog.id.in_([r.id for r in rows]),
+            # Again, for SQLite, which has no row locks: a cancel may have come in between.
+            NotificationLog.status == Status.SCHEDULED.value,
+        )
+        .values(
+            status=Status.QUEUED.value,
+            next_attempt_at=NotificationLog.due_at,
+            due_at=None,
+            locked_until=now,
+            updated_at=now,
+        )
+        .returning(NotificationLog.id, NotificationLog.channel, NotificationLog.next_attempt_at)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return sorted(
+        (Staged(r.id, Channel(r.channel), r.next_attempt_at) for r in taken),
+        key=lambda s: s.due,
+    )
+
+
+def unstage(session: Session, staged: Sequence[Staged]) -> int:
+    """Give staged sends that were never published back to ``scheduled`` (a scheduler
+    stopping): any scheduler takes them again. Those canceled or taken meanwhile stay as
+    they are. Returns how many went back."""
+    if not staged:
+        return 0
+    rows = session.execute(
+        update(NotificationLog)
+        .where(
+            NotificationLog.id.in_([s.id for s in staged]),
+            NotificationLog.status == Status.QUEUED.value,
+            NotificationLog.attempts == 0,
+        )
+        .values(status=Status.SCHEDULED.value, due_at=NotificationLog.next_attempt_at, updated_at=utcnow())
+        .returning(NotificationLog.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return len(rows)

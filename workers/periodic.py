@@ -14,13 +14,22 @@ log = get_logger(__name__)
 class PeriodicThread:
     """Calls ``step`` every ``interval`` seconds. ``step`` returns True when it left work
     behind (a backlog), and is then called again at once instead of after the interval; so is
-    it after :meth:`wake`. An exception is logged and the next step runs as planned: one failed
-    tick must not end the duty for the life of the process."""
+    it after :meth:`wake`. ``next_due``, when given, says in how many seconds the duty has
+    something due (None: nothing), and the wait ends then if that is sooner than the interval.
+    An exception is logged and the next step runs as planned: one failed tick must not end
+    the duty for the life of the process."""
 
-    def __init__(self, name: str, interval: float, step: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        name: str,
+        interval: float,
+        step: Callable[[], bool],
+        next_due: Callable[[], float | None] | None = None,
+    ) -> None:
         self.name = name
         self.interval = interval
         self.step = step
+        self.next_due = next_due
         self._stop = threading.Event()
         self._woken = threading.Event()
         self._thread: threading.Thread | None = None
@@ -35,7 +44,11 @@ class PeriodicThread:
                 log.exception(f"{self.name}.step_failed")
                 more = False
             if not more:
-                self._woken.wait(self.interval)
+                self._woken.wait(self._wait())
+
+    def _wait(self) -> float:
+        due = self.next_due() if self.next_due is not None else None
+        return self.interval if due is None else max(0.0, min(self.interval, due))
 
     def wake(self) -> None:
         """Run the next step now rather than at the end of the interval."""

@@ -7,36 +7,48 @@ side by side without publishing a row twice. Rows are published before the trans
 marks them commits: if the broker refuses, the transaction rolls back and the next tick
 tries again.
 
-A tick's rows go to RabbitMQ together, their confirms pipelined on the worker's event loop
-(:class:`~shared.publisher.AmqpPublisher`): a burst of scheduled sends due the same second
-costs a round trip per tick, not one per message, while the tick's transaction holds them.
+A tick's rows go to RabbitMQ together, their confirms pipelined
+(:class:`~workers.pipelined_publisher.PipelinedPublisher`): a burst of scheduled sends due
+the same second costs a round trip per tick, not one per message.
+
+Scheduled sends are taken ahead of their time (``SCHEDULER_LOOKAHEAD``, with RabbitMQ): each
+scheduler moves those due within the lookahead to ``queued`` with a relay marker dated at
+their due time, keeps them in memory and publishes them when the time comes. Reading and
+writing 10,000 rows takes seconds; publishing them is all that is left for their second. A
+scheduler that dies holding some leaves their markers, which any scheduler's relay publishes
+``PUBLISH_RELAY_AFTER`` past their time; one that stops gives them back as ``scheduled``.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
-from dramatiq.asyncio import EventLoopThread, get_event_loop_thread
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Middleware
 
 from shared import relay, tracking
-from shared.broker import publish
+from shared.broker import delivery_message, publish
 from shared.channels import Channel
 from shared.config import Settings
+from shared.db.models import utcnow
 from shared.db.rls import system_scope
 from shared.events import escalation
+from shared.events.queue import event_message
 from shared.logging import get_logger
-from shared.publisher import AmqpPublisher, channel_message
-from workers.handoff import publish_pending
 from workers.periodic import PeriodicThread
+from workers.pipelined_publisher import PipelinedPublisher
 
 log = get_logger(__name__)
 
 #: Rows published per tick; a backlog drains over consecutive ticks without a pause.
 BATCH_SIZE = 500
+#: Scheduled sends taken ahead per transaction, and the most one scheduler holds at a time.
+STAGE_BATCH = 1_000
+STAGE_LIMIT = 50_000
 
 
 class Scheduler:
@@ -47,9 +59,32 @@ class Scheduler:
         self.interval = settings.scheduler_interval_ms / 1000
         self.rescue_after = timedelta(milliseconds=settings.rescue_after_ms)
         self.relay_after = timedelta(milliseconds=settings.publish_relay_after_ms)
-        self._runner = PeriodicThread("scheduler", self.interval, lambda: self.tick() >= BATCH_SIZE)
-        #: The pipelined publisher, and the event loop it lives on.
-        self._publisher: tuple[EventLoopThread, AmqpPublisher] | None = None
+        # On the embedded broker a relay marker is published as soon as it is written (it is
+        # the hand-off between processes), so nothing can wait in one for its time.
+        lookahead = 0 if settings.embedded_broker else settings.scheduler_lookahead_ms
+        self.lookahead = timedelta(milliseconds=lookahead)
+        #: Scheduled sends taken ahead, as (due, id, channel), soonest first.
+        self._staged: list[tuple[datetime, str, Channel]] = []
+        #: After a failed release, the next try waits for this (not a busy loop while the
+        #: broker is away).
+        self._retry_at = utcnow()
+        self._runner = PeriodicThread("scheduler", self.interval, self.step, self.until_next)
+        #: Opened by the scheduler's thread on its first publish to RabbitMQ.
+        self._publisher: PipelinedPublisher | None = None
+        self._declared: set[str] = set()
+
+    def step(self) -> bool:
+        """One pass; True when work was left for another pass at once."""
+        self.release()
+        published = self.tick()
+        staged = self.stage()
+        return published >= BATCH_SIZE or staged >= STAGE_BATCH
+
+    def until_next(self) -> float | None:
+        """Seconds until the soonest staged send is due; None when none is staged."""
+        if not self._staged:
+            return None
+        return (max(self._staged[0][0], self._retry_at) - utcnow()).total_seconds()
 
     def tick(self) -> int:
         """Publish what is due now, and what was accepted but never published. Returns how
@@ -69,19 +104,82 @@ class Scheduler:
     def _publish(self, due: list[tuple[str, Channel]]) -> None:
         """Publish ``due``; returns once the broker confirmed all of them, else raises."""
         if not due:
-            return  # an idle tick need not hop onto the event loop
-        url = self.settings.broker_url
-        thread = None if url is None else get_event_loop_thread()
-        if url is None or thread is None:
-            # The embedded broker lives in this process; a worker without an event loop
-            # (none of ours) publishes one by one.
+            return
+        if self.settings.broker_url is None:
+            # The embedded broker lives in this process.
             for message_id, channel in due:
                 publish(self.broker, channel, message_id)
             return
-        if self._publisher is None or self._publisher[0] is not thread:
-            self._publisher = (thread, AmqpPublisher(url))
-        publisher = self._publisher[1]
-        thread.run_coroutine(publisher.publish([channel_message(channel, i) for i, channel in due]))
+        self._send([delivery_message(channel, message_id) for message_id, channel in due])
+
+    def _send(self, messages: list[dramatiq.Message[None]]) -> None:
+        """Publish to RabbitMQ, confirms pipelined; a queue this process has not used yet is
+        declared first as Dramatiq declares it (an unroutable publish is refused)."""
+        if not messages:
+            return
+        assert self.settings.broker_url is not None and isinstance(self.broker, RabbitmqBroker)
+        for queue in {m.queue_name for m in messages} - self._declared:
+            self.broker.declare_queue(queue, ensure=True)
+            self._declared.add(queue)
+        if self._publisher is None:
+            self._publisher = PipelinedPublisher(self.settings.broker_url)
+        self._publisher.publish([(m.queue_name, m.encode()) for m in messages])
+
+    def stage(self) -> int:
+        """Take the scheduled sends due within the lookahead; returns how many."""
+        room = min(STAGE_BATCH, STAGE_LIMIT - len(self._staged))
+        if not self.lookahead or room <= 0:
+            return 0
+        with system_scope(self.settings.database_url) as session:
+            staged = tracking.stage_scheduled(
+                session, channels=self.channels, until=utcnow() + self.lookahead, limit=room
+            )
+            relay.pend_planned(
+                session.connection(),
+                [(relay.Pending(s.id, relay.MESSAGE, s.channel.queue_name), s.due) for s in staged],
+            )
+        for s in staged:
+            heapq.heappush(self._staged, (s.due, s.id, s.channel))
+        return len(staged)
+
+    def release(self) -> int:
+        """Publish the staged sends whose time has come, a chunk at a time, each chunk's
+        markers removed once the broker confirmed it; returns how many."""
+        released = 0
+        while ready := self._ready(STAGE_BATCH):
+            try:
+                self._publish([(message_id, channel) for _, message_id, channel in ready])
+            except Exception:
+                for item in ready:  # their markers stay: the relay has them if this never works
+                    heapq.heappush(self._staged, item)
+                self._retry_at = utcnow() + timedelta(seconds=self.interval)
+                raise
+            with system_scope(self.settings.database_url) as session:
+                relay.published(session.connection(), [message_id for _, message_id, _ in ready])
+            released += len(ready)
+        if released:
+            log.info("scheduler.released", count=released)
+        return released
+
+    def _ready(self, limit: int) -> list[tuple[datetime, str, Channel]]:
+        """Up to ``limit`` staged sends now due, taken off the heap."""
+        now = utcnow()
+        ready: list[tuple[datetime, str, Channel]] = []
+        if now < self._retry_at:
+            return ready
+        while self._staged and self._staged[0][0] <= now and len(ready) < limit:
+            ready.append(heapq.heappop(self._staged))
+        return ready
+
+    def unstage(self) -> None:
+        """Give back what was staged and not published (the scheduler is stopping)."""
+        staged, self._staged = self._staged, []
+        if not staged:
+            return
+        with system_scope(self.settings.database_url) as session:
+            back = tracking.unstage(session, [tracking.Staged(i, c, due) for due, i, c in staged])
+            relay.published(session.connection(), [i for _, i, _ in staged])
+        log.info("scheduler.unstaged", count=back)
 
     def relay(self) -> int:
         """Publish accepted rows whose accepting process died before the broker confirmed."""
@@ -89,8 +187,7 @@ class Scheduler:
             return 0  # the runner's hand-off relay publishes every marker as it appears
         with system_scope(self.settings.database_url) as session:
             stale = relay.take_stale(session.connection(), older_than=self.relay_after, limit=BATCH_SIZE)
-            for pending in stale:
-                publish_pending(self.broker, pending)
+            self._send([_broker_message(pending) for pending in stale])
         if stale:
             log.warning("scheduler.relayed", count=len(stale))
         return len(stale)
@@ -101,11 +198,19 @@ class Scheduler:
 
     def stop(self, timeout: float = 10) -> None:
         self._runner.stop(timeout)
+        try:
+            self.unstage()
+        except Exception:  # the markers remain: the relay publishes them after their time
+            log.exception("scheduler.unstage_failed")
         if self._publisher is not None:
-            thread, publisher = self._publisher
+            self._publisher.close()
             self._publisher = None
-            if thread.loop.is_running():
-                thread.run_coroutine(publisher.close())
+
+
+def _broker_message(pending: relay.Pending) -> dramatiq.Message[None]:
+    if pending.kind == relay.EVENT:
+        return event_message(pending.id)
+    return delivery_message(Channel(pending.queue), pending.id)
 
 
 class SchedulerMiddleware(Middleware):

@@ -1,0 +1,64 @@
+"""The scheduler's pipelined publisher against the real RabbitMQ: a burst arrives whole and
+confirmed, a queue that does not exist refuses, and a connection the broker closed while
+idle is replaced before the next burst."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from urllib.parse import unquote, urlsplit
+
+import pika
+import pytest
+
+from shared.errors import EnqueueError
+from tests.conftest import Queues
+from workers.pipelined_publisher import PipelinedPublisher
+
+QUEUE = "pipelined_test"
+
+
+@pytest.fixture
+def publisher(broker_url: str) -> Iterator[PipelinedPublisher]:
+    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+    channel = connection.channel()
+    channel.queue_delete(QUEUE)  # the virtual host outlives a test: start empty
+    channel.queue_declare(QUEUE, durable=True)
+    connection.close()
+    p = PipelinedPublisher(broker_url)
+    yield p
+    p.close()
+
+
+def connections_of(broker_url: str) -> list[str]:
+    """The Erlang process ids of the connections open to the test's virtual host."""
+    vhost = unquote(urlsplit(broker_url).path[1:])
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "vhost", "pid"], check=True, capture_output=True, text=True
+    ).stdout
+    return [line.split("\t", 1)[1] for line in listed.splitlines() if line.split("\t", 1)[0] == vhost]
+
+
+def test_a_burst_is_on_the_queue_once_publish_returns(publisher: PipelinedPublisher, queues: Queues) -> None:
+    publisher.publish([(QUEUE, f"message {n}".encode()) for n in range(2_000)])
+    assert queues.depth(QUEUE) == 2_000
+
+
+def test_a_queue_that_does_not_exist_refuses_the_burst(publisher: PipelinedPublisher) -> None:
+    with pytest.raises(EnqueueError, match="refused 1 of 2"):
+        publisher.publish([(QUEUE, b"routed"), ("no_such_queue", b"unroutable")])
+
+
+def test_a_connection_the_broker_closed_while_idle_is_replaced(
+    publisher: PipelinedPublisher, broker_url: str, queues: Queues
+) -> None:
+    """Given a publisher whose connection the broker closed between two bursts (as it does
+    after missed heartbeats), then the second burst goes out on a new connection."""
+    publisher.publish([(QUEUE, b"first")])
+    [pid] = connections_of(broker_url)
+    subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "test"], check=True, capture_output=True)
+
+    publisher.publish([(QUEUE, b"second")])
+
+    assert queues.depth(QUEUE) == 2
+    assert pid not in connections_of(broker_url)

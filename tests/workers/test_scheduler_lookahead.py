@@ -1,0 +1,155 @@
+"""Scheduled sends taken ahead of their time (SCHEDULER_LOOKAHEAD) on the real broker and
+workers: queued early with a relay marker dated at their time, published when due and not
+before, still cancelable until a worker takes them; given back when their scheduler stops,
+and published by the relay when their scheduler died holding them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+
+import pytest
+from dramatiq.brokers.stub import StubBroker
+from sqlalchemy import select
+
+from producer.service import NotificationService
+from shared.broker import get_broker
+from shared.channels import Channel
+from shared.config import Settings
+from shared.db.models import NotificationLog, PendingPublish, utcnow
+from shared.db.rls import system_scope
+from shared.errors import NotScheduled
+from tests.conftest import Fleet, final_status
+from tests.sinks.webhook_receiver import WebhookReceiver
+from tests.waiting import wait_until
+from workers.scheduler import Scheduler
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as r:
+        yield r
+
+
+def row(settings: Settings, message_id: str) -> NotificationLog:
+    with system_scope(settings.database_url) as session:
+        found = session.get(NotificationLog, message_id)
+        assert found is not None
+        session.expunge(found)
+        return found
+
+
+def marker(settings: Settings, message_id: str) -> datetime | None:
+    """When the message's relay marker counts from, or None without one."""
+    with system_scope(settings.database_url) as session:
+        return session.scalar(select(PendingPublish.created_at).where(PendingPublish.id == message_id))
+
+
+def staged(settings: Settings, message_id: str) -> bool:
+    return row(settings, message_id).status == "queued"
+
+
+def test_a_send_taken_ahead_waits_queued_and_is_delivered_at_its_time_not_before(
+    make_settings: Callable[..., Settings], fleet: Callable[..., Fleet], receiver: WebhookReceiver
+) -> None:
+    """Given a 4 s lookahead and a webhook due in 2 s, then the scheduler takes it at once:
+    ``queued`` with its due time and a relay marker dated then; it is delivered once, at or
+    after its time, and the marker is gone."""
+    settings = make_settings(SCHEDULER_LOOKAHEAD="4000")
+    service = NotificationService(settings)
+    at = utcnow() + timedelta(seconds=2)
+    message_id = service.send_webhook(url=receiver.url, payload={"n": 1}, send_at=at)
+    fleet(settings, [Channel.WEBHOOK])
+
+    wait_until(lambda: staged(settings, message_id), timeout=1.5, message="not taken ahead")
+    taken = row(settings, message_id)
+    assert (taken.due_at, taken.next_attempt_at, taken.attempts) == (None, at, 0)
+    assert marker(settings, message_id) == at
+    assert service.get_status(message_id)["sendAt"] == at.isoformat()
+    assert receiver.deliveries == []
+
+    view = final_status(service, message_id)
+    assert (view["status"], view["attempts"]) == ("delivered", 1)
+    sent_at = row(settings, message_id).sent_at
+    assert sent_at is not None and sent_at >= at
+    assert marker(settings, message_id) is None
+    assert len(receiver.deliveries) == 1
+
+
+def test_a_send_taken_ahead_can_be_canceled_but_not_moved(
+    make_settings: Callable[..., Settings], fleet: Callable[..., Fleet], receiver: WebhookReceiver
+) -> None:
+    """Given a send taken ahead, then a reschedule is refused (it is on its way) while a
+    cancel still ends it: it is never delivered, though its broker message goes out when due;
+    a control send due after it is delivered."""
+    settings = make_settings(SCHEDULER_LOOKAHEAD="4000")
+    service = NotificationService(settings)
+    canceled = service.send_webhook(url=receiver.url, payload={"n": "canceled"}, delay_ms=1500)
+    control = service.send_webhook(url=receiver.url, payload={"n": "control"}, delay_ms=2500)
+    fleet(settings, [Channel.WEBHOOK])
+    wait_until(lambda: staged(settings, canceled), timeout=1.2, message="not taken ahead")
+
+    with pytest.raises(NotScheduled, match="is queued"):
+        service.reschedule(canceled, delay_ms=60_000)
+    assert service.cancel(canceled)["status"] == "canceled"
+
+    assert final_status(service, control)["status"] == "delivered"
+    assert service.get_status(canceled)["status"] == "canceled"
+    assert [d.json["n"] for d in receiver.deliveries] == ["control"]
+    assert marker(settings, canceled) is None  # published when due, and the claim refused it
+
+
+def test_a_stopping_scheduler_gives_back_what_it_took_ahead(make_settings: Callable[..., Settings]) -> None:
+    """Given a scheduler holding sends it took ahead, when it stops, then they are
+    ``scheduled`` again at their own time, with no relay marker left."""
+    settings = make_settings(SCHEDULER_LOOKAHEAD="60000")
+    service = NotificationService(settings)
+    at = utcnow() + timedelta(seconds=30)
+    ids = [
+        service.send_in_app_notification(
+            user_id="u1", title="t", message=f"m{n}", send_at=at + timedelta(seconds=n)
+        )
+        for n in range(3)
+    ]
+    scheduler = Scheduler(settings, get_broker(settings), [Channel.IN_APP])
+    assert scheduler.stage() == 3
+    assert all(staged(settings, i) for i in ids)
+
+    scheduler.stop()
+
+    for n, message_id in enumerate(ids):
+        back = row(settings, message_id)
+        assert (back.status, back.due_at) == ("scheduled", at + timedelta(seconds=n))
+        assert marker(settings, message_id) is None
+
+
+def test_sends_held_by_a_scheduler_that_died_go_out_through_the_relay(
+    make_settings: Callable[..., Settings], fleet: Callable[..., Fleet], receiver: WebhookReceiver
+) -> None:
+    """Given a scheduler that took two sends ahead and died before their time (never
+    stopped), then the relay of another worker publishes them PUBLISH_RELAY_AFTER past their
+    time, and each is delivered once."""
+    settings = make_settings(SCHEDULER_LOOKAHEAD="4000", PUBLISH_RELAY_AFTER="500")
+    service = NotificationService(settings)
+    at = utcnow() + timedelta(seconds=1)
+    ids = [service.send_webhook(url=receiver.url, payload={"n": n}, send_at=at) for n in range(2)]
+    dead = Scheduler(settings, get_broker(settings), [Channel.WEBHOOK])
+    assert dead.stage() == 2  # and then nothing more from it
+
+    fleet(settings, [Channel.WEBHOOK])
+
+    for message_id in ids:
+        view = final_status(service, message_id)
+        assert (view["status"], view["attempts"]) == ("delivered", 1)
+        sent_at = row(settings, message_id).sent_at
+        assert sent_at is not None and sent_at >= at + timedelta(milliseconds=500)
+    assert sorted(d.json["n"] for d in receiver.deliveries) == [0, 1]
+
+
+def test_without_a_broker_url_nothing_is_taken_ahead(make_settings: Callable[..., Settings]) -> None:
+    """On the embedded broker a relay marker is published as soon as it is written, so the
+    scheduler takes nothing ahead there."""
+    settings = make_settings(SCHEDULER_LOOKAHEAD="60000", BROKER_URL="")
+    scheduler = Scheduler(settings, StubBroker(), [Channel.IN_APP])
+    assert settings.embedded_broker
+    assert scheduler.lookahead == timedelta(0)

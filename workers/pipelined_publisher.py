@@ -1,0 +1,105 @@
+"""Publishing a burst of broker messages from one thread, their confirms pipelined.
+
+The scheduler hands thousands of ids to RabbitMQ at the moment they are due. Through pika's
+blocking channel each publish waits for its own confirm (a round trip per message); through
+the asyncio publisher (:mod:`shared.publisher`) every publish costs a dozen event-loop
+callbacks, about 0.25 ms of CPU, measured at 4,000 messages/s on a quiet machine against
+12,500/s here. This publisher writes the whole burst on the asynchronous side of a pika
+channel in confirm mode and then waits once, until the broker has confirmed the last of them
+(RabbitMQ acknowledges many at a time). Its connection belongs to the thread that uses it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import pika
+import pika.exceptions
+from pika.spec import Basic
+
+from shared.broker import amqp_url_with_defaults
+from shared.errors import EnqueueError
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+#: Persistent messages, as Dramatiq publishes them.
+PERSISTENT = pika.BasicProperties(delivery_mode=2)
+#: The longest a burst may wait for its confirms.
+CONFIRM_TIMEOUT_S = 10.0
+
+
+class PipelinedPublisher:
+    def __init__(self, broker_url: str, *, timeout_s: float = CONFIRM_TIMEOUT_S) -> None:
+        self.parameters = pika.URLParameters(amqp_url_with_defaults(broker_url))
+        self.timeout_s = timeout_s
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: pika.adapters.blocking_connection.BlockingChannel | None = None
+        #: Delivery tags: the last one used, and up to which the broker has answered.
+        self._sent = 0
+        self._answered = 0
+        #: Publishes the broker refused (nack) or could not route (returned), this burst.
+        self._refused = 0
+
+    def publish(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Publish each body to its queue; returns once the broker confirmed all of them,
+        else raises :class:`~shared.errors.EnqueueError` (some may have gone out: a message
+        published twice is recognised by the worker's claim)."""
+        if not items:
+            return
+        try:
+            connection, channel = self._open()
+            self._refused = 0
+            for queue, body in items:
+                # The asynchronous channel writes the frames without waiting for anything.
+                channel._impl.basic_publish("", queue, body, PERSISTENT, mandatory=True)
+                self._sent += 1
+            deadline = time.monotonic() + self.timeout_s
+            while self._answered < self._sent:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{self._sent - self._answered} confirms missing")
+                connection.process_data_events(time_limit=min(left, 0.05))
+        except (pika.exceptions.AMQPError, OSError, TimeoutError) as exc:
+            self.close()
+            raise EnqueueError(f"the broker did not accept {len(items)} message(s): {exc!r}") from exc
+        if self._refused:
+            raise EnqueueError(f"the broker refused {self._refused} of {len(items)} message(s)")
+
+    def _open(
+        self,
+    ) -> tuple[pika.BlockingConnection, pika.adapters.blocking_connection.BlockingChannel]:
+        if self._connection is not None and self._channel is not None:
+            try:
+                # Answer what came in while idle (heartbeats; or the broker's close, and then
+                # a new connection is opened below).
+                self._connection.process_data_events(time_limit=0)
+            except (pika.exceptions.AMQPError, OSError):
+                self.close()
+        if self._connection is None or self._channel is None or not self._channel.is_open:
+            self.close()
+            connection = pika.BlockingConnection(self.parameters)
+            channel = connection.channel()
+            channel._impl.add_on_return_callback(self._on_return)
+            channel._impl.confirm_delivery(self._on_confirm)
+            self._connection, self._channel = connection, channel
+            self._sent = self._answered = 0
+        return self._connection, self._channel
+
+    def _on_confirm(self, frame: pika.frame.Method[Basic.Ack | Basic.Nack]) -> None:
+        method = frame.method
+        if isinstance(method, Basic.Nack):
+            self._refused += 1  # one, or several with ``multiple``: any is enough to fail
+        self._answered = max(self._answered, method.delivery_tag)
+
+    def _on_return(self, *_: object) -> None:
+        self._refused += 1  # no such queue; its confirm follows
+
+    def close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception:  # a broken connection: nothing left to close cleanly
+                log.debug("pipelined_publisher.close_failed", exc_info=True)
