@@ -143,6 +143,28 @@ def test_the_users_choice_overrides_the_rule(settings: Settings, events: EventNo
     assert "turned off order.shipped" in status["lastError"]
 
 
+def test_a_digest_whose_user_turned_its_type_off_meanwhile_is_skipped(
+    settings: Settings, events: EventNotificationService
+) -> None:
+    """Given an open 4s digest holding an event, when the user turns the type off before the
+    window closes, then the digest's message is skipped with the reason, and nothing reaches
+    her inbox."""
+    shipped(settings, digest={"window": "4s"})
+    event_id = events.process_event(EVENT, user_id="gus", data={"orderId": "G"})
+    processed(settings, [event_id])
+    assert [d["state"] for d in events.get_event(event_id)["digests"]] == ["open"]
+
+    set_preferences(settings, "gus", digest={"order.shipped": "off"})
+
+    wait_until(lambda: len(messages_of(settings, "gus")) == 1, timeout=20, message="the digest never closed")
+    (message,) = messages_of(settings, "gus")
+    status = final_status(NotificationService(settings), message.id)
+    assert (status["status"], status["errorCode"]) == ("skipped", "digest_off")
+    assert "turned off order.shipped" in status["lastError"]
+    with system_scope(settings.database_url) as session:
+        assert session.scalar(select(func.count()).where(Notification.user_id == "gus")) == 0
+
+
 def test_a_users_cadence_closes_in_her_time_zone(
     settings: Settings, events: EventNotificationService
 ) -> None:

@@ -23,7 +23,7 @@ from shared import relay
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import DigestBucket, DigestItem, EventLog, NotificationRule, utcnow
-from shared.events import processing
+from shared.events import digests, processing
 from shared.events.digests import CLOSED, OPEN, item_view
 from shared.logging import get_logger
 
@@ -114,10 +114,14 @@ def _send(session: Session, settings: Settings, bucket: DigestBucket) -> list[tu
         data=data,
         created_at=last.occurred_at,
     )
+    choices, _zone = digests.user_choices(session, bucket.user_id)
+    held = digests.off_at_close(choices, bucket.event_type)
     publish = []
     for name in rule.channels:
         channel = Channel(name)
-        message_id, _created, now = processing.digest_message(session, settings, stand_in, rule, channel)
+        message_id, _created, now = processing.digest_message(
+            session, settings, stand_in, rule, channel, held
+        )
         if now:
             publish.append((channel, message_id))
     return publish

@@ -217,7 +217,7 @@ def plan(
     rule_digest = DigestInput.model_validate(rule.digest) if rule.digest else None
     choice = choices.get(event.event_type) or choices.get("all")
     if choice == "off":
-        return Skip(f"the user turned off {event.event_type} notifications", "digest_off")
+        return turned_off(event.event_type)
     if choice in USER_CADENCES:
         base = rule_digest.model_dump() if rule_digest else {}
         return Digest(DigestInput.model_validate({**base, "window": None, "cadence": USER_CADENCES[choice]}))
@@ -231,6 +231,18 @@ def plan(
                 return Digest(DigestInput(window=throttle.per))
             return Skip(f"throttled: at most {throttle.limit} per {throttle.per}", "throttled")
     return Instant()
+
+
+def turned_off(event_type: str) -> Skip:
+    return Skip(f"the user turned off {event_type} notifications", "digest_off")
+
+
+def off_at_close(choices: dict[str, Any], event_type: str) -> Skip | None:
+    """A digest closing for a user who has meanwhile turned its type (or everything) off is
+    skipped with that reason; any other choice made meanwhile leaves it to be sent."""
+    if (choices.get(event_type) or choices.get("all")) == "off":
+        return turned_off(event_type)
+    return None
 
 
 def _count_alone(session: Session, event: EventLog) -> None:

@@ -152,12 +152,18 @@ def _message(
 
 
 def digest_message(
-    session: Session, settings: Settings, digest: EventLog, rule: NotificationRule, channel: Channel
+    session: Session,
+    settings: Settings,
+    digest: EventLog,
+    rule: NotificationRule,
+    channel: Channel,
+    held: digests.Skip | None = None,
 ) -> tuple[str, bool, bool]:
     """A closed digest's message on ``channel``, like an event's: ``digest`` is an unsaved
-    event standing for the digest's events (its last one's id, their data in ``events``)."""
+    event standing for the digest's events (its last one's id, their data in ``events``);
+    ``held`` closes it as skipped (the user turned the type off while the digest was open)."""
     contact = contacts.get(session, digest.user_id) if digest.user_id else None
-    return _message(session, settings, digest, rule, channel, contact)
+    return _message(session, settings, digest, rule, channel, contact, held)
 
 
 def _sends(rule: NotificationRule) -> list[tuple[str, escalation.Step | None]]:
