@@ -11,13 +11,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from producer.events import EventNotificationService
 from producer.service import NotificationService
 from shared.config import Settings
 from shared.db.models import DigestBucket, EventLog, Notification, NotificationLog
-from shared.db.rls import system_scope
+from shared.db.rls import SYSTEM_SETTING, system_scope
+from shared.db.session import get_engine
+from shared.events import processing
 from shared.events.digests import next_close
 from tests.conftest import Fleet, final_status
 from tests.test_events_flow import add_rule, save_template, set_preferences
@@ -270,3 +273,27 @@ def test_a_malformed_digest_is_refused(settings: Settings, digest: dict[str, Any
     }
     with pytest.raises(ValueError, match=complaint):
         RuleInput.model_validate(body)
+
+
+def test_many_events_folded_on_one_connection_all_land(settings: Settings) -> None:
+    """Given one database connection folding 20 events into digests (psycopg prepares a
+    statement on the server after its fifth run, and the planner then sees parameters, not
+    values), then every event lands in its user's open digest: the upsert names the open
+    digests' index by its own predicate, not by a parameter."""
+    save_template(
+        settings, key="shipped", channel="in_app", title="{{count}}", message="m", sampleData={"count": 1}
+    )
+    shipped(settings, digest={"window": "1h"})
+    event_ids = [
+        EventNotificationService(settings).process_event(EVENT, user_id=f"u{n % 4}", data={"n": n})
+        for n in range(20)
+    ]
+    with get_engine(settings.database_url).connect() as connection:
+        for event_id in event_ids:
+            with Session(bind=connection) as session, session.begin():
+                session.execute(text("SELECT set_config(:name, 'on', true)"), {"name": SYSTEM_SETTING})
+                processing.process(session, settings, event_id)
+    with system_scope(settings.database_url) as session:
+        query = select(DigestBucket.user_id, DigestBucket.item_count).where(DigestBucket.state == "open")
+        counts = {user: count for user, count in session.execute(query)}
+    assert counts == {f"u{u}": 5 for u in range(4)}

@@ -251,6 +251,11 @@ class NotificationRule(Base):
     __table_args__ = (Index("ix_notification_rules_event_type_active", "event_type", "active"),)
 
 
+#: The predicate of the open digests' unique index (one open digest per rule and key); an
+#: upsert names the index by it (``ON CONFLICT … WHERE``).
+OPEN_BUCKET = "state = 'open'"
+
+
 class DigestBucket(Base):
     """One digest window of a rule for one key: open while it collects, closed once sent."""
 
@@ -275,8 +280,8 @@ class DigestBucket(Base):
             "rule_id",
             "digest_key",
             unique=True,
-            postgresql_where=text("state = 'open'"),
-            sqlite_where=text("state = 'open'"),
+            postgresql_where=text(OPEN_BUCKET),
+            sqlite_where=text(OPEN_BUCKET),
         ),
         Index("ix_digest_buckets_state_closes_at", "state", "closes_at"),
     )

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from shared.channels import Status
 from shared.db.models import (
+    OPEN_BUCKET,
     DigestBucket,
     DigestItem,
     EventLog,
@@ -322,7 +323,10 @@ def add(
 
     upsert = insert.on_conflict_do_update(
         index_elements=[existing.rule_id, existing.digest_key],
-        index_where=existing.state == OPEN,
+        # Written as the index declares it: as a bound parameter, the predicate of a
+        # statement psycopg has prepared on the server (after its fifth run on a connection)
+        # no longer proves that the partial index applies, and PostgreSQL refuses the upsert.
+        index_where=text(OPEN_BUCKET),
         set_={
             "item_count": existing.item_count + 1,
             "closes_at": case((reached, now), else_=existing.closes_at),
