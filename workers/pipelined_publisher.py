@@ -26,8 +26,9 @@ log = get_logger(__name__)
 
 #: Persistent messages, as Dramatiq publishes them.
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
-#: The longest a burst may wait for its confirms.
+#: The longest a burst may wait for its confirms, and how often it looks whether they are in.
 CONFIRM_TIMEOUT_S = 10.0
+CONFIRM_POLL_S = 0.002
 
 
 class PipelinedPublisher:
@@ -60,7 +61,9 @@ class PipelinedPublisher:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"{self._sent - self._answered} confirms missing")
-                connection.process_data_events(time_limit=min(left, 0.05))
+                # The confirms reach our callback directly, which does not end pika's wait,
+                # so the wait is kept short: it is the lateness of the last confirm.
+                connection.process_data_events(time_limit=min(left, CONFIRM_POLL_S))
         except (pika.exceptions.AMQPError, OSError, TimeoutError) as exc:
             self.close()
             raise EnqueueError(f"the broker did not accept {len(items)} message(s): {exc!r}") from exc
