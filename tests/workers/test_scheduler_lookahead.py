@@ -16,11 +16,12 @@ from producer.service import NotificationService
 from shared.broker import get_broker
 from shared.channels import Channel
 from shared.config import Settings
-from shared.db.models import NotificationLog, PendingPublish, utcnow
+from shared.db.models import PendingPublish, utcnow
 from shared.db.rls import system_scope
 from shared.errors import NotScheduled
 from tests.conftest import Fleet, final_status
 from tests.sinks.webhook_receiver import WebhookReceiver
+from tests.test_tracking import row
 from tests.waiting import wait_until
 from workers.scheduler import Scheduler
 
@@ -31,14 +32,6 @@ def receiver() -> Iterator[WebhookReceiver]:
         yield r
 
 
-def row(settings: Settings, message_id: str) -> NotificationLog:
-    with system_scope(settings.database_url) as session:
-        found = session.get(NotificationLog, message_id)
-        assert found is not None
-        session.expunge(found)
-        return found
-
-
 def marker(settings: Settings, message_id: str) -> datetime | None:
     """When the message's relay marker counts from, or None without one."""
     with system_scope(settings.database_url) as session:
@@ -46,7 +39,7 @@ def marker(settings: Settings, message_id: str) -> datetime | None:
 
 
 def staged(settings: Settings, message_id: str) -> bool:
-    return row(settings, message_id).status == "queued"
+    return row(settings.database_url, message_id).status == "queued"
 
 
 def test_a_send_taken_ahead_waits_queued_and_is_delivered_at_its_time_not_before(
@@ -62,7 +55,7 @@ def test_a_send_taken_ahead_waits_queued_and_is_delivered_at_its_time_not_before
     fleet(settings, [Channel.WEBHOOK])
 
     wait_until(lambda: staged(settings, message_id), timeout=1.5, message="not taken ahead")
-    taken = row(settings, message_id)
+    taken = row(settings.database_url, message_id)
     assert (taken.due_at, taken.next_attempt_at, taken.attempts) == (None, at, 0)
     assert marker(settings, message_id) == at
     assert service.get_status(message_id)["sendAt"] == at.isoformat()
@@ -70,7 +63,7 @@ def test_a_send_taken_ahead_waits_queued_and_is_delivered_at_its_time_not_before
 
     view = final_status(service, message_id)
     assert (view["status"], view["attempts"]) == ("delivered", 1)
-    sent_at = row(settings, message_id).sent_at
+    sent_at = row(settings.database_url, message_id).sent_at
     assert sent_at is not None and sent_at >= at
     # Removed after the confirm, in a transaction of its own, so it may outlive the delivery
     # by a moment; well before the relay would take it (PUBLISH_RELAY_AFTER, 5 s).
@@ -121,7 +114,7 @@ def test_a_stopping_scheduler_gives_back_what_it_took_ahead(make_settings: Calla
     scheduler.stop()
 
     for n, message_id in enumerate(ids):
-        back = row(settings, message_id)
+        back = row(settings.database_url, message_id)
         assert (back.status, back.due_at) == ("scheduled", at + timedelta(seconds=n))
         assert marker(settings, message_id) is None
 
@@ -144,7 +137,7 @@ def test_sends_held_by_a_scheduler_that_died_go_out_through_the_relay(
     for message_id in ids:
         view = final_status(service, message_id)
         assert (view["status"], view["attempts"]) == ("delivered", 1)
-        sent_at = row(settings, message_id).sent_at
+        sent_at = row(settings.database_url, message_id).sent_at
         assert sent_at is not None and sent_at >= at + timedelta(milliseconds=500)
     assert sorted(d.json["n"] for d in receiver.deliveries) == [0, 1]
 
