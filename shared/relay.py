@@ -41,17 +41,13 @@ class Pending:
 
 def pend(connection: Connection, pending: Sequence[Pending]) -> None:
     """Record publishes about to happen, in the transaction that writes their rows."""
-    if pending:
-        now = utcnow()
-        connection.execute(
-            insert(_PENDING),
-            [{"id": p.id, "kind": p.kind, "queue": p.queue, "created_at": now} for p in pending],
-        )
+    now = utcnow()
+    pend_planned(connection, [(p, now) for p in pending])
 
 
 def pend_planned(connection: Connection, planned: Sequence[tuple[Pending, datetime]]) -> None:
-    """Record publishes planned for later (scheduled sends a scheduler holds until their
-    time): each marker's age counts from its planned time, so the relay takes it only
+    """Record publishes planned for a time (scheduled sends a scheduler holds until then):
+    each marker's age counts from its time, so the relay takes it only
     ``PUBLISH_RELAY_AFTER`` past that time, if the scheduler holding it died."""
     if planned:
         connection.execute(
