@@ -750,13 +750,13 @@ def take_due(
     return picked
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, order=True)
 class Staged:
-    """A scheduled send taken ahead of its time: published when ``due``."""
+    """A scheduled send taken ahead of its time: published when ``due`` (ordered by it)."""
 
+    due: datetime
     id: str
     channel: Channel
-    due: datetime
 
 
 def stage_scheduled(
@@ -799,22 +799,19 @@ def stage_scheduled(
         .returning(NotificationLog.id, NotificationLog.channel, NotificationLog.next_attempt_at)
         .execution_options(synchronize_session=False)
     ).all()
-    return sorted(
-        (Staged(r.id, Channel(r.channel), r.next_attempt_at) for r in taken),
-        key=lambda s: s.due,
-    )
+    return [Staged(r.next_attempt_at, r.id, Channel(r.channel)) for r in taken]
 
 
-def unstage(session: Session, staged: Sequence[Staged]) -> int:
+def unstage(session: Session, message_ids: Sequence[str]) -> int:
     """Give staged sends that were never published back to ``scheduled`` (a scheduler
     stopping): any scheduler takes them again. Those canceled or taken meanwhile stay as
     they are. Returns how many went back."""
-    if not staged:
+    if not message_ids:
         return 0
     rows = session.execute(
         update(NotificationLog)
         .where(
-            NotificationLog.id.in_([s.id for s in staged]),
+            NotificationLog.id.in_(list(message_ids)),
             NotificationLog.status == Status.QUEUED.value,
             NotificationLog.attempts == 0,
         )

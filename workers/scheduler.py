@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
@@ -63,8 +63,8 @@ class Scheduler:
         # the hand-off between processes), so nothing can wait in one for its time.
         lookahead = 0 if settings.embedded_broker else settings.scheduler_lookahead_ms
         self.lookahead = timedelta(milliseconds=lookahead)
-        #: Scheduled sends taken ahead, as (due, id, channel), soonest first.
-        self._staged: list[tuple[datetime, str, Channel]] = []
+        #: Scheduled sends taken ahead: a heap, soonest first.
+        self._staged: list[tracking.Staged] = []
         #: After a failed release, the next try waits for this (not a busy loop while the
         #: broker is away).
         self._retry_at = utcnow()
@@ -84,7 +84,7 @@ class Scheduler:
         """Seconds until the soonest staged send is due; None when none is staged."""
         if not self._staged:
             return None
-        return (max(self._staged[0][0], self._retry_at) - utcnow()).total_seconds()
+        return (max(self._staged[0].due, self._retry_at) - utcnow()).total_seconds()
 
     def tick(self) -> int:
         """Publish what is due now, and what was accepted but never published. Returns how
@@ -139,7 +139,7 @@ class Scheduler:
                 [(relay.Pending(s.id, relay.MESSAGE, s.channel.queue_name), s.due) for s in staged],
             )
         for s in staged:
-            heapq.heappush(self._staged, (s.due, s.id, s.channel))
+            heapq.heappush(self._staged, s)
         return len(staged)
 
     def release(self) -> int:
@@ -148,26 +148,26 @@ class Scheduler:
         released = 0
         while ready := self._ready(STAGE_BATCH):
             try:
-                self._publish([(message_id, channel) for _, message_id, channel in ready])
+                self._publish([(s.id, s.channel) for s in ready])
             except Exception:
                 for item in ready:  # their markers stay: the relay has them if this never works
                     heapq.heappush(self._staged, item)
                 self._retry_at = utcnow() + timedelta(seconds=self.interval)
                 raise
             with system_scope(self.settings.database_url) as session:
-                relay.published(session.connection(), [message_id for _, message_id, _ in ready])
+                relay.published(session.connection(), [s.id for s in ready])
             released += len(ready)
         if released:
             log.info("scheduler.released", count=released)
         return released
 
-    def _ready(self, limit: int) -> list[tuple[datetime, str, Channel]]:
+    def _ready(self, limit: int) -> list[tracking.Staged]:
         """Up to ``limit`` staged sends now due, taken off the heap."""
         now = utcnow()
-        ready: list[tuple[datetime, str, Channel]] = []
+        ready: list[tracking.Staged] = []
         if now < self._retry_at:
             return ready
-        while self._staged and self._staged[0][0] <= now and len(ready) < limit:
+        while self._staged and self._staged[0].due <= now and len(ready) < limit:
             ready.append(heapq.heappop(self._staged))
         return ready
 
@@ -177,8 +177,9 @@ class Scheduler:
         if not staged:
             return
         with system_scope(self.settings.database_url) as session:
-            back = tracking.unstage(session, [tracking.Staged(i, c, due) for due, i, c in staged])
-            relay.published(session.connection(), [i for _, i, _ in staged])
+            ids = [s.id for s in staged]
+            back = tracking.unstage(session, ids)
+            relay.published(session.connection(), ids)
         log.info("scheduler.unstaged", count=back)
 
     def relay(self) -> int:
