@@ -216,7 +216,7 @@ def plan(
     if rule.critical:
         return Instant()
     rule_digest = DigestInput.model_validate(rule.digest) if rule.digest else None
-    choice = choices.get(event.event_type) or choices.get("all")
+    choice = user_choice(choices, event.event_type)
     if choice == "off":
         return turned_off(event.event_type)
     if choice in USER_CADENCES:
@@ -234,6 +234,12 @@ def plan(
     return Instant()
 
 
+def user_choice(choices: dict[str, Any], event_type: str) -> str | None:
+    """The user's choice for ``event_type``: its own, else the one for ``all``."""
+    choice = choices.get(event_type) or choices.get("all")
+    return str(choice) if choice is not None else None
+
+
 def turned_off(event_type: str) -> Skip:
     return Skip(f"the user turned off {event_type} notifications", "digest_off")
 
@@ -241,9 +247,7 @@ def turned_off(event_type: str) -> Skip:
 def off_at_close(choices: dict[str, Any], event_type: str) -> Skip | None:
     """A digest closing for a user who has meanwhile turned its type (or everything) off is
     skipped with that reason; any other choice made meanwhile leaves it to be sent."""
-    if (choices.get(event_type) or choices.get("all")) == "off":
-        return turned_off(event_type)
-    return None
+    return turned_off(event_type) if user_choice(choices, event_type) == "off" else None
 
 
 def _count_alone(session: Session, event: EventLog) -> None:
