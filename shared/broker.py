@@ -12,6 +12,7 @@ Callbacks and AgeLimit are left out: no actor here uses them.
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
@@ -101,8 +102,12 @@ def reset_broker() -> None:
         _broker = None
 
 
-def delivery_message(channel: Channel, message_id: str) -> dramatiq.Message[None]:
-    return dramatiq.Message(
+def delivery_message(
+    channel: Channel, message_id: str, *, at: datetime | None = None
+) -> dramatiq.Message[None]:
+    """The broker message that asks ``channel``'s workers to deliver ``message_id``; ``at``,
+    when it is built ahead of its publish, dates it (else it is dated now)."""
+    message: dramatiq.Message[None] = dramatiq.Message(
         queue_name=channel.queue_name,
         actor_name=channel.actor_name,
         args=(message_id,),
@@ -111,6 +116,7 @@ def delivery_message(channel: Channel, message_id: str) -> dramatiq.Message[None
         # The broker-level id is the message id too, so logs on both sides line up.
         message_id=message_id,
     )
+    return message if at is None else message.copy(message_timestamp=int(at.timestamp() * 1000))
 
 
 def publish(

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dramatiq
 import pika
 import psycopg
 import pytest
@@ -263,6 +264,20 @@ class Queues:
         finally:
             connection.close()
         return result
+
+    def take(self, name: str) -> list[dramatiq.Message[Any]]:
+        """Every message on queue ``name``, taken off it (none is running a consumer)."""
+        connection = _amqp(self.broker_url)
+        taken: list[dramatiq.Message[Any]] = []
+        try:
+            channel = connection.channel()
+            while True:
+                method, _, body = channel.basic_get(name, auto_ack=True)
+                if method is None:
+                    return taken
+                taken.append(dramatiq.Message.decode(body))
+        finally:
+            connection.close()
 
     def purge_all(self) -> None:
         purge_queues(self.broker_url, ALL_QUEUES)

@@ -12,7 +12,7 @@ channel in confirm mode and then waits once, until the broker has confirmed the 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pika
 import pika.exceptions
@@ -29,6 +29,8 @@ PERSISTENT = pika.BasicProperties(delivery_mode=2)
 #: The longest a burst may wait for its confirms, and how often it looks whether they are in.
 CONFIRM_TIMEOUT_S = 10.0
 CONFIRM_POLL_S = 0.002
+#: How many confirmed messages make a progress report (see ``publish``).
+PROGRESS_EVERY = 500
 
 
 class PipelinedPublisher:
@@ -37,26 +39,37 @@ class PipelinedPublisher:
         self.timeout_s = timeout_s
         self._connection: pika.BlockingConnection | None = None
         self._channel: pika.adapters.blocking_connection.BlockingChannel | None = None
-        #: Delivery tags: the last one used, and up to which the broker has answered.
+        #: Delivery tags: the last one used; every one up to ``_answered`` the broker has
+        #: answered, and these above it (answers may come out of order across queues).
         self._sent = 0
         self._answered = 0
+        self._answered_above: set[int] = set()
         #: Publishes the broker refused (nack) or could not route (returned), this burst.
         self._refused = 0
 
-    def publish(self, items: Sequence[tuple[str, bytes]]) -> None:
+    def publish(
+        self, items: Sequence[tuple[str, bytes]], progress: Callable[[int], None] | None = None
+    ) -> None:
         """Publish each body to its queue; returns once the broker confirmed all of them,
         else raises :class:`~shared.errors.EnqueueError` (some may have gone out: a message
-        published twice is recognised by the worker's claim)."""
+        published twice is recognised by the worker's claim).
+
+        ``progress(n)``, while the burst is confirmed (every ``PROGRESS_EVERY`` and at the
+        end), says that the first ``n`` items are confirmed; it is not called again once the
+        broker refused any of them. A long burst's first messages are settled then, not when
+        its last is confirmed."""
         if not items:
             return
         try:
             connection, channel = self._open()
             self._refused = 0
+            first = self._sent + 1
             for queue, body in items:
                 # The asynchronous channel writes the frames without waiting for anything.
                 channel._impl.basic_publish("", queue, body, PERSISTENT, mandatory=True)
                 self._sent += 1
             deadline = time.monotonic() + self.timeout_s
+            reported = 0
             while self._answered < self._sent:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -64,11 +77,17 @@ class PipelinedPublisher:
                 # The confirms reach our callback directly, which does not end pika's wait,
                 # so the wait is kept short: it is the lateness of the last confirm.
                 connection.process_data_events(time_limit=min(left, CONFIRM_POLL_S))
+                confirmed = self._answered - first + 1
+                if progress and not self._refused and confirmed - reported >= PROGRESS_EVERY:
+                    reported = confirmed
+                    progress(confirmed)
         except (pika.exceptions.AMQPError, OSError, TimeoutError) as exc:
             self.close()
             raise EnqueueError(f"the broker did not accept {len(items)} message(s): {exc!r}") from exc
         if self._refused:
             raise EnqueueError(f"the broker refused {self._refused} of {len(items)} message(s)")
+        if progress and reported < len(items):
+            progress(len(items))
 
     def _open(
         self,
@@ -88,13 +107,21 @@ class PipelinedPublisher:
             channel._impl.confirm_delivery(self._on_confirm)
             self._connection, self._channel = connection, channel
             self._sent = self._answered = 0
+            self._answered_above.clear()
         return self._connection, self._channel
 
     def _on_confirm(self, frame: pika.frame.Method[Basic.Ack | Basic.Nack]) -> None:
         method = frame.method
         if isinstance(method, Basic.Nack):
             self._refused += 1  # one, or several with ``multiple``: any is enough to fail
-        self._answered = max(self._answered, method.delivery_tag)
+        if method.multiple:
+            self._answered = max(self._answered, method.delivery_tag)
+            self._answered_above = {t for t in self._answered_above if t > self._answered}
+        else:
+            self._answered_above.add(method.delivery_tag)
+        while self._answered + 1 in self._answered_above:
+            self._answered += 1
+            self._answered_above.remove(self._answered)
 
     def _on_return(self, *_: object) -> None:
         self._refused += 1  # no such queue; its confirm follows

@@ -65,6 +65,8 @@ class Scheduler:
         self.lookahead = timedelta(milliseconds=lookahead)
         #: Scheduled sends taken ahead: a heap, soonest first.
         self._staged: list[tracking.Staged] = []
+        #: Their broker messages, encoded when they were taken.
+        self._bodies: dict[str, bytes] = {}
         #: After a failed release, the next try waits for this (not a busy loop while the
         #: broker is away).
         self._retry_at = utcnow()
@@ -117,13 +119,20 @@ class Scheduler:
         declared first as Dramatiq declares it (an unroutable publish is refused)."""
         if not messages:
             return
-        assert self.settings.broker_url is not None and isinstance(self.broker, RabbitmqBroker)
-        for queue in {m.queue_name for m in messages} - self._declared:
+        self._declare({m.queue_name for m in messages})
+        self._publisher_for().publish([(m.queue_name, m.encode()) for m in messages])
+
+    def _declare(self, queues: set[str]) -> None:
+        assert isinstance(self.broker, RabbitmqBroker)
+        for queue in queues - self._declared:
             self.broker.declare_queue(queue, ensure=True)
             self._declared.add(queue)
+
+    def _publisher_for(self) -> PipelinedPublisher:
+        assert self.settings.broker_url is not None
         if self._publisher is None:
             self._publisher = PipelinedPublisher(self.settings.broker_url)
-        self._publisher.publish([(m.queue_name, m.encode()) for m in messages])
+        return self._publisher
 
     def stage(self) -> int:
         """Take the scheduled sends due within the lookahead; returns how many."""
@@ -140,26 +149,40 @@ class Scheduler:
             )
         for s in staged:
             heapq.heappush(self._staged, s)
+            # Encoded now, so that the second they are due costs only their publish.
+            self._bodies[s.id] = delivery_message(s.channel, s.id, at=s.due).encode()
         return len(staged)
 
     def release(self) -> int:
-        """Publish the staged sends whose time has come, a chunk at a time, each chunk's
-        markers removed once the broker confirmed it; returns how many."""
-        released = 0
-        while ready := self._ready(STAGE_BATCH):
-            try:
-                self._publish([(s.id, s.channel) for s in ready])
-            except Exception:
-                for item in ready:  # their markers stay: the relay has them if this never works
-                    heapq.heappush(self._staged, item)
-                self._retry_at = utcnow() + timedelta(seconds=self.interval)
-                raise
+        """Publish the staged sends whose time has come in one burst (its bodies encoded when
+        they were taken), their markers removed a few hundred at a time as the broker confirms
+        them, so the first are settled while the rest are still on their way; returns how
+        many. Those not confirmed when the broker fails go back to the heap."""
+        ready = self._ready(STAGE_LIMIT)
+        if not ready:
+            return 0
+        settled = 0
+
+        def confirmed(upto: int) -> None:
+            nonlocal settled
             with system_scope(self.settings.database_url) as session:
-                relay.published(session.connection(), [s.id for s in ready])
-            released += len(ready)
-        if released:
-            log.info("scheduler.released", count=released)
-        return released
+                relay.published(session.connection(), [s.id for s in ready[settled:upto]])
+            for item in ready[settled:upto]:
+                del self._bodies[item.id]
+            settled = upto
+
+        try:
+            self._declare({s.channel.queue_name for s in ready})
+            self._publisher_for().publish(
+                [(s.channel.queue_name, self._bodies[s.id]) for s in ready], confirmed
+            )
+        except Exception:
+            for item in ready[settled:]:  # their markers stay: the relay has them if this never works
+                heapq.heappush(self._staged, item)
+            self._retry_at = utcnow() + timedelta(seconds=self.interval)
+            raise
+        log.info("scheduler.released", count=len(ready))
+        return len(ready)
 
     def _ready(self, limit: int) -> list[tracking.Staged]:
         """Up to ``limit`` staged sends now due, taken off the heap."""
@@ -174,6 +197,7 @@ class Scheduler:
     def unstage(self) -> None:
         """Give back what was staged and not published (the scheduler is stopping)."""
         staged, self._staged = self._staged, []
+        self._bodies.clear()
         if not staged:
             return
         with system_scope(self.settings.database_url) as session:

@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 import pika
 import pytest
+from pika.spec import Basic
 
 from shared.errors import EnqueueError
 from tests.conftest import Queues
@@ -63,3 +64,45 @@ def test_a_connection_the_broker_closed_while_idle_is_replaced(
 
     assert queues.depth(QUEUE) == 2
     assert pid not in connections_of(broker_url)
+
+
+def test_progress_reports_a_prefix_only_once_it_is_on_the_queue(
+    publisher: PipelinedPublisher, queues: Queues
+) -> None:
+    """Given a burst of 2,300 with a progress callback, then each report names a growing
+    prefix that the queue already holds, and the last one names the whole burst."""
+    reports: list[tuple[int, int]] = []
+    publisher.publish(
+        [(QUEUE, f"message {n}".encode()) for n in range(2_300)],
+        lambda n: reports.append((n, queues.depth(QUEUE))),
+    )
+    counts = [n for n, _ in reports]
+    assert counts == sorted(set(counts)) and counts[-1] == 2_300
+    assert all(depth >= n for n, depth in reports)
+
+
+def test_no_progress_is_reported_once_the_broker_refused(publisher: PipelinedPublisher) -> None:
+    reports: list[int] = []
+    with pytest.raises(EnqueueError):
+        publisher.publish([("no_such_queue", b"unroutable"), (QUEUE, b"routed")], reports.append)
+    assert reports == []
+
+
+def answer(publisher: PipelinedPublisher, tag: int, *, multiple: bool = False) -> None:
+    publisher._on_confirm(pika.frame.Method(1, Basic.Ack(delivery_tag=tag, multiple=multiple)))
+
+
+def test_answers_out_of_order_count_only_the_answered_prefix(broker_url: str) -> None:
+    """RabbitMQ may confirm messages routed to different queues out of order: an answer for a
+    later tag does not settle the earlier ones still waiting."""
+    publisher = PipelinedPublisher(broker_url)
+    answer(publisher, 3)
+    answer(publisher, 4)
+    assert publisher._answered == 0
+    answer(publisher, 1)
+    assert publisher._answered == 1
+    answer(publisher, 2)
+    assert publisher._answered == 4
+    answer(publisher, 6)
+    answer(publisher, 9, multiple=True)  # up to 9, all at once
+    assert publisher._answered == 9 and not publisher._answered_above

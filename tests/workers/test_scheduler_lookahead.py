@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from dramatiq.brokers.stub import StubBroker
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from producer.service import NotificationService
 from shared.broker import get_broker
@@ -19,7 +19,7 @@ from shared.config import Settings
 from shared.db.models import PendingPublish, utcnow
 from shared.db.rls import system_scope
 from shared.errors import NotScheduled
-from tests.conftest import Fleet, final_status
+from tests.conftest import Fleet, Queues, final_status
 from tests.sinks.webhook_receiver import WebhookReceiver
 from tests.test_tracking import row
 from tests.waiting import wait_until
@@ -140,6 +140,34 @@ def test_sends_held_by_a_scheduler_that_died_go_out_through_the_relay(
         sent_at = row(settings.database_url, message_id).sent_at
         assert sent_at is not None and sent_at >= at + timedelta(milliseconds=500)
     assert sorted(d.json["n"] for d in receiver.deliveries) == [0, 1]
+
+
+def test_a_burst_due_together_goes_out_in_one_publish_dated_at_its_time(
+    make_settings: Callable[..., Settings], queues: Queues
+) -> None:
+    """Given 1,200 sends due the same instant and taken ahead (more than one staging batch),
+    when they are due, then one release puts each on the queue once, its broker message
+    dated at its due time, and leaves no relay marker behind."""
+    settings = make_settings(SCHEDULER_LOOKAHEAD="60000")
+    service = NotificationService(settings)
+    at = utcnow() + timedelta(seconds=2)
+    item = {"channel": "in_app", "user_id": "u1", "title": "t", "message": "m", "send_at": at}
+    ids = {r["id"] for r in service.send_many([item] * 1_200)}
+    scheduler = Scheduler(settings, get_broker(settings), [Channel.IN_APP])
+    try:
+        assert scheduler.stage() + scheduler.stage() == 1_200
+        assert scheduler.release() == 0  # not yet due
+        wait_until(lambda: utcnow() >= at, timeout=3, message="the time never came")
+
+        assert scheduler.release() == 1_200
+    finally:
+        scheduler.stop()
+
+    published = queues.take(Channel.IN_APP.queue_name)
+    assert sorted(m.message_id for m in published) == sorted(ids)
+    assert {m.message_timestamp for m in published} == {int(at.timestamp() * 1000)}
+    with system_scope(settings.database_url) as session:
+        assert session.scalar(select(func.count()).select_from(PendingPublish)) == 0
 
 
 def test_without_a_broker_url_nothing_is_taken_ahead(make_settings: Callable[..., Settings]) -> None:
