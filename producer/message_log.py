@@ -115,6 +115,12 @@ def view(row: NotificationLog) -> dict[str, Any]:
         "deliveredAt": iso(row.delivered_at),
         "completedAt": iso(row.completed_at),
         "escalation": (
-            {"of": row.escalation_of, "if": row.escalation_if} if row.escalation_of is not None else None
+            {
+                "of": row.escalation_of,
+                "after": row.escalation_after or row.escalation_of,
+                "if": row.escalation_if,
+            }
+            if row.escalation_of is not None
+            else None
         ),
     }

@@ -75,9 +75,10 @@ class NewMessage:
     #: local time was read in. With ``due_at`` the row waits as ``scheduled``.
     send_at: datetime | None = None
     send_at_zone: str | None = None
-    #: A later escalation step: the first step's message, and the condition on it.
+    #: A later escalation step: the first step's message, the condition, and the step before.
     escalation_of: str | None = None
     escalation_if: str | None = None
+    escalation_after: str | None = None
 
     @property
     def status(self) -> Status:
@@ -198,6 +199,7 @@ def _row(message: NewMessage, now: datetime) -> dict[str, Any]:
         "send_at_zone": message.send_at_zone,
         "escalation_of": message.escalation_of,
         "escalation_if": message.escalation_if,
+        "escalation_after": message.escalation_after,
         "created_at": now,
         "updated_at": now,
     }

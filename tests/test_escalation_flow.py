@@ -125,7 +125,7 @@ def test_an_unread_notification_escalates_to_email_after_the_delay(
     (escalation,) = events.get_event(event_id)["escalations"]
     assert escalation["firstMessageId"] == first.id
     assert [(s["channel"], s["if"]) for s in escalation["steps"]] == [("in_app", None), ("email", "notRead")]
-    assert service.get_status(email.id)["escalation"] == {"of": first.id, "if": "notRead"}
+    assert service.get_status(email.id)["escalation"] == {"of": first.id, "after": first.id, "if": "notRead"}
     assert final_status(service, email.id)["status"] == "sent"
     assert smtp.wait_for(1)[0]["Subject"] == "Sign-in from Oslo"
     assert final_status(service, first.id)["status"] == "delivered"
@@ -220,7 +220,76 @@ def test_a_failed_email_escalates_to_sms_and_a_sent_one_does_not(
     assert final_status(service, ann["sms"].id)["status"] in ("sent", "delivered")
     assert twilio.wait_for(1)[0].to == "+14155550100"
     bob_sms = final_status(service, bob["sms"].id)
-    assert (bob_sms["status"], bob_sms["lastError"]) == ("canceled", "the first step is sent, not failed")
+    assert (bob_sms["status"], bob_sms["lastError"]) == ("canceled", "the step before is sent, not failed")
+
+
+def test_a_third_step_reads_the_step_just_before_it_not_the_first(
+    flow_settings: Settings,
+    fleet: Callable[..., Fleet],
+    events: EventNotificationService,
+    smtp: SmtpSink,
+    twilio: TwilioSink,
+) -> None:
+    """Given in-app now, email after 2 s if unread, SMS after 4 s if that email failed: when
+    the mail server refuses Ann's address, her SMS goes (the in-app step itself did not fail);
+    Bob's email went, so his SMS step is canceled, naming the email's state. Each status
+    names the step it waits on."""
+    add_rule(
+        flow_settings,
+        [
+            {"channel": "in_app"},
+            {"channel": "email", "after": "2s", "if": "notRead"},
+            {"channel": "sms", "after": "4s", "if": "failed"},
+        ],
+    )
+    smtp.fail_for("ann@example.com", 550, "no such mailbox")
+    fleet(flow_settings, events=True)
+
+    ann = steps_of(flow_settings, events.process_event(EVENT, user_id=ANN, data={"city": "Oslo"}), 3)
+    bob = steps_of(flow_settings, events.process_event(EVENT, user_id=BOB, data={"city": "Rome"}), 3)
+
+    service = NotificationService(flow_settings)
+    assert service.get_status(ann["sms"].id)["escalation"] == {
+        "of": ann["in_app"].id,
+        "after": ann["email"].id,
+        "if": "failed",
+    }
+    assert final_status(service, ann["email"].id)["status"] == "failed"
+    assert final_status(service, ann["sms"].id)["status"] in ("sent", "delivered")
+    assert [r.to for r in twilio.wait_for(1)] == ["+14155550100"]
+    assert final_status(service, bob["email"].id)["status"] == "sent"
+    bob_sms = final_status(service, bob["sms"].id)
+    assert (bob_sms["status"], bob_sms["lastError"]) == ("canceled", "the step before is sent, not failed")
+
+
+def test_a_step_before_that_was_canceled_ends_the_escalation(
+    flow_settings: Settings, fleet: Callable[..., Fleet], events: EventNotificationService, twilio: TwilioSink
+) -> None:
+    """Given in-app now, email after 2 s if not delivered, SMS after 3 s if not delivered: the
+    in-app message is delivered, so the email step is canceled when due; the SMS step then
+    reads a canceled step before it and is canceled too, though that email was never
+    delivered."""
+    add_rule(
+        flow_settings,
+        [
+            {"channel": "in_app"},
+            {"channel": "email", "after": "2s", "if": "notDelivered"},
+            {"channel": "sms", "after": "3s", "if": "notDelivered"},
+        ],
+    )
+    fleet(flow_settings, events=True)
+
+    sent = steps_of(flow_settings, events.process_event(EVENT, user_id=ANN, data={"city": "Oslo"}), 3)
+
+    service = NotificationService(flow_settings)
+    assert final_status(service, sent["email"].id)["status"] == "canceled"
+    sms = final_status(service, sent["sms"].id)
+    assert (sms["status"], sms["errorCode"], sms["lastError"]) == (
+        "canceled",
+        "escalation_not_needed",
+        "the step before was canceled",
+    )
+    assert twilio.requests == []
 
 
 def test_a_pending_step_survives_a_restart_of_the_workers(

@@ -110,10 +110,12 @@ class NotificationLog(Base):
     send_at: Mapped[datetime | None] = mapped_column()
     #: The time zone a ``{"localTime": …}`` send time was read in (revision 0010).
     send_at_zone: Mapped[str | None] = mapped_column(String(64))
-    #: A later step of an escalation: the first step's message, whose state decides whether
-    #: this one goes, and the condition that must hold (revision 0013).
+    #: A later step of an escalation: the first step's message, and the condition that must
+    #: hold for this one to go (revision 0013); the step just before it, whose state
+    #: ``notDelivered`` and ``failed`` read (revision 0014; None on older rows: the first).
     escalation_of: Mapped[str | None] = mapped_column(String(36))
     escalation_if: Mapped[str | None] = mapped_column(String(16))
+    escalation_after: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column()

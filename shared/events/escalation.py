@@ -4,19 +4,23 @@ A rule with ``steps`` (``[{"channel": "in_app"}, {"channel": "email", "after": "
 "notRead"}, {"channel": "sms", "after": "4h", "if": "notRead"}]``) sends its first step when
 the event is processed, like any rule. Each later step's message is created at the same time,
 ``scheduled`` for ``after`` past the first step's send time, with the first step's message as
-its ``escalation_of`` and its condition as ``escalation_if``. When a step comes due, the
-scheduler checks the condition against the first message as it stands then
-(:func:`settle_due`): a step no longer needed ends ``canceled`` with the reason, never sent.
+its ``escalation_of``, the step just before it as its ``escalation_after`` and its condition
+as ``escalation_if``. When a step comes due, the scheduler checks the condition against those
+messages as they stand then (:func:`settle_due`): a step no longer needed ends ``canceled``
+with the reason, never sent.
 Reading the first step's in-app notification, or deleting it unread, cancels the
 escalation's pending steps at once (:func:`cancel_on_read`). Both cancel with the conditional
 UPDATE of a scheduled send, so a race with the scheduler or a worker has exactly one outcome.
 
-Conditions, on the first step's message:
+Conditions:
 
-- ``notRead``: its in-app notification has been neither read nor deleted (the first step
-  must be in-app);
-- ``notDelivered``: it is neither sent nor delivered;
-- ``failed``: it failed.
+- ``notRead``: the first step's in-app notification has been neither read nor deleted (the
+  first step must be in-app);
+- ``notDelivered``: the step just before is neither sent nor delivered;
+- ``failed``: the step just before failed.
+
+A step just before that was canceled ended the escalation there: the later steps are not
+needed either, whatever their condition.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session, aliased
 
 from shared import tracking
@@ -95,6 +99,14 @@ class Step(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
+class Later(NamedTuple):
+    """A later step being created: the escalation's first message and the one just before."""
+
+    first_id: str
+    previous_id: str
+    step: Step
+
+
 def check(steps: list[Step], allowed: Iterable[Channel]) -> list[Step]:
     """The steps if they make an escalation; ValueError says what is wrong with them."""
     names = {c.value for c in allowed}
@@ -128,41 +140,45 @@ def load(stored: Sequence[dict[str, Any]] | None) -> list[Step]:
     return [Step.model_validate(s) for s in stored or []]
 
 
-def unmet(condition: str, first: Any) -> str | None:
-    """Why ``condition`` no longer holds of the first message (``first``: its row, with its
-    notification's ``read_at`` and ``deleted_at``), or None if it still does."""
+def unmet(condition: str, due: Any) -> str | None:
+    """Why ``condition`` no longer holds, or None if it still does. ``due``: the step's row
+    with the first step's notification (``read_at``, ``deleted_at``) and the state of the step
+    just before (``status``, ``sent_at``, ``delivered_at``)."""
+    if due.status == Status.CANCELED.value:
+        return "the step before was canceled"
     if condition == "notRead":
         # Deleting a notification unread dismisses it: its reader has seen it.
-        if first.read_at is not None:
-            return f"read at {first.read_at.isoformat()}"
-        return None if first.deleted_at is None else f"dismissed at {first.deleted_at.isoformat()}"
+        if due.read_at is not None:
+            return f"read at {due.read_at.isoformat()}"
+        return None if due.deleted_at is None else f"dismissed at {due.deleted_at.isoformat()}"
     if condition == "notDelivered":
-        if first.status in (Status.SENT.value, Status.DELIVERED.value):
-            at = first.delivered_at or first.sent_at
-            return f"{first.status} at {at.isoformat() if at else 'an unknown time'}"
+        if due.status in (Status.SENT.value, Status.DELIVERED.value):
+            at = due.delivered_at or due.sent_at
+            return f"{due.status} at {at.isoformat() if at else 'an unknown time'}"
         return None
-    if first.status == Status.FAILED.value:
+    if due.status == Status.FAILED.value:
         return None
-    return f"the first step is {first.status}, not failed"
+    return f"the step before is {due.status}, not failed"
 
 
 def settle_due(session: Session, channels: Sequence[Channel]) -> int:
     """Cancel the due steps on ``channels`` whose condition no longer holds (with the reason);
     the ones that still hold stay due for the scheduler to publish in the same transaction.
     Returns how many were canceled."""
-    step, first = aliased(NotificationLog), aliased(NotificationLog)
+    step, before = aliased(NotificationLog), aliased(NotificationLog)
     rows = session.execute(
         select(
             step.id,
             step.escalation_if,
-            first.status,
-            first.sent_at,
-            first.delivered_at,
+            before.status,
+            before.sent_at,
+            before.delivered_at,
             Notification.read_at,
             Notification.deleted_at,
         )
-        .join(first, first.id == step.escalation_of)
-        .outerjoin(Notification, Notification.notification_log_id == first.id)
+        # Rows from before revision 0014 name no step before: theirs is the first.
+        .join(before, before.id == func.coalesce(step.escalation_after, step.escalation_of))
+        .outerjoin(Notification, Notification.notification_log_id == step.escalation_of)
         .where(
             step.escalation_of.is_not(None),
             step.status == Status.SCHEDULED.value,

@@ -89,7 +89,7 @@ def _message(
     channel: Channel,
     contact: UserContact | None,
     held: digests.Skip | None = None,
-    later: tuple[str, escalation.Step] | None = None,
+    later: escalation.Later | None = None,
 ) -> tuple[str, bool, bool]:
     """Create the rule's message on ``channel``: ``(id, created, publish_now)``; ``held``
     closes it as skipped at once (the user turned the type off, or a throttle skipped it)."""
@@ -123,7 +123,7 @@ def _message(
         content = Templated(template=ref, type="error" if rule.critical else "info")
     due_at = utcnow() + timedelta(milliseconds=rule.delay_ms) if rule.delay_ms and problem is None else None
     if later is not None and problem is None:
-        due_at = (due_at or utcnow()) + later[1].delay
+        due_at = (due_at or utcnow()) + later.step.delay
     message_id, created = tracking.create(
         session,
         tracking.NewMessage(
@@ -139,8 +139,9 @@ def _message(
             template_version=found.version if found else None,
             due_at=due_at,
             send_at=due_at if later is not None else None,
-            escalation_of=later[0] if later is not None else None,
-            escalation_if=later[1].if_ if later is not None else None,
+            escalation_of=later.first_id if later is not None else None,
+            escalation_if=later.step.if_ if later is not None else None,
+            escalation_after=later.previous_id if later is not None else None,
         ),
     )
     if problem is not None and created:
@@ -209,13 +210,17 @@ def process(session: Session, settings: Settings, event_id: str) -> Result:
             digests.add(session, rule, event, how.spec, zone, utcnow())
             continue
         held = how if isinstance(how, digests.Skip) else None
-        first_id: str | None = None  # an escalation's later steps wait on its first message
+        # An escalation's later steps wait on its first message and the one just before.
+        first_id: str | None = None
+        previous_id: str | None = None
         for name, step in _sends(rule):
-            later = (first_id, step) if first_id is not None and step is not None else None
+            later = None
+            if first_id is not None and previous_id is not None and step is not None:
+                later = escalation.Later(first_id, previous_id, step)
             message_id, _created, now = _message(
                 session, settings, event, rule, Channel(name), contact, held, later=later
             )
-            first_id = first_id or message_id
+            first_id, previous_id = first_id or message_id, message_id
             if now:
                 publish.append((Channel(name), message_id))
     webhook_ids = fan_out(

@@ -79,7 +79,7 @@ class _Handler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
-        refusal = self._sink._fault_for("rcpt", server)
+        refusal = self._sink._fault_for("rcpt", server) or self._sink._refused.get(address.lower())
         if refusal is not None:
             return refusal
         envelope.rcpt_tos.append(address)
@@ -111,6 +111,8 @@ class SmtpSink:
         self._cond = threading.Condition()
         self._received: list[Received] = []
         self._faults: list[_Fault] = []
+        #: Recipients refused every time, with the answer (``fail_for``).
+        self._refused: dict[str, str] = {}
         self._servers: list[SMTP] = []
         self._controller: _Controller | None = None
         self.host = "127.0.0.1"
@@ -158,6 +160,11 @@ class SmtpSink:
         with self._cond:
             self._faults.append(_Fault(stage, code, message, None))
 
+    def fail_for(self, address: str, code: int, message: str = "refused by test") -> None:
+        """Refuse recipient ``address`` with ``code message`` every time; others pass."""
+        with self._cond:
+            self._refused[address.lower()] = f"{code} {message}"
+
     def drop_next(self, *, times: int = 1, stage: Stage = "mail") -> None:
         """Close the connection, without an answer, on the next ``times`` commands of ``stage``."""
         with self._cond:
@@ -166,6 +173,7 @@ class SmtpSink:
     def clear_faults(self) -> None:
         with self._cond:
             self._faults.clear()
+            self._refused.clear()
 
     # -- reading what arrived -----------------------------------------------------------------
 

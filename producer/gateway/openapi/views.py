@@ -77,10 +77,13 @@ class BatchQueued(View):
 
 
 class EscalationLink(BaseModel):
-    """What a later escalation step waits on: ``of`` the first step's message, ``if`` the
-    condition that must still hold when the step is due."""
+    """What a later escalation step waits on: ``of`` the first step's message (whose in-app
+    notification ``notRead`` reads), ``after`` the step just before (whose state
+    ``notDelivered`` and ``failed`` read), ``if`` the condition that must still hold when the
+    step is due."""
 
     of: str
+    after: str
     if_: Literal["notRead", "notDelivered", "failed"] = Field(alias="if")
 
 
@@ -127,7 +130,7 @@ class MessageStatus(View):
     delivered_at: Timestamp | None
     completed_at: Timestamp | None
     escalation: EscalationLink | None = Field(
-        default=None, description="A later escalation step: the first step's message and the condition on it."
+        default=None, description="A later escalation step: the messages it waits on and the condition."
     )
 
 
