@@ -168,6 +168,35 @@ def test_a_digest_whose_user_turned_its_type_off_meanwhile_is_skipped(
         assert session.scalar(select(func.count()).where(Notification.user_id == "gus")) == 0
 
 
+def test_a_digest_that_cannot_be_made_fails_alone(
+    settings: Settings, events: EventNotificationService
+) -> None:
+    """Given two rules digesting the same event over 2 s, one of them edited in the database
+    to a channel this version does not know, when the windows close, then that digest ends
+    ``failed`` with the reason and the other is sent as usual (it is not held back by it)."""
+    broken = shipped(settings, digest={"window": "2s"})
+    shipped(settings, digest={"window": "2s"})
+    event_id = events.process_event(EVENT, user_id="hal", data={"orderId": "H"})
+    processed(settings, [event_id])
+    with system_scope(settings.database_url) as session:
+        session.execute(
+            text("UPDATE notification_rules SET channels = CAST(:c AS jsonb) WHERE id = :id"),
+            {"c": '["pigeon"]', "id": broken},
+        )
+
+    assert [n.title for n in inbox(settings, "hal", 1)] == ["1 shipped"]
+    wait_until(
+        lambda: events.get_event(event_id)["digests"][0]["state"] != "open",
+        timeout=10,
+        message="never closed",
+    )
+    held = {d["ruleId"]: d for d in events.get_event(event_id)["digests"]}
+    assert held[broken]["state"] == "failed"
+    assert "pigeon" in held[broken]["error"]
+    assert [(d["state"], d["error"]) for r, d in held.items() if r != broken] == [("closed", None)]
+    assert len(messages_of(settings, "hal")) == 1
+
+
 def test_a_users_cadence_closes_in_her_time_zone(
     settings: Settings, events: EventNotificationService
 ) -> None:

@@ -1,6 +1,7 @@
 """The digest closer: in every process consuming ``events``, closes the due digests each
 scheduler interval and publishes their messages (:mod:`shared.events.digest_close`), and
-purges the digests closed longer than KEEP_CLOSED ago."""
+purges the digests closed longer than KEEP_CLOSED ago. A tick's messages go to RabbitMQ
+together, their confirms pipelined, as the scheduler's do."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ from datetime import timedelta
 from typing import Any
 
 import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Middleware
 
 from shared import handoff, relay
-from shared.broker import publish
+from shared.broker import delivery_message
 from shared.config import Settings
 from shared.db.models import utcnow
 from shared.db.rls import system_scope
 from shared.events import digest_close
 from shared.events.queue import EVENTS_QUEUE
 from workers.periodic import PeriodicThread
+from workers.pipelined_publisher import QueuePublisher
 
 #: Buckets closed per transaction; a backlog drains over consecutive ticks without a pause.
 CLOSE_BATCH = 200
@@ -27,8 +30,9 @@ KEEP_CLOSED = timedelta(days=7)
 PURGE_BATCH = 1000
 
 
-def close_due(settings: Settings, broker: dramatiq.Broker) -> int:
-    """Close what is due; returns how many messages were published."""
+def close_due(settings: Settings, publisher: QueuePublisher | None) -> int:
+    """Close what is due; returns how many messages were published (through ``publisher``
+    on RabbitMQ, None on the embedded broker)."""
     # As the system: the due buckets belong to many users.
     with system_scope(settings.database_url) as session:
         messages = digest_close.close_due(session, settings, limit=CLOSE_BATCH)
@@ -37,8 +41,8 @@ def close_due(settings: Settings, broker: dramatiq.Broker) -> int:
     if settings.embedded_broker:
         handoff.nudge()  # the relay markers are the hand-off to the embedded broker
         return len(messages)
-    for channel, message_id in messages:
-        publish(broker, channel, message_id)
+    assert publisher is not None
+    publisher.publish([delivery_message(channel, message_id) for channel, message_id in messages])
     with system_scope(settings.database_url) as session:
         relay.published(session.connection(), [message_id for _, message_id in messages])
     return len(messages)
@@ -54,19 +58,24 @@ class DigestCloseMiddleware(Middleware):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._runner: PeriodicThread | None = None
+        self._publisher: QueuePublisher | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         queues: set[str] | None = worker.consumer_whitelist
         if queues is not None and EVENTS_QUEUE not in queues:
             return
+        if self.settings.broker_url is not None and isinstance(broker, RabbitmqBroker):
+            self._publisher = QueuePublisher(broker, self.settings.broker_url)
         interval = self.settings.scheduler_interval_ms / 1000
-        self._runner = PeriodicThread("digest_close", interval, lambda: self._step(broker))
+        self._runner = PeriodicThread("digest_close", interval, self._step)
         self._runner.start()
 
-    def _step(self, broker: dramatiq.Broker) -> bool:
-        backlog = close_due(self.settings, broker) >= CLOSE_BATCH
+    def _step(self) -> bool:
+        backlog = close_due(self.settings, self._publisher) >= CLOSE_BATCH
         return purge_closed(self.settings) >= PURGE_BATCH or backlog
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         if self._runner is not None:
             self._runner.stop()
+        if self._publisher is not None:
+            self._publisher.close()

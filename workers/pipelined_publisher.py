@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
+import dramatiq
 import pika
 import pika.exceptions
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from pika.spec import Basic
 
 from shared.broker import amqp_url_with_defaults
@@ -133,3 +136,37 @@ class PipelinedPublisher:
                 connection.close()
             except Exception:  # a broken connection: nothing left to close cleanly
                 log.debug("pipelined_publisher.close_failed", exc_info=True)
+
+
+class QueuePublisher:
+    """Dramatiq messages to RabbitMQ through a :class:`PipelinedPublisher`, each queue
+    declared as Dramatiq declares it before this process first publishes to it (a publish to
+    a queue that does not exist yet would be refused). Belongs to the thread that uses it;
+    its connection opens on the first publish."""
+
+    def __init__(self, broker: RabbitmqBroker, broker_url: str) -> None:
+        self.broker = broker
+        self.broker_url = broker_url
+        self._publisher: PipelinedPublisher | None = None
+        self._declared: set[str] = set()
+
+    def publish(self, messages: Sequence[dramatiq.Message[Any]]) -> None:
+        self.publish_encoded([(m.queue_name, m.encode()) for m in messages])
+
+    def publish_encoded(
+        self, items: Sequence[tuple[str, bytes]], progress: Callable[[int], None] | None = None
+    ) -> None:
+        """See :meth:`PipelinedPublisher.publish`."""
+        if not items:
+            return
+        for queue in {queue for queue, _ in items} - self._declared:
+            self.broker.declare_queue(queue, ensure=True)
+            self._declared.add(queue)
+        if self._publisher is None:
+            self._publisher = PipelinedPublisher(self.broker_url)
+        self._publisher.publish(items, progress)
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None

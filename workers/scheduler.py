@@ -40,7 +40,7 @@ from shared.events import escalation
 from shared.events.queue import event_message
 from shared.logging import get_logger
 from workers.periodic import PeriodicThread
-from workers.pipelined_publisher import PipelinedPublisher
+from workers.pipelined_publisher import QueuePublisher
 
 log = get_logger(__name__)
 
@@ -71,9 +71,10 @@ class Scheduler:
         #: broker is away).
         self._retry_at = utcnow()
         self._runner = PeriodicThread("scheduler", self.interval, self.step, self.until_next)
-        #: Opened by the scheduler's thread on its first publish to RabbitMQ.
-        self._publisher: PipelinedPublisher | None = None
-        self._declared: set[str] = set()
+        #: Used by the scheduler's thread only, on RabbitMQ.
+        self._publisher: QueuePublisher | None = None
+        if settings.broker_url is not None and isinstance(broker, RabbitmqBroker):
+            self._publisher = QueuePublisher(broker, settings.broker_url)
 
     def step(self) -> bool:
         """One pass; True when work was left for another pass at once."""
@@ -115,24 +116,10 @@ class Scheduler:
         self._send([delivery_message(channel, message_id) for message_id, channel in due])
 
     def _send(self, messages: list[dramatiq.Message[None]]) -> None:
-        """Publish to RabbitMQ, confirms pipelined; a queue this process has not used yet is
-        declared first as Dramatiq declares it (an unroutable publish is refused)."""
-        if not messages:
-            return
-        self._declare({m.queue_name for m in messages})
-        self._publisher_for().publish([(m.queue_name, m.encode()) for m in messages])
-
-    def _declare(self, queues: set[str]) -> None:
-        assert isinstance(self.broker, RabbitmqBroker)
-        for queue in queues - self._declared:
-            self.broker.declare_queue(queue, ensure=True)
-            self._declared.add(queue)
-
-    def _publisher_for(self) -> PipelinedPublisher:
-        assert self.settings.broker_url is not None
-        if self._publisher is None:
-            self._publisher = PipelinedPublisher(self.settings.broker_url)
-        return self._publisher
+        """Publish to RabbitMQ, confirms pipelined."""
+        if messages:
+            assert self._publisher is not None
+            self._publisher.publish(messages)
 
     def stage(self) -> int:
         """Take the scheduled sends due within the lookahead; returns how many."""
@@ -171,9 +158,9 @@ class Scheduler:
                 del self._bodies[item.id]
             settled = upto
 
+        assert self._publisher is not None  # nothing is staged without RabbitMQ
         try:
-            self._declare({s.channel.queue_name for s in ready})
-            self._publisher_for().publish(
+            self._publisher.publish_encoded(
                 [(s.channel.queue_name, self._bodies[s.id]) for s in ready], confirmed
             )
         except Exception:
@@ -229,7 +216,6 @@ class Scheduler:
             log.exception("scheduler.unstage_failed")
         if self._publisher is not None:
             self._publisher.close()
-            self._publisher = None
 
 
 def _broker_message(pending: relay.Pending) -> dramatiq.Message[None]:

@@ -275,6 +275,8 @@ class DigestBucket(Base):
     max_items: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column()
+    #: Why a ``failed`` digest could not be closed (revision 0015).
+    error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index(

@@ -9,6 +9,11 @@ closing transaction writes their relay markers (:mod:`shared.relay`) as acceptin
 does: a closer that dies before the publish leaves them for the scheduler's relay, which
 publishes them within PUBLISH_RELAY_AFTER. Closed digests are kept a while (an event's status
 shows the digest it went into), then purged.
+
+Each digest's messages are made under a savepoint: one that cannot be made (a rule naming a
+channel this version does not know; a bug) ends ``failed`` with the reason, alone, instead of
+rolling back the batch and coming back first on every tick. The database failing (a lost
+connection, a deadlock) still fails the batch, which the next tick takes again.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from shared import relay
@@ -24,7 +30,7 @@ from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import DigestBucket, DigestItem, EventLog, NotificationRule, utcnow
 from shared.events import digests, processing
-from shared.events.digests import CLOSED, OPEN, item_view
+from shared.events.digests import CLOSED, FAILED, OPEN, item_view
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -55,8 +61,15 @@ def close_due(session: Session, settings: Settings, *, limit: int) -> list[tuple
         .values(state=CLOSED, closed_at=now)
     )
     publish: list[tuple[Channel, str]] = []
-    for bucket in session.scalars(select(DigestBucket).where(DigestBucket.id.in_(ids))):
-        publish.extend(_send(session, settings, bucket))
+    for bucket in session.scalars(select(DigestBucket).where(DigestBucket.id.in_(ids))).all():
+        try:
+            with session.begin_nested():
+                publish.extend(_send(session, settings, bucket))
+        except OperationalError:
+            raise
+        except Exception as exc:
+            log.exception("digest.close_failed", bucket_id=bucket.id, rule_id=bucket.rule_id)
+            bucket.state, bucket.error = FAILED, f"{type(exc).__name__}: {exc}"[:1000]
     relay.pend(session.connection(), [relay.Pending(i, relay.MESSAGE, c.queue_name) for c, i in publish])
     log.info("digest.closed", buckets=len(ids), messages=len(publish))
     return publish
@@ -69,7 +82,7 @@ def purge_closed(session: Session, *, closed_before: datetime, limit: int) -> in
     ids = list(
         session.scalars(
             select(DigestBucket.id)
-            .where(DigestBucket.state == CLOSED, DigestBucket.closes_at < closed_before)
+            .where(DigestBucket.state.in_((CLOSED, FAILED)), DigestBucket.closes_at < closed_before)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )

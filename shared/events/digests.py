@@ -53,7 +53,7 @@ USER_CHOICES = ("instant", "hourly", "daily", "weekly", "off")
 #: The cadence each user choice stands for.
 USER_CADENCES = {"hourly": "hourly", "daily": "daily at 09:00", "weekly": "weekly on monday at 09:00"}
 #: ``digest_buckets.state`` values.
-OPEN, CLOSED = "open", "closed"
+OPEN, CLOSED, FAILED = "open", "closed", "failed"
 
 _DURATION = re.compile(r"^([1-9]\d{0,6})(s|m|h|d)$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -368,6 +368,7 @@ def holding(session: Session, event_id: str) -> list[dict[str, Any]]:
             "count": bucket.item_count,
             "closesAt": bucket.closes_at.isoformat(),
             "closedAt": bucket.closed_at.isoformat() if bucket.closed_at else None,
+            "error": bucket.error,
         }
         for bucket in session.scalars(query)
     ]

@@ -22,7 +22,7 @@ from shared.config import Settings
 from shared.db.models import DigestBucket, DigestItem, EventLog, Notification, NotificationLog, utcnow
 from shared.db.rls import system_scope
 from shared.events import processing
-from shared.events.digests import CLOSED, OPEN
+from shared.events.digests import CLOSED, FAILED, OPEN
 from tests.conftest import Fleet, final_status
 from tests.test_events_flow import add_rule, save_template
 from tests.test_relay import silent_broker  # noqa: F401  (a fixture)
@@ -103,8 +103,9 @@ import os
 from shared.broker import get_broker
 from shared.config import Settings
 from workers.digests import close_due
+from workers.pipelined_publisher import QueuePublisher
 settings = Settings.from_env(os.environ)
-close_due(settings, get_broker(settings))
+close_due(settings, QueuePublisher(get_broker(settings), settings.broker_url))
 """
 
 
@@ -153,11 +154,12 @@ def test_a_digest_whose_closer_died_before_publishing_is_still_sent(
 def test_closed_digests_are_purged_after_a_week_and_open_ones_never(
     make_settings: Callable[..., Settings],
 ) -> None:
-    """Given a digest closed eight days ago, one closed yesterday and one still open since eight
-    days ago, when the closer purges, then only the first goes, with its items."""
+    """Given a digest closed eight days ago, one that failed then, one closed yesterday and one
+    still open since eight days ago, when the closer purges, then only the first two go, with
+    their items."""
     settings = make_settings()
     now = utcnow()
-    ages = {"old": (CLOSED, 8), "recent": (CLOSED, 1), "stuck-open": (OPEN, 8)}
+    ages = {"old": (CLOSED, 8), "failed": (FAILED, 8), "recent": (CLOSED, 1), "stuck-open": (OPEN, 8)}
     with system_scope(settings.database_url) as session:
         for name, (state, days) in ages.items():
             at = now - timedelta(days=days)
@@ -171,7 +173,7 @@ def test_closed_digests_are_purged_after_a_week_and_open_ones_never(
                     state=state,
                     closes_at=at,
                     created_at=at,
-                    closed_at=at if state == CLOSED else None,
+                    closed_at=None if state == OPEN else at,
                 )
             )
             session.add(
@@ -185,7 +187,7 @@ def test_closed_digests_are_purged_after_a_week_and_open_ones_never(
                 )
             )
 
-    assert purge_closed(settings) == 1
+    assert purge_closed(settings) == 2
 
     with system_scope(settings.database_url) as session:
         assert sorted(session.scalars(select(DigestBucket.id))) == ["recent", "stuck-open"]

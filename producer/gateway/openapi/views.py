@@ -142,14 +142,16 @@ class MessageLog(View):
 
 
 class EventDigest(View):
-    """A digest holding the event: ``open`` until ``closesAt``, then ``closed`` and sent."""
+    """A digest holding the event: ``open`` until ``closesAt``, then ``closed`` and sent, or
+    ``failed`` when its message could not be made (``error`` says why)."""
 
     id: str
     rule_id: str
-    state: Literal["open", "closed"]
+    state: Literal["open", "closed", "failed"]
     count: int
     closes_at: Timestamp
     closed_at: Timestamp | None
+    error: str | None
 
 
 class Event(View):
