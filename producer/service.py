@@ -15,7 +15,7 @@ from typing import Any
 
 import pydantic
 
-from producer import message_log, scheduling
+from producer import message_log, receipts, scheduling
 from producer.background import background
 from producer.enqueue import enqueuer_for
 from producer.idempotency import PYTHON_API_SCOPE, fingerprint
@@ -273,7 +273,7 @@ class NotificationService:
             row = message_log.get(session, message_id, for_user=for_user)
             if row is None:
                 raise NotFound(f"no message with id {message_id}")
-            return message_log.view(row)
+            return {**message_log.view(row), "receipts": receipts.of_message(session, message_id)}
 
     # -- scheduled sends -----------------------------------------------------------------
 

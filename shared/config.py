@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from shared.channels import Channel
 from shared.envvars import parse_bool, parse_csv, parse_int
@@ -205,6 +206,9 @@ class Settings:
     #: this ``aud`` (one of its values) / ``iss``; unset, the claim is not required.
     user_token_audience: str | None = None
     user_token_issuer: str | None = None
+    #: PUBLIC_BASE_URL: the gateway's address as providers reach it from outside (their
+    #: status callbacks); unset, none is asked for.
+    public_base_url: str | None = None
 
     #: Why ``webhook_allow_private_networks`` has its value (logged at start-up).
     webhook_private_networks_reason: str = "set by WEBHOOK_ALLOW_PRIVATE_NETWORKS"
@@ -340,6 +344,7 @@ class Settings:
                 "TEMPLATE_MAX_OUTPUT_BYTES", DEFAULT_TEMPLATE_MAX_OUTPUT_BYTES, minimum=1
             ),
             migration_database_url=_postgres_driver(get("MIGRATION_DATABASE_URL")),
+            public_base_url=_public_base_url(get("PUBLIC_BASE_URL")),
             in_app_retention_days=integer("IN_APP_RETENTION_DAYS", DEFAULT_IN_APP_RETENTION_DAYS),
             in_app_retention_interval_ms=integer(
                 "IN_APP_RETENTION_INTERVAL", DEFAULT_IN_APP_RETENTION_INTERVAL_MS, minimum=10
@@ -474,3 +479,15 @@ def set_settings(settings: Settings | None) -> None:
     """Replace the process-wide settings (start-up code and tests)."""
     global _settings
     _settings = settings
+
+
+def _public_base_url(raw: str | None) -> str | None:
+    """An absolute http(s) URL without a query or fragment, its trailing slash dropped."""
+    if not raw or not raw.strip():
+        return None
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(
+            f"PUBLIC_BASE_URL must be an http(s) URL such as https://notify.example.com, got {raw!r}"
+        )
+    return raw.strip().rstrip("/")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 import pydantic
 from starlette.requests import Request
@@ -49,6 +50,24 @@ async def read_json_object(
             raise ApiError(413, "payload_too_large", f"request body has {exc}") from None
         raise ApiError(400, "invalid_json", f"body is not acceptable JSON: {exc}") from None
     return body
+
+
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+
+
+async def read_form(request: Request, max_bytes: int) -> dict[str, str]:
+    """An HTML form body (``application/x-www-form-urlencoded``, UTF-8) as a dict, the last
+    value of a repeated field winning; 413, 415 or 400 for anything else."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise ApiError(413, "payload_too_large", f"request body over {max_bytes} bytes")
+    raw = await _read_within_deadline(request, max_bytes)
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM_MEDIA_TYPE:
+        raise ApiError(415, "unsupported_media_type", f"send the body as {FORM_MEDIA_TYPE}")
+    try:
+        return dict(parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=bool(raw)))
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "invalid_form", f"the body is not a valid {FORM_MEDIA_TYPE} form") from None
 
 
 #: The whole body's deadline when the app does not set one (``app.state.body_timeout_s``).

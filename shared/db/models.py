@@ -337,6 +337,29 @@ class WebhookConfiguration(Base):
     __table_args__ = (Index("ix_webhook_configurations_active", "active"),)
 
 
+class MessageReceipt(Base):
+    """Something a provider said about a message after accepting it (revision 0016)."""
+
+    __tablename__ = "message_receipts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    message_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("notification_logs.id", ondelete="CASCADE", name="fk_message_receipts_message")
+    )
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    #: The normalized word (``delivered``, ``undelivered`` …); ``code``: the provider's own.
+    type: Mapped[str] = mapped_column(String(32))
+    code: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+    provider: Mapped[str] = mapped_column(String(32))
+    #: The same receipt heard twice (a replayed callback) is one row.
+    dedupe_key: Mapped[str] = mapped_column(String(255), unique=True)
+    occurred_at: Mapped[datetime] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_message_receipts_message_id", "message_id", "occurred_at"),)
+
+
 class WebhookDeliveryLog(Base):
     """One row per HTTP attempt of a webhook message."""
 

@@ -81,7 +81,20 @@ ROWS: dict[str, Callable[[str | None], dict[str, Any]]] = {
         "data": '{"address": "private"}',
         "occurred_at": NOW,
     },
+    "message_receipts": lambda user: {
+        "id": f"receipt-of-{user}",
+        "message_id": f"message-of-{user}",
+        "user_id": user,
+        "type": "delivered",
+        "provider": "twilio",
+        "dedupe_key": f"twilio:{user}:delivered",
+        "occurred_at": NOW,
+        "created_at": NOW,
+    },
 }
+
+#: Rows another table's rows point to, seeded first: a receipt's message.
+PARENTS = {"message_receipts": "notification_logs"}
 
 #: Tables whose rows may belong to no user (a message or event sent without a user id).
 SHARED_ROWS = {"notification_logs", "event_logs"}
@@ -104,6 +117,8 @@ def insert(session: Session, table: str, row: dict[str, Any]) -> None:
 def seed(settings: Settings, table: str) -> None:
     with system_scope(settings.database_url) as session:
         for user in ("alice", "bob"):
+            if table in PARENTS:
+                insert(session, PARENTS[table], ROWS[PARENTS[table]](user))
             insert(session, table, ROWS[table](user))
         if table in SHARED_ROWS:
             insert(session, table, ROWS[table](None))
@@ -115,9 +130,18 @@ def rowcount(session: Session, sql: str, **params: Any) -> int:
 
 def delete_all(session: Session, table: str) -> int | str:
     """Rows a ``DELETE`` without a filter removes, or "not granted" when the role may not."""
+    return granted_rowcount(session, f"DELETE FROM {table}")
+
+
+def update_all(session: Session, table: str) -> int | str:
+    """Rows an ``UPDATE`` without a filter touches, or "not granted" when the role may not."""
+    return granted_rowcount(session, f"UPDATE {table} SET user_id = user_id")
+
+
+def granted_rowcount(session: Session, sql: str) -> int | str:
     try:
         with session.begin_nested():
-            return rowcount(session, f"DELETE FROM {table}")
+            return rowcount(session, sql)
     except ProgrammingError as exc:
         assert "permission denied" in str(exc)
         return "not granted"
@@ -164,22 +188,27 @@ def test_raw_sql_without_a_user_filter_reaches_only_the_acting_user(settings: Se
     seed(settings, table)
     url = settings.database_url
     with session_scope(url) as session:
-        deletable = session.execute(
-            text("SELECT has_table_privilege(:table, 'DELETE')"), {"table": table}
-        ).scalar_one()
+        deletable, updatable = session.execute(
+            text("SELECT has_table_privilege(:table, 'DELETE'), has_table_privilege(:table, 'UPDATE')"),
+            {"table": table},
+        ).one()
 
     def as_alice() -> Any:
         return user_scope(url, "alice")
 
     with as_alice() as session:
         seen = sorted(session.execute(text(f"SELECT user_id FROM {table}")).scalars())
-        updated = rowcount(session, f"UPDATE {table} SET user_id = user_id")
+        updated = update_all(session, table)
     insert_for_bob = refused(as_alice, lambda s: insert(s, table, ROWS[table]("bob-2")))
-    move_to_bob = refused(as_alice, lambda s: s.execute(text(f"UPDATE {table} SET user_id = 'bob'")))
+    move_to_bob = (
+        refused(as_alice, lambda s: s.execute(text(f"UPDATE {table} SET user_id = 'bob'")))
+        if updatable
+        else "not granted"
+    )
     with session_scope(url) as session:
         unscoped = (
             session.execute(text(f"SELECT count(*) FROM {table}")).scalar_one(),
-            rowcount(session, f"UPDATE {table} SET user_id = user_id"),
+            update_all(session, table),
             delete_all(session, table),
         )
     with as_alice() as session:
@@ -191,16 +220,24 @@ def test_raw_sql_without_a_user_filter_reaches_only_the_acting_user(settings: Se
         "alice sees": seen,
         "alice updates": updated,
         "alice inserts for bob": "refused" if insert_for_bob else "allowed",
-        "alice gives her row to bob": "refused" if move_to_bob else "allowed",
+        "alice gives her row to bob": move_to_bob
+        if move_to_bob == "not granted"
+        else "refused"
+        if move_to_bob
+        else "allowed",
         "nobody sees, updates, deletes": unscoped,
         "alice deletes": deleted,
         "left for the system": left,
     } == {
         "alice sees": ["alice"],
-        "alice updates": 1,
+        "alice updates": 1 if updatable else "not granted",
         "alice inserts for bob": "refused",
-        "alice gives her row to bob": "refused",
-        "nobody sees, updates, deletes": (0, 0, 0 if deletable else "not granted"),
+        "alice gives her row to bob": "refused" if updatable else "not granted",
+        "nobody sees, updates, deletes": (
+            0,
+            0 if updatable else "not granted",
+            0 if deletable else "not granted",
+        ),
         "alice deletes": 1 if deletable else "not granted",
         "left for the system": (["bob", None] if table in SHARED_ROWS else ["bob"])
         if deletable

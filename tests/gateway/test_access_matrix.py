@@ -64,6 +64,8 @@ PUBLIC = {
     ("GET", "/docs/swagger-ui-bundle.js"),
     ("GET", "/docs/swagger-ui.css"),
     ("GET", "/docs/favicon.png"),
+    # Twilio's status callbacks: no credential of ours, a signature of Twilio's instead.
+    ("POST", "/receipts/twilio/{message_id:str}"),
 }
 
 #: Endpoints acting for a user: a user token, or a server key (naming the user with

@@ -112,7 +112,8 @@ def test_the_log_lists_every_message_newest_first(backend: Settings, client: htt
     assert ids(answer) == NEWEST_FIRST
     assert answer.json()["nextCursor"] is None
     first = answer.json()["items"][0]
-    assert first == client.get(f"/api/messages/{first['id']}").json()
+    # One message's status adds its receipts, which the log's pages leave out.
+    assert {**first, "receipts": []} == client.get(f"/api/messages/{first['id']}").json()
     assert first["templateKey"] is None and first["eventType"] == "invoice.paid"
 
 

@@ -4,6 +4,10 @@
 ``Body`` and HTTP Basic auth (account SID and auth token) answers ``201`` with a message
 resource shaped like Twilio's, or Twilio's error document when told to fail (``fail_next``) or
 when the credentials are wrong (401, code 20003). Point the SDK at ``base_url``.
+
+``report`` then does what Twilio does as the message travels: posts a status callback to the
+message's ``StatusCallback`` URL, the form Twilio sends, signed the way Twilio signs it
+(``X-Twilio-Signature``, computed by the ``twilio`` package with the auth token).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
+
+import httpx
+from twilio.request_validator import RequestValidator
 
 from tests.sinks.http_server import QuietServer, ServerThread
 
@@ -180,6 +187,34 @@ class TwilioSink:
                 got = len(self._requests)
                 raise AssertionError(f"Twilio sink got {got} of {count} messages in {timeout}s")
             return list(self._requests)
+
+    def report(
+        self,
+        request: SmsRequest,
+        status: str,
+        *,
+        error_code: int | None = None,
+        signed_with: str | None = None,
+        tamper: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """Post ``status`` for ``request`` to its StatusCallback as Twilio would, signed with
+        the auth token (or ``signed_with``); ``tamper`` changes fields after signing."""
+        url = request.form["StatusCallback"]
+        form = {
+            "AccountSid": request.account_sid,
+            "ApiVersion": API_VERSION,
+            "From": request.from_,
+            "To": request.to,
+            "MessageSid": request.sid,
+            "SmsSid": request.sid,
+            "MessageStatus": status,
+            "SmsStatus": status,
+        }
+        if error_code is not None:
+            form["ErrorCode"] = str(error_code)
+        signature = RequestValidator(signed_with or self.auth_token).compute_signature(url, form)
+        headers = {"X-Twilio-Signature": signature, "User-Agent": "TwilioProxy/1.1"}
+        return httpx.post(url, data={**form, **(tamper or {})}, headers=headers, timeout=10)
 
     def _authorized(self, header: str | None, account_sid: str) -> bool:
         ok = False

@@ -94,6 +94,8 @@ class TwilioProvider:
         self._auth_token = str(settings.twilio_auth_token)
         self._from = str(settings.twilio_phone_number)
         self._api_base = settings.twilio_api_base
+        #: Where Twilio reports what became of each message (producer/gateway/receipts.py).
+        self._callbacks = f"{settings.public_base_url}/receipts/twilio/" if settings.public_base_url else None
         self._timeout_s = settings.sms_timeout_ms / 1000
         self._client_of: tuple[asyncio.AbstractEventLoop, Client, AsyncTwilioHttpClient] | None = None
 
@@ -127,9 +129,12 @@ class TwilioProvider:
                 f"SMS body has {len(body)} characters, Twilio takes at most {SMS_BODY_MAX_CHARS}",
                 code="sms_too_long",
             )
+        extra = {"status_callback": self._callbacks + message.id} if self._callbacks else {}
         try:
             async with asyncio.timeout(self._timeout_s):
-                created: Any = await self._client().messages.create_async(to=to, from_=self._from, body=body)
+                created: Any = await self._client().messages.create_async(
+                    to=to, from_=self._from, body=body, **extra
+                )
         except Exception as exc:
             raise classify(exc) from exc
         sid = getattr(created, "sid", None)

@@ -105,6 +105,16 @@ class Escalation(View):
     steps: list[EscalationStep]
 
 
+class ReceiptView(View):
+    """Something the provider said about the message after accepting it."""
+
+    type: Literal["accepted", "delivered", "undelivered", "read"]
+    code: str | None = Field(description="The provider's own word or code (`undelivered 30003`).")
+    provider: str
+    detail: str | None
+    occurred_at: Timestamp
+
+
 class MessageStatus(View):
     id: str
     channel: str
@@ -131,6 +141,11 @@ class MessageStatus(View):
     completed_at: Timestamp | None
     escalation: EscalationLink | None = Field(
         default=None, description="A later escalation step: the messages it waits on and the condition."
+    )
+    receipts: list[ReceiptView] = Field(
+        default_factory=list,
+        description="What the provider said after accepting the message, in order (`GET "
+        "/api/messages/{id}` only; the log's pages leave it out).",
     )
 
 
