@@ -150,14 +150,14 @@ def test_a_burst_due_together_goes_out_in_one_publish_dated_at_its_time(
     dated at its due time, and leaves no relay marker behind."""
     settings = make_settings(SCHEDULER_LOOKAHEAD="60000")
     service = NotificationService(settings)
-    at = utcnow() + timedelta(seconds=2)
+    at = utcnow() + timedelta(seconds=6)  # room for storing and taking 1,200 on a busy machine
     item = {"channel": "in_app", "user_id": "u1", "title": "t", "message": "m", "send_at": at}
     ids = {r["id"] for r in service.send_many([item] * 1_200)}
     scheduler = Scheduler(settings, get_broker(settings), [Channel.IN_APP])
     try:
         assert scheduler.stage() + scheduler.stage() == 1_200
         assert scheduler.release() == 0  # not yet due
-        wait_until(lambda: utcnow() >= at, timeout=3, message="the time never came")
+        wait_until(lambda: utcnow() >= at, timeout=7, message="the time never came")
 
         assert scheduler.release() == 1_200
     finally:
