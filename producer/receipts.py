@@ -9,7 +9,8 @@ beside it, and moves the message's status forward, never back:
   overwrite a bounce;
 - ``undelivered`` turns a ``sent`` or ``delivered`` message ``failed``, with the provider's
   code as ``errorCode``: the final word on it;
-- ``accepted`` (handed on to the carrier) is kept, and changes nothing.
+- ``accepted`` (handed on to the carrier) and ``unsubscribed`` (the recipient used the
+  email's one-click link, :mod:`producer.unsubscribe`) are kept, and change nothing.
 
 A receipt heard twice (a provider's retry, a replayed callback) is recorded once: the
 second answers as a repeat and changes nothing. A receipt for a message still on its way
@@ -31,7 +32,7 @@ from sqlalchemy.orm import Session
 from shared.channels import Status
 from shared.db.models import MessageReceipt, NotificationLog, utcnow
 
-ReceiptType = Literal["accepted", "delivered", "undelivered", "read"]
+ReceiptType = Literal["accepted", "delivered", "undelivered", "read", "unsubscribed"]
 
 
 @dataclass(frozen=True)

@@ -209,6 +209,10 @@ class Settings:
     #: PUBLIC_BASE_URL: the gateway's address as providers reach it from outside (their
     #: status callbacks); unset, none is asked for.
     public_base_url: str | None = None
+    #: UNSUBSCRIBE_SECRET signs one-click unsubscribe links (with PUBLIC_BASE_URL; unset, no
+    #: email carries one); UNSUBSCRIBE_LINK_DAYS: how long a link works.
+    unsubscribe_secret: str | None = field(default=None, repr=False)
+    unsubscribe_link_days: int = 60
 
     #: Why ``webhook_allow_private_networks`` has its value (logged at start-up).
     webhook_private_networks_reason: str = "set by WEBHOOK_ALLOW_PRIVATE_NETWORKS"
@@ -345,6 +349,8 @@ class Settings:
             ),
             migration_database_url=_postgres_driver(get("MIGRATION_DATABASE_URL")),
             public_base_url=_public_base_url(get("PUBLIC_BASE_URL")),
+            unsubscribe_secret=_unsubscribe_secret(get("UNSUBSCRIBE_SECRET")),
+            unsubscribe_link_days=integer("UNSUBSCRIBE_LINK_DAYS", "60", minimum=1),
             in_app_retention_days=integer("IN_APP_RETENTION_DAYS", DEFAULT_IN_APP_RETENTION_DAYS),
             in_app_retention_interval_ms=integer(
                 "IN_APP_RETENTION_INTERVAL", DEFAULT_IN_APP_RETENTION_INTERVAL_MS, minimum=10
@@ -486,8 +492,24 @@ def _public_base_url(raw: str | None) -> str | None:
     if not raw or not raw.strip():
         return None
     parts = urlsplit(raw.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+    spaced = any(c.isspace() or not c.isprintable() for c in raw.strip())
+    if spaced or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ConfigError(
             f"PUBLIC_BASE_URL must be an http(s) URL such as https://notify.example.com, got {raw!r}"
         )
     return raw.strip().rstrip("/")
+
+
+#: HS256 wants a key at least as long as its hash (RFC 7518, section 3.2).
+MIN_UNSUBSCRIBE_SECRET_BYTES = 32
+
+
+def _unsubscribe_secret(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    if len(raw.encode()) < MIN_UNSUBSCRIBE_SECRET_BYTES:
+        raise ConfigError(
+            f"UNSUBSCRIBE_SECRET must be at least {MIN_UNSUBSCRIBE_SECRET_BYTES} bytes long "
+            "(e.g. the output of: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return raw

@@ -3,6 +3,9 @@ written), and every runnable block of it in document order with the answers it s
 
 A block the README test cannot run carries a marker in the README source right before its
 fence, with the reason: ``<!-- readme-test: skip (starts the server this test already runs) -->``.
+A block that needs more than the embedded instance (a provider's peer, settings of its own)
+names the test that runs it instead: ``<!-- readme-test: run by tests/test_readme_examples.py
+(why) -->``; that file must fetch the block with :func:`example_after`.
 
 An expected answer is a comment after a command, ``# {"id": "…", "status": "queued"}``
 (continued on following ``#`` lines): every key it names must be in the answer, and every
@@ -25,6 +28,7 @@ RUNNABLE = frozenset({"sh", "bash", "python"})
 
 _MARKER = re.compile(r"^<!--\s*readme-test:\s*(?P<what>.*?)\s*-->$")
 _SKIP = re.compile(r"^skip\s*(?:\((?P<reason>.*)\))?$")
+_RUN_BY = re.compile(r"^run by (?P<test>tests/\S+\.py)\s*(?:\((?P<reason>.*)\))?$")
 _FENCE = re.compile(r"^```(?P<language>[\w+-]*)\s*$")
 #: `"key": value` in an expected answer; the value is kept only if it is plain.
 _PAIR = re.compile(
@@ -49,6 +53,8 @@ class Block:
     line: int
     #: None: the block runs. Otherwise the marker's reason ("" if it gave none).
     skip: str | None = None
+    #: The test file that runs the block instead, with settings and peers of its own.
+    run_by: str | None = None
 
 
 def blocks(path: Path = README) -> list[Block]:
@@ -68,21 +74,26 @@ def blocks(path: Path = README) -> list[Block]:
             body.append(lines[index])
             index += 1
         index += 1
-        found.append(Block(fence["language"], "\n".join(body) + "\n", start + 1, _skip_reason(lines, start)))
+        skip, run_by = _marker(lines, start)
+        found.append(Block(fence["language"], "\n".join(body) + "\n", start + 1, skip, run_by))
     return found
 
 
-def _skip_reason(lines: list[str], fence: int) -> str | None:
+def _marker(lines: list[str], fence: int) -> tuple[str | None, str | None]:
+    """The skip reason, or the test that runs the block, from the marker before ``fence``."""
     previous = fence - 1
     while previous >= 0 and not lines[previous].strip():
         previous -= 1
     marker = _MARKER.match(lines[previous].strip()) if previous >= 0 else None
     if marker is None:
-        return None
+        return None, None
+    run_by = _RUN_BY.match(marker["what"])
+    if run_by is not None:
+        return None, run_by["test"]
     skip = _SKIP.match(marker["what"])
     if skip is None:
         raise ValueError(f"README line {previous + 1}: unknown readme-test marker {marker['what']!r}")
-    return (skip["reason"] or "").strip()
+    return (skip["reason"] or "").strip(), None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from shared.config import Settings
 from tests.conftest import Fleet, Queues, final_status
 from tests.gateway.server import LiveServer, free_port
 from tests.readme import example_after
+from tests.sinks.smtp_sink import SmtpSink
 from tests.sinks.twilio_sink import TwilioSink
 
 
@@ -57,3 +58,27 @@ def test_twilio_receipt_example(make_settings: Callable[..., Settings], fleet: C
 
     assert namespace["answer"].status_code == 204
     assert service.get_status(message_id)["status"] == "delivered"
+
+
+def test_one_click_unsubscribe_example(
+    make_settings: Callable[..., Settings], fleet: Callable[..., Fleet], smtp: SmtpSink
+) -> None:
+    """The unsubscribe example, run as written on an email the SMTP peer received: 200, and
+    the user's email is then off."""
+    port = free_port()
+    settings = make_settings(
+        EMAIL_HOST=smtp.host,
+        EMAIL_PORT=str(smtp.port),
+        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+        UNSUBSCRIBE_SECRET="readme-example-secret-long-enough-for-hs256",
+    )
+    fleet(settings, [Channel.EMAIL])
+    service = NotificationService(settings)
+    final_status(service, service.send_email(to="dee@example.com", subject="Hi", text="Hello", user_id="dee"))
+    with LiveServer(create_app(settings), port=port):
+        namespace: dict[str, Any] = {"raw_email": smtp.wait_for(1) and smtp.received[0].raw}
+        exec(example_after("What a mailbox provider does with the mail it received"), namespace)
+
+    assert namespace["answer"].status_code == 200
+    later = service.send_email(to="dee@example.com", subject="Again", text="Hello", user_id="dee")
+    assert final_status(service, later)["status"] == "skipped"

@@ -5,6 +5,7 @@ developer who just typed ``make run`` would run them in another terminal."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,8 +15,20 @@ import pytest
 
 from tests import running
 from tests.gateway.server import free_port
-from tests.readme import README, RUNNABLE, Block, blocks, capture_last_value, last_json, mismatches, steps
+from tests.readme import (
+    README,
+    RUNNABLE,
+    Block,
+    blocks,
+    capture_last_value,
+    example_after,
+    last_json,
+    mismatches,
+    steps,
+)
 
+#: The repository root, against which a ``run by`` marker names its test file.
+ROOT = README.parent
 #: The README's own address, replaced by the test instance's.
 README_ADDRESS = "127.0.0.1:8000"
 #: Blocks the test may leave out (each with its reason in the README): more means examples
@@ -49,6 +62,21 @@ def test_every_skipped_block_says_why() -> None:
     skipped = [b for b in runnable() if b.skip is not None]
     assert [b.line for b in skipped if not b.skip] == [], "a readme-test skip without a reason"
     assert len(skipped) <= MAX_SKIPPED, [f"line {b.line}: {b.skip}" for b in skipped]
+
+
+def test_every_block_run_by_its_own_test_is_fetched_there() -> None:
+    """A block marked ``run by`` a test file is one that file fetches with example_after (so
+    it runs as written there), not an example nobody checks."""
+    unclaimed = []
+    for block in runnable():
+        if block.run_by is None:
+            continue
+        source = (ROOT / block.run_by).read_text()
+        sentences = re.findall(r'example_after\(\s*"([^"]+)"', source)
+        if not any(example_after(s, block.language).strip() == block.code.strip() for s in sentences):
+            unclaimed.append(f"line {block.line}: not fetched by {block.run_by}")
+    assert unclaimed == []
+    assert any(b.run_by for b in runnable())  # the check above looked at something
 
 
 def test_a_skip_without_a_reason_and_a_wrong_answer_are_seen(tmp_path: Path) -> None:
@@ -111,7 +139,7 @@ def test_every_example_runs_as_written(instance: running.Running) -> None:
     says it shows."""
     failures = {}
     for block in runnable():
-        if block.skip is None:
+        if block.skip is None and block.run_by is None:
             problems = run_block(block, instance)
             if problems:
                 failures[f"README.md line {block.line} ({block.language})"] = problems

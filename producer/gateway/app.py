@@ -25,6 +25,7 @@ from producer.gateway import (
     scheduled,
     stream,
     templates,
+    unsubscribe,
     webhooks,
 )
 from producer.gateway.errors import HANDLERS
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> Starlette:
             *messages.routes,
             *scheduled.routes,
             *receipts.routes,
+            *unsubscribe.routes,
             *templates.routes,
             *preferences.routes,
             *rules.routes,

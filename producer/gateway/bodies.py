@@ -55,13 +55,18 @@ async def read_json_object(
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 
 
-async def read_form(request: Request, max_bytes: int) -> dict[str, str]:
-    """An HTML form body (``application/x-www-form-urlencoded``, UTF-8) as a dict, the last
-    value of a repeated field winning; 413, 415 or 400 for anything else."""
+async def read_limited(request: Request, max_bytes: int) -> bytes:
+    """The raw body, within ``max_bytes`` (413) and the body deadline (408)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise ApiError(413, "payload_too_large", f"request body over {max_bytes} bytes")
-    raw = await _read_within_deadline(request, max_bytes)
+    return await _read_within_deadline(request, max_bytes)
+
+
+async def read_form(request: Request, max_bytes: int) -> dict[str, str]:
+    """An HTML form body (``application/x-www-form-urlencoded``, UTF-8) as a dict, the last
+    value of a repeated field winning; 413, 415 or 400 for anything else."""
+    raw = await read_limited(request, max_bytes)
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM_MEDIA_TYPE:
         raise ApiError(415, "unsupported_media_type", f"send the body as {FORM_MEDIA_TYPE}")
     try:

@@ -68,6 +68,13 @@ PUBLIC = {
     ("POST", "/receipts/twilio/{message_id:str}"),
 }
 
+#: Endpoints whose credential is in the URL (a signed link): a key or token of ours changes
+#: nothing, and the sample path, a link nobody signed, is refused whatever comes with it.
+SIGNED_LINKS = {
+    ("GET", "/unsubscribe/{token:str}"),
+    ("POST", "/unsubscribe/{token:str}"),
+}
+
 #: Endpoints acting for a user: a user token, or a server key (naming the user with
 #: X-User-Id; without it the answer is 400, a validation error).
 USER_ENDPOINTS = {
@@ -183,6 +190,8 @@ def answer(response: httpx.Response) -> str:
     """What a response means for access control, with what was wrong about it if anything."""
     status = response.status_code
     if status in (401, 403):
+        if not response.headers.get("content-type", "").startswith("application/json"):
+            return f"{status} without the JSON error shape"
         body = response.json()
         if not isinstance(body.get("error"), dict) or "code" not in body["error"]:
             return f"{status} without the JSON error shape"
@@ -222,6 +231,7 @@ def test_every_listed_endpoint_exists() -> None:
     served = {(e.method, e.path) for e in ENDPOINTS}
     assert served >= USER_ENDPOINTS | OWN_OR_ANY
     assert served >= PUBLIC - {("GET", "/openapi.json")}
+    assert served >= SIGNED_LINKS
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=str)
@@ -230,4 +240,7 @@ def test_access(client: httpx.Client, endpoint: Endpoint) -> None:
     is the matrix's for the endpoint's access (public, server key or user)."""
     got = {kind: call(client, endpoint, headers) for kind, headers in CREDENTIALS.items()}
 
+    if (endpoint.method, endpoint.path) in SIGNED_LINKS:
+        assert got == dict.fromkeys(CREDENTIALS, FORBIDDEN)
+        return
     assert got == {kind: row[endpoint.access] for kind, row in MATRIX.items()}

@@ -127,7 +127,7 @@ class Pipeline:
         """One call of the provider; channels with stages of their own around it override this."""
         started = time.perf_counter()
         try:
-            result = await self.provider.send(delivery.outgoing())
+            result = await self.provider.send(delivery.outgoing(self.settings))
         except DeliveryError as exc:
             self.observe_provider(started, exc)
             return FailedDispatch(exc)

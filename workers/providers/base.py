@@ -32,6 +32,8 @@ class Outgoing(Generic[P_co]):
     attempt: int
     payload: P_co
     user_id: str | None = None
+    #: An email's one-click unsubscribe URL (RFC 8058), when it has one.
+    unsubscribe_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from email import policy
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
+from email.policy import Policy
 from email.utils import format_datetime, getaddresses
 
 from shared.errors import PermanentDeliveryError
@@ -22,6 +23,21 @@ MESSAGE_ID_HEADER = "X-KAI-Message-Id"
 #: Domain for Message-ID when the sender address has none (``make_msgid`` would otherwise
 #: call ``socket.getfqdn()``, a DNS lookup, for every message).
 FALLBACK_MESSAGE_ID_DOMAIN = "kai-messaging.invalid"
+
+
+class OneLineHeader(UnstructuredHeader, BaseHeader):
+    """A header written on one line whatever its length. The email package folds a long
+    header with no space in it by turning it into RFC 2047 encoded-words, which makes a URL
+    unreadable to the mailbox provider; RFC 5322 allows lines of up to 998 characters."""
+
+    def fold(self, *, policy: Policy) -> str:
+        return f"{self.name}: {self}{policy.linesep}"
+
+
+_HEADERS = HeaderRegistry()
+_HEADERS.map_to_type("list-unsubscribe", OneLineHeader)
+#: The policy emails are built with: the default one, List-Unsubscribe kept on one line.
+MESSAGE_POLICY = policy.default.clone(header_factory=_HEADERS)
 
 
 def message_id_domain(sender: str) -> str:
@@ -54,7 +70,7 @@ def build_email(message: Outgoing[EmailPayload], sender: str, *, now: datetime |
         raise PermanentDeliveryError("email payload has no recipient", code="email_invalid")
     if not (text or html):
         raise PermanentDeliveryError("email payload has neither text nor html", code="email_invalid")
-    mime = EmailMessage()
+    mime = EmailMessage(policy=MESSAGE_POLICY)
     try:
         mime["From"] = sender
         mime["To"] = to
@@ -62,6 +78,10 @@ def build_email(message: Outgoing[EmailPayload], sender: str, *, now: datetime |
         mime["Date"] = format_datetime(now or datetime.now(UTC))
         mime["Message-ID"] = rfc_message_id(message.id, sender)
         mime[MESSAGE_ID_HEADER] = message.id
+        if message.unsubscribe_url:
+            # RFC 8058: mailbox providers POST "List-Unsubscribe=One-Click" to the URL.
+            mime["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
+            mime["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         if text and html:
             mime.set_content(text)
             mime.add_alternative(html, subtype="html")

@@ -39,7 +39,11 @@ ERRORS: dict[int, tuple[str, str]] = {
         "`X-User-Id` over 255 characters).",
     ),
     401: ("Unauthorized", "No credential, or one that is unknown or expired."),
-    403: ("Forbidden", "The credential is of the wrong kind for this endpoint."),
+    403: (
+        "Forbidden",
+        "The credential is of the wrong kind for this endpoint (on a public endpoint: the "
+        "request's signature or link is not one of ours).",
+    ),
     404: ("NotFound", "Nothing with that id."),
     408: (
         "RequestTimeout",
@@ -51,11 +55,12 @@ ERRORS: dict[int, tuple[str, str]] = {
         "Refused by the current state (already exists, delivery in progress, an idempotency key "
         "used for another request).",
     ),
+    410: ("Gone", "A link that was ours has expired."),
     413: ("PayloadTooLarge", "The request body or the message is over the size limit."),
     415: (
         "UnsupportedMediaType",
         "The body is not declared as `application/json` (or `application/*+json`) with no charset "
-        "or `charset=utf-8`.",
+        "or `charset=utf-8` (a provider's callback: as the form it is).",
     ),
     422: ("UnprocessableEntity", "A field or query parameter is invalid; `details` says which."),
     429: ("TooManyRequests", "Over a rate or connection limit; retry after `Retry-After` seconds."),

@@ -108,7 +108,7 @@ class Escalation(View):
 class ReceiptView(View):
     """Something the provider said about the message after accepting it."""
 
-    type: Literal["accepted", "delivered", "undelivered", "read"]
+    type: Literal["accepted", "delivered", "undelivered", "read", "unsubscribed"]
     code: str | None = Field(description="The provider's own word or code (`undelivered 30003`).")
     provider: str
     detail: str | None
