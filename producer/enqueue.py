@@ -27,6 +27,7 @@ import dramatiq
 from sqlalchemy import Connection, text
 
 from shared import relay, tracking
+from shared.channels import Channel
 from shared.config import Settings
 from shared.db.group_commit import BatchFunction, GroupCommit
 from shared.db.rls import act_as_system
@@ -122,6 +123,21 @@ class Acceptor(Generic[T]):
             for message_id, _ in fresh:
                 self._clear_marker(message_id)
         return results
+
+    async def publish_written(self, messages: Sequence[tuple[Channel, str]]) -> None:
+        """Publish rows another transaction wrote with their relay markers. If the broker does
+        not confirm, the markers stay and the scheduler's relay publishes them later: the
+        caller's work is done either way."""
+        if not messages:
+            return
+        try:
+            await self.publisher.publish([channel_message(channel, i) for channel, i in messages])
+        except EnqueueError:
+            log.warning("accept.publish_deferred_to_relay", writer=self.rows.name, items=len(messages))
+            return
+        if not self.publisher.leaves_markers:
+            for _, message_id in messages:
+                self._clear_marker(message_id)
 
     def _clear_marker(self, message_id: str) -> None:
         """Remove the relay's marker after the answer, not before it: the caller need not wait."""

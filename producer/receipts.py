@@ -12,6 +12,11 @@ beside it, and moves the message's status forward, never back:
 - ``accepted`` (handed on to the carrier) and ``unsubscribed`` (the recipient used the
   email's one-click link, :mod:`producer.unsubscribe`) are kept, and change nothing.
 
+Each new receipt is also an event for the webhook endpoints subscribed to it:
+``message.<type>`` (``message.delivered``, ``message.undelivered``, ``message.unsubscribed``
+…; ``message.*`` for all), created with their relay markers in the receipt's transaction, so
+a receipt kept is a receipt forwarded even if the broker is away when it comes.
+
 A receipt heard twice (a provider's retry, a replayed callback) is recorded once: the
 second answers as a repeat and changes nothing. A receipt for a message still on its way
 (its worker has not yet recorded ``sent``) is kept and moves nothing; the status it would
@@ -29,8 +34,11 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.channels import Status
+from shared import relay
+from shared.channels import Channel, Status
+from shared.config import Settings
 from shared.db.models import MessageReceipt, NotificationLog, utcnow
+from shared.webhooks.fanout import fan_out
 
 ReceiptType = Literal["accepted", "delivered", "undelivered", "read", "unsubscribed"]
 
@@ -50,10 +58,16 @@ class Receipt:
     error_code: str | None = None
 
 
-def record(session: Session, receipt: Receipt) -> bool:
-    """Keep ``receipt`` and move its message's status; False when it was heard before (then
-    nothing changes). The message must exist (the caller looked it up)."""
-    user_id = session.scalar(select(NotificationLog.user_id).where(NotificationLog.id == receipt.message_id))
+def record(session: Session, settings: Settings, receipt: Receipt) -> list[str] | None:
+    """Keep ``receipt``, move its message's status and forward it to the subscribed webhook
+    endpoints; the forwarding messages' ids (to publish after the commit), or None when it
+    was heard before (then nothing changes). The message must exist (the caller looked it up)."""
+    message = session.execute(
+        select(NotificationLog.user_id, NotificationLog.channel).where(
+            NotificationLog.id == receipt.message_id
+        )
+    ).one()
+    user_id = message.user_id
     row = MessageReceipt(
         id=str(uuid.uuid4()),
         message_id=receipt.message_id,
@@ -70,9 +84,25 @@ def record(session: Session, receipt: Receipt) -> bool:
             session.add(row)
             session.flush()
     except IntegrityError:
-        return False  # the unique dedupe_key: heard before
+        return None  # the unique dedupe_key: heard before
     _advance(session, receipt, row.occurred_at)
-    return True
+    return _forward(session, settings, row, message.channel)
+
+
+def _forward(session: Session, settings: Settings, row: MessageReceipt, channel: str) -> list[str]:
+    forwarded = fan_out(
+        session,
+        settings,
+        event_id=None,
+        key=f"receipt:{row.id}",
+        event_type=f"message.{row.type}",
+        data={"messageId": row.message_id, "channel": channel, "userId": row.user_id, **view(row)},
+        user_id=row.user_id,
+        occurred_at=row.occurred_at,
+    )
+    queue = Channel.WEBHOOK.queue_name
+    relay.pend(session.connection(), [relay.Pending(i, relay.MESSAGE, queue) for i in forwarded])
+    return forwarded
 
 
 def _advance(session: Session, receipt: Receipt, at: datetime) -> None:
@@ -106,13 +136,14 @@ def of_message(session: Session, message_id: str) -> list[dict[str, Any]]:
         .where(MessageReceipt.message_id == message_id)
         .order_by(MessageReceipt.occurred_at, MessageReceipt.created_at)
     )
-    return [
-        {
-            "type": r.type,
-            "code": r.code,
-            "provider": r.provider,
-            "detail": r.detail,
-            "occurredAt": r.occurred_at.isoformat(),
-        }
-        for r in rows
-    ]
+    return [view(r) for r in rows]
+
+
+def view(row: MessageReceipt) -> dict[str, Any]:
+    return {
+        "type": row.type,
+        "code": row.code,
+        "provider": row.provider,
+        "detail": row.detail,
+        "occurredAt": row.occurred_at.isoformat(),
+    }

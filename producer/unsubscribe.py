@@ -49,15 +49,16 @@ def subject_of(settings: Settings, token: str) -> Subject:
         return Subject(message_id, row.user_id, row.event_type)
 
 
-def apply(settings: Settings, subject: Subject) -> None:
-    """Turn the preference off and record the receipt, in the user's own transaction."""
+def apply(settings: Settings, subject: Subject) -> list[str]:
+    """Turn the preference off and record the receipt, in the user's own transaction; the ids
+    of the webhook messages that forward the receipt (to publish after the commit)."""
     try:
-        _apply(settings, subject)
+        return _apply(settings, subject)
     except IntegrityError:
-        _apply(settings, subject)  # a concurrent first save created the row: apply on top
+        return _apply(settings, subject)  # a concurrent first save created the row: apply on top
 
 
-def _apply(settings: Settings, subject: Subject) -> None:
+def _apply(settings: Settings, subject: Subject) -> list[str]:
     with user_scope(settings.database_url, subject.user_id) as session:
         row = session.get(UserNotificationPreference, subject.user_id, with_for_update=True)
         if row is None:
@@ -76,8 +77,9 @@ def _apply(settings: Settings, subject: Subject) -> None:
             row.email_enabled = False
         row.updated_at = utcnow()
         session.flush()
-        receipts.record(
+        forwarded = receipts.record(
             session,
+            settings,
             receipts.Receipt(
                 message_id=subject.message_id,
                 type="unsubscribed",
@@ -87,3 +89,4 @@ def _apply(settings: Settings, subject: Subject) -> None:
                 detail=f"turned off {subject.what}",
             ),
         )
+        return forwarded or []

@@ -6,12 +6,14 @@ change nothing."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
 from sqlalchemy import func, select
+from standardwebhooks import Webhook
 
 from producer.gateway.app import create_app
 from producer.service import NotificationService
@@ -22,7 +24,9 @@ from shared.db.rls import system_scope
 from tests.conftest import SERVER_KEY, Fleet, final_status
 from tests.gateway.server import LiveServer, free_port
 from tests.sinks.twilio_sink import SmsRequest, TwilioSink
+from tests.sinks.webhook_receiver import WebhookReceiver
 from tests.waiting import wait_until
+from tests.webhook_events import create_endpoint
 
 TWILIO_SID = "AC" + "7" * 32
 TWILIO_TOKEN = "twilio-receipts-token"
@@ -47,7 +51,7 @@ def world(make_settings: Callable[..., Settings], fleet: Callable[..., Fleet]) -
             TWILIO_API_BASE=twilio.base_url,
             PUBLIC_BASE_URL=f"http://127.0.0.1:{port}/",
         )
-        fleet(settings, [Channel.SMS])
+        fleet(settings, [Channel.SMS, Channel.WEBHOOK])
         with LiveServer(create_app(settings), port=port) as server:
             yield World(settings, NotificationService(settings), twilio, server.url)
 
@@ -184,3 +188,34 @@ def test_the_status_over_http_lists_the_receipts(world: World) -> None:
     with httpx.Client(base_url=world.gateway, headers={"Authorization": f"Bearer {SERVER_KEY}"}) as client:
         shown = client.get(f"/api/messages/{message_id}").json()
     assert [r["type"] for r in shown["receipts"]] == ["delivered"]
+
+
+def test_receipts_are_forwarded_to_endpoints_subscribed_to_message_events(world: World) -> None:
+    """Given an endpoint subscribed to message.* and one to order.*, when Twilio reports an
+    SMS undelivered (and then replays it), then the first receives one signed
+    ``message.undelivered`` event naming the message and Twilio's code; the second nothing."""
+    with WebhookReceiver("whsec_" + "C" * 40) as hooks, WebhookReceiver("whsec_" + "D" * 40) as orders:
+        _, secret = create_endpoint(world.settings, hooks.url, eventTypes=["message.*"])
+        create_endpoint(world.settings, orders.url, eventTypes=["order.*"])
+        message_id, request = sent_sms(world)
+
+        for _ in range(2):
+            assert world.twilio.report(request, "undelivered", error_code=30005).status_code == 204
+
+        [delivery] = hooks.wait_for(1, timeout=20)
+        Webhook(secret).verify(delivery.body, delivery.headers)
+        body = json.loads(delivery.body)
+        assert body["type"] == "message.undelivered"
+        assert body["data"] | {"occurredAt": "…"} == {
+            "messageId": message_id,
+            "channel": "sms",
+            "userId": None,
+            "type": "undelivered",
+            "code": "undelivered 30005",
+            "provider": "twilio",
+            "detail": "Twilio error 30005",
+            "occurredAt": "…",
+        }
+        forwarded = final_status(world.service, delivery.headers["webhook-id"])
+        assert forwarded["status"] == "delivered"
+        assert len(hooks.deliveries) == 1 and orders.deliveries == []

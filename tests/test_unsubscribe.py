@@ -28,7 +28,9 @@ from shared.preferences import load
 from tests.conftest import Fleet, final_status
 from tests.gateway.server import LiveServer, free_port
 from tests.sinks.smtp_sink import SmtpSink
+from tests.sinks.webhook_receiver import WebhookReceiver
 from tests.test_events_flow import add_rule, save_template
+from tests.webhook_events import create_endpoint
 
 SECRET = "unsubscribe-test-secret-of-32-bytes-at-least"
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -70,7 +72,7 @@ def world(
         PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
         UNSUBSCRIBE_SECRET=SECRET,
     )
-    fleet(settings, [Channel.EMAIL], events=True)
+    fleet(settings, [Channel.EMAIL, Channel.WEBHOOK], events=True)
     with LiveServer(create_app(settings), port=port) as server:
         yield World(settings, NotificationService(settings), smtp, server.url)
 
@@ -97,6 +99,24 @@ def test_the_one_click_post_turns_the_users_email_off(world: World) -> None:
     later = world.service.send_email(to="ann@example.com", subject="Again", text="Hello", user_id="ann")
     skipped = final_status(world.service, later)
     assert (skipped["status"], skipped["errorCode"]) == ("skipped", "preference_opt_out")
+
+
+def test_an_unsubscribe_reaches_endpoints_subscribed_to_it(world: World) -> None:
+    """The receipt is written in Ann's own transaction; its webhook event still goes out."""
+    with WebhookReceiver("whsec_" + "E" * 40) as hooks:
+        create_endpoint(world.settings, hooks.url, eventTypes=["message.unsubscribed"])
+        message_id, url = world.email()
+        assert url is not None
+
+        assert httpx.post(url, data=ONE_CLICK).status_code == 200
+
+        [delivery] = hooks.wait_for(1, timeout=20)
+        body = json.loads(delivery.body)
+        assert (body["type"], body["data"]["messageId"], body["data"]["userId"]) == (
+            "message.unsubscribed",
+            message_id,
+            "ann",
+        )
 
 
 def test_the_link_opened_in_a_browser_asks_first_and_changes_nothing(world: World) -> None:

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
 from producer import receipts
+from producer.enqueue import enqueuer_for
 from producer.gateway.bodies import read_form
 from producer.gateway.errors import ApiError
 from producer.gateway.openapi import Auth, Reply, operation
@@ -75,7 +76,8 @@ async def twilio_status(request: Request) -> Response:
     if form.get("AccountSid") != settings.twilio_account_sid:
         raise ApiError(403, "forbidden", "the callback is for another Twilio account")
     receipt = twilio_receipt(request.path_params["message_id"], form)
-    await run_in_threadpool(_record, settings, request.path_params["message_id"], receipt)
+    forwarded = await run_in_threadpool(_record, settings, request.path_params["message_id"], receipt)
+    await enqueuer_for(settings).publish_written([(Channel.WEBHOOK, i) for i in forwarded])
     return Response(status_code=204)
 
 
@@ -98,14 +100,16 @@ def twilio_receipt(message_id: str, form: dict[str, str]) -> Receipt | None:
     )
 
 
-def _record(settings: Settings, message_id: str, receipt: Receipt | None) -> None:
+def _record(settings: Settings, message_id: str, receipt: Receipt | None) -> list[str]:
+    """Record the receipt; the ids of the webhook messages that forward it."""
     # As the system: the callback acts for no user, and finds the message by its id alone.
     with system_scope(settings.database_url) as session:
         channel = session.scalar(select(NotificationLog.channel).where(NotificationLog.id == message_id))
         if channel != Channel.SMS.value:
             raise NotFound(f"no SMS with id {message_id}")
-        if receipt is not None:
-            receipts.record(session, receipt)
+        if receipt is None:
+            return []
+        return receipts.record(session, settings, receipt) or []
 
 
 routes = [Route("/receipts/twilio/{message_id:str}", twilio_status, methods=["POST"])]

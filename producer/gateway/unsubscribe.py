@@ -20,9 +20,11 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from producer import unsubscribe
+from producer.enqueue import enqueuer_for
 from producer.gateway.bodies import read_limited
 from producer.gateway.errors import ApiError
 from producer.gateway.openapi import Auth, Reply, operation
+from shared.channels import Channel
 from shared.config import Settings
 from shared.unsubscribe import ExpiredLink, InvalidLink
 
@@ -91,7 +93,9 @@ async def confirm_page(request: Request) -> HTMLResponse:
 async def one_click(request: Request) -> HTMLResponse:
     await read_limited(request, MAX_BODY_BYTES)  # its content does not matter
     subject = await _subject(request)
-    await run_in_threadpool(unsubscribe.apply, _settings(request), subject)
+    settings = _settings(request)
+    forwarded = await run_in_threadpool(unsubscribe.apply, settings, subject)
+    await enqueuer_for(settings).publish_written([(Channel.WEBHOOK, i) for i in forwarded])
     return _page("You are unsubscribed", f"<p>You will no longer receive {escape(subject.what)}.</p>")
 
 

@@ -74,15 +74,17 @@ def fan_out(
     session: Session,
     settings: Settings,
     *,
-    event_id: str,
+    event_id: str | None,
     event_type: str,
     data: dict[str, Any],
     user_id: str | None,
     occurred_at: datetime,
+    key: str | None = None,
 ) -> list[str]:
     """Create (in ``session``, uncommitted) one webhook message per active endpoint subscribed
     to ``event_type`` and return their ids; the caller publishes them after commit. Running it
-    twice for the same event creates nothing new and returns the same ids."""
+    twice for the same event (or ``key``, for what is not an event: a receipt) creates nothing
+    new and returns the same ids."""
     endpoints = session.scalars(
         select(WebhookConfiguration)
         .where(WebhookConfiguration.active.is_(True), WebhookConfiguration.disabled_at.is_(None))
@@ -100,7 +102,7 @@ def fan_out(
             occurred_at=occurred_at,
             event_id=event_id,
             user_id=user_id,
-            idempotency_key=f"webhook:{event_id}:{row.id}",
+            idempotency_key=f"webhook:{key or event_id}:{row.id}",
         )
         message_id, _ = tracking.create(session, message)
         ids.append(message_id)
