@@ -7,8 +7,9 @@ beside it, and moves the message's status forward, never back:
 - ``delivered`` (and ``read``, which implies it) turns a ``sent`` message ``delivered``; it
   never touches a message that already ended ``failed``, so a late ``delivered`` cannot
   overwrite a bounce;
-- ``undelivered`` turns a ``sent`` or ``delivered`` message ``failed``, with the provider's
-  code as ``errorCode``: the final word on it;
+- ``undelivered``, and a hard ``bounced`` (the mailbox does not exist), turn a ``sent`` or
+  ``delivered`` message ``failed``, with the provider's code as ``errorCode``: the final
+  word on it; a soft bounce and a ``complained`` are kept and change no status;
 - ``accepted`` (handed on to the carrier) and ``unsubscribed`` (the recipient used the
   email's one-click link, :mod:`producer.unsubscribe`) are kept, and change nothing.
 
@@ -40,7 +41,7 @@ from shared.config import Settings
 from shared.db.models import MessageReceipt, NotificationLog, utcnow
 from shared.webhooks.fanout import fan_out
 
-ReceiptType = Literal["accepted", "delivered", "undelivered", "read", "unsubscribed"]
+ReceiptType = Literal["accepted", "delivered", "undelivered", "bounced", "complained", "read", "unsubscribed"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class Receipt:
     occurred_at: datetime | None = None
     #: What ``errorCode`` becomes when this receipt fails the message.
     error_code: str | None = None
+    #: Whether it fails the message (``undelivered`` always does; a hard bounce does).
+    fails: bool = False
 
 
 def record(session: Session, settings: Settings, receipt: Receipt) -> list[str] | None:
@@ -113,8 +116,8 @@ def _advance(session: Session, receipt: Receipt, at: datetime) -> None:
             .where(this, NotificationLog.status == Status.SENT.value)
             .values(status=Status.DELIVERED.value, delivered_at=at, updated_at=utcnow())
         )
-    elif receipt.type == "undelivered":
-        said = f"{receipt.provider} reports the message undelivered" + (
+    elif receipt.type == "undelivered" or receipt.fails:
+        said = f"{receipt.provider} reports the message {receipt.type} ({receipt.code})" + (
             f": {receipt.detail}" if receipt.detail else ""
         )
         session.execute(

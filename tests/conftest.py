@@ -141,6 +141,7 @@ APP_GRANTS = (
     "GRANT DELETE ON notification_logs, notifications, event_logs, notification_rules,"
     " webhook_configurations, pending_publishes TO {role}",
     "GRANT SELECT, INSERT ON webhook_delivery_logs, message_receipts TO {role}",
+    "GRANT SELECT, INSERT, DELETE ON email_suppressions TO {role}",
     "GRANT SELECT, INSERT, UPDATE ON creation_idempotency_keys TO {role}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON digest_buckets, digest_items TO {role}",
     "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}",

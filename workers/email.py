@@ -1,13 +1,30 @@
 """The email pool: SMTP through a pool of reused aiosmtplib connections, or ``.eml`` files in
-``var/outbox/`` when no ``EMAIL_HOST`` is configured (the embedded default)."""
+``var/outbox/`` when no ``EMAIL_HOST`` is configured (the embedded default).
+
+Before the user's preferences, every email is checked against the suppression list
+(:mod:`shared.suppressions`), read in the claim's transaction for the whole batch: an address
+that bounced hard or complained gets nothing more, critical messages included (a mailbox
+that does not exist bounces them too, and a complainant's provider counts each one).
+"""
 
 from __future__ import annotations
 
-from shared.channels import Channel
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection
+
+from shared import suppressions, tracking
+from shared.channels import Channel, Status
 from shared.config import Settings
+from shared.logging import get_logger
 from shared.payloads import EmailPayload
-from workers.delivery.pipeline import Pipeline
+from workers.delivery.attempt import Delivery
+from workers.delivery.ledger import Claim, Ledger, Record
+from workers.delivery.pipeline import Action, Outcome, Pipeline
 from workers.providers.base import Provider
+
+log = get_logger(__name__)
 
 
 def build_provider(settings: Settings) -> Provider[EmailPayload]:
@@ -20,5 +37,29 @@ def build_provider(settings: Settings) -> Provider[EmailPayload]:
     return SmtpProvider(settings)
 
 
+def load_suppressed(connection: Connection, claimed: Sequence[tracking.Claimed]) -> dict[str, str]:
+    """The claimed emails whose address is suppressed, each with the reason."""
+    found = suppressions.among(connection, {c.recipient for c in claimed})
+    return {c.id: found[c.recipient] for c in claimed if c.recipient in found}
+
+
+class EmailPipeline(Pipeline):
+    def make_ledger(self) -> Ledger[str]:
+        return Ledger(self.settings, self.channel.value, load_extra=load_suppressed)
+
+    async def before_sending(self, delivery: Delivery, claim: Claim[Any]) -> Outcome | None:
+        if claim.extra is not None:
+            reason = f"{delivery.recipient} is suppressed ({claim.extra.replace('_', ' ')})"
+            finish = tracking.Finish(
+                delivery.id, delivery.attempt, Status.SKIPPED, reason, suppressions.SKIPPED_CODE
+            )
+            await self.ledger.record(Record(finish))
+            log.info(
+                "delivery.skipped", message_id=delivery.id, channel=self.channel.value, code="suppressed"
+            )
+            return Outcome(Action.ACK, reason=suppressions.SKIPPED_CODE)
+        return await super().before_sending(delivery, claim)
+
+
 def build_pipeline(settings: Settings) -> Pipeline:
-    return Pipeline(Channel.EMAIL, build_provider(settings), settings)
+    return EmailPipeline(Channel.EMAIL, build_provider(settings), settings)

@@ -11,6 +11,7 @@ from starlette.middleware import Middleware
 
 from producer.enqueue import close_loop_acceptors
 from producer.gateway import (
+    bounces,
     cors,
     events,
     health,
@@ -55,6 +56,7 @@ def create_app(settings: Settings) -> Starlette:
             *messages.routes,
             *scheduled.routes,
             *receipts.routes,
+            *bounces.routes,
             *unsubscribe.routes,
             *templates.routes,
             *preferences.routes,

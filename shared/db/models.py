@@ -360,6 +360,21 @@ class MessageReceipt(Base):
     __table_args__ = (Index("ix_message_receipts_message_id", "message_id", "occurred_at"),)
 
 
+class EmailSuppression(Base):
+    """An address no email goes to any more: it bounced hard, or its owner complained
+    (revision 0017). Lowercased, as the email workers compare it."""
+
+    __tablename__ = "email_suppressions"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    #: ``hard_bounce`` or ``complaint``.
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+    #: The message whose bounce or complaint put it here.
+    message_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class WebhookDeliveryLog(Base):
     """One row per HTTP attempt of a webhook message."""
 

@@ -108,7 +108,7 @@ class Escalation(View):
 class ReceiptView(View):
     """Something the provider said about the message after accepting it."""
 
-    type: Literal["accepted", "delivered", "undelivered", "read", "unsubscribed"]
+    type: Literal["accepted", "delivered", "undelivered", "bounced", "complained", "read", "unsubscribed"]
     code: str | None = Field(description="The provider's own word or code (`undelivered 30003`).")
     provider: str
     detail: str | None
@@ -147,6 +147,37 @@ class MessageStatus(View):
         description="What the provider said after accepting the message, in order (`GET "
         "/api/messages/{id}` only; the log's pages leave it out).",
     )
+
+
+class ReportFinding(View):
+    """What a bounce or complaint report said about one email."""
+
+    message_id: str
+    type: Literal["bounced", "complained"]
+    code: str = Field(
+        description="`hard 5.1.1` / `soft 4.2.2` for a bounce; the feedback type for a complaint."
+    )
+    recipient: str | None
+    suppressed: bool = Field(description="Whether the address is now suppressed.")
+
+
+class ReportResult(View):
+    receipts: list[ReportFinding]
+
+
+class Suppression(View):
+    address: str
+    reason: Literal["hard_bounce", "complaint"]
+    detail: str | None
+    message_id: str | None = Field(description="The email whose bounce or complaint suppressed it.")
+    created_at: Timestamp
+
+
+class Suppressions(View):
+    """A page of suppressed addresses, in address order."""
+
+    items: list[Suppression]
+    next_cursor: str | None
 
 
 class MessageLog(View):
