@@ -14,6 +14,7 @@ from tests.gateway.server import LiveServer, free_port
 from tests.readme import example_after
 from tests.sinks.smtp_sink import SmtpSink
 from tests.sinks.twilio_sink import TwilioSink
+from tests.test_receipts import twilio_settings
 
 
 def test_send_many_example(settings: Settings, queues: Queues) -> None:
@@ -35,13 +36,7 @@ def test_twilio_receipt_example(make_settings: Callable[..., Settings], fleet: C
     port = free_port()
     sid, token = "AC" + "5" * 32, "readme-twilio-token"
     with TwilioSink(sid, token) as twilio:
-        settings = make_settings(
-            TWILIO_ACCOUNT_SID=sid,
-            TWILIO_AUTH_TOKEN=token,
-            TWILIO_PHONE_NUMBER="+15005550006",
-            TWILIO_API_BASE=twilio.base_url,
-            PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
-        )
+        settings = twilio_settings(make_settings, twilio, PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
         fleet(settings, [Channel.SMS])
         service = NotificationService(settings)
         message_id = service.send_sms(to="+14155550100", message="hello")

@@ -40,17 +40,22 @@ class World:
     gateway: str
 
 
+def twilio_settings(make_settings: Callable[..., Settings], twilio: TwilioSink, **more: str) -> Settings:
+    """Settings sending SMS through ``twilio`` with its account and token."""
+    return make_settings(
+        TWILIO_ACCOUNT_SID=twilio.account_sid,
+        TWILIO_AUTH_TOKEN=twilio.auth_token,
+        TWILIO_PHONE_NUMBER="+15005550006",
+        TWILIO_API_BASE=twilio.base_url,
+        **more,
+    )
+
+
 @pytest.fixture
 def world(make_settings: Callable[..., Settings], fleet: Callable[..., Fleet]) -> Iterator[World]:
     port = free_port()
     with TwilioSink(TWILIO_SID, TWILIO_TOKEN) as twilio:
-        settings = make_settings(
-            TWILIO_ACCOUNT_SID=TWILIO_SID,
-            TWILIO_AUTH_TOKEN=TWILIO_TOKEN,
-            TWILIO_PHONE_NUMBER="+15005550006",
-            TWILIO_API_BASE=twilio.base_url,
-            PUBLIC_BASE_URL=f"http://127.0.0.1:{port}/",
-        )
+        settings = twilio_settings(make_settings, twilio, PUBLIC_BASE_URL=f"http://127.0.0.1:{port}/")
         fleet(settings, [Channel.SMS, Channel.WEBHOOK])
         with LiveServer(create_app(settings), port=port) as server:
             yield World(settings, NotificationService(settings), twilio, server.url)
@@ -161,12 +166,7 @@ def test_without_a_public_base_url_no_callback_is_asked_for_or_taken(
     make_settings: Callable[..., Settings], fleet: Callable[..., Fleet]
 ) -> None:
     with TwilioSink(TWILIO_SID, TWILIO_TOKEN) as twilio:
-        settings = make_settings(
-            TWILIO_ACCOUNT_SID=TWILIO_SID,
-            TWILIO_AUTH_TOKEN=TWILIO_TOKEN,
-            TWILIO_PHONE_NUMBER="+15005550006",
-            TWILIO_API_BASE=twilio.base_url,
-        )
+        settings = twilio_settings(make_settings, twilio)
         fleet(settings, [Channel.SMS])
         service = NotificationService(settings)
         message_id = service.send_sms(to="+14155550100", message="hello")
