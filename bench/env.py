@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import Select, text
+from sqlalchemy.exc import OperationalError
 
 from migrations.migrate import upgrade
 from shared.broker import reset_broker
@@ -37,6 +38,8 @@ TERMINAL = ("sent", "delivered", "failed", "skipped")
 
 #: How often completion is polled while waiting for a batch to drain.
 POLL_INTERVAL_S = 0.1
+#: Tries of the between-stage TRUNCATE, which a deadlock with a live writer may cancel.
+RESET_ATTEMPTS = 5
 #: How often an in-process fleet's progress is polled: its figures are rates over seconds.
 FLEET_POLL_INTERVAL_S = 0.02
 
@@ -55,10 +58,19 @@ class BenchEnv:
         return {**self.env, **overrides}
 
     def reset(self) -> None:
-        """Empty every table and queue between benchmarks."""
-        with get_engine(self.database_url).begin() as conn:
-            names = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
-            conn.execute(text(f"TRUNCATE {names} CASCADE"))
+        """Empty every table and queue between benchmarks. Something may still be writing (the
+        gateway stage resets between its single and its batch sends, the gateway still
+        finishing the last requests' rows and markers), and TRUNCATE locks the tables one by
+        one: PostgreSQL may then pick it as a deadlock victim, and it is simply run again."""
+        names = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
+        for attempt in range(RESET_ATTEMPTS):
+            try:
+                with get_engine(self.database_url).begin() as conn:
+                    conn.execute(text(f"TRUNCATE {names} CASCADE"))
+                break
+            except OperationalError as exc:
+                if "deadlock detected" not in str(exc) or attempt == RESET_ATTEMPTS - 1:
+                    raise
         queues = [q for c in Channel for q in (c.queue_name, f"{c.queue_name}.DQ", f"{c.queue_name}.XQ")]
         purge_queues(self.broker_url, queues)
 
