@@ -76,7 +76,9 @@ def test_two_workers_and_a_sigkill_send_each_digest_once_with_every_event(
             done = select(func.count()).where(EventLog.id.in_(batch), EventLog.status == "processed")
             return count(settings, done) == len(batch)
 
-        wait_until(processed, timeout=30, message=f"round {round_} unprocessed")
+        # A round is 25 events; on a loaded CI run one stalled past 30 s once after the kill
+        # (not reproduced since): the deadline only bounds the wait, the counts below decide.
+        wait_until(processed, timeout=60, message=f"round {round_} unprocessed")
         if round_ == ROUNDS // 2:
             open_at_kill = count(settings, select(func.count()).where(DigestBucket.state == "open"))
             workers.kill(first)
