@@ -63,10 +63,9 @@ class Scheduler:
         # the hand-off between processes), so nothing can wait in one for its time.
         lookahead = 0 if settings.embedded_broker else settings.scheduler_lookahead_ms
         self.lookahead = timedelta(milliseconds=lookahead)
-        #: Scheduled sends taken ahead: a heap, soonest first.
-        self._staged: list[tracking.Staged] = []
-        #: Their broker messages, encoded when they were taken.
-        self._bodies: dict[str, bytes] = {}
+        #: Scheduled sends taken ahead, each with its broker message encoded when it was
+        #: taken: a heap, soonest first.
+        self._staged: list[tuple[tracking.Staged, bytes]] = []
         #: After a failed release, the next try waits for this (not a busy loop while the
         #: broker is away).
         self._retry_at = utcnow()
@@ -87,7 +86,7 @@ class Scheduler:
         """Seconds until the soonest staged send is due; None when none is staged."""
         if not self._staged:
             return None
-        return (max(self._staged[0].due, self._retry_at) - utcnow()).total_seconds()
+        return (max(self._staged[0][0].due, self._retry_at) - utcnow()).total_seconds()
 
     def tick(self) -> int:
         """Publish what is due now, and what was accepted but never published. Returns how
@@ -135,9 +134,8 @@ class Scheduler:
                 [(relay.Pending(s.id, relay.MESSAGE, s.channel.queue_name), s.due) for s in staged],
             )
         for s in staged:
-            heapq.heappush(self._staged, s)
             # Encoded now, so that the second they are due costs only their publish.
-            self._bodies[s.id] = delivery_message(s.channel, s.id, at=s.due).encode()
+            heapq.heappush(self._staged, (s, delivery_message(s.channel, s.id, at=s.due).encode()))
         return len(staged)
 
     def release(self) -> int:
@@ -153,16 +151,12 @@ class Scheduler:
         def confirmed(upto: int) -> None:
             nonlocal settled
             with system_scope(self.settings.database_url) as session:
-                relay.published(session.connection(), [s.id for s in ready[settled:upto]])
-            for item in ready[settled:upto]:
-                del self._bodies[item.id]
+                relay.published(session.connection(), [s.id for s, _ in ready[settled:upto]])
             settled = upto
 
         assert self._publisher is not None  # nothing is staged without RabbitMQ
         try:
-            self._publisher.publish_encoded(
-                [(s.channel.queue_name, self._bodies[s.id]) for s in ready], confirmed
-            )
+            self._publisher.publish_encoded([(s.channel.queue_name, body) for s, body in ready], confirmed)
         except Exception:
             for item in ready[settled:]:  # their markers stay: the relay has them if this never works
                 heapq.heappush(self._staged, item)
@@ -171,24 +165,23 @@ class Scheduler:
         log.info("scheduler.released", count=len(ready))
         return len(ready)
 
-    def _ready(self, limit: int) -> list[tracking.Staged]:
+    def _ready(self, limit: int) -> list[tuple[tracking.Staged, bytes]]:
         """Up to ``limit`` staged sends now due, taken off the heap."""
         now = utcnow()
-        ready: list[tracking.Staged] = []
+        ready: list[tuple[tracking.Staged, bytes]] = []
         if now < self._retry_at:
             return ready
-        while self._staged and self._staged[0].due <= now and len(ready) < limit:
+        while self._staged and self._staged[0][0].due <= now and len(ready) < limit:
             ready.append(heapq.heappop(self._staged))
         return ready
 
     def unstage(self) -> None:
         """Give back what was staged and not published (the scheduler is stopping)."""
         staged, self._staged = self._staged, []
-        self._bodies.clear()
         if not staged:
             return
         with system_scope(self.settings.database_url) as session:
-            ids = [s.id for s in staged]
+            ids = [s.id for s, _ in staged]
             back = tracking.unstage(session, ids)
             relay.published(session.connection(), ids)
         log.info("scheduler.unstaged", count=back)
