@@ -1,20 +1,23 @@
 """The email pool: SMTP through a pool of reused aiosmtplib connections, or ``.eml`` files in
 ``var/outbox/`` when no ``EMAIL_HOST`` is configured (the embedded default).
 
-Before the user's preferences, every email is checked against the suppression list
-(:mod:`shared.suppressions`), read in the claim's transaction for the whole batch: an address
-that bounced hard or complained gets nothing more, critical messages included (a mailbox
-that does not exist bounces them too, and a complainant's provider counts each one).
+Emails to a user that are not critical carry a one-click unsubscribe link
+(:mod:`shared.unsubscribe`). Before the user's preferences, every email is checked against
+the suppression list (:mod:`shared.suppressions`), read in the claim's transaction for the
+whole batch: an address that bounced hard or complained gets nothing more, critical
+messages included (a mailbox that does not exist bounces them too, and a complainant's
+provider counts each one).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection
 
-from shared import suppressions, tracking
+from shared import suppressions, tracking, unsubscribe
 from shared.channels import Channel, Status
 from shared.config import Settings
 from shared.logging import get_logger
@@ -22,7 +25,7 @@ from shared.payloads import EmailPayload
 from workers.delivery.attempt import Delivery
 from workers.delivery.ledger import Claim, Ledger, Record
 from workers.delivery.pipeline import Action, Outcome, Pipeline
-from workers.providers.base import Provider
+from workers.providers.base import Outgoing, Provider
 
 log = get_logger(__name__)
 
@@ -59,6 +62,14 @@ class EmailPipeline(Pipeline):
             )
             return Outcome(Action.ACK, reason=suppressions.SKIPPED_CODE)
         return await super().before_sending(delivery, claim)
+
+    def outgoing(self, delivery: Delivery) -> Outgoing[Any]:
+        # Preferences are a user's: without one there is nothing to turn off, and a critical
+        # message ignores them, so it offers no way out.
+        plain = super().outgoing(delivery)
+        if delivery.user_id is None or delivery.critical:
+            return plain
+        return replace(plain, unsubscribe_url=unsubscribe.link(self.settings, delivery.id))
 
 
 def build_pipeline(settings: Settings) -> Pipeline:

@@ -7,9 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from shared import unsubscribe
 from shared.channels import Channel
-from shared.config import Settings
 from shared.payloads import Content, Payload, Templated, load
 from shared.tracking import Claimed
 from workers.providers.base import Outgoing
@@ -54,22 +52,8 @@ class Delivery:
     def rendered(self, content: Content) -> Delivery:
         return replace(self, payload=content)
 
-    def outgoing(self, settings: Settings | None = None) -> Outgoing[Any]:
-        """What the provider is handed: the rendered content and the message's identity, and
-        (given ``settings``) an email's one-click unsubscribe link."""
+    def outgoing(self) -> Outgoing[Any]:
+        """What the provider is handed: the rendered content and the message's identity."""
         if isinstance(self.payload, Templated):
             raise TypeError("a templated message reaches its provider only after the render stage")
-        return Outgoing(
-            id=self.id,
-            attempt=self.attempt,
-            payload=self.payload,
-            user_id=self.user_id,
-            unsubscribe_url=self._unsubscribe_url(settings) if settings is not None else None,
-        )
-
-    def _unsubscribe_url(self, settings: Settings) -> str | None:
-        # Preferences are a user's: without one there is nothing to turn off, and a critical
-        # message ignores them, so it offers no way out.
-        if self.channel is not Channel.EMAIL or self.user_id is None or self.critical:
-            return None
-        return unsubscribe.link(settings, self.id)
+        return Outgoing(id=self.id, attempt=self.attempt, payload=self.payload, user_id=self.user_id)

@@ -45,7 +45,7 @@ from workers.delivery import recipient_limits
 from workers.delivery.attempt import Delivery
 from workers.delivery.ledger import Claim, Ledger, Record
 from workers.delivery.retry import AfterFailure, after_failure, retry_delay_ms
-from workers.providers.base import FailedDispatch, Provider, SendResult
+from workers.providers.base import FailedDispatch, Outgoing, Provider, SendResult
 
 log = get_logger(__name__)
 
@@ -127,7 +127,7 @@ class Pipeline:
         """One call of the provider; channels with stages of their own around it override this."""
         started = time.perf_counter()
         try:
-            result = await self.provider.send(delivery.outgoing(self.settings))
+            result = await self.provider.send(self.outgoing(delivery))
         except DeliveryError as exc:
             self.observe_provider(started, exc)
             return FailedDispatch(exc)
@@ -137,6 +137,11 @@ class Pipeline:
             return FailedDispatch(error)
         self.observe_provider(started, result)
         return result
+
+    def outgoing(self, delivery: Delivery) -> Outgoing[Any]:
+        """What the provider is handed; channels that add to it (an email's unsubscribe
+        link) override this."""
+        return delivery.outgoing()
 
     def observe_provider(self, started: float, outcome: SendResult | DeliveryError | None) -> None:
         """Time a provider call, labelled success, permanent, temporary or error (a bug)."""
