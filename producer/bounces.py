@@ -54,6 +54,8 @@ class Finding:
     detail: str | None
     #: What suppresses the recipient's address, if anything.
     suppress: str | None
+    #: A hard bounce fails the email: its ``errorCode`` (``bounced_5.1.1``).
+    error_code: str | None = None
 
 
 def read(raw: bytes) -> list[Finding]:
@@ -140,6 +142,7 @@ def _bounces(report: Message, message_id: str) -> list[Finding]:
                 recipient=recipient,
                 detail=_address(diagnostic) if diagnostic else None,
                 suppress=suppressions.HARD_BOUNCE if hard else None,
+                error_code=f"bounced_{code}" if hard else None,
             )
         )
     if not found:
@@ -172,7 +175,6 @@ def apply(session: Session, settings: Settings, findings: list[Finding]) -> list
         if message is None or message.channel != Channel.EMAIL.value:
             raise NotAReport(f"no email with id {finding.message_id}")
         address = finding.recipient or message.recipient
-        hard = finding.suppress == suppressions.HARD_BOUNCE
         if finding.suppress is not None:
             suppressions.add(
                 session, address, reason=finding.suppress, detail=finding.detail, message_id=message.id
@@ -184,8 +186,9 @@ def apply(session: Session, settings: Settings, findings: list[Finding]) -> list
             code=finding.code,
             dedupe_key=f"email:{message.id}:{finding.type}:{finding.code}:{address.lower()}",
             detail=finding.detail,
-            error_code=f"bounced_{finding.code.split()[-1]}" if hard else None,
-            fails=hard,
+            error_code=finding.error_code,
         )
-        forwarded += receipts.record(session, settings, receipt) or []
+        forwarded += receipts.record(
+            session, settings, receipt, receipts.Of(message.user_id, message.channel)
+        )
     return forwarded

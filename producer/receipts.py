@@ -35,6 +35,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from producer.enqueue import enqueuer_for
 from shared import relay
 from shared.channels import Channel, Status
 from shared.config import Settings
@@ -55,21 +56,23 @@ class Receipt:
     dedupe_key: str
     detail: str | None = None
     occurred_at: datetime | None = None
-    #: What ``errorCode`` becomes when this receipt fails the message.
+    #: Set when this receipt fails the message (``undelivered``, a hard bounce): what its
+    #: ``errorCode`` becomes.
     error_code: str | None = None
-    #: Whether it fails the message (``undelivered`` always does; a hard bounce does).
-    fails: bool = False
 
 
-def record(session: Session, settings: Settings, receipt: Receipt) -> list[str] | None:
+@dataclass(frozen=True)
+class Of:
+    """The message a receipt is about, as its caller already read it."""
+
+    user_id: str | None
+    channel: str
+
+
+def record(session: Session, settings: Settings, receipt: Receipt, message: Of) -> list[str]:
     """Keep ``receipt``, move its message's status and forward it to the subscribed webhook
-    endpoints; the forwarding messages' ids (to publish after the commit), or None when it
-    was heard before (then nothing changes). The message must exist (the caller looked it up)."""
-    message = session.execute(
-        select(NotificationLog.user_id, NotificationLog.channel).where(
-            NotificationLog.id == receipt.message_id
-        )
-    ).one()
+    endpoints; the forwarding messages' ids (to publish after the commit with
+    :func:`publish_forwarded`). A receipt heard before changes nothing and forwards nothing."""
     user_id = message.user_id
     row = MessageReceipt(
         id=str(uuid.uuid4()),
@@ -87,7 +90,7 @@ def record(session: Session, settings: Settings, receipt: Receipt) -> list[str] 
             session.add(row)
             session.flush()
     except IntegrityError:
-        return None  # the unique dedupe_key: heard before
+        return []  # the unique dedupe_key: heard before
     _advance(session, receipt, row.occurred_at)
     return _forward(session, settings, row, message.channel)
 
@@ -108,6 +111,11 @@ def _forward(session: Session, settings: Settings, row: MessageReceipt, channel:
     return forwarded
 
 
+async def publish_forwarded(settings: Settings, message_ids: list[str]) -> None:
+    """Publish the webhook messages :func:`record` created, once its transaction committed."""
+    await enqueuer_for(settings).publish_written([(Channel.WEBHOOK, i) for i in message_ids])
+
+
 def _advance(session: Session, receipt: Receipt, at: datetime) -> None:
     this = NotificationLog.id == receipt.message_id
     if receipt.type in ("delivered", "read"):
@@ -116,7 +124,7 @@ def _advance(session: Session, receipt: Receipt, at: datetime) -> None:
             .where(this, NotificationLog.status == Status.SENT.value)
             .values(status=Status.DELIVERED.value, delivered_at=at, updated_at=utcnow())
         )
-    elif receipt.type == "undelivered" or receipt.fails:
+    elif receipt.error_code is not None:
         said = f"{receipt.provider} reports the message {receipt.type} ({receipt.code})" + (
             f": {receipt.detail}" if receipt.detail else ""
         )
@@ -125,7 +133,7 @@ def _advance(session: Session, receipt: Receipt, at: datetime) -> None:
             .where(this, NotificationLog.status.in_([Status.SENT.value, Status.DELIVERED.value]))
             .values(
                 status=Status.FAILED.value,
-                error_code=receipt.error_code or "undelivered",
+                error_code=receipt.error_code,
                 last_error=said[:1000],
                 updated_at=utcnow(),
             )

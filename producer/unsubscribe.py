@@ -77,7 +77,7 @@ def _apply(settings: Settings, subject: Subject) -> list[str]:
             row.email_enabled = False
         row.updated_at = utcnow()
         session.flush()
-        forwarded = receipts.record(
+        return receipts.record(
             session,
             settings,
             receipts.Receipt(
@@ -88,5 +88,5 @@ def _apply(settings: Settings, subject: Subject) -> list[str]:
                 dedupe_key=f"unsubscribe:{subject.message_id}",
                 detail=f"turned off {subject.what}",
             ),
+            receipts.Of(subject.user_id, Channel.EMAIL.value),
         )
-        return forwarded or []

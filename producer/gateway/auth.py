@@ -226,8 +226,15 @@ def require_user_for_stream(request: Request, settings: Settings) -> Principal:
     return principal
 
 
+def app_settings(request: Request) -> Settings:
+    """The application's settings, for endpoints whose caller proves itself otherwise (a
+    provider's signature, a signed link)."""
+    settings: Settings = request.app.state.service.settings
+    return settings
+
+
 def server_settings(request: Request) -> Settings:
     """The application's settings, once the caller is known to hold a server key."""
-    settings: Settings = request.app.state.service.settings
+    settings = app_settings(request)
     require_server(request, settings)
     return settings

@@ -30,11 +30,7 @@ UNSUPPORTED_MEDIA_TYPE = "send the body as application/json (or application/*+js
 async def read_json_object(
     request: Request, max_bytes: int, *, max_values: int = MAX_JSON_VALUES
 ) -> dict[str, Any]:
-    limit = max_bytes + ENVELOPE_BYTES
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "payload_too_large", f"request body over {limit} bytes")
-    raw = await _read_within_deadline(request, limit)
+    raw = await read_limited(request, max_bytes + ENVELOPE_BYTES)
     if raw and not json_input.is_json_media_type(request.headers.get("content-type", "")):
         raise ApiError(415, "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE)
     try:
@@ -55,20 +51,23 @@ async def read_json_object(
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 
 
-async def read_limited(request: Request, max_bytes: int) -> bytes:
-    """The raw body, within ``max_bytes`` (413) and the body deadline (408)."""
+async def read_limited(request: Request, max_bytes: int, *, media_type: str | None = None) -> bytes:
+    """The raw body, within ``max_bytes`` (413) and the body deadline (408), declared as
+    ``media_type`` when one is named (415)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise ApiError(413, "payload_too_large", f"request body over {max_bytes} bytes")
-    return await _read_within_deadline(request, max_bytes)
+    raw = await _read_within_deadline(request, max_bytes)
+    given = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type is not None and given != media_type:
+        raise ApiError(415, "unsupported_media_type", f"send the body as {media_type}")
+    return raw
 
 
 async def read_form(request: Request, max_bytes: int) -> dict[str, str]:
     """An HTML form body (``application/x-www-form-urlencoded``, UTF-8) as a dict, the last
     value of a repeated field winning; 413, 415 or 400 for anything else."""
-    raw = await read_limited(request, max_bytes)
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM_MEDIA_TYPE:
-        raise ApiError(415, "unsupported_media_type", f"send the body as {FORM_MEDIA_TYPE}")
+    raw = await read_limited(request, max_bytes, media_type=FORM_MEDIA_TYPE)
     try:
         return dict(parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=bool(raw)))
     except (UnicodeDecodeError, ValueError):

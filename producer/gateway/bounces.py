@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from producer import bounces
 from producer.enqueue import enqueuer_for
-from producer.gateway.auth import require_server
+from producer.gateway.auth import server_settings
 from producer.gateway.bodies import read_limited
 from producer.gateway.errors import ApiError
 from producer.gateway.openapi import Auth, Reply, operation
@@ -35,11 +35,6 @@ MAX_REPORT_BYTES = 1024 * 1024
 REPORT_MEDIA_TYPE = "message/rfc822"
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.service.settings
-    return settings
-
-
 @operation(
     "POST",
     "Take in a bounce or a complaint report",
@@ -53,11 +48,8 @@ def _settings(request: Request) -> Settings:
     "`not_a_report` for anything else, and nothing changes.",
 )
 async def take_report(request: Request) -> JSONResponse:
-    settings = _settings(request)
-    require_server(request, settings)
-    raw = await read_limited(request, MAX_REPORT_BYTES)
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != REPORT_MEDIA_TYPE:
-        raise ApiError(415, "unsupported_media_type", f"send the report as {REPORT_MEDIA_TYPE}")
+    settings = server_settings(request)
+    raw = await read_limited(request, MAX_REPORT_BYTES, media_type=REPORT_MEDIA_TYPE)
     try:
         findings = bounces.read(raw)
         forwarded = await run_in_threadpool(_apply, settings, findings)
@@ -92,8 +84,7 @@ def _view(finding: bounces.Finding) -> dict[str, Any]:
     errors=(422,),
 )
 async def list_suppressions(request: Request) -> JSONResponse:
-    settings = _settings(request)
-    require_server(request, settings)
+    settings = server_settings(request)
     page = page_request(request, [text])
     after = str(page.after[0]) if page.after else None
 
@@ -114,8 +105,7 @@ async def list_suppressions(request: Request) -> JSONResponse:
     errors=(404,),
 )
 async def lift(request: Request) -> Response:
-    settings = _settings(request)
-    require_server(request, settings)
+    settings = server_settings(request)
     address = request.path_params["address"]
 
     def remove() -> bool:

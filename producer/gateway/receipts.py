@@ -19,7 +19,7 @@ from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
 from producer import receipts
-from producer.enqueue import enqueuer_for
+from producer.gateway.auth import app_settings
 from producer.gateway.bodies import read_form
 from producer.gateway.errors import ApiError
 from producer.gateway.openapi import Auth, Reply, operation
@@ -44,11 +44,6 @@ TWILIO_STATUSES: dict[str, ReceiptType] = {
 }
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.service.settings
-    return settings
-
-
 @operation(
     "POST",
     "Twilio's status callback for an SMS",
@@ -64,7 +59,7 @@ def _settings(request: Request) -> Settings:
     "`TWILIO_AUTH_TOKEN` is not set, or for a message that is not an SMS.",
 )
 async def twilio_status(request: Request) -> Response:
-    settings = _settings(request)
+    settings = app_settings(request)
     token, base = settings.twilio_auth_token, settings.public_base_url
     if not token or not base:
         raise ApiError(404, "not_found", "Twilio receipts need PUBLIC_BASE_URL and TWILIO_AUTH_TOKEN")
@@ -77,7 +72,7 @@ async def twilio_status(request: Request) -> Response:
         raise ApiError(403, "forbidden", "the callback is for another Twilio account")
     receipt = twilio_receipt(request.path_params["message_id"], form)
     forwarded = await run_in_threadpool(_record, settings, request.path_params["message_id"], receipt)
-    await enqueuer_for(settings).publish_written([(Channel.WEBHOOK, i) for i in forwarded])
+    await receipts.publish_forwarded(settings, forwarded)
     return Response(status_code=204)
 
 
@@ -96,7 +91,7 @@ def twilio_receipt(message_id: str, form: dict[str, str]) -> Receipt | None:
         code=f"{status} {error}" if error else status,
         dedupe_key=f"twilio:{sid}:{status}",
         detail=f"Twilio error {error}" if error else None,
-        error_code=f"twilio_{error}" if error else f"twilio_{status}",
+        error_code=(f"twilio_{error}" if error else f"twilio_{status}") if kind == "undelivered" else None,
     )
 
 
@@ -104,12 +99,14 @@ def _record(settings: Settings, message_id: str, receipt: Receipt | None) -> lis
     """Record the receipt; the ids of the webhook messages that forward it."""
     # As the system: the callback acts for no user, and finds the message by its id alone.
     with system_scope(settings.database_url) as session:
-        channel = session.scalar(select(NotificationLog.channel).where(NotificationLog.id == message_id))
-        if channel != Channel.SMS.value:
+        message = session.execute(
+            select(NotificationLog.user_id, NotificationLog.channel).where(NotificationLog.id == message_id)
+        ).one_or_none()
+        if message is None or message.channel != Channel.SMS.value:
             raise NotFound(f"no SMS with id {message_id}")
         if receipt is None:
             return []
-        return receipts.record(session, settings, receipt) or []
+        return receipts.record(session, settings, receipt, receipts.Of(message.user_id, message.channel))
 
 
 routes = [Route("/receipts/twilio/{message_id:str}", twilio_status, methods=["POST"])]

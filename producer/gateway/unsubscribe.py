@@ -19,24 +19,17 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from producer import unsubscribe
-from producer.enqueue import enqueuer_for
+from producer import receipts, unsubscribe
+from producer.gateway.auth import app_settings
 from producer.gateway.bodies import read_limited
 from producer.gateway.errors import ApiError
 from producer.gateway.openapi import Auth, Reply, operation
-from shared.channels import Channel
-from shared.config import Settings
 from shared.unsubscribe import ExpiredLink, InvalidLink
 
 #: Mailbox providers post ``List-Unsubscribe=One-Click``; a confirmation form posts nothing.
 MAX_BODY_BYTES = 1024
 #: The link is a credential: no cache keeps the page, no referrer carries it anywhere.
 HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.service.settings
-    return settings
 
 
 def _page(title: str, body: str) -> HTMLResponse:
@@ -51,7 +44,7 @@ def _page(title: str, body: str) -> HTMLResponse:
 async def _subject(request: Request) -> unsubscribe.Subject:
     try:
         return await run_in_threadpool(
-            unsubscribe.subject_of, _settings(request), request.path_params["token"]
+            unsubscribe.subject_of, app_settings(request), request.path_params["token"]
         )
     except ExpiredLink as exc:
         raise ApiError(410, "link_expired", str(exc)) from None
@@ -93,9 +86,9 @@ async def confirm_page(request: Request) -> HTMLResponse:
 async def one_click(request: Request) -> HTMLResponse:
     await read_limited(request, MAX_BODY_BYTES)  # its content does not matter
     subject = await _subject(request)
-    settings = _settings(request)
+    settings = app_settings(request)
     forwarded = await run_in_threadpool(unsubscribe.apply, settings, subject)
-    await enqueuer_for(settings).publish_written([(Channel.WEBHOOK, i) for i in forwarded])
+    await receipts.publish_forwarded(settings, forwarded)
     return _page("You are unsubscribed", f"<p>You will no longer receive {escape(subject.what)}.</p>")
 
 
