@@ -31,12 +31,12 @@ from shared.logging import get_logger
 from shared.payloads import WebhookPayload
 from shared.webhooks import ordering as webhook_ordering
 from workers.delivery.attempt import Delivery
+from workers.delivery.breaker import CircuitBreaker, build_breaker
 from workers.delivery.ledger import Claim, Ledger
 from workers.delivery.pipeline import Action, Outcome, Pipeline
 from workers.delivery.retry import JITTER
 from workers.providers.base import Exchange, FailedDispatch, Outgoing, SendResult
 from workers.providers.http import WebhookCall, WebhookProvider
-from workers.webhook.breaker import CircuitBreaker, build_breaker
 from workers.webhook.endpoint import Deleted, Endpoint, load_endpoints
 from workers.webhook.records import Attempt, write_attempts
 
@@ -75,7 +75,11 @@ class WebhookPipeline(Pipeline):
     ) -> None:
         super().__init__(Channel.WEBHOOK, provider, settings)
         self.http = provider
-        self.breaker = breaker or build_breaker(settings)
+        self.breaker = breaker or build_breaker(
+            settings,
+            threshold=settings.webhooks.breaker_threshold,
+            cooldown_ms=settings.webhooks.breaker_cooldown_ms,
+        )
 
     def make_ledger(self) -> Ledger[EndpointState]:
         return Ledger(

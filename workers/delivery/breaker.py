@@ -1,8 +1,10 @@
-"""Circuit breakers for webhook endpoints: stop hammering an endpoint that is down.
+"""Circuit breakers: stop hammering a peer that is down (a webhook endpoint, an SMTP relay,
+an SMS provider).
 
-After ``threshold`` consecutive failed attempts an endpoint's breaker *opens*: attempts are
-not sent but rescheduled (``wait_ms``) until ``cooldown`` has passed. Then one attempt, the
-probe, goes through (half-open); its success closes the breaker, its failure opens it again.
+After ``threshold`` consecutive failed attempts a peer's breaker *opens*: attempts are not
+sent (the caller reschedules them, or turns to another provider) until ``cooldown`` has
+passed. Then one attempt, the probe, goes through (half-open); its success closes the
+breaker, its failure opens it again.
 
 Two implementations of one contract, side by side: Redis-backed when REDIS_URL is set (every
 worker process shares the state), in-process otherwise (the embedded default).
@@ -19,12 +21,12 @@ import redis
 
 from shared.config import Settings
 
-#: Redis key prefix of breaker state.
-KEY_PREFIX = "kai:webhook-breaker:"
+#: Redis key prefix of webhook endpoints' breaker state.
+WEBHOOK_PREFIX = "kai:webhook-breaker:"
 
 
 class CircuitBreaker(abc.ABC):
-    """Per-endpoint breaker state; thread-safe."""
+    """Per-peer breaker state; thread-safe."""
 
     def __init__(self, threshold: int, cooldown_ms: int) -> None:
         self.threshold = threshold
@@ -85,12 +87,15 @@ class RedisBreaker(CircuitBreaker):
     that expires after the cooldown, and a ``probe`` key taken with SET NX so one process
     sends the probe."""
 
-    def __init__(self, client: redis.Redis, threshold: int, cooldown_ms: int) -> None:
+    def __init__(
+        self, client: redis.Redis, threshold: int, cooldown_ms: int, *, prefix: str = WEBHOOK_PREFIX
+    ) -> None:
         super().__init__(threshold, cooldown_ms)
         self._redis = client
+        self._prefix = prefix
 
     def _keys(self, key: str) -> tuple[str, str, str]:
-        base = KEY_PREFIX + key
+        base = self._prefix + key
         return base + ":failures", base + ":open", base + ":probe"
 
     def wait_ms(self, key: str) -> int:
@@ -121,9 +126,11 @@ class RedisBreaker(CircuitBreaker):
             self._redis.set(open_key, "1", px=self.cooldown_ms)
 
 
-def build_breaker(settings: Settings) -> CircuitBreaker:
-    threshold = settings.webhooks.breaker_threshold
-    cooldown = settings.webhooks.breaker_cooldown_ms
+def build_breaker(
+    settings: Settings, *, threshold: int, cooldown_ms: int, prefix: str = WEBHOOK_PREFIX
+) -> CircuitBreaker:
+    """Shared through Redis when REDIS_URL is set, else this process's own."""
     if settings.redis_url is None:
-        return LocalBreaker(threshold, cooldown)
-    return RedisBreaker(redis.Redis.from_url(settings.redis_url), threshold, cooldown)
+        return LocalBreaker(threshold, cooldown_ms)
+    client = redis.Redis.from_url(settings.redis_url)
+    return RedisBreaker(client, threshold, cooldown_ms, prefix=prefix)

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from tests.waiting import wait_until
-from workers.webhook.breaker import CircuitBreaker, LocalBreaker, RedisBreaker
+from workers.delivery.breaker import CircuitBreaker, LocalBreaker, RedisBreaker
 
 THRESHOLD = 2
 COOLDOWN_MS = 300
