@@ -105,6 +105,7 @@ def view(row: NotificationLog) -> dict[str, Any]:
         "lastError": row.last_error,
         "errorCode": row.error_code,
         "providerMessageId": row.provider_message_id,
+        "provider": row.provider,
         "idempotencyKey": row.idempotency_key,
         "createdAt": iso(row.created_at),
         "updatedAt": iso(row.updated_at),

@@ -22,6 +22,7 @@ from shared.envvars import parse_bool, parse_csv, parse_int
 from shared.errors import ConfigError
 from shared.gateway_settings import GatewayServerSettings
 from shared.netguard import AddressPolicy
+from shared.provider_settings import ProviderSettings, SmtpRelay, TwilioAccount
 from shared.ratelimit_settings import RateLimitSettings
 from shared.webhooks.settings import WebhookSettings
 
@@ -222,6 +223,8 @@ class Settings:
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     #: What the gateway's HTTP server allows a client: header and body deadlines, connections.
     gateway_server: GatewayServerSettings = field(default_factory=GatewayServerSettings)
+    #: Providers after the first of each channel (failover), and how their health is judged.
+    providers: ProviderSettings = field(default_factory=ProviderSettings)
 
     @property
     def embedded_broker(self) -> bool:
@@ -239,6 +242,35 @@ class Settings:
             Channel.WEBHOOK: self.webhook_retry,
             Channel.IN_APP: self.in_app_retry,
         }[channel]
+
+    @property
+    def smtp_relays(self) -> tuple[SmtpRelay, ...]:
+        """EMAIL_HOST's relay, then EMAIL_FALLBACK_PROVIDERS; none without EMAIL_HOST."""
+        if self.email_host is None:
+            return ()
+        first = SmtpRelay(
+            name=self.providers.email_name or self.email_host,
+            host=self.email_host,
+            port=self.email_port,
+            secure=self.email_secure,
+            user=self.email_user,
+            password=self.email_password,
+        )
+        return (first, *self.providers.email_fallbacks)
+
+    @property
+    def twilio_accounts(self) -> tuple[TwilioAccount, ...]:
+        """The TWILIO_* account, then SMS_FALLBACK_PROVIDERS; none without Twilio credentials."""
+        if not (self.twilio_account_sid and self.twilio_auth_token):
+            return ()
+        first = TwilioAccount(
+            name=self.providers.sms_name,
+            account_sid=self.twilio_account_sid,
+            auth_token=self.twilio_auth_token,
+            phone_number=self.twilio_phone_number or "",
+            api_base=self.twilio_api_base,
+        )
+        return (first, *self.providers.sms_fallbacks)
 
     @property
     def address_policy(self) -> AddressPolicy:
@@ -293,6 +325,16 @@ class Settings:
         sms_provider = (get("SMS_PROVIDER", "twilio") or "twilio").lower()
         if sms_provider != "twilio":
             raise ConfigError(f"SMS_PROVIDER {sms_provider!r} is not supported (supported: twilio)")
+        providers = ProviderSettings.from_env(get)
+        # A fallback is tried after the first provider; without a first one nothing is sent
+        # (the outbox takes the messages), which would hide the fallback silently.
+        if providers.email_fallbacks and get("EMAIL_HOST") is None:
+            raise ConfigError("EMAIL_FALLBACK_PROVIDERS needs EMAIL_HOST: it names the first provider")
+        if providers.sms_fallbacks and not (get("TWILIO_ACCOUNT_SID") and get("TWILIO_AUTH_TOKEN")):
+            raise ConfigError(
+                "SMS_FALLBACK_PROVIDERS needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: "
+                "they name the first provider"
+            )
 
         return cls(
             database_url=database_url,
@@ -364,6 +406,7 @@ class Settings:
             webhooks=WebhookSettings.from_env(get),
             rate_limits=RateLimitSettings.from_env(get),
             gateway_server=GatewayServerSettings.from_env(get),
+            providers=providers,
         )
 
     def require_production_secrets(self) -> None:

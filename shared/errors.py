@@ -133,6 +133,9 @@ class NotFound(KaiError):
 class DeliveryError(KaiError):
     """A provider could not deliver. ``code`` is a short stable reason (``smtp_550``, ``http_503``…)."""
 
+    #: The named provider that failed, when the channel has several (failover).
+    provider: str | None = None
+
     def __init__(self, message: str, *, code: str = "delivery_error") -> None:
         super().__init__(message)
         self.message = message
@@ -145,6 +148,11 @@ class TemporaryDeliveryError(DeliveryError):
     def __init__(self, message: str, *, code: str = "temporary", retry_after_ms: int | None = None) -> None:
         super().__init__(message, code=code)
         self.retry_after_ms = retry_after_ms
+
+
+class NotAttempted(TemporaryDeliveryError):
+    """Nothing was sent: every provider of the channel is resting after repeated failures (its
+    circuit is open). The message waits ``retry_after_ms`` without spending an attempt."""
 
 
 class PermanentDeliveryError(DeliveryError):

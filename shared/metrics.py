@@ -48,6 +48,17 @@ PROVIDER_LATENCY = Histogram(
     ["channel", "outcome"],
     buckets=LATENCY_BUCKETS,
 )
+PROVIDER_CALLS = Counter(
+    "kai_provider_calls_total",
+    "Calls of each named provider of a channel with several (failover), by outcome: success, "
+    "temporary, permanent, or circuit_open (skipped while its breaker is open).",
+    ["channel", "provider", "outcome"],
+)
+PROVIDER_FAILOVERS = Counter(
+    "kai_provider_failovers_total",
+    "Attempts that moved on from a provider to the next one after it failed or was open.",
+    ["channel", "provider"],
+)
 GATEWAY_RATE_LIMITED = Counter(
     "kai_gateway_rate_limited_total", "Requests the gateway refused with 429 (rate limit).", ["group"]
 )

@@ -408,6 +408,8 @@ class Finish:
     error: str | None = None
     code: str | None = None
     provider_message_id: str | None = None
+    #: Which of the channel's named providers this attempt ended with.
+    provider: str | None = None
     next_attempt_at: datetime | None = None
     parked: bool = False
     refund: bool = False
@@ -450,6 +452,7 @@ _FINISH_ALL = text(
         last_error = v.error,
         error_code = v.code,
         provider_message_id = COALESCE(v.pmid, t.provider_message_id),
+        provider = COALESCE(v.provider, t.provider),
         sent_at = CASE WHEN v.status IN ('sent', 'delivered') THEN :now ELSE t.sent_at END,
         delivered_at = CASE WHEN v.status = 'delivered' THEN :now ELSE t.delivered_at END,
         completed_at = CASE WHEN v.status IN ('queued', 'processing') THEN t.completed_at ELSE :now END,
@@ -461,8 +464,9 @@ _FINISH_ALL = text(
     FROM unnest(
         CAST(:ids AS text[]), CAST(:attempts AS integer[]), CAST(:statuses AS text[]),
         CAST(:errors AS text[]), CAST(:codes AS text[]), CAST(:pmids AS text[]),
-        CAST(:next_ats AS timestamptz[]), CAST(:parked AS boolean[]), CAST(:refunds AS boolean[])
-    ) AS v(id, attempt, status, error, code, pmid, next_at, parked, refund)
+        CAST(:providers AS text[]), CAST(:next_ats AS timestamptz[]), CAST(:parked AS boolean[]),
+        CAST(:refunds AS boolean[])
+    ) AS v(id, attempt, status, error, code, pmid, provider, next_at, parked, refund)
     WHERE t.id = v.id AND t.status = 'processing' AND t.attempts = v.attempt
     RETURNING t.id, t.channel, t.created_at
     """
@@ -478,6 +482,7 @@ def _finish_in_one_statement(connection: Connection, finishes: Sequence[Finish],
         "errors": [_error_text(f.error) for f in finishes],
         "codes": [f.code for f in finishes],
         "pmids": [f.provider_message_id for f in finishes],
+        "providers": [f.provider for f in finishes],
         "next_ats": [f.next_attempt_at for f in finishes],
         "parked": [f.parked for f in finishes],
         "refunds": [f.refund for f in finishes],
@@ -497,6 +502,8 @@ def _finish_one(connection: Connection, f: Finish, now: datetime) -> list[Any]:
     }
     if f.provider_message_id is not None:
         values["provider_message_id"] = f.provider_message_id
+    if f.provider is not None:
+        values["provider"] = f.provider
     if f.status in (Status.SENT, Status.DELIVERED):
         values["sent_at"] = now
     if f.status is Status.DELIVERED:

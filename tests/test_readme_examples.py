@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 from collections.abc import Callable
 from typing import Any
+
+from dotenv import dotenv_values
 
 from producer.gateway.app import create_app
 from producer.service import NotificationService
@@ -77,3 +82,37 @@ def test_one_click_unsubscribe_example(
     assert namespace["answer"].status_code == 200
     later = service.send_email(to="dee@example.com", subject="Again", text="Hello", user_id="dee")
     assert final_status(service, later)["status"] == "skipped"
+
+
+def test_provider_failover_example(
+    make_settings: Callable[..., Settings], fleet: Callable[..., Fleet]
+) -> None:
+    """The failover configuration, read as the .env file it is with its two relays replaced
+    by local SMTP peers (relay-a answering 421), then the status example run as written:
+    relay-b sent it, and the status says relay-a refused."""
+    with SmtpSink() as relay_a, SmtpSink() as relay_b:
+        relay_a.fail_always(421, "4.3.2 try again later", stage="mail")
+        documented = dotenv_values(
+            stream=io.StringIO(example_after("name the first (`EMAIL_HOST`…", "dotenv"))
+        )
+        fallbacks = json.loads(documented["EMAIL_FALLBACK_PROVIDERS"] or "")
+        assert [f["name"] for f in fallbacks] == ["relay-b"]
+        fallbacks[0].update(host=relay_b.host, port=relay_b.port, user=None, password=None)
+        env = {name: value or "" for name, value in documented.items()}
+        env.update(
+            EMAIL_HOST=relay_a.host,
+            EMAIL_PORT=str(relay_a.port),
+            EMAIL_FALLBACK_PROVIDERS=json.dumps(fallbacks),
+            TWILIO_ACCOUNT_SID="AC" + "6" * 32,
+            TWILIO_AUTH_TOKEN="readme-token",
+            TWILIO_PHONE_NUMBER="+15005550006",
+        )
+        settings = make_settings(**env)
+        assert [a.name for a in settings.twilio_accounts] == ["twilio", "twilio-eu"]
+        fleet(settings, [Channel.EMAIL])
+        namespace: dict[str, Any] = {"notification_service": NotificationService(settings)}
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            exec(example_after("The status says which provider took the message"), namespace)
+
+    assert printed.getvalue().strip() == "sent relay-b failed over: relay-a: SMTP 421 4.3.2 try again later"
+    assert len(relay_b.received) == 1

@@ -1,5 +1,6 @@
-"""The email pool: SMTP through a pool of reused aiosmtplib connections, or ``.eml`` files in
-``var/outbox/`` when no ``EMAIL_HOST`` is configured (the embedded default).
+"""The email pool: SMTP through a pool of reused aiosmtplib connections per relay (``EMAIL_HOST``,
+then ``EMAIL_FALLBACK_PROVIDERS`` when it fails, :mod:`workers.delivery.failover`), or ``.eml``
+files in ``var/outbox/`` when no ``EMAIL_HOST`` is configured (the embedded default).
 
 Emails to a user that are not critical carry a one-click unsubscribe link
 (:mod:`shared.unsubscribe`). Before the user's preferences, every email is checked against
@@ -23,6 +24,7 @@ from shared.config import Settings
 from shared.logging import get_logger
 from shared.payloads import EmailPayload
 from workers.delivery.attempt import Delivery
+from workers.delivery.failover import Failover, Named
 from workers.delivery.ledger import Claim, Ledger, Record
 from workers.delivery.pipeline import Action, Outcome, Pipeline
 from workers.providers.base import Outgoing, Provider
@@ -37,7 +39,8 @@ def build_provider(settings: Settings) -> Provider[EmailPayload]:
         return OutboxEmailProvider(settings)
     from workers.providers.smtp import SmtpProvider
 
-    return SmtpProvider(settings)
+    relays = [Named(relay.name, SmtpProvider(settings, relay)) for relay in settings.smtp_relays]
+    return Failover(Channel.EMAIL, relays, settings)
 
 
 def load_suppressed(connection: Connection, claimed: Sequence[tracking.Claimed]) -> dict[str, str]:

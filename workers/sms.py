@@ -1,11 +1,13 @@
 """The SMS pool: Twilio's Messages API through the twilio SDK (``TWILIO_API_BASE`` may point it
-at any Twilio-compatible server), or ``var/outbox/`` when no Twilio credentials are set."""
+at any Twilio-compatible server), then the accounts of ``SMS_FALLBACK_PROVIDERS`` when it fails
+(:mod:`workers.delivery.failover`); or ``var/outbox/`` when no Twilio credentials are set."""
 
 from __future__ import annotations
 
 from shared.channels import Channel
 from shared.config import Settings
 from shared.payloads import SmsPayload
+from workers.delivery.failover import Failover, Named
 from workers.delivery.pipeline import Pipeline
 from workers.providers.base import Provider
 
@@ -17,7 +19,10 @@ def build_provider(settings: Settings) -> Provider[SmsPayload]:
         return OutboxSmsProvider(settings)
     from workers.providers.twilio import TwilioProvider
 
-    return TwilioProvider(settings)
+    accounts = settings.twilio_accounts
+    first = Named(accounts[0].name, TwilioProvider(settings))  # names what TWILIO_* lacks, if anything
+    rest = [Named(account.name, TwilioProvider(settings, account)) for account in accounts[1:]]
+    return Failover(Channel.SMS, [first, *rest], settings)
 
 
 def build_pipeline(settings: Settings) -> Pipeline:

@@ -3,10 +3,12 @@ an SMS after Twilio accepted it (:mod:`producer.receipts`).
 
 Each SMS is sent with this URL under ``PUBLIC_BASE_URL`` as its ``StatusCallback``. The
 endpoint is public (Twilio holds no key of ours), so a request counts only when its
-``X-Twilio-Signature`` is Twilio's: an HMAC with ``TWILIO_AUTH_TOKEN`` over the URL Twilio
-called and the form it posted, checked by the ``twilio`` package's own validator against
-the public URL (the gateway may sit behind a proxy that rewrote the host). Anything else is
-403 and changes nothing. A replayed callback carries a valid signature; it is recorded once.
+``X-Twilio-Signature`` is Twilio's: an HMAC with the auth token of the account it names
+(``TWILIO_AUTH_TOKEN``, or a failover account's from ``SMS_FALLBACK_PROVIDERS``) over the URL
+Twilio called and the form it posted, checked by the ``twilio`` package's own validator
+against the public URL (the gateway may sit behind a proxy that rewrote the host). Anything
+else is 403 and changes nothing. A replayed callback carries a valid signature; it is
+recorded once.
 """
 
 from __future__ import annotations
@@ -53,30 +55,32 @@ TWILIO_STATUSES: dict[str, ReceiptType] = {
     description="Called by Twilio, not by you: every SMS is sent with this URL (under "
     "`PUBLIC_BASE_URL`) as its `StatusCallback`. The form Twilio posts (`MessageSid`, "
     "`MessageStatus`, `ErrorCode`, `AccountSid` …) must carry a valid `X-Twilio-Signature` "
-    "for `TWILIO_AUTH_TOKEN`, else 403. `delivered` moves a `sent` message to `delivered`; "
+    "for the auth token of the account it names (`TWILIO_AUTH_TOKEN`, or a failover account's "
+    "from `SMS_FALLBACK_PROVIDERS`), else 403. `delivered` moves a `sent` message to `delivered`; "
     "`undelivered` and `failed` move it to `failed` with `errorCode` `twilio_<ErrorCode>`; "
     "each is kept in the message's `receipts`. 404 when `PUBLIC_BASE_URL` or "
     "`TWILIO_AUTH_TOKEN` is not set, or for a message that is not an SMS.",
 )
 async def twilio_status(request: Request) -> Response:
     settings = app_settings(request)
-    token, base = settings.twilio_auth_token, settings.public_base_url
-    if not token or not base:
+    accounts, base = settings.twilio_accounts, settings.public_base_url
+    if not accounts or not base:
         raise ApiError(404, "not_found", "Twilio receipts need PUBLIC_BASE_URL and TWILIO_AUTH_TOKEN")
     form = await read_form(request, MAX_CALLBACK_BYTES)
+    account = next((a for a in accounts if a.account_sid == form.get("AccountSid")), None)
+    if account is None:
+        raise ApiError(403, "forbidden", "the callback is for a Twilio account not configured here")
     called = base + request.url.path + (f"?{request.url.query}" if request.url.query else "")
     signature = request.headers.get("x-twilio-signature", "")
-    if not RequestValidator(token).validate(called, form, signature):
+    if not RequestValidator(account.auth_token).validate(called, form, signature):
         raise ApiError(403, "forbidden", "X-Twilio-Signature does not match this request")
-    if form.get("AccountSid") != settings.twilio_account_sid:
-        raise ApiError(403, "forbidden", "the callback is for another Twilio account")
-    receipt = twilio_receipt(request.path_params["message_id"], form)
+    receipt = twilio_receipt(request.path_params["message_id"], form, provider=account.name)
     forwarded = await run_in_threadpool(_record, settings, request.path_params["message_id"], receipt)
     await receipts.publish_forwarded(settings, forwarded)
     return Response(status_code=204)
 
 
-def twilio_receipt(message_id: str, form: dict[str, str]) -> Receipt | None:
+def twilio_receipt(message_id: str, form: dict[str, str], *, provider: str = "twilio") -> Receipt | None:
     """The receipt a callback's form makes, or None when its status says nothing new."""
     status = form.get("MessageStatus") or form.get("SmsStatus") or ""
     kind = TWILIO_STATUSES.get(status)
@@ -87,7 +91,7 @@ def twilio_receipt(message_id: str, form: dict[str, str]) -> Receipt | None:
     return Receipt(
         message_id=message_id,
         type=kind,
-        provider="twilio",
+        provider=provider,
         code=f"{status} {error}" if error else status,
         dedupe_key=f"twilio:{sid}:{status}",
         detail=f"Twilio error {error}" if error else None,

@@ -100,6 +100,8 @@ class NotificationLog(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(64))
     provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    #: The named provider of the last attempt (a channel may fail over between several).
+    provider: Mapped[str | None] = mapped_column(String(64))
     #: When the next attempt is planned (informational, shown by the API).
     next_attempt_at: Mapped[datetime | None] = mapped_column()
     #: Set only while the scheduler, not the broker, holds the message: publish it at this time.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -119,6 +120,7 @@ class SmtpSink:
         self.port = 0
         #: SMTP connections accepted since start() (the controller's own readiness probe excluded).
         self.connections = 0
+        self._commands: Counter[str] = Counter()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -205,8 +207,14 @@ class SmtpSink:
             self._received.append(received)
             self._cond.notify_all()
 
+    def commands(self, stage: Stage) -> int:
+        """How many commands of ``stage`` (MAIL, RCPT, DATA) arrived, refused ones included."""
+        with self._cond:
+            return self._commands[stage]
+
     def _fault_for(self, stage: Stage, server: SMTP) -> str | None:
         with self._cond:
+            self._commands[stage] += 1
             for fault in self._faults:
                 if fault.stage != stage or fault.remaining == 0:
                     continue

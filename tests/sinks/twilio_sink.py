@@ -175,6 +175,10 @@ class TwilioSink:
         with self._cond:
             self._faults.append(_Fault(status, code, message, None))
 
+    def clear_faults(self) -> None:
+        with self._cond:
+            self._faults.clear()
+
     @property
     def requests(self) -> list[SmsRequest]:
         with self._cond:

@@ -3,6 +3,7 @@
     claim → preferences → recipient limit → render → dispatch → record_success
               ↘ skipped      ↘ skipped         ↘ failed  ↘ record_failure → retry (delay | parked)
               ↘ deferred (quiet hours: parked)                         ↘ failed (+ dead-letter queue)
+                                                         ↘ every provider resting: parked, attempt given back
 
 It is broker-agnostic: the actor gives it a message id and a provider, and acts on the
 :class:`Outcome` (acknowledge, retry after a delay, or dead-letter). Every decision is first
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +33,7 @@ from shared.db.models import utcnow
 from shared.db.session import session_scope
 from shared.errors import (
     DeliveryError,
+    NotAttempted,
     PermanentDeliveryError,
     RenderError,
     RenderLimitExceeded,
@@ -44,7 +47,7 @@ from shared.templates.budget import RenderLimits
 from workers.delivery import recipient_limits
 from workers.delivery.attempt import Delivery
 from workers.delivery.ledger import Claim, Ledger, Record
-from workers.delivery.retry import AfterFailure, after_failure, retry_delay_ms
+from workers.delivery.retry import JITTER, AfterFailure, after_failure, retry_delay_ms
 from workers.providers.base import FailedDispatch, Outgoing, Provider, SendResult
 
 log = get_logger(__name__)
@@ -263,7 +266,13 @@ class Pipeline:
     async def record_success(self, delivery: Delivery, result: SendResult) -> Outcome:
         status = Status.DELIVERED if result.delivered else Status.SENT
         finish = tracking.Finish(
-            delivery.id, delivery.attempt, status, provider_message_id=result.provider_message_id
+            delivery.id,
+            delivery.attempt,
+            status,
+            # What failed over before the provider that took it, kept for whoever reads the status.
+            error=result.note,
+            provider_message_id=result.provider_message_id,
+            provider=result.provider,
         )
         await self.ledger.record(Record(finish, self.kept_beside(delivery, result)))
         log.info(
@@ -271,6 +280,7 @@ class Pipeline:
             message_id=delivery.id,
             channel=self.channel.value,
             attempt=delivery.attempt,
+            provider=result.provider,
             provider_message_id=result.provider_message_id,
         )
         return Outcome(Action.ACK, reason="sent")
@@ -279,6 +289,8 @@ class Pipeline:
         # Not sent, so it must not count against the recipient (a retry takes a place again).
         self.recipients.release(delivery)
         error = failure.error
+        if isinstance(error, NotAttempted):
+            return await self.wait_for_providers(delivery, error)
         fields = {
             "message_id": delivery.id,
             "channel": self.channel.value,
@@ -289,13 +301,22 @@ class Pipeline:
         kept = self.kept_beside(delivery, failure)
         step = after_failure(error, delivery.attempt, delivery.max_attempts)
         if step is AfterFailure.FAIL:
-            finish = tracking.Finish(delivery.id, delivery.attempt, Status.FAILED, error.message, error.code)
+            finish = tracking.Finish(
+                delivery.id,
+                delivery.attempt,
+                Status.FAILED,
+                error.message,
+                error.code,
+                provider=error.provider,
+            )
             await self.ledger.record(Record(finish, kept))
             log.warning("delivery.failed_permanently", **fields)
             return Outcome(Action.ACK, reason=error.code)
         if step is AfterFailure.GIVE_UP:
             reason = f"gave up after {delivery.attempt} attempts: {error.message}"
-            finish = tracking.Finish(delivery.id, delivery.attempt, Status.FAILED, reason, error.code)
+            finish = tracking.Finish(
+                delivery.id, delivery.attempt, Status.FAILED, reason, error.code, provider=error.provider
+            )
             await self.ledger.record(Record(finish, kept))
             log.warning("delivery.retries_exhausted", **fields)
             return Outcome(Action.DEAD_LETTER, reason=error.code)
@@ -307,6 +328,7 @@ class Pipeline:
             Status.QUEUED,
             error.message,
             error.code,
+            provider=error.provider,
             next_attempt_at=utcnow() + timedelta(milliseconds=delay),
             parked=park,
         )
@@ -315,6 +337,22 @@ class Pipeline:
         if park:
             return Outcome(Action.ACK, reason="parked until due")
         return Outcome(Action.RETRY, delay_ms=delay, reason=error.code)
+
+    async def wait_for_providers(self, delivery: Delivery, error: NotAttempted) -> Outcome:
+        """Every provider is resting after repeated failures and nothing was sent: the message
+        waits for the first probe without spending an attempt, parked with the scheduler (an
+        outage may outlast any number of broker retries). The wait is spread so the messages
+        held together do not all come back at once."""
+        wait = error.retry_after_ms or self.policy.base_delay_ms
+        until = utcnow() + timedelta(milliseconds=wait * random.uniform(1, 1 + JITTER))
+        await self.hold(delivery, until, reason=error.message, code=error.code, park=True)
+        log.info(
+            "delivery.providers_resting",
+            message_id=delivery.id,
+            channel=self.channel.value,
+            until=until.isoformat(),
+        )
+        return Outcome(Action.ACK, reason=error.code)
 
     def retry_delay(self, delivery: Delivery, error: DeliveryError) -> int:
         """Milliseconds before the next attempt of ``delivery``; channels with their own retry

@@ -64,6 +64,10 @@ class SendResult:
     delivered: bool = False
     #: The request and answer, where the provider keeps them.
     exchange: Exchange | None = None
+    #: Which of the channel's named providers took it (failover), and what failed before it
+    #: in the same attempt.
+    provider: str | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

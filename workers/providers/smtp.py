@@ -25,6 +25,7 @@ import aiosmtplib
 from shared.config import Settings
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from shared.payloads import EmailPayload
+from shared.provider_settings import SmtpRelay
 from workers.providers.base import Outgoing, SendResult
 from workers.providers.mime import build_email
 
@@ -55,12 +56,11 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def tls_mode(settings: Settings) -> tuple[bool, bool]:
+def tls_mode(relay: SmtpRelay) -> tuple[bool, bool]:
     """``(use_tls, start_tls)`` for aiosmtplib; see the module docstring for the reasoning."""
-    if settings.email_secure:
+    if relay.secure:
         return True, False
-    host = settings.email_host or ""
-    if is_loopback_host(host):
+    if is_loopback_host(relay.host):
         return False, False
     return False, True
 
@@ -131,16 +131,19 @@ def _is_stale_connection_error(exc: BaseException) -> bool:
 
 
 class SmtpProvider:
-    """Send email through the SMTP relay in ``EMAIL_HOST``; pooled connections."""
+    """Send email through one SMTP relay (``EMAIL_HOST``'s unless given another); pooled
+    connections."""
 
-    def __init__(self, settings: Settings) -> None:
-        if not settings.email_host:
-            raise ConfigError("SmtpProvider needs EMAIL_HOST; use OutboxEmailProvider without one")
+    def __init__(self, settings: Settings, relay: SmtpRelay | None = None) -> None:
+        if relay is None:
+            if not settings.smtp_relays:
+                raise ConfigError("SmtpProvider needs EMAIL_HOST; use OutboxEmailProvider without one")
+            relay = settings.smtp_relays[0]
         self._settings = settings
-        self._host = settings.email_host
+        self._relay = relay
         self._timeout_s = settings.email_timeout_ms / 1000
         self._attempt_timeout_s = self._timeout_s * ATTEMPT_TIMEOUT_FACTOR
-        self._use_tls, self._start_tls = tls_mode(settings)
+        self._use_tls, self._start_tls = tls_mode(relay)
         # aiosmtplib otherwise looks the name up on every connect through the default thread
         # pool, which refuses work once the interpreter starts shutting down: a worker
         # finishing its last messages after SIGTERM then failed every email it had left.
@@ -177,13 +180,13 @@ class SmtpProvider:
         return self._slots
 
     async def _connect(self) -> aiosmtplib.SMTP:
-        settings = self._settings
+        relay = self._relay
         conn = aiosmtplib.SMTP(
-            hostname=self._host,
-            port=settings.email_port,
+            hostname=relay.host,
+            port=relay.port,
             local_hostname=self._local_hostname,
-            username=settings.email_user,
-            password=settings.email_password if settings.email_user else None,
+            username=relay.user,
+            password=relay.password if relay.user else None,
             timeout=self._timeout_s,
             use_tls=self._use_tls,
             start_tls=self._start_tls,

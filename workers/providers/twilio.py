@@ -21,6 +21,7 @@ from shared.config import Settings
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from shared.messages import SMS_BODY_MAX_CHARS as MESSAGES_SMS_BODY_MAX_CHARS
 from shared.payloads import SmsPayload
+from shared.provider_settings import TwilioAccount
 from workers.providers.base import Outgoing, SendResult
 
 #: Twilio refuses bodies longer than this (1,600 characters, up to 10 segments); the same
@@ -76,24 +77,27 @@ def classify(exc: BaseException) -> DeliveryError:
 
 
 class TwilioProvider:
-    """Send SMS from ``TWILIO_PHONE_NUMBER`` through the Twilio REST API."""
+    """Send SMS through the Twilio REST API from one account (``TWILIO_*``'s unless given
+    another) and its phone number."""
 
-    def __init__(self, settings: Settings) -> None:
-        missing = [
-            name
-            for name, value in (
-                ("TWILIO_ACCOUNT_SID", settings.twilio_account_sid),
-                ("TWILIO_AUTH_TOKEN", settings.twilio_auth_token),
-                ("TWILIO_PHONE_NUMBER", settings.twilio_phone_number),
-            )
-            if not value
-        ]
-        if missing:
-            raise ConfigError(f"{', '.join(missing)} must be set to send SMS through Twilio")
-        self._account_sid = str(settings.twilio_account_sid)
-        self._auth_token = str(settings.twilio_auth_token)
-        self._from = str(settings.twilio_phone_number)
-        self._api_base = settings.twilio_api_base
+    def __init__(self, settings: Settings, account: TwilioAccount | None = None) -> None:
+        if account is None:
+            missing = [
+                name
+                for name, value in (
+                    ("TWILIO_ACCOUNT_SID", settings.twilio_account_sid),
+                    ("TWILIO_AUTH_TOKEN", settings.twilio_auth_token),
+                    ("TWILIO_PHONE_NUMBER", settings.twilio_phone_number),
+                )
+                if not value
+            ]
+            if missing:
+                raise ConfigError(f"{', '.join(missing)} must be set to send SMS through Twilio")
+            account = settings.twilio_accounts[0]
+        self._account_sid = account.account_sid
+        self._auth_token = account.auth_token
+        self._from = account.phone_number
+        self._api_base = account.api_base
         #: Where Twilio reports what became of each message (producer/gateway/receipts.py).
         self._callbacks = f"{settings.public_base_url}/receipts/twilio/" if settings.public_base_url else None
         self._timeout_s = settings.sms_timeout_ms / 1000

@@ -130,6 +130,11 @@ class MessageStatus(View):
     last_error: str | None
     error_code: str | None
     provider_message_id: str | None
+    provider: str | None = Field(
+        description="Which of the channel's providers the last attempt went to (a channel may "
+        "have several, tried in order: failover); null before the first attempt and for webhooks "
+        "and in-app messages."
+    )
     idempotency_key: str | None
     created_at: Timestamp | None
     updated_at: Timestamp | None

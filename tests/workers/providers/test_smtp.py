@@ -366,7 +366,7 @@ async def test_tls_is_required_except_for_a_loopback_relay(
     plain only on loopback, and mandatory STARTTLS everywhere else (never opportunistic)."""
     settings = Settings.from_env({"EMAIL_HOST": host, "EMAIL_SECURE": secure})
 
-    assert tls_mode(settings) == expected
+    assert tls_mode(settings.smtp_relays[0]) == expected
 
 
 async def test_close_quits_and_a_later_send_starts_again(sink: SmtpSink, provider: SmtpProvider) -> None:
