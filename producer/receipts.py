@@ -27,11 +27,12 @@ have set is then the provider's next receipt's to set.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,6 +41,7 @@ from shared import relay
 from shared.channels import Channel, Status
 from shared.config import Settings
 from shared.db.models import MessageReceipt, NotificationLog, utcnow
+from shared.db.rls import act_as_system
 from shared.webhooks.fanout import fan_out
 
 ReceiptType = Literal["accepted", "delivered", "undelivered", "bounced", "complained", "read", "unsubscribed"]
@@ -93,6 +95,35 @@ def record(session: Session, settings: Settings, receipt: Receipt, message: Of) 
         return []  # the unique dedupe_key: heard before
     _advance(session, receipt, row.occurred_at)
     return _forward(session, settings, row, message.channel)
+
+
+def record_reads(
+    connection: Connection, settings: Settings, user_id: str, message_ids: Sequence[str]
+) -> list[str]:
+    """The ``read`` receipts of in-app messages ``user_id`` just read in their inbox, kept and
+    forwarded in the transaction under way on ``connection`` (the one that marked them read);
+    the forwarding messages' ids, as :func:`record` returns them.
+
+    The rest of that transaction acts as the system: forwarding reads the webhook endpoints,
+    which belong to no user."""
+    if not message_ids:
+        return []
+    act_as_system(connection)
+    forwarded: list[str] = []
+    of = Of(user_id, Channel.IN_APP.value)
+    # rollback_only: committing this session leaves the caller's transaction to the caller.
+    with Session(bind=connection, join_transaction_mode="rollback_only") as session:
+        for message_id in message_ids:
+            receipt = Receipt(
+                message_id=message_id,
+                type="read",
+                provider="inbox",
+                code="read",
+                dedupe_key=f"inbox:{message_id}:read",
+            )
+            forwarded += record(session, settings, receipt, of)
+        session.commit()
+    return forwarded
 
 
 def _forward(session: Session, settings: Settings, row: MessageReceipt, channel: str) -> list[str]:

@@ -146,25 +146,29 @@ def unread_count(connection: Connection, user_id: str) -> int:
     return int(connection.execute(_UNREAD, {"user_id": user_id}).scalar() or 0)
 
 
-def mark_read(connection: Connection, user_id: str, ids: Sequence[str]) -> int:
-    """Mark the user's own notifications among ``ids`` read; other ids match nothing."""
+def mark_read(connection: Connection, user_id: str, ids: Sequence[str]) -> list[str | None]:
+    """Mark the user's own notifications among ``ids`` read; other ids match nothing. Returns
+    the message of each notification read now (None for one that came from no message)."""
     if not ids:
-        return 0
+        return []
     return _mark(connection, and_(_visible(user_id), _T.c.id.in_(ids)))
 
 
-def mark_all_read(connection: Connection, user_id: str) -> int:
+def mark_all_read(connection: Connection, user_id: str) -> list[str | None]:
     return _mark(connection, _visible(user_id))
 
 
-def _mark(connection: Connection, which: Any) -> int:
+def _mark(connection: Connection, which: Any) -> list[str | None]:
     """Mark the unread notifications matching ``which`` read, and cancel at once the pending
     escalation steps that waited on them being read (in the same transaction)."""
     now = utcnow()
     unread = update(_T).where(which, _T.c.read_at.is_(None))
-    read = connection.execute(unread.values(read_at=now).returning(_T.c.notification_log_id)).all()
-    escalation.cancel_on_read(connection, [r.notification_log_id for r in read if r.notification_log_id], now)
-    return len(read)
+    read = [
+        r.notification_log_id
+        for r in connection.execute(unread.values(read_at=now).returning(_T.c.notification_log_id))
+    ]
+    escalation.cancel_on_read(connection, [m for m in read if m], now)
+    return read
 
 
 def soft_delete(connection: Connection, user_id: str, ids: Sequence[str]) -> int:

@@ -145,7 +145,7 @@ def test_reading_before_the_delay_cancels_the_email_which_is_never_sent(
     ann, bob = steps_of(flow_settings, ann_event, 2), steps_of(flow_settings, bob_event, 2)
     notification = notification_of(flow_settings, ANN, ann["in_app"].id)
     with user_scope(flow_settings.database_url, ANN) as session:
-        assert inbox.mark_read(session.connection(), ANN, [notification]) == 1
+        assert len(inbox.mark_read(session.connection(), ANN, [notification])) == 1
 
     service = NotificationService(flow_settings)
     canceled = service.get_status(ann["email"].id)
@@ -170,7 +170,7 @@ def test_mark_all_as_read_cancels_every_pending_step(
     sent = steps_of(flow_settings, event_id, 3)
     notification_of(flow_settings, ANN, sent["in_app"].id)
     with user_scope(flow_settings.database_url, ANN) as session:
-        assert inbox.mark_all_read(session.connection(), ANN) == 1
+        assert len(inbox.mark_all_read(session.connection(), ANN)) == 1
 
     service = NotificationService(flow_settings)
     for channel in ("email", "sms"):

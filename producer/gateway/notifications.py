@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from producer import receipts
 from producer.gateway import idempotency_header, pagination
 from producer.gateway.auth import require_user
 from producer.gateway.bodies import read_json_object
@@ -147,20 +148,26 @@ async def _ids(request: Request, settings: Settings) -> list[str]:
 
 
 async def _change(settings: Settings, user_id: str, verb: str, ids: list[str] | None) -> JSONResponse:
-    def run(connection: Connection) -> tuple[int, int]:
+    def run(connection: Connection) -> tuple[int, int, list[str]]:
         if verb == "delete":
-            changed = inbox.soft_delete(connection, user_id, ids or [])
-        elif ids is None:
-            changed = inbox.mark_all_read(connection, user_id)
-        else:
-            changed = inbox.mark_read(connection, user_id, ids)
-        return changed, inbox.unread_count(connection, user_id)
+            deleted = inbox.soft_delete(connection, user_id, ids or [])
+            return deleted, inbox.unread_count(connection, user_id), []
+        read = (
+            inbox.mark_all_read(connection, user_id)
+            if ids is None
+            else inbox.mark_read(connection, user_id, ids)
+        )
+        count = inbox.unread_count(connection, user_id)
+        # Each message read now gets its ``read`` receipt, in the same transaction.
+        forwarded = receipts.record_reads(connection, settings, user_id, [m for m in read if m])
+        return len(read), count, forwarded
 
     async with async_user_scope(settings.database_url, user_id) as scope:
-        changed, count = await scope.run_sync(run)
+        changed, count, forwarded = await scope.run_sync(run)
     if changed:
         # After the commit: a stream must never show a count the database does not hold.
         await run_in_threadpool(announce, settings, count_event(user_id, count))
+    await receipts.publish_forwarded(settings, forwarded)
     key = "deleted" if verb == "delete" else "updated"
     return JSONResponse({key: changed, "unreadCount": count})
 

@@ -1,0 +1,109 @@
+"""In-app ``read`` receipts: an in-app message is delivered when its inbox row is written, and
+read when its user reads it through the inbox API. The read is kept as the message's
+receipt and forwarded to webhook endpoints subscribed to ``message.read``, end to end through
+the real RabbitMQ, PostgreSQL, worker actors and gateway."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from standardwebhooks import Webhook
+
+from producer.gateway.app import create_app
+from producer.service import NotificationService
+from shared.channels import Channel
+from shared.config import Settings
+from tests.conftest import SERVER_KEY, Fleet, final_status
+from tests.gateway.inbox import user_headers
+from tests.gateway.server import LiveServer
+from tests.sinks.webhook_receiver import WebhookReceiver
+from tests.webhook_events import create_endpoint
+
+
+@dataclass
+class World:
+    settings: Settings
+    service: NotificationService
+    gateway: httpx.Client
+
+
+@pytest.fixture
+def world(settings: Settings, fleet: Callable[..., Fleet]) -> Iterator[World]:
+    fleet(settings, [Channel.IN_APP, Channel.WEBHOOK])
+    with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        yield World(settings, NotificationService(settings), client)
+
+
+def delivered(world: World, user_id: str, title: str) -> tuple[str, str]:
+    """An in-app message delivered to ``user_id``: its id and its notification's."""
+    message_id = world.service.send_in_app_notification(user_id=user_id, title=title, message="Hello")
+    assert final_status(world.service, message_id)["status"] == "delivered"
+    items = world.gateway.get("/api/notifications", headers=user_headers(user_id)).json()["items"]
+    [notification] = [i["id"] for i in items if i["title"] == title]
+    return message_id, notification
+
+
+def receipts(world: World, message_id: str) -> list[tuple[str, str, str]]:
+    shown = world.gateway.get(
+        f"/api/messages/{message_id}", headers={"Authorization": f"Bearer {SERVER_KEY}"}
+    )
+    return [(r["type"], r["code"], r["provider"]) for r in shown.json()["receipts"]]
+
+
+def test_reading_a_notification_records_the_message_read_once(world: World) -> None:
+    """Given a delivered in-app message, when its user marks it read (twice), then its status
+    lists one ``read`` receipt from the inbox; its status stays ``delivered``."""
+    message_id, notification = delivered(world, "ann", "Your order shipped")
+
+    for _ in range(2):
+        answer = world.gateway.post(
+            "/api/notifications/mark-as-read", json={"ids": [notification]}, headers=user_headers("ann")
+        )
+        assert answer.status_code == 200
+
+    assert receipts(world, message_id) == [("read", "read", "inbox")]
+    assert world.service.get_status(message_id)["status"] == "delivered"
+
+
+def test_mark_all_read_records_each_unread_message_and_nothing_for_another_user(world: World) -> None:
+    first, _ = delivered(world, "ann", "One")
+    second, _ = delivered(world, "ann", "Two")
+    others, _ = delivered(world, "bob", "Bob's")
+
+    answer = world.gateway.post("/api/notifications/mark-all-as-read", headers=user_headers("ann"))
+
+    assert answer.json() == {"updated": 2, "unreadCount": 0}
+    assert receipts(world, first) == [("read", "read", "inbox")]
+    assert receipts(world, second) == [("read", "read", "inbox")]
+    assert receipts(world, others) == []
+
+
+def test_a_read_is_forwarded_to_endpoints_subscribed_to_message_read(world: World) -> None:
+    """Given an endpoint subscribed to ``message.read``, when a user reads a notification,
+    then it receives one signed ``message.read`` event naming the message and the user."""
+    with WebhookReceiver("whsec_" + "E" * 40) as hooks:
+        _, secret = create_endpoint(world.settings, hooks.url, eventTypes=["message.read"])
+        message_id, notification = delivered(world, "ann", "Invoice ready")
+
+        world.gateway.post(
+            "/api/notifications/mark-as-read", json={"ids": [notification]}, headers=user_headers("ann")
+        )
+
+        [delivery] = hooks.wait_for(1, timeout=20)
+        Webhook(secret).verify(delivery.body, delivery.headers)
+        body = json.loads(delivery.body)
+        assert body["type"] == "message.read"
+        assert body["data"] | {"occurredAt": "…"} == {
+            "messageId": message_id,
+            "channel": "in_app",
+            "userId": "ann",
+            "type": "read",
+            "code": "read",
+            "provider": "inbox",
+            "detail": None,
+            "occurredAt": "…",
+        }
