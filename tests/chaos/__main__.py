@@ -17,7 +17,7 @@ from shared.broker import reset_broker
 from shared.config import Settings, set_settings
 from shared.logging import configure_logging
 from tests.chaos.pools import Fleet
-from tests.chaos.scenarios import ORDER, QUICK, SCENARIOS, Run
+from tests.chaos.scenarios import ORDER, QUICK, SCENARIOS, Run, warm_up
 from tests.chaos.stack import Stack
 from tests.chaos.tally import table
 
@@ -71,10 +71,13 @@ def main() -> int:
         logs = Path(tempfile.mkdtemp(prefix="kai-chaos-logs-"))
         fleet = Fleet(stack.env, logs, METRICS_BASE_PORT)
         fleet.start()
+        service = NotificationService(settings)
+        # A fault timed from the load's start must find the pools consuming, not still starting.
+        warm_up(service, stack)
         run = Run(
             stack=stack,
             fleet=fleet,
-            service=NotificationService(settings),
+            service=service,
             messages=messages,
             rate=float(load["rate"]),
             drain_timeout=float(load["drain_timeout"]),

@@ -104,9 +104,11 @@ def sink_copies(peers: Peers, accepted: Accepted) -> dict[str, int]:
     """How many copies of each accepted email, SMS and webhook its peer accepted."""
     assert peers.webhooks is not None
     emails = Counter(
-        str(m["Message-ID"]).strip("<>").split("@")[0].removeprefix("kai.") for m in peers.smtp.messages
+        str(m["Message-ID"]).strip("<>").split("@")[0].removeprefix("kai.")
+        for relay in (peers.smtp, peers.smtp_backup)
+        for m in relay.messages
     )
-    bodies = Counter(r.body for r in peers.twilio.requests)
+    bodies = Counter(r.body for account in (peers.twilio, peers.twilio_backup) for r in account.requests)
     copies: dict[str, int] = {}
     for message_id, channel in accepted.ids.items():
         if channel is Channel.EMAIL:

@@ -156,7 +156,11 @@ def poison(run: Run) -> Result:
 
 def sink_faults(run: Run) -> Result:
     """5. Peers misbehave: SMTP 421/451 then recovery, 550; webhook timeouts, hang-ups, 500,
-    429 with Retry-After, slow answers; Twilio 500 and 429."""
+    429 with Retry-After, slow answers; Twilio 500 and 429. Email and SMS fail over to their
+    second provider: while the first is down (a phase long: a count of refusals would outlast
+    any outage once its circuit opens and only probes reach it) the second takes the load,
+    hanging up and answering 503 a few times; then both are down for a phase, and messages
+    wait for them."""
     peers = run.stack.peers
     webhooks = peers.webhooks
     assert webhooks is not None
@@ -164,18 +168,28 @@ def sink_faults(run: Run) -> Result:
     burst = max(10, run.messages // 40)
     load = Load(run.service, peers, run.messages, run.rate).start()
 
+    def providers_recovered() -> None:
+        for peer in (peers.smtp, peers.smtp_backup, peers.twilio, peers.twilio_backup):
+            peer.clear_faults()
+
     def server_errors() -> None:
-        peers.smtp.fail_next(421, "4.3.2 try again later", times=burst, stage="mail")
-        peers.twilio.fail_next(500, 20500, "Internal Server Error", times=burst)
+        peers.smtp.fail_always(421, "4.3.2 try again later", stage="mail")
+        peers.twilio.fail_always(500, 20500, "Internal Server Error")
+        peers.smtp_backup.drop_next(times=3, stage="mail")
+        peers.twilio_backup.fail_next(503, 20503, "Service Unavailable", times=3)
         webhooks.respond_next(500, times=burst)
 
     def throttling() -> None:
-        peers.smtp.fail_next(451, "4.7.1 greylisted", times=burst, stage="rcpt")
-        peers.twilio.fail_next(429, 20429, "Too Many Requests", times=burst)
+        providers_recovered()
+        peers.smtp.fail_always(451, "4.7.1 greylisted", stage="rcpt")
+        peers.twilio.fail_always(429, 20429, "Too Many Requests")
+        peers.smtp_backup.fail_always(421, "4.3.2 down for maintenance", stage="mail")
+        peers.twilio_backup.fail_always(503, 20503, "Service Unavailable")
         webhooks.respond_next(429, times=burst, headers={"Retry-After": "1"})
         webhooks.drop_next(times=burst)
 
     def refusals_and_timeouts() -> None:
+        providers_recovered()
         peers.smtp.fail_next(550, "5.1.1 no such user", times=burst // 2, stage="rcpt")
         webhooks.delay = 2.5  # longer than WEBHOOK_TIMEOUT: the sender gives up
 
@@ -191,9 +205,18 @@ def sink_faults(run: Run) -> Result:
         phase()
         time.sleep(step)
     load.join()
-    peers.smtp.clear_faults()
+    providers_recovered()
     webhooks.delay = 0.0
-    return _finish(run, "5 misbehaving sinks", load, programmed)
+    result = _finish(run, "5 misbehaving sinks", load, programmed)
+    result.notes["emails_by_relay"] = {
+        "relay-a": len(peers.smtp.received),
+        "relay-b": len(peers.smtp_backup.received),
+    }
+    result.notes["sms_by_account"] = {
+        "twilio": len(peers.twilio.requests),
+        "twilio-b": len(peers.twilio_backup.requests),
+    }
+    return result
 
 
 def graceful_shutdown(run: Run) -> Result:
@@ -336,6 +359,22 @@ def _count_status(run: Run, ids: list[str], status: str) -> int:
     from tests.chaos.tally import statuses
 
     return sum(1 for found, _ in statuses(run.stack.database_url, ids).values() if found == status)
+
+
+def warm_up(service: NotificationService, stack: Stack, timeout: float = 60.0) -> None:
+    """Send one message per channel and wait until each is delivered: every pool is then
+    consuming. They are nobody's load, and not counted."""
+    webhooks = stack.peers.webhooks
+    assert webhooks is not None
+    ids = [
+        service.send_email(to="warm-up@example.com", subject="warm-up", text="warm-up"),
+        service.send_sms(to="+14155559999", message="warm-up"),
+        service.send_webhook(url=webhooks.url, payload={"warmUp": True}),
+        service.send_in_app_notification(user_id="warm-up", title="warm-up", message="warm-up"),
+    ]
+    waited = wait_drained(stack.database_url, ids, timeout)
+    if waited >= timeout:
+        raise RuntimeError(f"the pools did not deliver a first message per channel in {timeout:.0f}s")
 
 
 def _programmed(run: Run) -> int:

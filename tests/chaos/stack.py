@@ -1,11 +1,14 @@
 """The services one chaos run uses, all on loopback: a private PostgreSQL cluster and Redis
 (so the run can stop them, and never crowds the machine's own PostgreSQL with connections), a
 private RabbitMQ node when the broker is to be restarted or else a virtual host of its own on
-the machine's RabbitMQ (dropped at the end), and the peers the workers deliver to."""
+the machine's RabbitMQ (dropped at the end), and the peers the workers deliver to: each
+email and SMS has a second provider configured (another SMTP relay, another Twilio account)
+that the workers fail over to, as a deployment with failover does."""
 
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import shutil
 import subprocess
@@ -26,6 +29,8 @@ from tests.sinks.webhook_receiver import WebhookReceiver
 AMQP_ADDRESS = "127.0.0.1:5672"
 TWILIO_SID = "AC" + "c" * 32
 TWILIO_TOKEN = secrets.token_hex(16)
+BACKUP_TWILIO_SID = "AC" + "d" * 32
+BACKUP_TWILIO_TOKEN = secrets.token_hex(16)
 
 #: How long a killed worker's claim blocks its message (ms): short, so redelivery is quick.
 LEASE_MS = 3000
@@ -41,16 +46,21 @@ WEBHOOK_TIMEOUT_MS = 2000
 class Peers:
     smtp: SmtpSink = field(default_factory=SmtpSink)
     twilio: TwilioSink = field(default_factory=lambda: TwilioSink(TWILIO_SID, TWILIO_TOKEN))
+    #: The failover providers, tried when the first ones fail or their circuits are open.
+    smtp_backup: SmtpSink = field(default_factory=SmtpSink)
+    twilio_backup: TwilioSink = field(
+        default_factory=lambda: TwilioSink(BACKUP_TWILIO_SID, BACKUP_TWILIO_TOKEN)
+    )
     webhooks: WebhookReceiver | None = None
 
     def start(self, webhook_secret: str) -> None:
-        self.smtp.start()
-        self.twilio.start()
+        for peer in (self.smtp, self.twilio, self.smtp_backup, self.twilio_backup):
+            peer.start()
         self.webhooks = WebhookReceiver(webhook_secret).start()
 
     def stop(self) -> None:
-        self.smtp.stop()
-        self.twilio.stop()
+        for peer in (self.smtp, self.twilio, self.smtp_backup, self.twilio_backup):
+            peer.stop()
         if self.webhooks is not None:
             self.webhooks.stop()
 
@@ -121,10 +131,34 @@ class Stack:
             "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
             "TWILIO_PHONE_NUMBER": "+15005550006",
             "TWILIO_API_BASE": self.peers.twilio.base_url,
+            "EMAIL_PROVIDER_NAME": "relay-a",
+            "EMAIL_FALLBACK_PROVIDERS": json.dumps(
+                [
+                    {
+                        "name": "relay-b",
+                        "host": self.peers.smtp_backup.host,
+                        "port": self.peers.smtp_backup.port,
+                    }
+                ]
+            ),
+            "SMS_FALLBACK_PROVIDERS": json.dumps(
+                [
+                    {
+                        "name": "twilio-b",
+                        "accountSid": BACKUP_TWILIO_SID,
+                        "authToken": BACKUP_TWILIO_TOKEN,
+                        "phoneNumber": "+15005550009",
+                        "apiBase": self.peers.twilio_backup.base_url,
+                    }
+                ]
+            ),
             "WEBHOOK_TIMEOUT": str(WEBHOOK_TIMEOUT_MS),
             "EMAIL_TIMEOUT": "3000",
             "SMS_TIMEOUT": "3000",
             "DELIVERY_LEASE": str(LEASE_MS),
+            # Scaled down with the lease and the retry delays: a provider's circuit lets a
+            # probe through a second after it opened.
+            "PROVIDER_BREAKER_COOLDOWN": "1000",
             "SCHEDULER_INTERVAL": "200",
             "LOG_LEVEL": "ERROR",
             **retries,
