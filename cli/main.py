@@ -12,6 +12,7 @@ kai-messaging status [ID]              the fleet's queues, or a message's delive
 kai-messaging health                   is the database, the broker and Redis reachable
 kai-messaging dlq list|replay CHANNEL  inspect or replay dead-lettered messages
 kai-messaging starter [--dry-run]      add the starter templates and rules for every event type
+kai-messaging bounces [--port 2525]    an SMTP server for EMAIL_BOUNCE_ADDRESS: bounces and complaints in
 
 Exit codes: 0 success, 1 a failure (a service down, a message not found), 2 a usage error
 (an unknown flag or channel, JSON that does not parse, input the service refuses).
@@ -35,6 +36,8 @@ from shared.errors import KaiError, ValidationError
 #: Gateway defaults: loopback only unless told otherwise.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+#: Where ``bounces`` listens unless told otherwise: an unprivileged port behind the MX or MTA.
+DEFAULT_BOUNCES_PORT = 2525
 
 
 def _migrate(_args: argparse.Namespace) -> int:
@@ -42,6 +45,18 @@ def _migrate(_args: argparse.Namespace) -> int:
 
     upgrade(get_settings().owner_database_url)
     print("database is at the latest revision", file=sys.stderr)
+    return 0
+
+
+def _bounces(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+
+    from producer.bounce_listener import serve
+
+    settings = startup_settings(get_settings())
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stop listening, nothing to flush
+        asyncio.run(serve(settings, args.host, args.port))
     return 0
 
 
@@ -278,6 +293,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="port of the pool's Prometheus metrics (default: $METRICS_PORT or 9191)",
     )
     p.set_defaults(func=worker.run_pool)
+
+    p = sub.add_parser(
+        "bounces", help="an SMTP server taking bounces and complaints for EMAIL_BOUNCE_ADDRESS"
+    )
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default: {DEFAULT_HOST})")
+    p.add_argument(
+        "--port",
+        type=port_number,
+        default=str(DEFAULT_BOUNCES_PORT),
+        help=f"(default: {DEFAULT_BOUNCES_PORT})",
+    )
+    p.set_defaults(func=_bounces)
 
     p = sub.add_parser(
         "migrate", help="apply the database migrations (MIGRATION_DATABASE_URL or DATABASE_URL)"

@@ -12,12 +12,15 @@ Two kinds of report, both ``multipart/report`` (RFC 6522):
 
 Either carries the original message or its headers (``message/rfc822`` or
 ``text/rfc822-headers``), where our ``X-KAI-Message-Id`` header (or the ``Message-ID`` we
-derived from our id) names the message.
+derived from our id) names the message. Some servers return neither; with
+``EMAIL_BOUNCE_ADDRESS`` set, the address the report was sent to (each email's own return
+path, :mod:`shared.verp`) names it instead.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
@@ -26,7 +29,7 @@ from email.parser import HeaderParser
 from sqlalchemy.orm import Session
 
 from producer import receipts
-from shared import suppressions
+from shared import suppressions, verp
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import NotificationLog
@@ -58,15 +61,20 @@ class Finding:
     error_code: str | None = None
 
 
-def read(raw: bytes) -> list[Finding]:
-    """What the report ``raw`` says; :class:`NotAReport` when it is not one we can read."""
+def read(raw: bytes, *, bounce_address: str | None = None, envelope_to: Sequence[str] = ()) -> list[Finding]:
+    """What the report ``raw`` says; :class:`NotAReport` when it is not one we can read.
+    ``envelope_to``: the recipients the report was delivered to, where known (the SMTP
+    listener's RCPT TO)."""
     report = message_from_bytes(raw, policy=policy.default)
     if report.get_content_type() != "multipart/report":
         raise NotAReport("the body is not a multipart/report (a bounce or a complaint report)")
     kind = report.get_param("report-type", header="content-type")
-    message_id = _our_message_id(report)
+    message_id = _our_message_id(report) or _returned_to(report, bounce_address, envelope_to)
     if message_id is None:
-        raise NotAReport("the report names no message of ours (no X-KAI-Message-Id in the original)")
+        raise NotAReport(
+            "the report names no message of ours (no X-KAI-Message-Id in the original, and not "
+            "sent to a return path of EMAIL_BOUNCE_ADDRESS)"
+        )
     if kind == "delivery-status":
         return _bounces(report, message_id)
     if kind == "feedback-report":
@@ -86,6 +94,22 @@ def _our_message_id(report: Message) -> str | None:
         found = _OUR_MESSAGE_ID.search(str(original.get("Message-ID", "")))
         if found:
             return found.group(1)
+    return None
+
+
+#: Headers where receiving servers keep the envelope recipient a report was delivered to.
+RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "To")
+
+
+def _returned_to(report: Message, bounce_address: str | None, envelope_to: Sequence[str]) -> str | None:
+    """The message whose return path (VERP) the report was sent to."""
+    if bounce_address is None:
+        return None
+    candidates = [*envelope_to, *(str(v) for name in RECIPIENT_HEADERS for v in report.get_all(name) or [])]
+    for candidate in candidates:
+        found = verp.message_id(bounce_address, candidate)
+        if found is not None:
+            return found
     return None
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from shared import verp
 from shared.channels import Channel
 from shared.envvars import parse_bool, parse_csv, parse_int
 from shared.errors import ConfigError
@@ -214,6 +215,9 @@ class Settings:
     #: email carries one); UNSUBSCRIBE_LINK_DAYS: how long a link works.
     unsubscribe_secret: str | None = field(default=None, repr=False)
     unsubscribe_link_days: int = 60
+    #: EMAIL_BOUNCE_ADDRESS: the return path; each email's envelope sender is its VERP form
+    #: (``local+<message id>@domain``, :mod:`shared.verp`). Unset, the sender is EMAIL_FROM's.
+    email_bounce_address: str | None = None
 
     #: Why ``webhook_allow_private_networks`` has its value (logged at start-up).
     webhook_private_networks_reason: str = "set by WEBHOOK_ALLOW_PRIVATE_NETWORKS"
@@ -393,6 +397,7 @@ class Settings:
             public_base_url=_public_base_url(get("PUBLIC_BASE_URL")),
             unsubscribe_secret=_unsubscribe_secret(get("UNSUBSCRIBE_SECRET")),
             unsubscribe_link_days=integer("UNSUBSCRIBE_LINK_DAYS", "60", minimum=1),
+            email_bounce_address=verp.check(bounce) if (bounce := get("EMAIL_BOUNCE_ADDRESS")) else None,
             in_app_retention_days=integer("IN_APP_RETENTION_DAYS", DEFAULT_IN_APP_RETENTION_DAYS),
             in_app_retention_interval_ms=integer(
                 "IN_APP_RETENTION_INTERVAL", DEFAULT_IN_APP_RETENTION_INTERVAL_MS, minimum=10

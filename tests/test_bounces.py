@@ -66,11 +66,19 @@ def fields(**values: str) -> Message:
     return block
 
 
-def dsn(headers: bytes, *, action: str, status: str, recipient: str = "ann@example.com") -> bytes:
-    """A delivery status notification as a receiving MTA writes it."""
+def dsn(
+    headers: bytes | None,
+    *,
+    action: str,
+    status: str,
+    recipient: str = "ann@example.com",
+    to: str = "bounces@kai.example",
+) -> bytes:
+    """A delivery status notification as a receiving MTA writes it (without the original's
+    headers when ``headers`` is None, as some servers send it), sent to ``to``."""
     report = MIMEMultipart("report", report_type="delivery-status")
     report["From"] = "MAILER-DAEMON@mx.example.net"
-    report["To"] = "bounces@kai.example"
+    report["To"] = to
     report["Subject"] = "Undelivered Mail Returned to Sender"
     report.attach(MIMEText("This is the mail system at host mx.example.net.\n"))
     status_part = Message()
@@ -88,7 +96,8 @@ def dsn(headers: bytes, *, action: str, status: str, recipient: str = "ann@examp
         ]
     )
     report.attach(status_part)
-    report.attach(MIMEText(headers.decode(), "rfc822-headers"))
+    if headers is not None:
+        report.attach(MIMEText(headers.decode(), "rfc822-headers"))
     return report.as_bytes()
 
 

@@ -43,7 +43,9 @@ REPORT_MEDIA_TYPE = "message/rfc822"
     errors=(413, 415, 422),
     description="The body is the report as received (`Content-Type: message/rfc822`): a delivery "
     "status notification (RFC 3464) or an ARF complaint (RFC 5965), with the original message or "
-    "its headers (our `X-KAI-Message-Id` names the email). A hard bounce fails the email and "
+    "its headers (our `X-KAI-Message-Id` names the email), or sent to an email's own return path "
+    "(`EMAIL_BOUNCE_ADDRESS`'s VERP form, in `Delivered-To`, `X-Original-To`, `Envelope-To` or "
+    "`To`). A hard bounce fails the email and "
     "suppresses the address; a complaint suppresses it; a soft bounce is only kept. 422 "
     "`not_a_report` for anything else, and nothing changes.",
 )
@@ -51,7 +53,7 @@ async def take_report(request: Request) -> JSONResponse:
     settings = server_settings(request)
     raw = await read_limited(request, MAX_REPORT_BYTES, media_type=REPORT_MEDIA_TYPE)
     try:
-        findings = bounces.read(raw)
+        findings = bounces.read(raw, bounce_address=settings.email_bounce_address)
         forwarded = await run_in_threadpool(_apply, settings, findings)
     except bounces.NotAReport as exc:
         raise ApiError(422, "not_a_report", str(exc)) from None

@@ -22,6 +22,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
+from shared import verp
 from shared.config import Settings
 from shared.errors import ConfigError, DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from shared.payloads import EmailPayload
@@ -159,7 +160,10 @@ class SmtpProvider:
 
     async def send(self, message: Outgoing[EmailPayload]) -> SendResult:
         mime = build_email(message, self._settings.email_from)
-        await self._deliver(mime, message.payload.to)
+        bounce_address = self._settings.email_bounce_address
+        # What comes back goes to an address naming the message; else From's address takes it.
+        sender = verp.sender(bounce_address, message.id) if bounce_address else None
+        await self._deliver(mime, sender, message.payload.to)
         return SendResult(provider_message_id=str(mime["Message-ID"]), delivered=False)
 
     async def close(self) -> None:
@@ -208,16 +212,16 @@ class SmtpProvider:
             with contextlib.suppress(RuntimeError):
                 conn.close()
 
-    async def _deliver(self, mime: EmailMessage, recipient: str) -> None:
+    async def _deliver(self, mime: EmailMessage, sender: str | None, recipient: str) -> None:
         try:
             async with asyncio.timeout(self._attempt_timeout_s):
-                await self._deliver_pooled(mime, recipient)
+                await self._deliver_pooled(mime, sender, recipient)
         except DeliveryError:
             raise
         except Exception as exc:
             raise classify(exc) from exc
 
-    async def _deliver_pooled(self, mime: EmailMessage, recipient: str) -> None:
+    async def _deliver_pooled(self, mime: EmailMessage, sender: str | None, recipient: str) -> None:
         slots = self._pool()
         conn = await slots.get()
         try:
@@ -228,7 +232,7 @@ class SmtpProvider:
             if conn is None:
                 conn = await self._connect()
             try:
-                errors, _ = await conn.send_message(mime, recipients=[recipient])
+                errors, _ = await conn.send_message(mime, sender=sender, recipients=[recipient])
             except Exception as exc:
                 if not (reused and _is_stale_connection_error(exc)):
                     raise
@@ -237,7 +241,7 @@ class SmtpProvider:
                 self._discard(conn)
                 conn = None
                 conn = await self._connect()
-                errors, _ = await conn.send_message(mime, recipients=[recipient])
+                errors, _ = await conn.send_message(mime, sender=sender, recipients=[recipient])
             if errors:
                 raise _refusals_error(errors)
         except aiosmtplib.SMTPResponseException as exc:
