@@ -23,7 +23,7 @@ from shared.envvars import parse_bool, parse_csv, parse_int
 from shared.errors import ConfigError
 from shared.gateway_settings import GatewayServerSettings
 from shared.netguard import AddressPolicy
-from shared.provider_settings import ProviderSettings, SmtpRelay, TwilioAccount
+from shared.provider_settings import HttpSmsGateway, ProviderSettings, SmtpRelay, TwilioAccount
 from shared.ratelimit_settings import RateLimitSettings
 from shared.webhooks.settings import WebhookSettings
 
@@ -263,7 +263,7 @@ class Settings:
         return (first, *self.providers.email_fallbacks)
 
     @property
-    def twilio_accounts(self) -> tuple[TwilioAccount, ...]:
+    def sms_providers(self) -> tuple[TwilioAccount | HttpSmsGateway, ...]:
         """The TWILIO_* account, then SMS_FALLBACK_PROVIDERS; none without Twilio credentials."""
         if not (self.twilio_account_sid and self.twilio_auth_token):
             return ()
@@ -275,6 +275,11 @@ class Settings:
             api_base=self.twilio_api_base,
         )
         return (first, *self.providers.sms_fallbacks)
+
+    @property
+    def twilio_accounts(self) -> tuple[TwilioAccount, ...]:
+        """The Twilio accounts among the SMS providers (their status callbacks are ours)."""
+        return tuple(p for p in self.sms_providers if isinstance(p, TwilioAccount))
 
     @property
     def address_policy(self) -> AddressPolicy:

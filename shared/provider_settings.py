@@ -7,7 +7,13 @@ plainly which value is a port and which a password)::
     EMAIL_FALLBACK_PROVIDERS='[{"name": "relay-b", "host": "smtp.b.example", "port": 587,
                                 "user": "kai", "password": "…", "secure": false}]'
     SMS_FALLBACK_PROVIDERS='[{"name": "twilio-eu", "accountSid": "AC…", "authToken": "…",
-                              "phoneNumber": "+4915…", "apiBase": "https://api.twilio.com"}]'
+                              "phoneNumber": "+4915…", "apiBase": "https://api.twilio.com"},
+                             {"name": "gateway", "kind": "http", "url": "https://sms.example/v1/messages",
+                              "token": "…", "from": "KAI"}]'
+
+An SMS fallback is another Twilio account (or Twilio-compatible server), the default
+``"kind": "twilio"``, or any SMS gateway with a JSON API, ``"kind": "http"``
+(:mod:`workers.providers.http_sms` says what it sends and expects back).
 
 Names appear in the message status, the logs and the metrics, so they must be unique within a
 channel. A provider that keeps failing has its circuit opened for
@@ -19,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
@@ -53,6 +59,15 @@ class TwilioAccount:
     api_base: str = "https://api.twilio.com"
 
 
+@dataclass(frozen=True)
+class HttpSmsGateway:
+    name: str
+    url: str
+    token: str = field(repr=False)
+    #: The sender id or number messages go out from.
+    sender: str
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
@@ -67,6 +82,7 @@ class _RelayEntry(_Strict):
 
 
 class _TwilioEntry(_Strict):
+    kind: Literal["twilio"] = "twilio"
     name: str = Field(min_length=1, max_length=64)
     account_sid: str = Field(alias="accountSid", min_length=1)
     auth_token: str = Field(alias="authToken", min_length=1)
@@ -74,7 +90,18 @@ class _TwilioEntry(_Strict):
     api_base: str = Field(default="https://api.twilio.com", alias="apiBase")
 
 
-def _entries(name: str, raw: str | None, model: type[_Strict]) -> list[Any]:
+class _HttpSmsEntry(_Strict):
+    kind: Literal["http"]
+    name: str = Field(min_length=1, max_length=64)
+    url: str = Field(pattern=r"^https?://\S+$")
+    token: str = Field(min_length=1)
+    sender: str = Field(alias="from", min_length=1)
+
+
+_SmsEntry = Annotated[_TwilioEntry | _HttpSmsEntry, Field(discriminator="kind")]
+
+
+def _entries(name: str, raw: str | None, model: Any, *, default_kind: str | None = None) -> list[Any]:
     if raw is None:
         return []
     try:
@@ -82,12 +109,19 @@ def _entries(name: str, raw: str | None, model: type[_Strict]) -> list[Any]:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{name} must be a JSON array of providers: {exc}") from None
     try:
-        return list(TypeAdapter(list[model]).validate_python(document))  # type: ignore[valid-type]
+        return list(TypeAdapter(list[model]).validate_python(_with_kind(document, default_kind)))
     except PydanticValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in error['loc']) or 'value'}: {error['msg']}" for error in exc.errors()
         )
         raise ConfigError(f"{name}: {problems}") from None
+
+
+def _with_kind(document: Any, kind: str | None) -> Any:
+    """Entries without a ``kind`` are of ``kind`` (SMS: Twilio accounts, the first kind there was)."""
+    if kind is not None and isinstance(document, list):
+        return [{"kind": kind, **e} if isinstance(e, dict) and "kind" not in e else e for e in document]
+    return document
 
 
 def _unique(name: str, names: list[str]) -> None:
@@ -98,6 +132,18 @@ def _unique(name: str, names: list[str]) -> None:
         seen.add(each)
 
 
+def _sms_provider(entry: _TwilioEntry | _HttpSmsEntry) -> TwilioAccount | HttpSmsGateway:
+    if isinstance(entry, _HttpSmsEntry):
+        return HttpSmsGateway(name=entry.name, url=entry.url, token=entry.token, sender=entry.sender)
+    return TwilioAccount(
+        name=entry.name,
+        account_sid=entry.account_sid,
+        auth_token=entry.auth_token,
+        phone_number=entry.phone_number,
+        api_base=entry.api_base.rstrip("/"),
+    )
+
+
 @dataclass(frozen=True)
 class ProviderSettings:
     #: EMAIL_PROVIDER_NAME: the first relay's name; unset, it is named by EMAIL_HOST.
@@ -105,7 +151,7 @@ class ProviderSettings:
     #: SMS_PROVIDER_NAME: the first SMS provider's name.
     sms_name: str = DEFAULT_SMS_PROVIDER_NAME
     email_fallbacks: tuple[SmtpRelay, ...] = ()
-    sms_fallbacks: tuple[TwilioAccount, ...] = ()
+    sms_fallbacks: tuple[TwilioAccount | HttpSmsGateway, ...] = ()
     breaker_threshold: int = DEFAULT_BREAKER_THRESHOLD
     breaker_cooldown_ms: int = DEFAULT_BREAKER_COOLDOWN_MS
 
@@ -127,14 +173,10 @@ class ProviderSettings:
             for entry in _entries("EMAIL_FALLBACK_PROVIDERS", get("EMAIL_FALLBACK_PROVIDERS"), _RelayEntry)
         ]
         accounts = [
-            TwilioAccount(
-                name=entry.name,
-                account_sid=entry.account_sid,
-                auth_token=entry.auth_token,
-                phone_number=entry.phone_number,
-                api_base=entry.api_base.rstrip("/"),
+            _sms_provider(entry)
+            for entry in _entries(
+                "SMS_FALLBACK_PROVIDERS", get("SMS_FALLBACK_PROVIDERS"), _SmsEntry, default_kind="twilio"
             )
-            for entry in _entries("SMS_FALLBACK_PROVIDERS", get("SMS_FALLBACK_PROVIDERS"), _TwilioEntry)
         ]
         email_name = get("EMAIL_PROVIDER_NAME")
         sms_name = get("SMS_PROVIDER_NAME") or DEFAULT_SMS_PROVIDER_NAME
