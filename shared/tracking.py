@@ -707,12 +707,19 @@ _SCHEDULED_GOES_TO_QUEUE = case(
 
 
 def take_due(
-    session: Session, *, channels: list[Channel], limit: int, stale_after: timedelta
+    session: Session,
+    *,
+    channels: list[Channel],
+    limit: int,
+    stale_after: timedelta,
+    now: datetime | None = None,
 ) -> list[tuple[str, Channel]]:
     """Messages the scheduler must publish now: parked ones whose time has come, and ones the
     broker has evidently lost (queued or claimed long past their planned time, e.g. a crash
-    between the row insert and the publish). Marks them as handed back to the broker."""
-    now = utcnow()
+    between the row insert and the publish). Marks them as handed back to the broker.
+    ``now``: the instant the caller checked escalation steps at (a step due after it was
+    not checked, and must wait for the next pass)."""
+    now = now or utcnow()
     stale = now - stale_after
     names = [c.value for c in channels]
     due_clause = and_(NotificationLog.due_at.is_not(None), NotificationLog.due_at <= now)

@@ -6,21 +6,25 @@ SMS sink."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from producer.events import EventNotificationService
 from producer.service import NotificationService
-from shared import inbox
+from shared import inbox, tracking
+from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import EventLog, Notification, NotificationLog, UserNotificationPreference, utcnow
 from shared.db.rls import system_scope, user_scope
 from shared.db.session import session_scope
-from shared.events import contacts, rules
+from shared.events import contacts, escalation, rules
+from shared.payloads import EmailPayload, SmsPayload, Stored
 from shared.preferences import PreferencesInput, replace
 from shared.templates import store
 from tests.conftest import Fleet, final_status
@@ -387,3 +391,48 @@ def test_deleting_the_notification_unread_dismisses_it_and_cancels_the_steps(
     control = events.process_event(EVENT, user_id=BOB, data={"city": "Rome"})
     assert final_status(service, steps_of(flow_settings, control, 2)["email"].id)["status"] == "sent"
     assert [m["To"] for m in smtp.wait_for(1)] == ["bob@example.com"]
+
+
+def test_a_step_falling_due_between_the_check_and_the_publish_waits_to_be_checked(settings: Settings) -> None:
+    """Given an email step that waits for its first (sent) step to fail and falls due just
+    after the scheduler's check, then the same pass does not publish it unchecked; the next
+    pass checks it and cancels it."""
+    start = utcnow()
+    with system_scope(settings.database_url) as session:
+        first, _ = tracking.create(session, _message(Channel.SMS, "+14155550100"))
+        session.execute(update(NotificationLog).where(NotificationLog.id == first).values(status="sent"))
+        step, _ = tracking.create(
+            session,
+            dataclasses.replace(
+                _message(Channel.EMAIL, "ann@example.com"),
+                due_at=start + timedelta(milliseconds=1),
+                send_at=start + timedelta(milliseconds=1),
+                escalation_of=first,
+                escalation_after=first,
+                escalation_if="failed",
+            ),
+        )
+    for now in (start, start + timedelta(seconds=1)):
+        with system_scope(settings.database_url) as session:
+            escalation.settle_due(session, [Channel.EMAIL], now)
+            taken = tracking.take_due(
+                session, channels=[Channel.EMAIL], limit=100, stale_after=timedelta(hours=1), now=now
+            )
+            assert taken == []
+    with system_scope(settings.database_url) as session:
+        row = session.get(NotificationLog, step)
+        assert row is not None and (row.status, row.last_error) == (
+            "canceled",
+            "the step before is sent, not failed",
+        )
+
+
+def _message(channel: Channel, recipient: str) -> tracking.NewMessage:
+    payload: SmsPayload | EmailPayload = (
+        SmsPayload(to=recipient, message="hi")
+        if channel is Channel.SMS
+        else EmailPayload(to=recipient, subject="Sign-in", text="Was it you?")
+    )
+    return tracking.NewMessage(
+        channel=channel, recipient=recipient, payload=Stored(payload), max_attempts=3, user_id=ANN
+    )

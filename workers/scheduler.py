@@ -94,9 +94,11 @@ class Scheduler:
         with system_scope(self.settings.database_url) as session:
             # Escalation steps no longer needed end canceled first, in the same transaction
             # that publishes the rest: a step is checked and sent, or canceled, never both.
-            escalation.settle_due(session, self.channels)
+            # One instant for both, or a step falling due in between would go unchecked.
+            now = utcnow()
+            escalation.settle_due(session, self.channels, now)
             due = tracking.take_due(
-                session, channels=self.channels, limit=BATCH_SIZE, stale_after=self.rescue_after
+                session, channels=self.channels, limit=BATCH_SIZE, stale_after=self.rescue_after, now=now
             )
             self._publish(due)
         if due:

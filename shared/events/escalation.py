@@ -42,7 +42,7 @@ from shared.db.models import Notification, NotificationLog, utcnow
 MAX_STEPS = 5
 #: The longest ``after`` a step may have: the longest rule delay, 30 days.
 MAX_AFTER = timedelta(days=30)
-#: Due steps the scheduler checks per tick (the rest wait for the next tick).
+#: Due steps the scheduler reads at a time while checking them.
 SETTLE_BATCH = 500
 #: ``after``: a whole number and a unit, seconds, minutes, hours or days.
 DURATION_PATTERN = r"^([1-9]\d{0,6})(s|m|h|d)$"
@@ -161,42 +161,48 @@ def unmet(condition: str, due: Any) -> str | None:
     return f"the step before is {due.status}, not failed"
 
 
-def settle_due(session: Session, channels: Sequence[Channel]) -> int:
-    """Cancel the due steps on ``channels`` whose condition no longer holds (with the reason);
-    the ones that still hold stay due for the scheduler to publish in the same transaction.
-    Returns how many were canceled."""
+def settle_due(session: Session, channels: Sequence[Channel], now: datetime) -> int:
+    """Cancel the steps on ``channels`` due by ``now`` whose condition no longer holds (with
+    the reason); the ones that still hold stay due for the scheduler to publish in the same
+    transaction, with the same ``now``: every step it publishes was checked, however many
+    are due at once. Returns how many were canceled."""
     step, before = aliased(NotificationLog), aliased(NotificationLog)
-    rows = session.execute(
-        select(
-            step.id,
-            step.escalation_if,
-            before.status,
-            before.sent_at,
-            before.delivered_at,
-            Notification.read_at,
-            Notification.deleted_at,
-        )
-        # Rows from before revision 0014 name no step before: theirs is the first.
-        .join(before, before.id == func.coalesce(step.escalation_after, step.escalation_of))
-        .outerjoin(Notification, Notification.notification_log_id == step.escalation_of)
-        .where(
-            step.escalation_of.is_not(None),
-            step.status == Status.SCHEDULED.value,
-            step.due_at <= utcnow(),
-            step.channel.in_([c.value for c in channels]),
-        )
-        .limit(SETTLE_BATCH)
-        .with_for_update(of=step, skip_locked=True)
-    ).all()
-    canceled = 0
-    for row in rows:
-        reason = unmet(row.escalation_if or "", row)
-        if reason is not None:
-            done = tracking.cancel_where(
-                session.connection(), NotificationLog.id == row.id, reason=reason, code=NOT_NEEDED_CODE
+    canceled, after = 0, ""
+    while True:
+        rows = session.execute(
+            select(
+                step.id,
+                step.escalation_if,
+                before.status,
+                before.sent_at,
+                before.delivered_at,
+                Notification.read_at,
+                Notification.deleted_at,
             )
-            canceled += len(done)
-    return canceled
+            # Rows from before revision 0014 name no step before: theirs is the first.
+            .join(before, before.id == func.coalesce(step.escalation_after, step.escalation_of))
+            .outerjoin(Notification, Notification.notification_log_id == step.escalation_of)
+            .where(
+                step.escalation_of.is_not(None),
+                step.status == Status.SCHEDULED.value,
+                step.due_at <= now,
+                step.channel.in_([c.value for c in channels]),
+                step.id > after,
+            )
+            .order_by(step.id)
+            .limit(SETTLE_BATCH)
+            .with_for_update(of=step, skip_locked=True)
+        ).all()
+        for row in rows:
+            reason = unmet(row.escalation_if or "", row)
+            if reason is not None:
+                done = tracking.cancel_where(
+                    session.connection(), NotificationLog.id == row.id, reason=reason, code=NOT_NEEDED_CODE
+                )
+                canceled += len(done)
+        if len(rows) < SETTLE_BATCH:
+            return canceled
+        after = rows[-1].id
 
 
 def cancel_on_read(
