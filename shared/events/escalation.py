@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, aliased
 
 from shared import tracking
 from shared.channels import Channel, Status
-from shared.db.models import Notification, NotificationLog, utcnow
+from shared.db.models import Notification, NotificationLog
 
 #: Most steps one rule may have: the first and four escalations.
 MAX_STEPS = 5
