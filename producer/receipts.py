@@ -4,9 +4,10 @@
 kept as a row (``message_receipts``) in one vocabulary, the provider's own word or code
 beside it, and moves the message's status forward, never back:
 
-- ``delivered`` (and ``read``, which implies it) turns a ``sent`` message ``delivered``; it
-  never touches a message that already ended ``failed``, so a late ``delivered`` cannot
-  overwrite a bounce;
+- ``delivered`` (and ``read``, or a person's ``opened`` or ``clicked``, which imply it)
+  turns a ``sent`` message ``delivered``; it never touches a message that already ended
+  ``failed``, so a late ``delivered`` cannot overwrite a bounce; a mail scanner's open or
+  click (:mod:`producer.engagement`) is kept apart and moves nothing;
 - ``undelivered``, and a hard ``bounced`` (the mailbox does not exist), turn a ``sent`` or
   ``delivered`` message ``failed``, with the provider's code as ``errorCode``: the final
   word on it; a soft bounce and a ``complained`` are kept and change no status;
@@ -44,7 +45,17 @@ from shared.db.models import MessageReceipt, NotificationLog, utcnow
 from shared.db.rls import act_as_system
 from shared.webhooks.fanout import fan_out
 
-ReceiptType = Literal["accepted", "delivered", "undelivered", "bounced", "complained", "read", "unsubscribed"]
+ReceiptType = Literal[
+    "accepted",
+    "delivered",
+    "undelivered",
+    "bounced",
+    "complained",
+    "opened",
+    "clicked",
+    "read",
+    "unsubscribed",
+]
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,14 @@ class Receipt:
     #: Set when this receipt fails the message (``undelivered``, a hard bounce): what its
     #: ``errorCode`` becomes.
     error_code: str | None = None
+
+    @property
+    def confirms_delivery(self) -> bool:
+        """Whether it proves the message arrived: a delivery report, or a person reading,
+        opening or clicking it (a mail scanner's open, ``code`` ``bot …``, proves nothing)."""
+        if self.type in ("delivered", "read"):
+            return True
+        return self.type in ("opened", "clicked") and self.code == "human"
 
 
 @dataclass(frozen=True)
@@ -149,7 +168,7 @@ async def publish_forwarded(settings: Settings, message_ids: list[str]) -> None:
 
 def _advance(session: Session, receipt: Receipt, at: datetime) -> None:
     this = NotificationLog.id == receipt.message_id
-    if receipt.type in ("delivered", "read"):
+    if receipt.confirms_delivery:
         session.execute(
             update(NotificationLog)
             .where(this, NotificationLog.status == Status.SENT.value)

@@ -218,6 +218,11 @@ class Settings:
     #: EMAIL_BOUNCE_ADDRESS: the return path; each email's envelope sender is its VERP form
     #: (``local+<message id>@domain``, :mod:`shared.verp`). Unset, the sender is EMAIL_FROM's.
     email_bounce_address: str | None = None
+    #: TRACKING_SECRET seals tracking pixels and click redirects (with PUBLIC_BASE_URL; unset,
+    #: nothing is tracked); TRACKING_BOT_WINDOW: an open or click this soon after the email
+    #: was sent is a mail scanner's, counted apart.
+    tracking_secret: str | None = field(default=None, repr=False)
+    tracking_bot_window_ms: int = 2_000
 
     #: Why ``webhook_allow_private_networks`` has its value (logged at start-up).
     webhook_private_networks_reason: str = "set by WEBHOOK_ALLOW_PRIVATE_NETWORKS"
@@ -400,8 +405,10 @@ class Settings:
             ),
             migration_database_url=_postgres_driver(get("MIGRATION_DATABASE_URL")),
             public_base_url=_public_base_url(get("PUBLIC_BASE_URL")),
-            unsubscribe_secret=_unsubscribe_secret(get("UNSUBSCRIBE_SECRET")),
+            unsubscribe_secret=_signing_secret(get("UNSUBSCRIBE_SECRET"), "UNSUBSCRIBE_SECRET"),
             unsubscribe_link_days=integer("UNSUBSCRIBE_LINK_DAYS", "60", minimum=1),
+            tracking_secret=_signing_secret(get("TRACKING_SECRET"), "TRACKING_SECRET"),
+            tracking_bot_window_ms=integer("TRACKING_BOT_WINDOW", "2000"),
             email_bounce_address=verp.check(bounce) if (bounce := get("EMAIL_BOUNCE_ADDRESS")) else None,
             in_app_retention_days=integer("IN_APP_RETENTION_DAYS", DEFAULT_IN_APP_RETENTION_DAYS),
             in_app_retention_interval_ms=integer(
@@ -557,12 +564,12 @@ def _public_base_url(raw: str | None) -> str | None:
 MIN_UNSUBSCRIBE_SECRET_BYTES = 32
 
 
-def _unsubscribe_secret(raw: str | None) -> str | None:
+def _signing_secret(raw: str | None, name: str) -> str | None:
     if not raw:
         return None
     if len(raw.encode()) < MIN_UNSUBSCRIBE_SECRET_BYTES:
         raise ConfigError(
-            f"UNSUBSCRIBE_SECRET must be at least {MIN_UNSUBSCRIBE_SECRET_BYTES} bytes long "
+            f"{name} must be at least {MIN_UNSUBSCRIBE_SECRET_BYTES} bytes long "
             "(e.g. the output of: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     return raw

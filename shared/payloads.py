@@ -26,6 +26,9 @@ class EmailPayload:
     subject: str
     text: str | None = None
     html: str | None = None
+    #: From its template, once rendered: ``opens``, ``clicks`` (never stored: a direct send
+    #: is not tracked).
+    tracking: frozenset[str] = frozenset()
 
     def to_json(self) -> dict[str, Any]:
         return {"to": self.to, "subject": self.subject, "text": self.text, "html": self.html}

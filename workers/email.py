@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from shared import suppressions, tracking, unsubscribe
+from shared import engagement, suppressions, tracking, unsubscribe
 from shared.channels import Channel, Status
 from shared.config import Settings
 from shared.logging import get_logger
@@ -27,6 +27,7 @@ from workers.delivery.attempt import Delivery
 from workers.delivery.failover import Failover, Named
 from workers.delivery.ledger import Claim, Ledger, Record
 from workers.delivery.pipeline import Action, Outcome, Pipeline
+from workers.email_tracking import tracked
 from workers.providers.base import Outgoing, Provider
 
 log = get_logger(__name__)
@@ -67,12 +68,15 @@ class EmailPipeline(Pipeline):
         return await super().before_sending(delivery, claim)
 
     def outgoing(self, delivery: Delivery) -> Outgoing[Any]:
-        # Preferences are a user's: without one there is nothing to turn off, and a critical
-        # message ignores them, so it offers no way out.
-        plain = super().outgoing(delivery)
-        if delivery.user_id is None or delivery.critical:
-            return plain
-        return replace(plain, unsubscribe_url=unsubscribe.link(self.settings, delivery.id))
+        outgoing = super().outgoing(delivery)
+        if delivery.critical:
+            return outgoing  # ignores preferences, so offers no way out; nobody's campaign
+        if isinstance(outgoing.payload, EmailPayload) and engagement.enabled(self.settings):
+            outgoing = replace(outgoing, payload=tracked(self.settings, delivery.id, outgoing.payload))
+        # Preferences are a user's: without one there is nothing to turn off.
+        if delivery.user_id is None:
+            return outgoing
+        return replace(outgoing, unsubscribe_url=unsubscribe.link(self.settings, delivery.id))
 
 
 def build_pipeline(settings: Settings) -> Pipeline:

@@ -26,6 +26,7 @@ from producer.gateway import (
     scheduled,
     stream,
     templates,
+    tracking,
     unsubscribe,
     webhooks,
 )
@@ -58,6 +59,7 @@ def create_app(settings: Settings) -> Starlette:
             *receipts.routes,
             *bounces.routes,
             *unsubscribe.routes,
+            *tracking.routes,
             *templates.routes,
             *preferences.routes,
             *rules.routes,

@@ -218,6 +218,9 @@ class MessageTemplate(Base):
     action_url: Mapped[str | None] = mapped_column(Text)
     webhook_payload: Mapped[str | None] = mapped_column(Text)
     sample_data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: Email versions: a tracking pixel, and links through the click redirect (revision 0019).
+    track_opens: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    track_clicks: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     is_current: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     deleted_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

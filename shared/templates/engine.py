@@ -79,11 +79,14 @@ class TemplateSource:
     version: int
     parts: Mapping[str, str | None]
     payload: Any = None
+    #: What an email rendered from it is tracked for: ``opens``, ``clicks``.
+    tracking: frozenset[str] = frozenset()
 
 
 @dataclass
 class Compiled:
     parts: dict[str, Renderer] = field(default_factory=dict)
+    tracking: frozenset[str] = frozenset()
     #: Webhook payload: the document with each string leaf replaced by its renderer.
     payload: Any = None
     partials: frozenset[str] = frozenset()
@@ -185,7 +188,7 @@ def compile_source(
     """Compile every part (uncached). Raises :class:`PartError` on the first bad part, and
     CompileLimitExceeded for a template too large (before compiling any of it) or still
     compiling after ``timeout_ms`` of CPU time (all parts together)."""
-    compiled = Compiled(weight=_refuse_if_too_large(source))
+    compiled = Compiled(weight=_refuse_if_too_large(source), tracking=source.tracking)
     deadline = compiler.Deadline.after(timeout_ms)
     used: set[str] = set()
     modes = (False, True) if source.channel == PARTIAL else (None,)

@@ -74,7 +74,13 @@ def render_payload(
         if not (text or html):
             raise RenderError("the template's text and html both rendered empty")
         subject = _text(rendered, "subject", EMAIL_SUBJECT_MAX_CHARS, single_line=True)
-        return EmailPayload(to=_address(message.to, "address"), subject=subject, text=text, html=html)
+        return EmailPayload(
+            to=_address(message.to, "address"),
+            subject=subject,
+            text=text,
+            html=html,
+            tracking=compiled.tracking,
+        )
     if channel is Channel.SMS:
         return SmsPayload(
             to=_address(message.to, "phone number"), message=_text(rendered, "sms", SMS_BODY_MAX_CHARS)
@@ -107,4 +113,7 @@ def view(row: Any) -> dict[str, Any]:
         body[spec.name] = source.parts.get(spec.name)
     if row.channel == "webhook":
         body["payload"] = source.payload
+    if row.channel == "email":
+        body["trackOpens"] = "opens" in source.tracking
+        body["trackClicks"] = "clicks" in source.tracking
     return body

@@ -68,6 +68,9 @@ class TemplateInput(BaseModel):
     action_url: str | None = None
     payload: dict[str, Any] | list[Any] | None = None
     sample_data: dict[str, Any] = Field(default_factory=dict)
+    #: Email only: a tracking pixel / links through the click redirect (with TRACKING_SECRET).
+    track_opens: bool = False
+    track_clicks: bool = False
 
     def parts(self) -> dict[str, str | None]:
         return {name: getattr(self, _attr(name)) for name in PART_COLUMNS}
@@ -121,6 +124,8 @@ def document(row: MessageTemplate) -> dict[str, Any]:
     }
     fields.update({name: getattr(row, column) for name, column in PART_COLUMNS.items()})
     fields["payload"] = None if row.webhook_payload is None else json.loads(row.webhook_payload)
+    if row.channel == "email":
+        fields.update(trackOpens=bool(row.track_opens), trackClicks=bool(row.track_clicks))
     return {name: value for name, value in fields.items() if value is not None}
 
 
@@ -132,6 +137,9 @@ def source_of(row: MessageTemplate) -> TemplateSource:
         version=row.version,
         parts={name: getattr(row, column) for name, column in PART_COLUMNS.items()},
         payload=engine.payload_source(row.webhook_payload),
+        tracking=frozenset(
+            name for name, on in (("opens", row.track_opens), ("clicks", row.track_clicks)) if on
+        ),
     )
 
 
@@ -145,6 +153,12 @@ def check(
     stray = [name for name, text in given.parts().items() if text is not None and name not in allowed]
     if channel != "webhook" and given.payload is not None:
         stray.append("payload")
+    if channel != "email":
+        stray += [
+            name
+            for name, on in (("trackOpens", given.track_opens), ("trackClicks", given.track_clicks))
+            if on
+        ]
     if stray:
         raise _refuse(stray[0], None, f"a {channel} template has no {stray[0]!r} part")
     partials = current_partials(session, fresh=True)
@@ -200,6 +214,8 @@ def save(
         version=latest + 1,
         webhook_payload=json.dumps(given.payload) if given.payload is not None else None,
         sample_data=given.sample_data,
+        track_opens=given.track_opens,
+        track_clicks=given.track_clicks,
         is_current=True,
         created_at=utcnow(),
         **{column: getattr(given, _attr(name)) for name, column in PART_COLUMNS.items()},

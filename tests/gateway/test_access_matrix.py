@@ -66,6 +66,9 @@ PUBLIC = {
     ("GET", "/docs/favicon.png"),
     # Twilio's status callbacks: no credential of ours, a signature of Twilio's instead.
     ("POST", "/receipts/twilio/{message_id:str}"),
+    # Email tracking: the token is all there is (a pixel for any, a 404 page for a bad link).
+    ("GET", "/t/o/{token:str}"),
+    ("GET", "/t/c/{token:str}"),
 }
 
 #: Endpoints whose credential is in the URL (a signed link): a key or token of ours changes

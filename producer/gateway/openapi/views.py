@@ -108,7 +108,17 @@ class Escalation(View):
 class ReceiptView(View):
     """Something the provider said about the message after accepting it."""
 
-    type: Literal["accepted", "delivered", "undelivered", "bounced", "complained", "read", "unsubscribed"]
+    type: Literal[
+        "accepted",
+        "delivered",
+        "undelivered",
+        "bounced",
+        "complained",
+        "opened",
+        "clicked",
+        "read",
+        "unsubscribed",
+    ]
     code: str | None = Field(description="The provider's own word or code (`undelivered 30003`).")
     provider: str
     detail: str | None
@@ -249,6 +259,13 @@ class Template(View):
     message: str | None = None
     action_url: str | None = None
     payload: Any = None
+    track_opens: bool | None = Field(
+        default=None,
+        description="Email only: a tracking pixel (with `TRACKING_SECRET` and `PUBLIC_BASE_URL`).",
+    )
+    track_clicks: bool | None = Field(
+        default=None, description="Email only: web links go through the click redirect."
+    )
 
 
 class TemplateList(View):
