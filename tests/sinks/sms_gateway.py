@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.sinks.faults import take_next
 from tests.sinks.http_server import QuietServer, ServerThread
 
 
@@ -126,13 +127,7 @@ class SmsGateway:
 
     def _take_fault(self) -> _Fault | None:
         with self._lock:
-            for fault in self._faults:
-                if fault.remaining == 0:
-                    continue
-                if fault.remaining is not None:
-                    fault.remaining -= 1
-                return fault
-        return None
+            return take_next(self._faults)
 
     def _accept(self, document: dict[str, Any], key: str | None) -> tuple[int, dict[str, Any]]:
         with self._lock:

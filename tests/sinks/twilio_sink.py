@@ -26,6 +26,7 @@ from urllib.parse import parse_qs
 import httpx
 from twilio.request_validator import RequestValidator
 
+from tests.sinks.faults import take_next
 from tests.sinks.http_server import QuietServer, ServerThread
 
 API_VERSION = "2010-04-01"
@@ -237,13 +238,7 @@ class TwilioSink:
 
     def _take_fault(self) -> _Fault | None:
         with self._cond:
-            for fault in self._faults:
-                if fault.remaining == 0:
-                    continue
-                if fault.remaining is not None:
-                    fault.remaining -= 1
-                return fault
-        return None
+            return take_next(self._faults)
 
     def _record(self, request: SmsRequest) -> None:
         with self._cond:
