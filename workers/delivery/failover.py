@@ -83,11 +83,13 @@ class Failover:
         return f"{self.channel.value}:{named.name}"
 
     async def send(self, message: Outgoing[Any]) -> SendResult:
+        if self._breaker is None:
+            return await self._send_alone(message)
         deadline = time.monotonic() + self._deadline_s
         failures: list[tuple[str, DeliveryError]] = []
         shortest_wait: int | None = None
         for named in self.providers:
-            wait = self._breaker.wait_ms(self._key(named)) if self._breaker is not None else 0
+            wait = self._breaker.wait_ms(self._key(named))
             if wait > 0:
                 self._count(named, "circuit_open")
                 shortest_wait = wait if shortest_wait is None else min(shortest_wait, wait)
@@ -114,7 +116,7 @@ class Failover:
             if isinstance(error, PermanentDeliveryError):
                 # Not the provider's fault: its health is untouched, and the message fails here.
                 self._count(named, "permanent")
-                raise _with_note(error, failures) if self._breaker is not None else error
+                raise _with_note(error, failures)
             self._record(named, ok=False)
             self._count(named, "temporary")
             failures.append((named.name, error))
@@ -127,15 +129,24 @@ class Failover:
                     provider=named.name,
                     code=error.code,
                 )
-        if self._breaker is None:
-            raise failures[0][1]
         raise _exhausted(failures, shortest_wait)
+
+    async def _send_alone(self, message: Outgoing[Any]) -> SendResult:
+        """The one provider, as if it were not wrapped: its result and errors only named."""
+        named = self.providers[0]
+        try:
+            result = await named.provider.send(message)
+        except DeliveryError as exc:
+            exc.provider = named.name
+            raise
+        return replace(result, provider=named.name)
 
     def _record(self, named: Named, *, ok: bool) -> None:
         if self._breaker is not None:
             self._breaker.record(self._key(named), ok=ok)
 
     def _count(self, named: Named, outcome: str) -> None:
+        # Counted for channels with several providers only, as the metric says.
         metrics.PROVIDER_CALLS.labels(self.channel.value, named.name, outcome).inc()
 
     async def close(self) -> None:
