@@ -7,6 +7,8 @@ same way whichever module owns it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from shared.errors import ConfigError
 
 
@@ -32,3 +34,9 @@ def parse_int(name: str, raw: str, *, minimum: int = 0) -> int:
 def parse_csv(raw: str) -> tuple[str, ...]:
     """Comma-separated items, blanks dropped."""
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def int_setting(get: Callable[[str], str | None], name: str, default: int, minimum: int = 0) -> int:
+    """``name`` read with ``get`` (None when unset), or ``default`` when it is unset."""
+    raw = get(name)
+    return default if raw is None else parse_int(name, raw, minimum=minimum)

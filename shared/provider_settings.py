@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from shared.envvars import parse_int
+from shared.envvars import int_setting
 from shared.errors import ConfigError
 
 DEFAULT_BREAKER_THRESHOLD = 5
@@ -157,10 +157,6 @@ class ProviderSettings:
 
     @classmethod
     def from_env(cls, get: Callable[[str], str | None]) -> ProviderSettings:
-        def number(name: str, default: int, minimum: int) -> int:
-            raw = get(name)
-            return default if raw is None else parse_int(name, raw, minimum=minimum)
-
         relays = [
             SmtpRelay(
                 name=entry.name,
@@ -188,6 +184,6 @@ class ProviderSettings:
             sms_name=sms_name,
             email_fallbacks=tuple(relays),
             sms_fallbacks=tuple(accounts),
-            breaker_threshold=number("PROVIDER_BREAKER_THRESHOLD", DEFAULT_BREAKER_THRESHOLD, 1),
-            breaker_cooldown_ms=number("PROVIDER_BREAKER_COOLDOWN", DEFAULT_BREAKER_COOLDOWN_MS, 1),
+            breaker_threshold=int_setting(get, "PROVIDER_BREAKER_THRESHOLD", DEFAULT_BREAKER_THRESHOLD, 1),
+            breaker_cooldown_ms=int_setting(get, "PROVIDER_BREAKER_COOLDOWN", DEFAULT_BREAKER_COOLDOWN_MS, 1),
         )

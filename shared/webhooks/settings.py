@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shared.envvars import parse_csv, parse_int
+from shared.envvars import int_setting, parse_csv
 from shared.errors import ConfigError
 from shared.netguard import IPNetwork, parse_subnets
 
@@ -61,10 +61,6 @@ class WebhookSettings:
 
     @classmethod
     def from_env(cls, get: Callable[[str], str | None]) -> WebhookSettings:
-        def number(name: str, default: int, minimum: int = 0) -> int:
-            raw = get(name)
-            return default if raw is None else parse_int(name, raw, minimum=minimum)
-
         def items(name: str) -> list[str]:
             return list(parse_csv(get(name) or ""))
 
@@ -81,12 +77,16 @@ class WebhookSettings:
         return cls(
             allowed_subnets=subnets,
             retry_schedule_ms=schedule,
-            retry_after_max_ms=number("WEBHOOK_RETRY_AFTER_MAX", DEFAULT_RETRY_AFTER_MAX_MS),
-            secret_grace_ms=number("WEBHOOK_SECRET_GRACE_PERIOD", DEFAULT_SECRET_GRACE_MS),
-            disable_after_ms=number("WEBHOOK_DISABLE_AFTER", DEFAULT_DISABLE_AFTER_MS, minimum=1),
-            breaker_threshold=number("WEBHOOK_BREAKER_THRESHOLD", DEFAULT_BREAKER_THRESHOLD, minimum=1),
-            breaker_cooldown_ms=number("WEBHOOK_BREAKER_COOLDOWN", DEFAULT_BREAKER_COOLDOWN_MS, minimum=1),
-            test_timeout_ms=number("WEBHOOK_TEST_TIMEOUT", DEFAULT_TEST_TIMEOUT_MS, minimum=1),
+            retry_after_max_ms=int_setting(get, "WEBHOOK_RETRY_AFTER_MAX", DEFAULT_RETRY_AFTER_MAX_MS),
+            secret_grace_ms=int_setting(get, "WEBHOOK_SECRET_GRACE_PERIOD", DEFAULT_SECRET_GRACE_MS),
+            disable_after_ms=int_setting(get, "WEBHOOK_DISABLE_AFTER", DEFAULT_DISABLE_AFTER_MS, minimum=1),
+            breaker_threshold=int_setting(
+                get, "WEBHOOK_BREAKER_THRESHOLD", DEFAULT_BREAKER_THRESHOLD, minimum=1
+            ),
+            breaker_cooldown_ms=int_setting(
+                get, "WEBHOOK_BREAKER_COOLDOWN", DEFAULT_BREAKER_COOLDOWN_MS, minimum=1
+            ),
+            test_timeout_ms=int_setting(get, "WEBHOOK_TEST_TIMEOUT", DEFAULT_TEST_TIMEOUT_MS, minimum=1),
             encryption_keys=tuple(items("WEBHOOK_ENCRYPTION_KEYS")),
             alert_email=get("WEBHOOK_ALERT_EMAIL"),
             alert_url=get("WEBHOOK_ALERT_URL"),
