@@ -41,9 +41,9 @@ from producer.enqueue import enqueuer_for
 from shared import relay
 from shared.channels import Channel, Status
 from shared.config import Settings
-from shared.db.models import MessageReceipt, NotificationLog, utcnow
+from shared.db.models import MessageReceipt, NotificationLog, WebhookConfiguration, utcnow
 from shared.db.rls import act_as_system
-from shared.webhooks.fanout import fan_out
+from shared.webhooks.fanout import active_endpoints, fan_out
 
 ReceiptType = Literal[
     "accepted",
@@ -90,7 +90,13 @@ class Of:
     channel: str
 
 
-def record(session: Session, settings: Settings, receipt: Receipt, message: Of) -> list[str]:
+def record(
+    session: Session,
+    settings: Settings,
+    receipt: Receipt,
+    message: Of,
+    endpoints: Sequence[WebhookConfiguration] | None = None,
+) -> list[str]:
     """Keep ``receipt``, move its message's status and forward it to the subscribed webhook
     endpoints; the forwarding messages' ids (to publish after the commit with
     :func:`publish_forwarded`). A receipt heard before changes nothing and forwards nothing."""
@@ -113,7 +119,7 @@ def record(session: Session, settings: Settings, receipt: Receipt, message: Of) 
     except IntegrityError:
         return []  # the unique dedupe_key: heard before
     _advance(session, receipt, row.occurred_at)
-    return _forward(session, settings, row, message.channel)
+    return _forward(session, settings, row, message.channel, endpoints)
 
 
 def record_reads(
@@ -132,6 +138,7 @@ def record_reads(
     of = Of(user_id, Channel.IN_APP.value)
     # rollback_only: committing this session leaves the caller's transaction to the caller.
     with Session(bind=connection, join_transaction_mode="rollback_only") as session:
+        endpoints = active_endpoints(session)  # once for all of them
         for message_id in message_ids:
             receipt = Receipt(
                 message_id=message_id,
@@ -140,15 +147,22 @@ def record_reads(
                 code="read",
                 dedupe_key=f"inbox:{message_id}:read",
             )
-            forwarded += record(session, settings, receipt, of)
+            forwarded += record(session, settings, receipt, of, endpoints)
         session.commit()
     return forwarded
 
 
-def _forward(session: Session, settings: Settings, row: MessageReceipt, channel: str) -> list[str]:
+def _forward(
+    session: Session,
+    settings: Settings,
+    row: MessageReceipt,
+    channel: str,
+    endpoints: Sequence[WebhookConfiguration] | None,
+) -> list[str]:
     forwarded = fan_out(
         session,
         settings,
+        endpoints=endpoints,
         event_id=None,
         key=f"receipt:{row.id}",
         event_type=f"message.{row.type}",

@@ -7,6 +7,7 @@ others. The body follows Standard Webhooks: ``{"type", "timestamp", "data"}``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,6 +71,17 @@ def endpoint_message(
     )
 
 
+def active_endpoints(session: Session) -> list[WebhookConfiguration]:
+    """The endpoints events may go to, oldest first."""
+    return list(
+        session.scalars(
+            select(WebhookConfiguration)
+            .where(WebhookConfiguration.active.is_(True), WebhookConfiguration.disabled_at.is_(None))
+            .order_by(WebhookConfiguration.created_at)
+        )
+    )
+
+
 def fan_out(
     session: Session,
     settings: Settings,
@@ -80,18 +92,15 @@ def fan_out(
     user_id: str | None,
     occurred_at: datetime,
     key: str | None = None,
+    endpoints: Sequence[WebhookConfiguration] | None = None,
 ) -> list[str]:
     """Create (in ``session``, uncommitted) one webhook message per active endpoint subscribed
     to ``event_type`` and return their ids; the caller publishes them after commit. Running it
     twice for the same event (or ``key``, for what is not an event: a receipt) creates nothing
-    new and returns the same ids."""
-    endpoints = session.scalars(
-        select(WebhookConfiguration)
-        .where(WebhookConfiguration.active.is_(True), WebhookConfiguration.disabled_at.is_(None))
-        .order_by(WebhookConfiguration.created_at)
-    )
+    new and returns the same ids. A caller fanning out many events in one transaction reads
+    ``endpoints`` once (:func:`active_endpoints`) and passes them."""
     ids = []
-    for row in endpoints:
+    for row in active_endpoints(session) if endpoints is None else endpoints:
         if not subscribed(row, event_type):
             continue
         message = endpoint_message(
