@@ -19,7 +19,6 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from producer import bounces, receipts
 from shared import verp
 from shared.config import Settings
-from shared.db.rls import system_scope
 from shared.errors import ConfigError
 from shared.logging import get_logger
 
@@ -54,7 +53,7 @@ class ReportHandler:
             log.info("bounces.not_a_report", reason=str(exc), rcpt_to=envelope.rcpt_tos)
             return "250 2.0.0 accepted; not a report, dropped"
         try:
-            forwarded = await asyncio.to_thread(self._apply, findings)
+            forwarded = await asyncio.to_thread(bounces.record, self.settings, findings)
         except bounces.NotAReport as exc:  # a message id that names no email of ours
             log.info("bounces.unknown_message", reason=str(exc))
             return "250 2.0.0 accepted; no such email, dropped"
@@ -67,11 +66,6 @@ class ReportHandler:
         except Exception:  # kept with their relay markers: the scheduler publishes them
             log.warning("bounces.forward_publish_failed", exc_info=True)
         return "250 2.0.0 recorded"
-
-    def _apply(self, findings: list[bounces.Finding]) -> list[str]:
-        # As the system: a report is about whichever user the email was for.
-        with system_scope(self.settings.database_url) as db:
-            return bounces.apply(db, self.settings, findings)
 
 
 async def serve(settings: Settings, host: str, port: int, ready: asyncio.Event | None = None) -> None:

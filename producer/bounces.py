@@ -33,6 +33,7 @@ from shared import suppressions, verp
 from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import NotificationLog
+from shared.db.rls import system_scope
 
 #: Our own header on every email, and the Message-ID we build from our id (workers/providers/mime.py).
 MESSAGE_ID_HEADER = "X-KAI-Message-Id"
@@ -187,6 +188,13 @@ def _complaint(report: Message, message_id: str) -> Finding:
         detail=str(block.get("User-Agent")) if block.get("User-Agent") else None,
         suppress=suppressions.COMPLAINT,
     )
+
+
+def record(settings: Settings, findings: list[Finding]) -> list[str]:
+    """:func:`apply` in a transaction of its own, as the system: a report is about whichever
+    user the email was for."""
+    with system_scope(settings.database_url) as session:
+        return apply(session, settings, findings)
 
 
 def apply(session: Session, settings: Settings, findings: list[Finding]) -> list[str]:

@@ -27,7 +27,6 @@ from producer.gateway.openapi.views import ReportResult, Suppressions
 from producer.gateway.pagination import CURSOR, LIMIT, body, page_request, text
 from shared import suppressions
 from shared.channels import Channel
-from shared.config import Settings
 from shared.db.rls import system_scope
 
 #: A report may carry the whole original message.
@@ -54,17 +53,11 @@ async def take_report(request: Request) -> JSONResponse:
     raw = await read_limited(request, MAX_REPORT_BYTES, media_type=REPORT_MEDIA_TYPE)
     try:
         findings = bounces.read(raw, bounce_address=settings.email_bounce_address)
-        forwarded = await run_in_threadpool(_apply, settings, findings)
+        forwarded = await run_in_threadpool(bounces.record, settings, findings)
     except bounces.NotAReport as exc:
         raise ApiError(422, "not_a_report", str(exc)) from None
     await enqueuer_for(settings).publish_written([(Channel.WEBHOOK, i) for i in forwarded])
     return JSONResponse({"receipts": [_view(f) for f in findings]})
-
-
-def _apply(settings: Settings, findings: list[bounces.Finding]) -> list[str]:
-    # As the system: a report is about whichever user the email was for.
-    with system_scope(settings.database_url) as session:
-        return bounces.apply(session, settings, findings)
 
 
 def _view(finding: bounces.Finding) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from producer.receipts import ReceiptType
+
 Timestamp = str
 """An ISO 8601 time with its UTC offset."""
 
@@ -108,17 +110,7 @@ class Escalation(View):
 class ReceiptView(View):
     """Something the provider said about the message after accepting it."""
 
-    type: Literal[
-        "accepted",
-        "delivered",
-        "undelivered",
-        "bounced",
-        "complained",
-        "opened",
-        "clicked",
-        "read",
-        "unsubscribed",
-    ]
+    type: ReceiptType
     code: str | None = Field(description="The provider's own word or code (`undelivered 30003`).")
     provider: str
     detail: str | None
