@@ -328,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--template", help="a template key instead of literal content")
         c.add_argument("--data", type=json_object, help="the template's data, as a JSON object")
         c.add_argument("--locale", help="the template locale (default: TEMPLATE_DEFAULT_LOCALE)")
+        # None unless given: an absent flag is not a field of the message.
+        c.add_argument(
+            "--transactional",
+            action="store_true",
+            default=None,
+            help="a receipt or a password reset, not a campaign: an email is never tracked",
+        )
         when = c.add_mutually_exclusive_group()
         when.add_argument("--send-at", dest="send_at", help="send at this RFC 3339 time (with its offset)")
         when.add_argument(

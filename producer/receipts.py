@@ -4,15 +4,18 @@
 kept as a row (``message_receipts``) in one vocabulary, the provider's own word or code
 beside it, and moves the message's status forward, never back:
 
-- ``delivered`` (and ``read``, or a person's ``opened`` or ``clicked``, which imply it)
-  turns a ``sent`` message ``delivered``; it never touches a message that already ended
-  ``failed``, so a late ``delivered`` cannot overwrite a bounce; a mail scanner's open or
-  click (:mod:`producer.engagement`) is kept apart and moves nothing;
+- ``delivered`` (and ``seen`` or ``read``, or a person's ``opened`` or ``clicked``, which
+  imply it) turns a ``sent`` message ``delivered``; it never touches a message that already
+  ended ``failed``, so a late ``delivered`` cannot overwrite a bounce; a mail scanner's open
+  or click (:mod:`producer.engagement`) is kept apart and moves nothing;
 - ``undelivered``, and a hard ``bounced`` (the mailbox does not exist), turn a ``sent`` or
   ``delivered`` message ``failed``, with the provider's code as ``errorCode``: the final
   word on it; a soft bounce and a ``complained`` are kept and change no status;
 - ``accepted`` (handed on to the carrier) and ``unsubscribed`` (the recipient used the
   email's one-click link, :mod:`producer.unsubscribe`) are kept, and change nothing.
+
+An in-app message is ``delivered`` as soon as it is in the inbox, so what its user does there
+(:func:`record_inbox`: ``seen``, ``read``, ``clicked``) is kept and moves nothing.
 
 Each new receipt is also an event for the webhook endpoints subscribed to it:
 ``message.<type>`` (``message.delivered``, ``message.undelivered``, ``message.unsubscribed``
@@ -53,9 +56,17 @@ ReceiptType = Literal[
     "complained",
     "opened",
     "clicked",
+    "seen",
     "read",
     "unsubscribed",
 ]
+
+#: What a user does to an in-app message in their inbox.
+InboxAction = Literal["seen", "read", "clicked"]
+
+#: The ``code`` of each inbox receipt: a click in the user's own inbox is a person's, in the
+#: words email tracking uses for one.
+INBOX_CODES: dict[InboxAction, str] = {"seen": "seen", "read": "read", "clicked": "human"}
 
 
 @dataclass(frozen=True)
@@ -75,9 +86,10 @@ class Receipt:
 
     @property
     def confirms_delivery(self) -> bool:
-        """Whether it proves the message arrived: a delivery report, or a person reading,
-        opening or clicking it (a mail scanner's open, ``code`` ``bot …``, proves nothing)."""
-        if self.type in ("delivered", "read"):
+        """Whether it proves the message arrived: a delivery report, or a person seeing,
+        reading, opening or clicking it (a mail scanner's open, ``code`` ``bot …``, proves
+        nothing)."""
+        if self.type in ("delivered", "seen", "read"):
             return True
         return self.type in ("opened", "clicked") and self.code == "human"
 
@@ -122,16 +134,37 @@ def record(
     return _forward(session, settings, row, message.channel, endpoints)
 
 
-def record_reads(
-    connection: Connection, settings: Settings, user_id: str, message_ids: Sequence[str]
+@dataclass(frozen=True)
+class Acted:
+    """An in-app message its user saw, read or clicked in their inbox; ``detail`` is where a
+    click led."""
+
+    message_id: str
+    action: InboxAction
+    detail: str | None = None
+
+    def receipt(self) -> Receipt:
+        return Receipt(
+            message_id=self.message_id,
+            type=self.action,
+            provider="inbox",
+            code=INBOX_CODES[self.action],
+            # One per message and action: the inbox reporting it again records nothing.
+            dedupe_key=f"inbox:{self.message_id}:{self.action}",
+            detail=self.detail,
+        )
+
+
+def record_inbox(
+    connection: Connection, settings: Settings, user_id: str, acts: Sequence[Acted]
 ) -> list[str]:
-    """The ``read`` receipts of in-app messages ``user_id`` just read in their inbox, kept and
-    forwarded in the transaction under way on ``connection`` (the one that marked them read);
-    the forwarding messages' ids, as :func:`record` returns them.
+    """The receipts of what ``user_id`` just did to in-app messages in their inbox, kept and
+    forwarded in order in the transaction under way on ``connection`` (the one that marked
+    the notifications); the forwarding messages' ids, as :func:`record` returns them.
 
     The rest of that transaction acts as the system: forwarding reads the webhook endpoints,
     which belong to no user."""
-    if not message_ids:
+    if not acts:
         return []
     act_as_system(connection)
     forwarded: list[str] = []
@@ -139,15 +172,8 @@ def record_reads(
     # rollback_only: committing this session leaves the caller's transaction to the caller.
     with Session(bind=connection, join_transaction_mode="rollback_only") as session:
         endpoints = active_endpoints(session)  # once for all of them
-        for message_id in message_ids:
-            receipt = Receipt(
-                message_id=message_id,
-                type="read",
-                provider="inbox",
-                code="read",
-                dedupe_key=f"inbox:{message_id}:read",
-            )
-            forwarded += record(session, settings, receipt, of, endpoints)
+        for act in acts:
+            forwarded += record(session, settings, act.receipt(), of, endpoints)
         session.commit()
     return forwarded
 

@@ -6,6 +6,9 @@ with keyset pagination on ``(created_at, id)``, served by the ``(user_id, create
 index; the unread count is a count over the partial index of unread, undeleted rows, so it is
 always exact (no counter to drift under concurrent inserts and reads) and reads only the
 user's unread entries.
+
+A notification is seen (``seen_at``) from the first time the user's inbox showed it, or it
+was read or clicked, whichever came first: reading one not yet seen marks it seen too.
 """
 
 from __future__ import annotations
@@ -90,6 +93,17 @@ class Shown(Protocol):
     def created_at(self) -> datetime: ...
     @property
     def read_at(self) -> datetime | None: ...
+    @property
+    def seen_at(self) -> datetime | None: ...
+
+
+@dataclass(frozen=True)
+class Followed:
+    """A notification whose action its user followed: the message it came from (None for one
+    that came from no message) and where the action led."""
+
+    message_id: str | None
+    action_url: str | None
 
 
 # The queries below run on a Connection in SQLAlchemy Core, not through the ORM: the gateway
@@ -106,6 +120,7 @@ _COLUMNS = (
     _T.c.data,
     _T.c.created_at,
     _T.c.read_at,
+    _T.c.seen_at,
 )
 
 
@@ -159,16 +174,43 @@ def mark_all_read(connection: Connection, user_id: str) -> list[str | None]:
 
 
 def _mark(connection: Connection, which: Any) -> list[str | None]:
-    """Mark the unread notifications matching ``which`` read, and cancel at once the pending
-    escalation steps that waited on them being read (in the same transaction)."""
+    """Mark the unread notifications matching ``which`` read (and seen, if they were not yet),
+    and cancel at once the pending escalation steps that waited on them being read (in the
+    same transaction)."""
     now = utcnow()
     unread = update(_T).where(which, _T.c.read_at.is_(None))
-    read = [
-        r.notification_log_id
-        for r in connection.execute(unread.values(read_at=now).returning(_T.c.notification_log_id))
-    ]
+    marked = unread.values(read_at=now, seen_at=func.coalesce(_T.c.seen_at, now))
+    read = [r.notification_log_id for r in connection.execute(marked.returning(_T.c.notification_log_id))]
     escalation.cancel_on_read(connection, [m for m in read if m], now)
     return read
+
+
+def mark_seen(connection: Connection, user_id: str, ids: Sequence[str]) -> list[str | None]:
+    """Mark the user's own notifications among ``ids`` seen; other ids match nothing. Returns
+    the message of each notification seen now (None for one that came from no message): one
+    seen before is left as it was."""
+    if not ids:
+        return []
+    return _see(connection, and_(_visible(user_id), _T.c.id.in_(ids)))
+
+
+def mark_all_seen(connection: Connection, user_id: str) -> list[str | None]:
+    """:func:`mark_seen` for every notification of the user's."""
+    return _see(connection, _visible(user_id))
+
+
+def _see(connection: Connection, which: Any) -> list[str | None]:
+    unseen = update(_T).where(which, _T.c.seen_at.is_(None)).values(seen_at=utcnow())
+    return [r.notification_log_id for r in connection.execute(unseen.returning(_T.c.notification_log_id))]
+
+
+def followed(connection: Connection, user_id: str, ids: Sequence[str]) -> list[Followed]:
+    """The user's own notifications among ``ids`` whose action the user followed; other ids
+    match nothing."""
+    if not ids:
+        return []
+    query = select(_T.c.notification_log_id, _T.c.action_url).where(_visible(user_id), _T.c.id.in_(ids))
+    return [Followed(r.notification_log_id, r.action_url) for r in connection.execute(query)]
 
 
 def soft_delete(connection: Connection, user_id: str, ids: Sequence[str]) -> int:
@@ -223,5 +265,6 @@ def view(row: Shown) -> dict[str, Any]:
         "actionUrl": row.action_url,
         "createdAt": row.created_at.isoformat(),
         "readAt": row.read_at.isoformat() if row.read_at is not None else None,
+        "seenAt": row.seen_at.isoformat() if row.seen_at is not None else None,
         "data": row.data or {},
     }

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictBool,
     StringConstraints,
     field_validator,
     model_validator,
@@ -144,6 +145,12 @@ class _Request(BaseModel):
     send_at: SendAt | None = None
     #: Send this many milliseconds from now.
     delay_ms: int | None = Field(default=None, ge=0)
+    #: Strict: ``"yes"`` or ``1`` is refused rather than read as true.
+    transactional: StrictBool = Field(
+        default=False,
+        description="A message the recipient needs (a receipt, a password reset), not a campaign: "
+        "an email is never tracked (no pixel, no click redirect), whatever its template asks.",
+    )
     #: When the producer found the message due (:meth:`scheduled`); not part of the request.
     _due: Due | None = PrivateAttr(default=None)
 

@@ -362,6 +362,20 @@ def test_send_at_a_local_time_names_the_zone(settings: Settings, capsys: pytest.
     assert (answer["status"], answer["timezone"]) == ("scheduled", "UTC")
 
 
+def test_send_can_mark_a_message_transactional(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`send --transactional` stores the message transactional; without it, it is not."""
+    base = ["send", "email", "--to", "ann@example.com", "--subject", "Receipt", "--text", "Paid"]
+
+    flagged = json.loads(run(capsys, *base, "--transactional")[1])["id"]
+    plain = json.loads(run(capsys, *base)[1])["id"]
+
+    service = NotificationService(settings)
+    assert service.get_status(flagged)["transactional"] is True
+    assert "transactional" not in service.get_status(plain)
+
+
 def test_send_refuses_two_send_times(tmp_path: Path) -> None:
     result = running.cli(
         "send",

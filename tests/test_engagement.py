@@ -33,6 +33,7 @@ from tests.readme import example_after
 from tests.sinks.smtp_sink import SmtpSink
 
 SECRET = "tracking-secret-for-tests-0123456789abcdef"
+API = {"Authorization": f"Bearer {SERVER_KEY}"}
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15 (KHTML, like Gecko)"
 SCANNER = "Mozilla/5.0 (compatible; Barracuda Sentinel URL scanner)"
 HTML = (
@@ -249,6 +250,83 @@ def test_a_critical_rule_is_never_tracked_even_with_a_tracked_template(
     assert links_in(html)[0] == "https://shop.example/sale?a=1&b=2" and "<img" not in html
 
 
+def send_from_the_tracked_template(world: World, how: str, **flags: Any) -> tuple[str, EmailMessage]:
+    """An email from the tracked template sent ``how`` (Python API, HTTP send or batch), and
+    the mail the SMTP peer received for it."""
+    before = len(world.smtp.received)
+    fields = {"to": "ann@example.com", "template": "sale", "data": {"name": "Ann"}, "userId": "ann", **flags}
+    if how == "python":
+        message_id = world.service.send_email(**fields)
+    elif how == "http":
+        message_id = world.gateway.post("/api/messages/email", json=fields, headers=API).json()["id"]
+    else:
+        batch = {"messages": [{"channel": "email", **fields}]}
+        message_id = world.gateway.post("/api/messages/batch", json=batch, headers=API).json()["results"][0][
+            "id"
+        ]
+    assert final_status(world.service, message_id)["status"] == "sent"
+    return message_id, world.smtp.wait_for(before + 1)[before]
+
+
+#: The sale template's own links, as a mail that is not tracked carries them.
+OWN_LINKS = ["https://shop.example/sale?a=1&b=2", "mailto:help@example.com", "https://shop.example/account"]
+
+
+@pytest.mark.parametrize("how", ["python", "http", "batch"])
+def test_a_transactional_email_is_never_tracked_even_with_a_tracked_template(world: World, how: str) -> None:
+    """Given the tracked template, when an email is sent from it ``transactional`` (through the
+    Python API, the HTTP send or a batch), then it arrives with the template's own links and
+    no pixel and its status says transactional; the same email without the flag is tracked."""
+    message_id, transactional = send_from_the_tracked_template(world, how, transactional=True)
+    _, tracked = send_from_the_tracked_template(world, how)
+
+    assert links_in(html_of(transactional)) == OWN_LINKS and "<img" not in html_of(transactional)
+    assert world.service.get_status(message_id)["transactional"] is True
+    assert links_in(html_of(tracked))[0].startswith(f"{world.settings.public_base_url}/t/c/")
+    assert "/t/o/" in pixel_in(html_of(tracked))
+
+
+def test_a_transactional_rule_is_never_tracked_even_with_a_tracked_template(
+    world: World, fleet: Callable[..., Fleet]
+) -> None:
+    """Given a rule saved through the API with ``transactional: true`` (an order receipt), which
+    renders the tracked template, then its email carries the plain links and no pixel."""
+    rule = {
+        "name": "receipt",
+        "eventType": "order.paid",
+        "channels": ["email"],
+        "templateKey": "sale",
+        "transactional": True,
+    }
+    saved = world.gateway.post("/api/rules", json=rule, headers=API)
+    assert (saved.status_code, saved.json()["transactional"]) == (201, True)
+    with system_scope(world.settings.database_url) as session:
+        contacts.put(session, "ann", contacts.ContactInput(email="ann@example.com"))
+    fleet(world.settings, [Channel.EMAIL], events=True)
+
+    EventNotificationService(world.settings).process_event("order.paid", user_id="ann", data={"name": "Ann"})
+
+    html = html_of(world.smtp.wait_for(1, timeout=20)[0])
+    assert links_in(html) == OWN_LINKS and "<img" not in html
+
+
+def test_a_flag_that_is_not_a_boolean_is_refused_and_nothing_is_sent(world: World) -> None:
+    """Given ``"transactional": "yes"`` on a send and on a rule, then each is refused with 422
+    in the JSON error shape naming the field, and no message or rule is stored."""
+    email = {"to": "ann@example.com", "template": "sale", "data": {}, "transactional": "yes"}
+    rule = {"name": "r", "eventType": "order.paid", "channels": ["email"], "templateKey": "sale"}
+
+    sent = world.gateway.post("/api/messages/email", json=email, headers=API)
+    saved = world.gateway.post("/api/rules", json={**rule, "transactional": "yes"}, headers=API)
+
+    for answer in (sent, saved):
+        assert answer.status_code == 422, answer.text
+        assert set(answer.json()["error"]) == {"code", "message", "details"}
+        assert [d["field"] for d in answer.json()["error"]["details"]] == ["transactional"]
+    assert world.gateway.get("/api/messages", headers=API).json()["items"] == []
+    assert world.gateway.get("/api/rules", headers=API).json()["items"] == []
+
+
 def test_tracking_flags_belong_to_email_templates_only(settings: Settings) -> None:
     with session_scope(settings.database_url) as session:
         given = store.TemplateInput.model_validate(
@@ -281,3 +359,18 @@ def test_readme_tracking_example(world: World) -> None:
     html = html_of(world.smtp.wait_for(1)[0])
     [link] = links_in(html)
     assert link.startswith(f"{world.settings.public_base_url}/t/c/") and "/t/o/" in pixel_in(html)
+
+
+def test_readme_transactional_example(world: World) -> None:
+    """The README's transactional example, run as written after the tracking one: the email
+    it sends from the tracked template carries its own link and no pixel."""
+    namespace: dict[str, Any] = {"gateway": world.gateway.base_url, "key": SERVER_KEY}
+    exec(example_after("ask for opens and clicks to be tracked"), namespace)
+    final_status(world.service, namespace["message_id"])
+    before = len(world.smtp.received)
+
+    exec(example_after("**Transactional messages.**"), namespace)
+
+    assert final_status(world.service, namespace["receipt_id"])["status"] == "sent"
+    html = html_of(world.smtp.wait_for(before + 1)[before])
+    assert links_in(html) == ["https://shop.example/sale"] and "<img" not in html

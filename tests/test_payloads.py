@@ -44,6 +44,13 @@ ROUND_TRIPS = [
         ),
     ),
     (Channel.EMAIL, Stored(Templated(template=TemplateRef("receipt", "en", 1, {}), to="ada@example.com"))),
+    (
+        Channel.EMAIL,
+        Stored(
+            Templated(template=TemplateRef("receipt", "en", 1, {}), to="ada@example.com"), transactional=True
+        ),
+    ),
+    (Channel.SMS, Stored(SmsPayload(to="+14155550100", message="Code 1234"), transactional=True)),
 ]
 
 

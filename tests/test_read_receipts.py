@@ -1,7 +1,8 @@
-"""In-app ``read`` receipts: an in-app message is delivered when its inbox row is written, and
-read when its user reads it through the inbox API. The read is kept as the message's
-receipt and forwarded to webhook endpoints subscribed to ``message.read``, end to end through
-the real RabbitMQ, PostgreSQL, worker actors and gateway."""
+"""In-app receipts: an in-app message is delivered when its inbox row is written; it is seen
+when its user's inbox shows it, read when its user reads it and clicked when its user follows
+its action, through the inbox API. Each is kept once as the message's receipt and forwarded
+to webhook endpoints subscribed to ``message.seen``, ``message.read`` or ``message.clicked``,
+end to end through the real RabbitMQ, PostgreSQL, worker actors and gateway."""
 
 from __future__ import annotations
 
@@ -38,9 +39,9 @@ def world(settings: Settings, fleet: Callable[..., Fleet]) -> Iterator[World]:
         yield World(settings, NotificationService(settings), client)
 
 
-def delivered(world: World, user_id: str, title: str) -> tuple[str, str]:
+def delivered(world: World, user_id: str, title: str, **more: str) -> tuple[str, str]:
     """An in-app message delivered to ``user_id``: its id and its notification's."""
-    message_id = world.service.send_in_app_notification(user_id=user_id, title=title, message="Hello")
+    message_id = world.service.send_in_app_notification(user_id=user_id, title=title, message="Hello", **more)
     assert final_status(world.service, message_id)["status"] == "delivered"
     items = world.gateway.get("/api/notifications", headers=user_headers(user_id)).json()["items"]
     [notification] = [i["id"] for i in items if i["title"] == title]
@@ -54,9 +55,15 @@ def receipts(world: World, message_id: str) -> list[tuple[str, str, str]]:
     return [(r["type"], r["code"], r["provider"]) for r in shown.json()["receipts"]]
 
 
+SEEN = ("seen", "seen", "inbox")
+READ = ("read", "read", "inbox")
+CLICKED = ("clicked", "human", "inbox")
+
+
 def test_reading_a_notification_records_the_message_read_once(world: World) -> None:
-    """Given a delivered in-app message, when its user marks it read (twice), then its status
-    lists one ``read`` receipt from the inbox; its status stays ``delivered``."""
+    """Given a delivered in-app message nobody has seen, when its user marks it read (twice),
+    then its status lists one ``seen`` (reading implies it) and one ``read`` receipt from the
+    inbox; its status stays ``delivered``."""
     message_id, notification = delivered(world, "ann", "Your order shipped")
 
     for _ in range(2):
@@ -65,8 +72,44 @@ def test_reading_a_notification_records_the_message_read_once(world: World) -> N
         )
         assert answer.status_code == 200
 
-    assert receipts(world, message_id) == [("read", "read", "inbox")]
+    assert receipts(world, message_id) == [SEEN, READ]
     assert world.service.get_status(message_id)["status"] == "delivered"
+
+
+def test_the_inbox_showing_a_notification_records_the_message_seen_once(world: World) -> None:
+    """Given a delivered in-app message, when the inbox reports it seen (twice) and its user
+    then reads it, then its status lists one ``seen`` and one ``read`` receipt, in that order,
+    and it stays ``delivered``."""
+    message_id, notification = delivered(world, "ann", "Your order shipped")
+
+    for action in ("seen", "seen", "mark-as-read"):
+        answer = world.gateway.post(
+            f"/api/notifications/{action}", json={"ids": [notification]}, headers=user_headers("ann")
+        )
+        assert answer.status_code == 200, answer.text
+
+    assert receipts(world, message_id) == [SEEN, READ]
+    assert world.service.get_status(message_id)["status"] == "delivered"
+
+
+def test_following_a_notifications_action_records_one_click(world: World) -> None:
+    """Given a delivered in-app message with an action, when its user follows it (twice), then
+    its status lists it ``seen`` and one person's ``clicked`` receipt naming where the action
+    led; the message stays ``delivered`` and the notification unread."""
+    message_id, notification = delivered(world, "ann", "Invoice ready", action_url="/invoices/7")
+
+    for _ in range(2):
+        answer = world.gateway.post(
+            "/api/notifications/clicked", json={"ids": [notification]}, headers=user_headers("ann")
+        )
+        assert answer.json() == {"clicked": 1}
+
+    status = world.service.get_status(message_id)
+    assert receipts(world, message_id) == [SEEN, CLICKED]
+    assert status["receipts"][1]["detail"] == "/invoices/7"
+    assert status["status"] == "delivered"
+    unread = world.gateway.get("/api/notifications/unread-count", headers=user_headers("ann")).json()
+    assert unread == {"count": 1}
 
 
 def test_mark_all_read_records_each_unread_message_and_nothing_for_another_user(world: World) -> None:
@@ -77,8 +120,8 @@ def test_mark_all_read_records_each_unread_message_and_nothing_for_another_user(
     answer = world.gateway.post("/api/notifications/mark-all-as-read", headers=user_headers("ann"))
 
     assert answer.json() == {"updated": 2, "unreadCount": 0}
-    assert receipts(world, first) == [("read", "read", "inbox")]
-    assert receipts(world, second) == [("read", "read", "inbox")]
+    assert receipts(world, first) == [SEEN, READ]
+    assert receipts(world, second) == [SEEN, READ]
     assert receipts(world, others) == []
 
 
@@ -107,3 +150,35 @@ def test_a_read_is_forwarded_to_endpoints_subscribed_to_message_read(world: Worl
             "detail": None,
             "occurredAt": "…",
         }
+
+
+@pytest.mark.parametrize(
+    ("action", "event"),
+    [("seen", "message.seen"), ("clicked", "message.clicked")],
+)
+def test_seen_and_clicked_are_forwarded_to_endpoints_subscribed_to_them(
+    world: World, action: str, event: str
+) -> None:
+    """Given an endpoint subscribed to ``message.seen`` or ``message.clicked``, when the inbox
+    reports the notification seen or clicked, then the endpoint receives one signed event of
+    that type naming the message and the user."""
+    with WebhookReceiver("whsec_" + "E" * 40) as hooks:
+        _, secret = create_endpoint(world.settings, hooks.url, eventTypes=[event])
+        message_id, notification = delivered(
+            world, "ann", "Invoice ready", action_url="https://app.example/i/7"
+        )
+
+        world.gateway.post(
+            f"/api/notifications/{action}", json={"ids": [notification]}, headers=user_headers("ann")
+        )
+
+        [delivery] = hooks.wait_for(1, timeout=20)
+        Webhook(secret).verify(delivery.body, delivery.headers)
+        body = json.loads(delivery.body)
+        assert body["type"] == event
+        assert (body["data"]["messageId"], body["data"]["userId"], body["data"]["provider"]) == (
+            message_id,
+            "ann",
+            "inbox",
+        )
+        assert body["data"]["detail"] == (None if action == "seen" else "https://app.example/i/7")

@@ -72,7 +72,7 @@ class EmailPipeline(Pipeline):
         if delivery.critical:
             return outgoing  # ignores preferences, so offers no way out; nobody's campaign
         if isinstance(outgoing.payload, EmailPayload) and engagement.enabled(self.settings):
-            outgoing = replace(outgoing, payload=tracked(self.settings, delivery.id, outgoing.payload))
+            outgoing = replace(outgoing, payload=tracked(self.settings, delivery, outgoing.payload))
         # Preferences are a user's: without one there is nothing to turn off.
         if delivery.user_id is None:
             return outgoing

@@ -2,9 +2,10 @@
 pixel at its end (:mod:`shared.engagement`).
 
 Only when its template asks (``trackOpens``, ``trackClicks``), tracking is configured
-(``TRACKING_SECRET`` and ``PUBLIC_BASE_URL``) and the message is not critical: a security
-alert or a password reset is nobody's campaign. The text part is left as it is: a reader of
-plain text sees where each link goes, and there is no pixel to load.
+(``TRACKING_SECRET`` and ``PUBLIC_BASE_URL``) and the message is neither critical nor sent
+``transactional``: a security alert, a password reset or a receipt is nobody's campaign. The
+text part is left as it is: a reader of plain text sees where each link goes, and there is no
+pixel to load.
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ from html import escape, unescape
 from shared import engagement
 from shared.config import Settings
 from shared.payloads import EmailPayload
+from workers.delivery.attempt import Delivery
 
 #: An ``<a>`` tag's href, quoted either way.
 _LINK = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
 
 
-def tracked(settings: Settings, message_id: str, email: EmailPayload) -> EmailPayload:
-    """``email`` with its HTML rewritten as its template asks."""
+def tracked(settings: Settings, delivery: Delivery, email: EmailPayload) -> EmailPayload:
+    """``email``, the content of ``delivery``, with its HTML rewritten as its template asks;
+    as it is for a message sent transactional."""
     html = email.html
-    if not html or not email.tracking:
+    if not html or not email.tracking or delivery.transactional:
         return email
+    message_id = delivery.id
     if "clicks" in email.tracking:
 
         def through_redirect(found: re.Match[str]) -> str:

@@ -128,8 +128,8 @@ class DatabaseInbox:
         return added
 
 
-#: The columns a new notification is written with (read_at and deleted_at start empty).
-_WRITTEN = [c.key for c in _NOTIFICATIONS.columns if c.key not in {"read_at", "deleted_at"}]
+#: The columns a new notification is written with (read_at, seen_at and deleted_at start empty).
+_WRITTEN = [c.key for c in _NOTIFICATIONS.columns if c.key not in {"read_at", "seen_at", "deleted_at"}]
 
 
 def _values(row: Notification) -> dict[str, Any]:

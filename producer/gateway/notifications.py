@@ -1,14 +1,18 @@
-"""``/api/notifications``: the caller's inbox (feed, unread count, mark read, delete, test).
+"""``/api/notifications``: the caller's inbox (feed, unread count, mark seen or read, record a
+click, delete, test).
 
 Every endpoint acts for the user of the credential (a user token, or a server key with
 ``X-User-Id``) and for nobody else. Changes that move the unread count are announced to the
-user's open streams after they commit.
+user's open streams after they commit. What the user does to a notification that came from
+a message (sees it, reads it, follows its action) becomes that message's receipt
+(:func:`producer.receipts.record_inbox`), in the transaction that marks the notification.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, cast
+from typing import Annotated, Literal, cast
 
 from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy import Connection
@@ -23,7 +27,15 @@ from producer.gateway.auth import require_user
 from producer.gateway.bodies import read_json_object
 from producer.gateway.errors import ApiError
 from producer.gateway.openapi import Auth, Param, Reply, operation
-from producer.gateway.openapi.views import Deleted, Feed, MarkedRead, Queued, UnreadCount
+from producer.gateway.openapi.views import (
+    Clicked,
+    Deleted,
+    Feed,
+    MarkedRead,
+    MarkedSeen,
+    Queued,
+    UnreadCount,
+)
 from producer.service import NotificationService
 from shared import inbox
 from shared.channels import Channel
@@ -31,7 +43,7 @@ from shared.config import Settings
 from shared.db.rls import async_user_scope
 from shared.realtime.announce import announce, count_event
 
-#: Most ids one mark-as-read or delete call may name.
+#: Most ids one call naming notifications (mark seen or read, clicked, delete) may name.
 MAX_IDS_PER_CALL = 1000
 
 #: Longest id accepted in a list (notification ids are UUIDs).
@@ -48,8 +60,8 @@ TEST_NOTIFICATION = {
 
 
 class IdsInput(BaseModel):
-    """The body of mark-as-read and delete (checked by :func:`_ids`, which names the field
-    ``ids`` in every refusal)."""
+    """The body of the calls naming notifications: seen, clicked, mark-as-read and delete
+    (checked by :func:`_ids`, which names the field ``ids`` in every refusal)."""
 
     ids: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]] = Field(
         max_length=MAX_IDS_PER_CALL
@@ -147,20 +159,24 @@ async def _ids(request: Request, settings: Settings) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+def _acts(action: receipts.InboxAction, messages: Sequence[str | None]) -> list[receipts.Acted]:
+    """The receipts of ``action`` on the notifications' messages (one from no message has none)."""
+    return [receipts.Acted(m, action) for m in messages if m]
+
+
 async def _change(settings: Settings, user_id: str, verb: str, ids: list[str] | None) -> JSONResponse:
     def run(connection: Connection) -> tuple[int, int, list[str]]:
         if verb == "delete":
             deleted = inbox.soft_delete(connection, user_id, ids or [])
             return deleted, inbox.unread_count(connection, user_id), []
-        read = (
-            inbox.mark_all_read(connection, user_id)
-            if ids is None
-            else inbox.mark_read(connection, user_id, ids)
-        )
+        # Reading implies seeing: one not seen yet is seen now, with its receipt before the read.
+        if ids is None:
+            seen, read = inbox.mark_all_seen(connection, user_id), inbox.mark_all_read(connection, user_id)
+        else:
+            seen, read = inbox.mark_seen(connection, user_id, ids), inbox.mark_read(connection, user_id, ids)
         count = inbox.unread_count(connection, user_id)
-        # Each message read now gets its ``read`` receipt, in the same transaction.
-        forwarded = receipts.record_reads(connection, settings, user_id, [m for m in read if m])
-        return len(read), count, forwarded
+        acts = _acts("seen", seen) + _acts("read", read)
+        return len(read), count, receipts.record_inbox(connection, settings, user_id, acts)
 
     async with async_user_scope(settings.database_url, user_id) as scope:
         changed, count, forwarded = await scope.run_sync(run)
@@ -172,12 +188,68 @@ async def _change(settings: Settings, user_id: str, verb: str, ids: list[str] | 
     return JSONResponse({key: changed, "unreadCount": count})
 
 
+async def _engage(
+    settings: Settings, user_id: str, action: Literal["seen", "clicked"], ids: list[str]
+) -> JSONResponse:
+    def run(connection: Connection) -> tuple[int, list[str]]:
+        seen = inbox.mark_seen(connection, user_id, ids)
+        acts = _acts("seen", seen)
+        if action == "seen":
+            changed = len(seen)
+        else:
+            # Following the action shows the notification too: seen first, then clicked.
+            followed = inbox.followed(connection, user_id, ids)
+            acts += [receipts.Acted(f.message_id, "clicked", f.action_url) for f in followed if f.message_id]
+            changed = len(followed)
+        return changed, receipts.record_inbox(connection, settings, user_id, acts)
+
+    async with async_user_scope(settings.database_url, user_id) as scope:
+        changed, forwarded = await scope.run_sync(run)
+    await receipts.publish_forwarded(settings, forwarded)
+    return JSONResponse({"updated" if action == "seen" else "clicked": changed})
+
+
+@operation(
+    "POST",
+    "Mark notifications seen",
+    auth=Auth.USER,
+    body=IdsInput,
+    replies=[Reply(200, "How many were seen now (those seen before are left as they were).", MarkedSeen)],
+    description="For an inbox to call with the notifications it has just shown (a page of the feed, "
+    "one arriving on the stream). Each one seen for the first time gets its `seenAt`, and its "
+    "message a `seen` receipt (`message.seen` for webhook endpoints); ids that are not the "
+    "caller's match nothing.",
+)
+async def mark_as_seen(request: Request) -> JSONResponse:
+    settings, user_id = _user(request)
+    return await _engage(settings, user_id, "seen", await _ids(request, settings))
+
+
+@operation(
+    "POST",
+    "Record that the user followed notifications' actions",
+    auth=Auth.USER,
+    body=IdsInput,
+    replies=[Reply(200, "How many of the ids are the caller's notifications.", Clicked)],
+    description="For an inbox to call as the user follows a notification's `actionUrl` (with "
+    "`fetch(..., {keepalive: true})`, so the navigation does not cancel it). The message gets one "
+    "`clicked` receipt, code `human`, whose `detail` is the `actionUrl` (`message.clicked` for "
+    "webhook endpoints); a click also marks the notification seen. It does not mark it read. "
+    "Ids that are not the caller's match nothing.",
+)
+async def clicked(request: Request) -> JSONResponse:
+    settings, user_id = _user(request)
+    return await _engage(settings, user_id, "clicked", await _ids(request, settings))
+
+
 @operation(
     "POST",
     "Mark notifications read",
     auth=Auth.USER,
     body=IdsInput,
     replies=[Reply(200, "How many changed, and the unread count after.", MarkedRead)],
+    description="Each one read now gets its `readAt`, and its message a `read` receipt; reading "
+    "implies seeing, so one not seen before also gets its `seenAt` and a `seen` receipt.",
 )
 async def mark_as_read(request: Request) -> JSONResponse:
     settings, user_id = _user(request)
@@ -228,6 +300,8 @@ async def send_test(request: Request) -> JSONResponse:
 routes = [
     Route("/api/notifications", feed, methods=["GET"]),
     Route("/api/notifications/unread-count", unread, methods=["GET"]),
+    Route("/api/notifications/seen", mark_as_seen, methods=["POST"]),
+    Route("/api/notifications/clicked", clicked, methods=["POST"]),
     Route("/api/notifications/mark-as-read", mark_as_read, methods=["POST"]),
     Route("/api/notifications/mark-all-as-read", mark_all_as_read, methods=["POST"]),
     Route("/api/notifications/delete", delete, methods=["POST"]),

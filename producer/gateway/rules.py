@@ -90,7 +90,7 @@ async def get_rule(request: Request) -> JSONResponse:
     replies=[Reply(200, "The rule as saved.", Rule)],
     errors=(404,),
     description=PUT_SEMANTICS + " Left out, `conditions` is no conditions (every event of the type "
-    "matches), `priority` 0, `critical` false, `delayMs` 0 and `active` true.",
+    "matches), `priority` 0, `critical` false, `transactional` false, `delayMs` 0 and `active` true.",
 )
 async def put_rule(request: Request) -> JSONResponse:
     settings = server_settings(request)

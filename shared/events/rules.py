@@ -2,7 +2,8 @@
 
 A rule names an event type, optional conditions on the event, the channels to send on, the
 template to render (one per channel, by key), a priority (higher first), ``critical``
-(bypasses the user's opt-outs and quiet hours, e.g. security alerts) and a delay.
+(bypasses the user's opt-outs and quiet hours, e.g. security alerts), ``transactional`` (its
+emails are never tracked, e.g. receipts) and a delay.
 """
 
 from __future__ import annotations
@@ -10,7 +11,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -40,6 +49,10 @@ class RuleInput(BaseModel):
     conditions: list[Any] = Field(default_factory=list, max_length=conditions_module.MAX_CONDITIONS)
     priority: int = 0
     critical: bool = False
+    transactional: StrictBool = Field(
+        default=False,
+        description="Its emails are never tracked (no pixel, no click redirect), whatever the template asks.",
+    )
     delay_ms: int = Field(default=0, ge=0, le=MAX_RULE_DELAY_MS)
     steps: list[escalation.Step] | None = Field(
         default=None,
@@ -191,6 +204,7 @@ def view(row: NotificationRule) -> dict[str, Any]:
         "conditions": row.conditions,
         "priority": row.priority,
         "critical": row.critical,
+        "transactional": row.transactional,
         "delayMs": row.delay_ms,
         "steps": row.steps,
         "active": row.active,

@@ -83,6 +83,8 @@ SIGNED_LINKS = {
 USER_ENDPOINTS = {
     ("GET", "/api/notifications"),
     ("GET", "/api/notifications/unread-count"),
+    ("POST", "/api/notifications/seen"),
+    ("POST", "/api/notifications/clicked"),
     ("POST", "/api/notifications/mark-as-read"),
     ("POST", "/api/notifications/mark-all-as-read"),
     ("POST", "/api/notifications/delete"),

@@ -79,6 +79,23 @@ def test_good_items_are_enqueued_and_bad_ones_answered_each(
     }
 
 
+def test_transactional_is_an_item_field_checked_item_by_item(
+    client: httpx.Client, settings: Settings, queues: Queues
+) -> None:
+    """Given a batch with a transactional email and one whose flag is not a boolean, then the
+    first is enqueued and says so in its status, the second is refused naming the field and
+    nothing of it is stored."""
+    batch = [item("email", transactional=True), item("email", transactional="yes")]
+
+    results = client.post("/api/messages/batch", json={"messages": batch}).json()["results"]
+
+    assert client.get(f"/api/messages/{results[0]['id']}").json()["transactional"] is True
+    assert results[1]["error"]["code"] == "validation_error"
+    assert results[1]["error"]["details"][0]["field"] == "transactional"
+    assert stored_ids(settings) == {results[0]["id"]}
+    assert queues.depths(["email"]) == {"email": 1}
+
+
 def test_more_than_a_thousand_messages_are_refused_whole(client: httpx.Client, settings: Settings) -> None:
     response = client.post("/api/messages/batch", json={"messages": [item("sms")] * 1001})
 

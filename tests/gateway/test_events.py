@@ -43,6 +43,7 @@ def test_rules_crud(client: httpx.Client) -> None:
     assert created.status_code == 201, created.text
     rule = created.json()
     assert rule["channels"] == ["email", "in_app"]
+    assert rule["transactional"] is False
     assert rule["conditions"] == [
         {"field": "data.amount", "op": ">", "value": 100},
         {"field": "data.plan", "op": "==", "value": "pro"},
@@ -51,6 +52,8 @@ def test_rules_crud(client: httpx.Client) -> None:
     updated = client.put(f"/api/rules/{rule['id']}", json={**RULE, "critical": True, "channels": ["email"]})
     assert (updated.json()["critical"], updated.json()["channels"]) == (True, ["email"])
     assert client.get(f"/api/rules/{rule['id']}").json()["critical"] is True
+    patched = client.patch(f"/api/rules/{rule['id']}", json={"transactional": True})
+    assert (patched.json()["transactional"], patched.json()["critical"]) == (True, True)
     assert [r["id"] for r in client.get("/api/rules").json()["items"]] == [rule["id"]]
     assert client.delete(f"/api/rules/{rule['id']}").status_code == 204
     assert client.get(f"/api/rules/{rule['id']}").status_code == 404
@@ -65,6 +68,7 @@ def test_rules_crud(client: httpx.Client) -> None:
         ({"conditions": ["data.amount >>> 1"]}, "conditions"),
         ({"conditions": [{"field": "__class__", "op": "==", "value": 1}]}, "conditions"),
         ({"delayMs": -1}, "delayMs"),
+        ({"transactional": "yes"}, "transactional"),
     ],
 )
 def test_invalid_rules_are_refused(client: httpx.Client, changes: dict[str, Any], field: str) -> None:

@@ -6,6 +6,8 @@ with nothing enqueued for it."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +17,7 @@ from sqlalchemy import func, select
 
 from producer.gateway.app import create_app
 from producer.service import NotificationService
+from shared.channels import Channel
 from shared.config import Settings
 from shared.db.models import EventLog, NotificationLog
 from shared.db.rls import system_scope
@@ -90,6 +93,27 @@ def test_the_same_key_with_a_different_body_is_409(
     assert_key_reused(reused.json()["error"])
     assert rows(settings) == 1
     assert queues.depth("sms") == 1
+
+
+def test_the_transactional_flag_is_part_of_the_request(client: httpx.Client, settings: Settings) -> None:
+    """Given a send with a key and no flag, then the same send with ``transactional: false`` is
+    a repeat (the first id), and with ``transactional: true`` another request (409); a request
+    without the flag fingerprints as it did before the flag existed."""
+    first = send(client, {**SMS, "idempotencyKey": "otp-9"}, FIRST_KEY)
+    same = send(client, {**SMS, "idempotencyKey": "otp-9", "transactional": False}, FIRST_KEY)
+    other = send(client, {**SMS, "idempotencyKey": "otp-9", "transactional": True}, FIRST_KEY)
+
+    assert same.json()["id"] == first.json()["id"]
+    assert other.status_code == 409
+    assert_key_reused(other.json()["error"])
+    request = NotificationService(settings).validate(Channel.SMS, {**SMS, "idempotencyKey": "otp-9"})
+    before_the_flag = request.model_dump(mode="json", exclude={"template_ref", "transactional"})
+    canonical = json.dumps(
+        ["sms", before_the_flag], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    with system_scope(settings.database_url) as session:
+        stored = session.scalar(select(NotificationLog.request_fingerprint))
+    assert stored == hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def test_batch_items_follow_the_same_rules(client: httpx.Client, settings: Settings) -> None:

@@ -1,6 +1,6 @@
 """``GET /inbox`` in a real headless Chromium: the page lists the user's notifications, shows
-the unread badge, marks read on click, and shows a notification sent through the API without
-a reload."""
+the unread badge, marks what it shows seen and what is clicked read, records a followed action
+before navigating to it, and shows a notification sent through the API without a reload."""
 
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ from shared.channels import Channel
 from shared.config import Settings
 from tests.conftest import SERVER_KEY, Fleet
 from tests.gateway.browser import UI_TIMEOUT_MS, chromium
-from tests.gateway.inbox import seed, user_token
+from tests.gateway.inbox import seed, user_headers, user_token
 from tests.gateway.server import LiveServer
+from tests.waiting import wait_until
+
+SERVER = {"Authorization": f"Bearer {SERVER_KEY}"}
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +35,31 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
+def receipts(server: LiveServer, message_id: str) -> list[str]:
+    status = httpx.get(f"{server.url}/api/messages/{message_id}", headers=SERVER).json()
+    return [r["type"] for r in status["receipts"]]
+
+
+def unread(server: LiveServer, user_id: str) -> int:
+    answer = httpx.get(f"{server.url}/api/notifications/unread-count", headers=user_headers(user_id))
+    return int(answer.json()["count"])
+
+
+def wait_for_receipts(server: LiveServer, message_id: str, expected: list[str]) -> None:
+    wait_until(
+        lambda: receipts(server, message_id) == expected,
+        timeout=UI_TIMEOUT_MS / 1000,
+        message=lambda: f"receipts {receipts(server, message_id)}, expected {expected}",
+    )
+
+
 def test_the_inbox_page_updates_live_and_marks_read(
     settings: Settings, fleet: Callable[..., Fleet], page: Page
 ) -> None:
     """Given Alice's inbox page open with one unread notification, when a notification is sent
-    to her through the API, then it appears at the top without a reload and the badge goes
-    from 1 to 2; when she clicks it, it is marked read and the badge goes back to 1."""
+    to her through the API, then it appears at the top without a reload, the badge goes from 1
+    to 2 and its message is recorded seen; when she clicks it, it is marked read (its message
+    gets a ``read`` receipt) and the badge goes back to 1."""
     fleet(settings, [Channel.IN_APP])
     seed(settings, "alice", 1, prefix="earlier ")
     seed(settings, "bob", 1, prefix="not for alice ")
@@ -63,12 +85,84 @@ def test_the_inbox_page_updates_live_and_marks_read(
         expect(items).to_have_count(2, timeout=UI_TIMEOUT_MS)
         expect(items.first.locator(".title")).to_have_text("Fresh from the API")
         expect(badge).to_have_text("2", timeout=UI_TIMEOUT_MS)
+        wait_for_receipts(server, sent.json()["id"], ["seen"])
 
         items.first.click()
         expect(badge).to_have_text("1", timeout=UI_TIMEOUT_MS)
         expect(items.first).to_have_class("read", timeout=UI_TIMEOUT_MS)
         expect(page.locator("#list")).not_to_contain_text("not for alice")
+        wait_for_receipts(server, sent.json()["id"], ["seen", "read"])
     assert refused == []
+
+
+def test_the_page_marks_each_page_of_its_feed_seen_once(
+    settings: Settings, fleet: Callable[..., Fleet], page: Page
+) -> None:
+    """Given 21 delivered notifications (two pages of 20), when Alice opens her inbox and loads
+    the second page, then every message is recorded seen exactly once, in one call per page;
+    opening the inbox again records nothing more."""
+    fleet(settings, [Channel.IN_APP])
+    with LiveServer(create_app(settings)) as server:
+        sent = [
+            httpx.post(
+                f"{server.url}/api/messages/in-app",
+                json={"userId": "alice", "title": f"n{n}", "message": "hello"},
+                headers=SERVER,
+            ).json()["id"]
+            for n in range(21)
+        ]
+        wait_until(lambda: unread(server, "alice") == 21, message="the notifications were not all delivered")
+        calls: list[str] = []
+        page.on(
+            "request", lambda r: calls.append(r.url) if r.url.endswith("/api/notifications/seen") else None
+        )
+
+        page.goto(f"{server.url}/inbox#token={user_token('alice')}")
+        expect(page.locator("#list li")).to_have_count(20, timeout=UI_TIMEOUT_MS)
+        page.locator("#more").click()
+        expect(page.locator("#list li")).to_have_count(21, timeout=UI_TIMEOUT_MS)
+        expect(page.locator("#list li[data-seen]")).to_have_count(21, timeout=UI_TIMEOUT_MS)
+        page.reload()
+        expect(page.locator("#list li")).to_have_count(20, timeout=UI_TIMEOUT_MS)
+        expect(page.locator("#status")).to_have_text("live", timeout=UI_TIMEOUT_MS)
+
+        for message_id in sent:
+            assert receipts(server, message_id) == ["seen"]
+    assert len(calls) == 2
+
+
+def test_following_an_action_records_the_click_before_navigating(
+    settings: Settings, fleet: Callable[..., Fleet], page: Page
+) -> None:
+    """Given a read notification whose action leads elsewhere in the application, when Alice
+    clicks it, then the page navigates at once and its message still gets its ``clicked``
+    receipt, naming where the action led: the request outlives the page."""
+    fleet(settings, [Channel.IN_APP])
+    with LiveServer(create_app(settings)) as server:
+        sent = httpx.post(
+            f"{server.url}/api/messages/in-app",
+            json={"userId": "alice", "title": "Invoice ready", "message": "See it", "actionUrl": "/healthz"},
+            headers=SERVER,
+        ).json()["id"]
+        wait_until(
+            lambda: (
+                httpx.post(
+                    f"{server.url}/api/notifications/mark-all-as-read", headers=user_headers("alice")
+                ).json()["updated"]
+                == 1
+            ),
+            message="the notification was not delivered",
+        )
+
+        page.goto(f"{server.url}/inbox#token={user_token('alice')}")
+        item = page.locator("#list li")
+        expect(item).to_have_class("read", timeout=UI_TIMEOUT_MS)
+        item.click()
+        page.wait_for_url(f"{server.url}/healthz", timeout=UI_TIMEOUT_MS)
+
+        wait_for_receipts(server, sent, ["seen", "read", "clicked"])
+        status = httpx.get(f"{server.url}/api/messages/{sent}", headers=SERVER).json()
+        assert status["receipts"][-1]["detail"] == "/healthz"
 
 
 def test_the_page_without_a_token_says_how_to_open_it(settings: Settings, page: Page) -> None:

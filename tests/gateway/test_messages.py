@@ -62,6 +62,16 @@ BAD_INPUT: list[tuple[str, Any, int, str | None]] = [
     ("in-app", {**VALID["in-app"], "type": "shouting"}, 422, "type"),
     ("in-app", {**VALID["in-app"], "actionUrl": "//evil.example/phish"}, 422, "actionUrl"),
     ("in-app", {**VALID["in-app"], "title": ""}, 422, "title"),
+    # A flag only a JSON boolean sets: "yes" or 1 is a mistake, not a yes.
+    ("email", {**VALID["email"], "transactional": "yes"}, 422, "transactional"),
+    (
+        "email",
+        {"to": "user@example.com", "template": "welcome", "transactional": "yes"},
+        422,
+        "transactional",
+    ),
+    ("sms", {**VALID["sms"], "transactional": 1}, 422, "transactional"),
+    ("in-app", {**VALID["in-app"], "transactional": None}, 422, "transactional"),
 ]
 
 
@@ -188,6 +198,18 @@ def test_a_valid_send_is_accepted_and_waits_on_its_queue(
     assert status["status"] == "queued"
     assert status["attempts"] == 0
     assert status["channel"] == queue
+
+
+@pytest.mark.parametrize("channel", list(VALID))
+def test_a_transactional_send_says_so_in_its_status(client: httpx.Client, channel: str) -> None:
+    """Given the same send with and without ``transactional: true``, then only the first one's
+    status shows ``transactional``."""
+    flagged = client.post(f"/api/messages/{channel}", json={**VALID[channel], "transactional": True})
+    plain = client.post(f"/api/messages/{channel}", json={**VALID[channel], "transactional": False})
+
+    assert flagged.status_code == plain.status_code == 202
+    assert client.get(f"/api/messages/{flagged.json()['id']}").json()["transactional"] is True
+    assert "transactional" not in client.get(f"/api/messages/{plain.json()['id']}").json()
 
 
 def test_rotated_keys_are_both_valid(client: httpx.Client) -> None:

@@ -1,6 +1,6 @@
-"""``/api/notifications``: the caller's feed, unread count, mark-as-read, delete and test
-notification, over real HTTP against the real database, and that no user ever reaches
-another user's notifications."""
+"""``/api/notifications``: the caller's feed, unread count, mark seen, mark-as-read, clicked,
+delete and test notification, over real HTTP against the real database, and that no user ever
+reaches another user's notifications."""
 
 from __future__ import annotations
 
@@ -78,8 +78,24 @@ def test_feed_items_have_the_documented_shape(settings: Settings, client: httpx.
 
     (item,) = feed(client, "alice")["items"]
 
-    assert set(item) == {"id", "title", "message", "type", "actionUrl", "createdAt", "readAt", "data"}
-    assert (item["title"], item["type"], item["readAt"], item["data"]) == ("n0", "warning", None, {"i": 0})
+    assert set(item) == {
+        "id",
+        "title",
+        "message",
+        "type",
+        "actionUrl",
+        "createdAt",
+        "readAt",
+        "seenAt",
+        "data",
+    }
+    assert (item["title"], item["type"], item["readAt"], item["seenAt"], item["data"]) == (
+        "n0",
+        "warning",
+        None,
+        None,
+        {"i": 0},
+    )
 
 
 def test_feed_filters_by_read_state_type_and_time(settings: Settings, client: httpx.Client) -> None:
@@ -149,6 +165,46 @@ def test_mark_as_read_ignores_unknown_ids_and_twice_is_harmless(
     assert feed(client, "alice")["items"][0]["readAt"] is not None
 
 
+def seen_at(client: httpx.Client, user_id: str) -> dict[str, str | None]:
+    return {item["id"]: item["seenAt"] for item in feed(client, user_id, limit=100)["items"]}
+
+
+def test_seen_is_kept_once_and_changes_no_count(settings: Settings, client: httpx.Client) -> None:
+    """Given three unread notifications, when two are marked seen twice along with an unknown
+    id, then the first call sees two, the second none and keeps their first ``seenAt``; they
+    stay unread."""
+    ids = seed(settings, "alice", 3)
+
+    first = post(client, "alice", "seen", {"ids": [*ids[:2], "no-such-id"]})
+    before = seen_at(client, "alice")
+    second = post(client, "alice", "seen", {"ids": ids[:2]})
+
+    assert (first.status_code, first.json()) == (200, {"updated": 2})
+    assert second.json() == {"updated": 0}
+    assert seen_at(client, "alice") == before
+    assert before[ids[0]] is not None and before[ids[1]] is not None and before[ids[2]] is None
+    assert unread(client, "alice") == 3
+
+
+def test_reading_and_clicking_imply_seen(settings: Settings, client: httpx.Client) -> None:
+    """Given four unseen notifications, when one is read, one clicked and then all read, then
+    each is seen; a notification seen before keeps its first ``seenAt``."""
+    ids = seed(settings, "alice", 4)
+    post(client, "alice", "seen", {"ids": [ids[3]]})
+    first_seen = seen_at(client, "alice")[ids[3]]
+
+    post(client, "alice", "mark-as-read", {"ids": [ids[0]]})
+    clicked = post(client, "alice", "clicked", {"ids": [ids[1], "no-such-id"]})
+    after_one, unread_after_one = seen_at(client, "alice"), unread(client, "alice")
+    post(client, "alice", "mark-all-as-read")
+
+    assert clicked.json() == {"clicked": 1}
+    assert after_one[ids[0]] is not None and after_one[ids[1]] is not None and after_one[ids[2]] is None
+    assert unread_after_one == 3  # a click is not a read
+    assert all(seen_at(client, "alice").values())
+    assert seen_at(client, "alice")[ids[3]] == first_seen
+
+
 def test_mark_all_as_read_is_idempotent(settings: Settings, client: httpx.Client) -> None:
     """Given three unread notifications, when all are marked read twice, then the second call
     changes nothing and the count stays zero."""
@@ -180,7 +236,7 @@ def test_delete_is_soft_and_idempotent(settings: Settings, client: httpx.Client)
     "body",
     [{}, {"ids": "abc"}, {"ids": [1, 2]}, {"ids": [""]}, {"ids": ["x" * 65]}, {"ids": ["a"] * 1001}],
 )
-@pytest.mark.parametrize("action", ["mark-as-read", "delete"])
+@pytest.mark.parametrize("action", ["seen", "clicked", "mark-as-read", "delete"])
 def test_id_lists_are_validated(client: httpx.Client, action: str, body: dict[str, Any]) -> None:
     """Given a malformed id list, then the call answers 422 and names ``ids``."""
     response = post(client, "alice", action, body)
@@ -196,6 +252,8 @@ def test_no_user_reaches_another_users_notifications(settings: Settings, client:
     bob_ids = seed(settings, "bob", 3, prefix="bob")
 
     listed = {i["id"] for i in feed(client, "alice", limit=100)["items"]}
+    seen = post(client, "alice", "seen", {"ids": bob_ids})
+    clicked = post(client, "alice", "clicked", {"ids": bob_ids})
     marked = post(client, "alice", "mark-as-read", {"ids": bob_ids})
     deleted = post(client, "alice", "delete", {"ids": bob_ids})
     post(client, "alice", "mark-all-as-read")
@@ -206,6 +264,7 @@ def test_no_user_reaches_another_users_notifications(settings: Settings, client:
     spoofed = client.get("/api/notifications", headers={**as_user("alice"), "X-User-Id": "bob"}).json()
 
     assert listed == set(alice_ids)
+    assert (seen.json(), clicked.json()) == ({"updated": 0}, {"clicked": 0})
     assert marked.json() == {"updated": 0, "unreadCount": 2}
     assert deleted.json() == {"deleted": 0, "unreadCount": 2}
     assert unread(client, "bob") == 3
@@ -213,7 +272,7 @@ def test_no_user_reaches_another_users_notifications(settings: Settings, client:
     assert {i["id"] for i in spoofed["items"]} == set(alice_ids)
     with system_scope(settings.database_url) as session:
         rows = session.scalars(select(Notification).where(Notification.user_id == "bob")).all()
-        assert all(r.read_at is None and r.deleted_at is None for r in rows)
+        assert all(r.read_at is None and r.seen_at is None and r.deleted_at is None for r in rows)
 
 
 @pytest.mark.parametrize(
@@ -221,6 +280,8 @@ def test_no_user_reaches_another_users_notifications(settings: Settings, client:
     [
         ("GET", "/api/notifications"),
         ("GET", "/api/notifications/unread-count"),
+        ("POST", "/api/notifications/seen"),
+        ("POST", "/api/notifications/clicked"),
         ("POST", "/api/notifications/mark-as-read"),
         ("POST", "/api/notifications/mark-all-as-read"),
         ("POST", "/api/notifications/delete"),

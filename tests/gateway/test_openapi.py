@@ -94,6 +94,35 @@ def test_request_bodies_are_the_models_that_validate_them(document: dict[str, An
     assert "templateRef" not in document["components"]["schemas"]["TemplatedEmailRequest"]["properties"]
 
 
+def test_inbox_engagement_and_the_transactional_flag_are_described(document: dict[str, Any]) -> None:
+    """Then seen and clicked are user operations taking the id list, feed items carry
+    ``seenAt``, receipts may be ``seen``, and every send and rule takes ``transactional`` as a
+    boolean."""
+    schemas = document["components"]["schemas"]
+    for path, answer in (
+        ("/api/notifications/seen", "MarkedSeen"),
+        ("/api/notifications/clicked", "Clicked"),
+    ):
+        post = document["paths"][path]["post"]
+        assert post["requestBody"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/IdsInput"
+        }
+        reply = post["responses"]["200"]["content"]["application/json"]["schema"]
+        assert reply == {"$ref": f"#/components/schemas/{answer}"}
+        assert {"userToken": []} in post["security"]
+    assert "seenAt" in schemas["Notification"]["required"]
+    assert "seen" in schemas["ReceiptView"]["properties"]["type"]["enum"]
+    for model in ("EmailRequest", "TemplatedEmailRequest", "SmsRequest", "WebhookRequest", "InAppRequest"):
+        assert schemas[model]["properties"]["transactional"] | {"description": "…"} == {
+            "default": False,
+            "description": "…",
+            "title": "Transactional",
+            "type": "boolean",
+        }, model
+    assert schemas["RuleInput"]["properties"]["transactional"]["type"] == "boolean"
+    assert schemas["MessageStatus"]["properties"]["transactional"]["type"] == "boolean"
+
+
 async def _undescribed(_request: Request) -> JSONResponse:
     return JSONResponse({})
 

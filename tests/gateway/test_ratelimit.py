@@ -82,6 +82,8 @@ def metric(name: str, **labels: str) -> float:
         ("GET", "/api/notifications/unread-count", Group.READ),
         ("GET", "/api/notifications/stream", Group.READ),
         ("POST", "/api/notifications/mark-as-read", Group.READ),
+        ("POST", "/api/notifications/seen", Group.READ),
+        ("POST", "/api/notifications/clicked", Group.READ),
         ("PUT", "/api/notifications/preferences", Group.MANAGE),
         ("GET", "/api/notifications/preferences", Group.MANAGE),
         ("POST", "/api/templates", Group.MANAGE),
@@ -146,6 +148,8 @@ USER_ACTING = [
     ("GET", "/api/notifications/unread-count", 4),
     ("POST", "/api/notifications/mark-all-as-read", 4),
     ("POST", "/api/notifications/mark-as-read", 4),
+    ("POST", "/api/notifications/seen", 4),
+    ("POST", "/api/notifications/clicked", 4),
     ("POST", "/api/notifications/delete", 4),
     ("GET", "/api/notifications/preferences", 3),
     ("PUT", "/api/notifications/preferences", 3),
@@ -161,7 +165,7 @@ def test_a_server_key_cannot_escape_its_budget_by_inventing_users(
     past it every call is 429 with Retry-After in the JSON error shape, and no test
     notification beyond the budget is enqueued."""
     settings = limited()
-    body = {"ids": []} if path.endswith(("mark-as-read", "delete")) else {}
+    body = {"ids": []} if path.endswith(("mark-as-read", "seen", "clicked", "delete")) else {}
     if method == "PUT":
         body = {"emailEnabled": True}
     with gateway(settings) as client:

@@ -88,20 +88,23 @@ def seed(settings: Settings) -> None:
 def bobs_data(settings: Settings) -> dict[str, Any]:
     with system_scope(settings.database_url) as session:
         notifications = {
-            n.id: (n.read_at is None, n.deleted_at is None)
+            n.id: (n.read_at is None and n.seen_at is None, n.deleted_at is None)
             for n in session.scalars(select(Notification).where(Notification.user_id == "bob"))
         }
         preferences = session.get(UserNotificationPreference, "bob")
         contact = session.get(UserContact, "bob")
         return {
-            "notifications unread and kept": notifications,
+            "notifications unseen, unread and kept": notifications,
             "sms enabled": preferences.sms_enabled if preferences else None,
             "email": contact.email if contact else None,
         }
 
 
 BOB_UNTOUCHED = {
-    "notifications unread and kept": {BOB_OLD_NOTIFICATION: (True, True), BOB_NOTIFICATION: (True, True)},
+    "notifications unseen, unread and kept": {
+        BOB_OLD_NOTIFICATION: (True, True),
+        BOB_NOTIFICATION: (True, True),
+    },
     "sms enabled": False,
     "email": BOB_EMAIL,
 }
@@ -153,6 +156,10 @@ IDS = {"ids": ["{id}"]}
 CONTACTS = {"email": "eve@example.com"}
 AS_SERVER = SERVER_KEY_FOR_ALICE
 PROBES = [
+    Probe("mark as seen", "POST", "/api/notifications/seen", BOB_NOTIFICATION, 200, IDS),
+    Probe("record a click", "POST", "/api/notifications/clicked", BOB_NOTIFICATION, 200, IDS),
+    Probe("mark as seen", "POST", "/api/notifications/seen", BOB_NOTIFICATION, 200, IDS, AS_SERVER),
+    Probe("record a click", "POST", "/api/notifications/clicked", BOB_NOTIFICATION, 200, IDS, AS_SERVER),
     Probe("mark as read", "POST", "/api/notifications/mark-as-read", BOB_NOTIFICATION, 200, IDS),
     Probe("delete", "POST", "/api/notifications/delete", BOB_NOTIFICATION, 200, IDS),
     Probe("mark as read", "POST", "/api/notifications/mark-as-read", BOB_NOTIFICATION, 200, IDS, AS_SERVER),

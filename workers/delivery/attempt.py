@@ -26,6 +26,8 @@ class Delivery:
     payload: Payload
     #: From a ``critical`` rule: bypasses opt-outs, quiet hours and recipient limits.
     critical: bool = False
+    #: Sent (or its rule) ``transactional``: never tracked.
+    transactional: bool = False
     created_at: datetime | None = None
 
     @classmethod
@@ -42,6 +44,7 @@ class Delivery:
             event_type=claim.event_type,
             payload=stored.payload,
             critical=stored.critical,
+            transactional=stored.transactional,
             created_at=claim.created_at,
         )
 

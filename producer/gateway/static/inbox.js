@@ -1,6 +1,7 @@
-// The embeddable inbox: lists the user's notifications, shows the unread badge, marks read,
-// and follows the notification stream. Open it as /inbox#token=<user token>; the token stays
-// in the fragment, which browsers never send to servers or put in Referer headers.
+// The embeddable inbox: lists the user's notifications, shows the unread badge, marks what it
+// shows seen and what is opened read, records a followed action, and follows the notification
+// stream. Open it as /inbox#token=<user token>; the token stays in the fragment, which
+// browsers never send to servers or put in Referer headers.
 (function () {
   "use strict";
   var params = new URLSearchParams(location.hash.slice(1));
@@ -14,13 +15,16 @@
   var shown = new Map();
   var nextCursor = null;
 
-  function api(path, body) {
+  function api(path, body, keepalive) {
     var init = { headers: { Authorization: "Bearer " + token } };
     if (body !== undefined) {
       init.method = "POST";
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
+    // A keepalive request outlives the page: the navigation that follows cannot cancel it.
+    // (sendBeacon would too, but cannot carry the Authorization header.)
+    if (keepalive) { init.keepalive = true; }
     return fetch(base + path, init).then(function (r) {
       if (!r.ok) { throw new Error(path + " answered " + r.status); }
       return r.json();
@@ -32,8 +36,9 @@
     badge.dataset.count = String(count);
   }
 
+  // Returns whether the item was added (a replayed notification already shown is not).
   function render(item, atTop) {
-    if (shown.has(item.id)) { return; }
+    if (shown.has(item.id)) { return false; }
     var li = document.createElement("li");
     li.dataset.id = item.id;
     li.className = item.readAt ? "read" : "unread";
@@ -56,12 +61,26 @@
     shown.set(item.id, li);
     if (atTop) { list.prepend(li); } else { list.append(li); }
     empty.hidden = shown.size > 0;
+    return true;
+  }
+
+  // One call for the notifications just put on screen; those seen before are left out.
+  function markSeen(items) {
+    var ids = items.filter(function (item) { return !item.seenAt; }).map(function (item) { return item.id; });
+    if (ids.length === 0) { return; }
+    // Best effort: a lost "seen" is reported again the next time the inbox shows it.
+    api("/api/notifications/seen", { ids: ids }).then(function () {
+      ids.forEach(function (id) {
+        var li = shown.get(id);  // gone if a resync emptied the list meanwhile
+        if (li) { li.dataset.seen = "true"; }
+      });
+    }, function () {});
   }
 
   function open(item, li) {
-    var follow = function () {
-      if (item.actionUrl && /^(\/(?!\/)|https?:\/\/)/.test(item.actionUrl)) { location.assign(item.actionUrl); }
-    };
+    var link = item.actionUrl && /^(\/(?!\/)|https?:\/\/)/.test(item.actionUrl) ? item.actionUrl : null;
+    var follow = function () { if (link) { location.assign(link); } };
+    if (link) { api("/api/notifications/clicked", { ids: [item.id] }, true).catch(function () {}); }
     if (li.classList.contains("read")) { follow(); return; }
     api("/api/notifications/mark-as-read", { ids: [item.id] }).then(function (answer) {
       li.className = "read";
@@ -73,7 +92,7 @@
   function loadPage() {
     var path = "/api/notifications?limit=20" + (nextCursor ? "&cursor=" + encodeURIComponent(nextCursor) : "");
     return api(path).then(function (page) {
-      page.items.forEach(function (item) { render(item, false); });
+      markSeen(page.items.filter(function (item) { return render(item, false); }));
       nextCursor = page.nextCursor;
       more.hidden = !nextCursor;
       empty.hidden = shown.size > 0;
@@ -84,7 +103,10 @@
     var source = new EventSource(base + "/api/notifications/stream?access_token=" + encodeURIComponent(token));
     source.onopen = function () { statusLine.textContent = "live"; };
     source.onerror = function () { statusLine.textContent = "reconnecting…"; };
-    source.addEventListener("notification", function (e) { render(JSON.parse(e.data), true); });
+    source.addEventListener("notification", function (e) {
+      var item = JSON.parse(e.data);
+      if (render(item, true)) { markSeen([item]); }
+    });
     source.addEventListener("unread-count", function (e) { setBadge(JSON.parse(e.data).count); });
     source.addEventListener("resync", function () {
       list.replaceChildren();
