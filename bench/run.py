@@ -17,7 +17,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import digests, endtoend, events, gateway, limits, peer_apprise, retry, scaling, scheduled, stall
+from bench import (
+    analytics,
+    digests,
+    endtoend,
+    events,
+    gateway,
+    limits,
+    peer_apprise,
+    retry,
+    scaling,
+    scheduled,
+    stall,
+)
 from bench.env import BenchEnv, scratch_env
 from bench.fleet import PRODUCER_THREADS, SEND_MANY_CHUNK, produce_many, send_fields
 from bench.pools import Pools
@@ -468,6 +480,9 @@ class Bench:
     def digests(self) -> None:
         self.rows += digests.measure(self.env, quick=self.sizes is QUICK)
 
+    def analytics(self) -> None:
+        self.rows += analytics.measure(self.env, quick=self.sizes is QUICK)
+
     def apprise(self) -> None:
         s = self.sizes
         result = peer_apprise.measure_apprise(
@@ -516,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             "scheduled",
             "events",
             "digests",
+            "analytics",
             "apprise",
         ],
         help="run only these stages (rows compared with a limit need 'limits' too)",
@@ -538,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
             "scheduled": ("scheduled lateness (11)", bench.scheduled),
             "events": ("events (8)", bench.events),
             "digests": ("digest window closing (12)", bench.digests),
+            "analytics": ("analytics folding and query (13)", bench.analytics),
             "apprise": ("Apprise (10)", bench.apprise),
         }
         for name, (title, measure) in stages.items():

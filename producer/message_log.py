@@ -100,6 +100,9 @@ def view(row: NotificationLog) -> dict[str, Any]:
         "eventId": row.event_id,
         "templateKey": row.template_key,
         "templateVersion": row.template_version,
+        "ruleId": row.rule_id,
+        "experimentId": row.experiment_id,
+        "variant": row.variant,
         "attempts": row.attempts,
         "maxAttempts": row.max_attempts,
         "lastError": row.last_error,
@@ -124,4 +127,9 @@ def view(row: NotificationLog) -> dict[str, Any]:
             if row.escalation_of is not None
             else None
         ),
+        **({"transactional": True} if _transactional(row) else {}),
     }
+
+
+def _transactional(row: NotificationLog) -> bool:
+    return isinstance(row.payload, dict) and row.payload.get("transactional") is True

@@ -37,6 +37,7 @@ from shared.messages import (
     json_size,
 )
 from shared.payloads import EmailPayload, Payload, SmsPayload, Stored, Templated, WebhookPayload
+from shared.templates import experiments as template_experiments
 from shared.templates import messages as template_messages
 from shared.templates import store as template_store
 from shared.templates.requests import TEMPLATED_MODELS, TemplatedRequest
@@ -46,6 +47,9 @@ log = get_logger(__name__)
 #: Filled in by the producer after validation (a templated request's pinned template
 #: version), so a repeat of the same request may see it differently.
 UNFINGERPRINTED = frozenset({"template_ref"})
+#: Left out of the fingerprint while false: a request without the flag keeps the fingerprint
+#: it had before the flag existed, so a keyed retry across the upgrade is still a repeat.
+UNFINGERPRINTED_UNLESS_SET = frozenset({"transactional"})
 
 
 def validation_error(exc: pydantic.ValidationError) -> ValidationError:
@@ -219,7 +223,9 @@ class NotificationService:
                 )
             except NotFound as exc:
                 raise ValidationError(str(exc), [{"field": "template", "message": str(exc)}]) from None
-        ref = template_messages.reference(request.template, locale, version, request.data)
+            ref = template_messages.reference(request.template, locale, version, request.data)
+            subject = request.user_id or getattr(request, "to", None) or getattr(request, "url", None)
+            ref = template_experiments.enroll(session, ref, channel.value, subject)
         return request.model_copy(update={"template_ref": ref})
 
     def new_message(
@@ -231,7 +237,7 @@ class NotificationService:
         return tracking.NewMessage(
             channel=channel,
             recipient=_recipient(channel, request, payload),
-            payload=Stored(payload),
+            payload=Stored(payload, transactional=request.transactional),
             max_attempts=self.settings.retry_policy(channel).max_attempts,
             user_id=request.user_id,
             event_type=request.event_type,
@@ -239,7 +245,7 @@ class NotificationService:
             idempotency_scope=idempotency_scope if keyed else "",
             # Only a keyed request is ever compared: the others skip the hashing.
             request_fingerprint=(
-                fingerprint(channel.value, request, exclude=UNFINGERPRINTED) if keyed else None
+                fingerprint(channel.value, request, exclude=_unfingerprinted(request)) if keyed else None
             ),
             template_key=request.template if isinstance(request, TemplatedRequest) else None,
             template_version=(
@@ -304,6 +310,11 @@ class NotificationService:
         except pydantic.ValidationError as exc:
             raise validation_error(exc) from None
         return scheduling.reschedule(self.settings, message_id, wanted, for_user=for_user)
+
+
+def _unfingerprinted(request: _Request) -> frozenset[str]:
+    unset = {name for name in UNFINGERPRINTED_UNLESS_SET if not getattr(request, name)}
+    return UNFINGERPRINTED | unset
 
 
 def _split_item(item: Any) -> tuple[Channel, dict[str, Any]]:

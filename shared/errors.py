@@ -7,6 +7,7 @@
     │   ├── IdempotencyKeyReused    an idempotency key already used for a different request (HTTP 409)
     │   ├── NotCancelable           canceling a message that has started or finished (HTTP 409)
     │   ├── NotScheduled            rescheduling a message that is no longer scheduled (HTTP 409)
+    │   ├── ExperimentConflict      an experiment's state forbids the change (HTTP 409)
     │   └── TemplateError           a template refused when saved: syntax, unknown helper/partial (HTTP 400)
     │       ├── TemplateTooLarge    over what one template may cost to compile (HTTP 422)
     │       ├── PartialCycle        partials that would include each other (HTTP 422)
@@ -75,6 +76,14 @@ class NotScheduled(ValidationError):
 
     status_code = 409
     code = "not_scheduled"
+
+
+class ExperimentConflict(ValidationError):
+    """A template already under a running experiment, or an experiment no longer running (or
+    without a winner yet) asked to change."""
+
+    status_code = 409
+    code = "experiment_conflict"
 
 
 class TemplateError(ValidationError):

@@ -96,9 +96,16 @@ class TemplateRef:
     locale: str
     version: int
     data: dict[str, Any]
+    #: The experiment the template was under when the message was enqueued, and the variant
+    #: its recipient got (:mod:`shared.templates.experiments`).
+    experiment: str | None = None
+    variant: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "locale": self.locale, "version": self.version, "data": self.data}
+        out = {"key": self.key, "locale": self.locale, "version": self.version, "data": self.data}
+        if self.experiment and self.variant:
+            out.update(experiment=self.experiment, variant=self.variant)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,16 +134,20 @@ Payload = Content | Templated
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """A message's payload as stored: its content (or template) and whether it comes from a
-    ``critical`` rule (it then bypasses opt-outs, quiet hours and recipient limits)."""
+    """A message's payload as stored: its content (or template), whether it comes from a
+    ``critical`` rule (it then bypasses opt-outs, quiet hours and recipient limits) and
+    whether it was sent ``transactional`` (a receipt, a password reset: never tracked)."""
 
     payload: Payload
     critical: bool = False
+    transactional: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out = self.payload.to_json()
         if self.critical:
             out["critical"] = True
+        if self.transactional:
+            out["transactional"] = True
         return out
 
 
@@ -160,6 +171,10 @@ def _required(raw: dict[str, Any], key: str) -> str:
     return value
 
 
+def _text_or_none(value: Any) -> str | None:
+    return str(value) if value else None
+
+
 def _template(raw: dict[str, Any]) -> TemplateRef:
     ref = raw["template"]
     try:
@@ -168,6 +183,8 @@ def _template(raw: dict[str, Any]) -> TemplateRef:
             locale=str(ref["locale"]),
             version=int(ref["version"]),
             data=ref.get("data") or {},
+            experiment=_text_or_none(ref.get("experiment")),
+            variant=_text_or_none(ref.get("variant")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise PayloadError(f"payload has a malformed template reference: {exc}") from None
@@ -179,6 +196,7 @@ def load(channel: Channel, raw: dict[str, Any]) -> Stored:
     if not isinstance(raw, dict):
         raise PayloadError("payload must be an object")
     critical = bool(raw.get("critical"))
+    transactional = bool(raw.get("transactional"))
     if isinstance(raw.get("template"), dict):
         data = raw.get("data")
         return Stored(
@@ -190,8 +208,9 @@ def load(channel: Channel, raw: dict[str, Any]) -> Stored:
                 data=data if isinstance(data, dict) else None,
             ),
             critical,
+            transactional,
         )
-    return Stored(_content(channel, raw), critical)
+    return Stored(_content(channel, raw), critical, transactional)
 
 
 def _content(channel: Channel, raw: dict[str, Any]) -> Content:

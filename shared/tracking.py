@@ -79,6 +79,14 @@ class NewMessage:
     escalation_of: str | None = None
     escalation_if: str | None = None
     escalation_after: str | None = None
+    #: The event rule that made it (analytics group by it).
+    rule_id: str | None = None
+
+    @property
+    def experiment(self) -> tuple[str | None, str | None]:
+        """The experiment and variant its template reference was given, if any."""
+        ref = getattr(self.payload.payload, "template", None)
+        return (ref.experiment, ref.variant) if ref is not None and ref.variant else (None, None)
 
     @property
     def status(self) -> Status:
@@ -200,6 +208,9 @@ def _row(message: NewMessage, now: datetime) -> dict[str, Any]:
         "escalation_of": message.escalation_of,
         "escalation_if": message.escalation_if,
         "escalation_after": message.escalation_after,
+        "rule_id": message.rule_id,
+        "experiment_id": message.experiment[0],
+        "variant": message.experiment[1],
         "created_at": now,
         "updated_at": now,
     }

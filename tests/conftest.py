@@ -144,6 +144,9 @@ APP_GRANTS = (
     "GRANT SELECT, INSERT, DELETE ON email_suppressions TO {role}",
     "GRANT SELECT, INSERT, UPDATE ON creation_idempotency_keys TO {role}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON digest_buckets, digest_items TO {role}",
+    "GRANT SELECT, INSERT, DELETE ON analytics_events TO {role}",
+    "GRANT SELECT, INSERT, UPDATE ON analytics_counted, analytics_hourly, analytics_daily, experiments"
+    " TO {role}",
     "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}",
 )
 

@@ -125,9 +125,10 @@ def declare_all(broker: dramatiq.Broker, settings: Settings) -> dict[Channel, La
         # while the loop is still there.
         broker.add_middleware(ClosePipelines(pipelines.values()), after=AsyncIO)
     if EVENTS_ACTOR not in broker.actors:
-        from workers import digests, events
+        from workers import analytics, digests, events
 
         events.declare_actor(broker, settings)
         broker.add_middleware(events.EventRescueMiddleware(settings))
         broker.add_middleware(digests.DigestCloseMiddleware(settings))
+        broker.add_middleware(analytics.AnalyticsFoldMiddleware(settings))
     return pipelines

@@ -11,9 +11,11 @@ from starlette.middleware import Middleware
 
 from producer.enqueue import close_loop_acceptors
 from producer.gateway import (
+    analytics,
     bounces,
     cors,
     events,
+    experiments,
     health,
     inbox_page,
     messages,
@@ -68,6 +70,8 @@ def create_app(settings: Settings) -> Starlette:
             *stream.routes,
             *inbox_page.routes,
             *webhooks.routes,
+            *analytics.routes,
+            *experiments.routes,
             *openapi.routes,
         ],
         exception_handlers=HANDLERS,

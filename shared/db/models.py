@@ -18,6 +18,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -118,6 +119,11 @@ class NotificationLog(Base):
     escalation_of: Mapped[str | None] = mapped_column(String(36))
     escalation_if: Mapped[str | None] = mapped_column(String(16))
     escalation_after: Mapped[str | None] = mapped_column(String(36))
+    #: The event rule that made it, and the experiment and variant its template rendered
+    #: (revision 0020): dimensions of the analytics.
+    rule_id: Mapped[str | None] = mapped_column(String(36))
+    experiment_id: Mapped[str | None] = mapped_column(String(36))
+    variant: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column()
@@ -184,6 +190,8 @@ class Notification(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     read_at: Mapped[datetime | None] = mapped_column()
+    #: When the user's inbox first showed it, or it was read or clicked (revision 0021).
+    seen_at: Mapped[datetime | None] = mapped_column()
     deleted_at: Mapped[datetime | None] = mapped_column()
 
     __table_args__ = (
@@ -244,6 +252,8 @@ class NotificationRule(Base):
     conditions: Mapped[list[Any]] = mapped_column(default=list)
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     critical: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    #: Its messages are never tracked, whatever the template asks (revision 0022).
+    transactional: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     delay_ms: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     #: Escalation steps, first to last (see shared/events/escalation.py); None: ``channels``.
@@ -495,3 +505,141 @@ class CreationKey(Base):
     resource_type: Mapped[str] = mapped_column(String(32))
     resource_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AnalyticsEvent(Base):
+    """Something that happened to a message, not yet counted: written by triggers on
+    ``notification_logs`` and ``message_receipts`` (revision 0020), emptied by the folder."""
+
+    __tablename__ = "analytics_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(36))
+    #: A status (``sent``), or a receipt's type, ``.bot`` added for a scanner's.
+    measure: Mapped[str] = mapped_column(String(40))
+    occurred_at: Mapped[datetime] = mapped_column()
+
+
+class AnalyticsCounted(Base):
+    """Which measures of a message are counted already (a bit each, :mod:`shared.analytics`)."""
+
+    __tablename__ = "analytics_counted"
+
+    message_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    counted: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column()
+
+
+#: What the rollups are grouped by, and what they count (revision 0020).
+DIMENSIONS = ("channel", "template", "rule", "event_type", "experiment", "variant", "provider")
+COUNTERS = (
+    "sent",
+    "delivered",
+    "failed",
+    "bounced",
+    "complained",
+    "opened",
+    "clicked",
+    "read",
+    "seen",
+    "unsubscribed",
+    "bot_opened",
+    "bot_clicked",
+)
+
+
+class _Rollup:
+    bucket: Mapped[datetime] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(255), primary_key=True, server_default=text("''"))
+    template: Mapped[str] = mapped_column(String(255), primary_key=True, server_default=text("''"))
+    rule: Mapped[str] = mapped_column(String(255), primary_key=True, server_default=text("''"))
+    event_type: Mapped[str] = mapped_column(String(255), primary_key=True, server_default=text("''"))
+    experiment: Mapped[str] = mapped_column(String(255), primary_key=True, server_default=text("''"))
+    variant: Mapped[str] = mapped_column(String(255), primary_key=True, server_default=text("''"))
+    provider: Mapped[str] = mapped_column(String(255), primary_key=True, server_default=text("''"))
+    sent: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    delivered: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    failed: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    bounced: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    complained: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    opened: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    clicked: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    read: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    seen: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    unsubscribed: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    bot_opened: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    bot_clicked: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    #: ``{"<bucket index>": count}`` of milliseconds on a logarithmic scale (shared.analytics).
+    time_to_deliver: Mapped[dict[str, Any]] = mapped_column()
+    time_to_read: Mapped[dict[str, Any]] = mapped_column()
+
+
+class AnalyticsHourly(_Rollup, Base):
+    """Counts per UTC hour and dimensions, kept current by the folder."""
+
+    __tablename__ = "analytics_hourly"
+    __table_args__ = (
+        Index(
+            "ix_analytics_hourly_experiment",
+            "experiment",
+            "variant",
+            postgresql_where=text("experiment <> ''"),
+            sqlite_where=text("experiment <> ''"),
+        ),
+    )
+
+
+class AnalyticsDaily(_Rollup, Base):
+    """Counts per UTC day and dimensions: what a query of days or weeks reads."""
+
+    __tablename__ = "analytics_daily"
+    __table_args__ = (
+        Index(
+            "ix_analytics_daily_experiment",
+            "experiment",
+            "variant",
+            postgresql_where=text("experiment <> ''"),
+            sqlite_where=text("experiment <> ''"),
+        ),
+    )
+
+
+class Experiment(Base):
+    """Variants of one template (key, channel, locale) and their weights (revision 0020)."""
+
+    __tablename__ = "experiments"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    template_key: Mapped[str] = mapped_column(String(255))
+    channel: Mapped[str] = mapped_column(String(16))
+    locale: Mapped[str] = mapped_column(String(35))
+    #: The template version current when it started: what the control renders.
+    template_version: Mapped[int] = mapped_column(Integer)
+    #: ``running``, ``stopped`` (results kept, nobody assigned) or ``concluded``.
+    status: Mapped[str] = mapped_column(String(16))
+    #: What counts as success: ``opened``, ``clicked``, ``read`` or ``delivered``.
+    metric: Mapped[str] = mapped_column(String(16))
+    control: Mapped[str] = mapped_column(String(64))
+    #: ``[{"name": "b", "weight": 50, "parts": {"subject": "…"}}, …]``
+    variants: Mapped[list[Any]] = mapped_column()
+    confidence: Mapped[float] = mapped_column(Float)
+    min_sample: Mapped[int] = mapped_column(Integer)
+    auto_promote: Mapped[bool] = mapped_column(Boolean)
+    winner: Mapped[str | None] = mapped_column(String(64))
+    #: The template version the winner was saved as.
+    promoted_version: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+
+    __table_args__ = (
+        Index(
+            "uq_experiments_running",
+            "template_key",
+            "channel",
+            "locale",
+            unique=True,
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
+    )

@@ -25,6 +25,7 @@ from shared.events import conditions, contacts, digests, escalation, rules
 from shared.logging import get_logger
 from shared.messages import normalize_email, normalize_phone
 from shared.payloads import Stored, Templated, TemplateRef
+from shared.templates import experiments
 from shared.templates import messages as template_messages
 from shared.templates import store as template_store
 from shared.webhooks.fanout import fan_out
@@ -107,6 +108,7 @@ def _message(
             session, key, channel.value, locale, settings.template_default_locale
         )
         found = template_messages.reference(key, found_locale, version, template_data(event))
+        found = experiments.enroll(session, found, channel.value, event.user_id or recipient)
     except NotFound as exc:
         problem = problem or (Status.FAILED, str(exc), "template_not_found")
     # Without a version found the message is closed at once (template_not_found); its
@@ -129,7 +131,7 @@ def _message(
         tracking.NewMessage(
             channel=channel,
             recipient=recipient or "",
-            payload=Stored(content, critical=rule.critical),
+            payload=Stored(content, critical=rule.critical, transactional=rule.transactional),
             max_attempts=settings.retry_policy(channel).max_attempts,
             user_id=event.user_id,
             event_type=event.event_type,
@@ -142,6 +144,7 @@ def _message(
             escalation_of=later.first_id if later is not None else None,
             escalation_if=later.step.if_ if later is not None else None,
             escalation_after=later.previous_id if later is not None else None,
+            rule_id=rule.id,
         ),
     )
     if problem is not None and created:

@@ -30,7 +30,7 @@ from shared.payloads import (
     TemplateRef,
     WebhookPayload,
 )
-from shared.templates import engine, store
+from shared.templates import engine, experiments, store
 from shared.templates.budget import RenderLimits
 
 
@@ -65,7 +65,7 @@ def render_payload(
 ) -> Content:
     """The provider payload for a templated message. Raises RenderError (the message fails)."""
     ref = message.template
-    compiled = store.load(session, ref.key, channel.value, ref.locale, ref.version)
+    compiled = experiments.load(session, ref, channel.value)
     partials = store.current_partials(session)
     rendered = engine.render(compiled, ref.data, strict=strict, partials=partials, limits=limits)
     if channel is Channel.EMAIL:

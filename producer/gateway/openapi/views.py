@@ -131,6 +131,9 @@ class MessageStatus(View):
     max_attempts: int
     last_error: str | None
     error_code: str | None
+    rule_id: str | None = Field(default=None, description="The event rule that made it, if one did.")
+    experiment_id: str | None = Field(default=None, description="The template experiment it was in, if any.")
+    variant: str | None = Field(default=None, description="The experiment's variant it got (rendered with).")
     provider_message_id: str | None
     provider: str | None = Field(
         description="Which of the channel's providers the last attempt went to (a channel may "
@@ -148,6 +151,10 @@ class MessageStatus(View):
     completed_at: Timestamp | None
     escalation: EscalationLink | None = Field(
         default=None, description="A later escalation step: the messages it waits on and the condition."
+    )
+    transactional: bool = Field(
+        default=False,
+        description="True for a message sent `transactional` (never tracked); left out otherwise.",
     )
     receipts: list[ReceiptView] = Field(
         default_factory=list,
@@ -294,6 +301,9 @@ class Rule(View):
     conditions: list[Any]
     priority: int
     critical: bool
+    transactional: bool = Field(
+        description="Its emails are never tracked (no pixel, no click redirect), whatever the template asks."
+    )
     delay_ms: int
     steps: list[dict[str, Any]] | None = Field(
         default=None, description='Escalation steps: `{"channel", "after", "if"}`, first to last.'
@@ -335,6 +345,9 @@ class Notification(View):
     action_url: str | None
     created_at: Timestamp
     read_at: Timestamp | None
+    seen_at: Timestamp | None = Field(
+        description="When the user's inbox first showed it, or it was read or clicked; null until then."
+    )
     data: dict[str, Any]
 
 
@@ -350,6 +363,14 @@ class UnreadCount(View):
 class MarkedRead(View):
     updated: int
     unread_count: int
+
+
+class MarkedSeen(View):
+    updated: int
+
+
+class Clicked(View):
+    clicked: int
 
 
 class Deleted(View):
@@ -436,3 +457,112 @@ class RotatedSecret(View):
 class Recovered(View):
     replayed: int
     message_ids: list[str]
+
+
+class Latency(View):
+    """Percentiles in milliseconds, read from a logarithmic histogram (within about 10%)."""
+
+    p50_ms: int | None = Field(alias="p50Ms")
+    p95_ms: int | None = Field(alias="p95Ms")
+
+
+class Funnel(View):
+    """Each measure counts a message once; rates are over messages sent (``failureRate``:
+    over sent and failed; ``clickToOpenRate``: over opened), null without a denominator."""
+
+    sent: int
+    delivered: int
+    failed: int
+    bounced: int
+    complained: int
+    opened: int
+    clicked: int
+    read: int
+    seen: int
+    unsubscribed: int
+    bot_opened: int = Field(description="Opens by mail scanners and prefetchers, not counted in `opened`.")
+    bot_clicked: int = Field(description="Clicks by mail scanners, not counted in `clicked`.")
+    rates: dict[str, float | None]
+    time_to_deliver: Latency
+    time_to_read: Latency
+
+
+class FunnelAt(Funnel):
+    start: Timestamp
+
+
+class AnalyticsGroup(View):
+    key: dict[str, str] = Field(description="The group's value of each `groupBy` dimension ('' when none).")
+    totals: Funnel
+    series: list[FunnelAt] | None = Field(
+        default=None, description="One entry per bucket of the range, empty ones included (with `interval`)."
+    )
+
+
+class Analytics(View):
+    from_: Timestamp = Field(alias="from")
+    to: Timestamp
+    interval: Literal["hour", "day", "week"] | None
+    group_by: list[str]
+    source: Literal["hourly", "daily"] = Field(description="The rollup the answer was read from.")
+    groups: list[AnalyticsGroup]
+
+
+class VariantView(View):
+    name: str
+    weight: float
+    parts: dict[str, Any] = Field(description="The template parts it replaces; none for the control.")
+
+
+class VariantResult(View):
+    name: str
+    funnel: Funnel
+    trials: int = Field(description="Messages sent with this variant.")
+    successes: int = Field(description="Of those, how many reached the experiment's metric.")
+    rate: float | None
+
+
+class ComparisonView(View):
+    variant: str
+    rate: float
+    control_rate: float
+    difference: float
+    lift: float | None
+    confidence_interval: list[float] = Field(description="Of the difference, at the adjusted level.")
+    z: float
+    p_value: float
+    alpha: float = Field(description="The level tested at: 1 - confidence, divided by the comparisons.")
+    significant: bool
+    verdict: Literal["insufficient_data", "better", "worse", "no_difference"]
+
+
+class ExperimentView(View):
+    id: str
+    name: str
+    template: str
+    channel: str
+    locale: str
+    template_version: int
+    status: Literal["running", "stopped", "concluded"]
+    metric: Literal["opened", "clicked", "read", "delivered"]
+    control: str
+    variants: list[VariantView]
+    confidence: float
+    min_sample: int
+    auto_promote: bool
+    winner: str | None
+    promoted_version: int | None
+    created_at: Timestamp
+    ended_at: Timestamp | None
+
+
+class ExperimentWithResults(ExperimentView):
+    test: Literal["two-proportion z-test"]
+    results: list[VariantResult]
+    comparisons: list[ComparisonView]
+    best: str | None = Field(description="The variant a conclusion without a name would promote.")
+
+
+class ExperimentList(View):
+    items: list[ExperimentView]
+    next_cursor: str | None
