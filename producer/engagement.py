@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -61,20 +62,11 @@ def judge(hit: Hit, sent_at: datetime | None, window: timedelta) -> str | None:
     return None
 
 
-def record(session: Session, settings: Settings, hit: Hit) -> list[str]:
-    """Keep ``hit`` as a receipt of its email (once per kind, link and human or bot); the ids
-    of the webhook messages that forward it. Nothing for a message that is not an email."""
-    message = session.execute(
-        select(NotificationLog.user_id, NotificationLog.channel, NotificationLog.sent_at).where(
-            NotificationLog.id == hit.mark.message_id
-        )
-    ).one_or_none()
-    if message is None or message.channel != Channel.EMAIL.value:
-        return []
-    bot = judge(hit, message.sent_at, timedelta(milliseconds=settings.tracking_bot_window_ms))
+def _receipt(hit: Hit, sent_at: datetime | None, window: timedelta) -> receipts.Receipt:
+    bot = judge(hit, sent_at, window)
     who = "bot" if bot else "human"
     link = hashlib.sha256((hit.mark.url or "").encode()).hexdigest()[:16]
-    receipt = receipts.Receipt(
+    return receipts.Receipt(
         message_id=hit.mark.message_id,
         type="opened" if hit.mark.kind == "open" else "clicked",
         provider="tracking",
@@ -83,4 +75,32 @@ def record(session: Session, settings: Settings, hit: Hit) -> list[str]:
         detail=" · ".join(part for part in (hit.mark.url, bot) if part) or None,
         occurred_at=hit.at,
     )
-    return receipts.record(session, settings, receipt, receipts.Of(message.user_id, message.channel))
+
+
+def record(session: Session, settings: Settings, hit: Hit) -> list[str]:
+    """Keep ``hit`` as a receipt of its email (once per kind, link and human or bot); the ids
+    of the webhook messages that forward it. Nothing for a message that is not an email."""
+    return record_many(session, settings, [hit])[0]
+
+
+def record_many(session: Session, settings: Settings, hits: Sequence[Hit]) -> list[list[str]]:
+    """:func:`record` for many hits in the transaction under way: the emails read in one
+    query, the receipts kept in one insert. Per hit, the forwarding messages' ids."""
+    t = NotificationLog
+    ids = list({hit.mark.message_id for hit in hits})
+    found = {
+        row.id: row
+        for row in session.execute(select(t.id, t.user_id, t.channel, t.sent_at).where(t.id.in_(ids)))
+        if row.channel == Channel.EMAIL.value
+    }
+    window = timedelta(milliseconds=settings.tracking_bot_window_ms)
+    kept = [
+        (n, _receipt(hit, message.sent_at, window), receipts.Of(message.user_id, message.channel))
+        for n, hit in enumerate(hits)
+        if (message := found.get(hit.mark.message_id)) is not None
+    ]
+    forwarded = receipts.record_many(session, settings, [(receipt, of) for _, receipt, of in kept])
+    out: list[list[str]] = [[] for _ in hits]
+    for (n, _, _), ids_ in zip(kept, forwarded, strict=True):
+        out[n] = ids_
+    return out

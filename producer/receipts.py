@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -134,6 +135,70 @@ def record(
     return _forward(session, settings, row, message.channel, endpoints)
 
 
+def record_many(
+    session: Session,
+    settings: Settings,
+    items: Sequence[tuple[Receipt, Of]],
+    endpoints: Sequence[WebhookConfiguration] | None = None,
+) -> list[list[str]]:
+    """:func:`record` for many receipts in the transaction under way, in one insert: per item
+    the forwarding messages' ids (none for a receipt heard before, in an earlier transaction
+    or earlier in ``items``)."""
+    if not items:
+        return []
+    now = utcnow()
+    rows = [
+        MessageReceipt(
+            id=str(uuid.uuid4()),
+            message_id=receipt.message_id,
+            user_id=of.user_id,
+            type=receipt.type,
+            code=receipt.code,
+            detail=receipt.detail,
+            provider=receipt.provider,
+            dedupe_key=receipt.dedupe_key,
+            occurred_at=receipt.occurred_at or now,
+            created_at=now,
+        )
+        for receipt, of in items
+    ]
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    columns = [c.name for c in MessageReceipt.__table__.columns]
+    statement = dialect.insert(MessageReceipt).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    kept = set(
+        session.scalars(
+            statement.returning(MessageReceipt.id),
+            [{name: getattr(row, name) for name in columns} for row in rows],
+        )
+    )
+    if kept and endpoints is None:
+        endpoints = active_endpoints(session)
+    fresh = [(receipt, of, row) for (receipt, of), row in zip(items, rows, strict=True) if row.id in kept]
+    _confirm_delivery(
+        session, [(r.message_id, row.occurred_at) for r, _, row in fresh if r.confirms_delivery]
+    )
+    for receipt, _, row in fresh:
+        if not receipt.confirms_delivery:
+            _advance(session, receipt, row.occurred_at)
+    forwarded = {row.id: _forward(session, settings, row, of.channel, endpoints) for _, of, row in fresh}
+    return [forwarded.get(row.id, []) for row in rows]
+
+
+def _confirm_delivery(session: Session, arrived: Sequence[tuple[str, datetime]]) -> None:
+    """Turn the ``sent`` messages among ``arrived`` ``delivered``, in one executemany (the
+    driver pipelines it: one round trip for a burst of opens)."""
+    if not arrived:
+        return
+    t: Table = NotificationLog.__table__  # type: ignore[assignment]
+    statement = (
+        update(t)
+        .where(t.c.id == bindparam("b_id"), t.c.status == Status.SENT.value)
+        .values(status=Status.DELIVERED.value, delivered_at=bindparam("b_at"), updated_at=bindparam("b_now"))
+    )
+    now = utcnow()
+    session.connection().execute(statement, [{"b_id": m, "b_at": at, "b_now": now} for m, at in arrived])
+
+
 @dataclass(frozen=True)
 class Acted:
     """An in-app message its user saw, read or clicked in their inbox; ``detail`` is where a
@@ -172,8 +237,8 @@ def record_inbox(
     # rollback_only: committing this session leaves the caller's transaction to the caller.
     with Session(bind=connection, join_transaction_mode="rollback_only") as session:
         endpoints = active_endpoints(session)  # once for all of them
-        for act in acts:
-            forwarded += record(session, settings, act.receipt(), of, endpoints)
+        for ids in record_many(session, settings, [(act.receipt(), of) for act in acts], endpoints):
+            forwarded += ids
         session.commit()
     return forwarded
 

@@ -5,6 +5,7 @@ scanner's, and redirect only where the email's own links went."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -136,6 +137,25 @@ def test_a_person_opening_records_one_human_open_and_the_email_is_delivered(worl
 
     assert world.receipts(message_id) == [("opened", "human", None)]
     assert world.service.get_status(message_id)["status"] == "delivered"
+
+
+def test_a_burst_of_opens_is_kept_together_each_once(world: World) -> None:
+    """Given many readers opening at once (and one of them twice, in the same burst), then
+    the concurrent hits share the gateway's transactions and each email keeps one human open
+    and turns delivered."""
+    sent = [world.email() for _ in range(6)]
+    pixels = [pixel_in(html_of(mail)) for _, mail in sent]
+    time.sleep(0.35)  # past TRACKING_BOT_WINDOW
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=str(world.gateway.base_url)) as client:
+            hits = [client.get(p, headers={"User-Agent": BROWSER}) for p in [*pixels, pixels[0]]]
+            return [answer.status_code for answer in await asyncio.gather(*hits)]
+
+    assert asyncio.run(burst()) == [200] * 7
+    for message_id, _ in sent:
+        assert world.receipts(message_id) == [("opened", "human", None)]
+        assert world.service.get_status(message_id)["status"] == "delivered"
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,9 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await app.state.hub.stop()
+            hits = getattr(app.state, "tracking_hits", None)
+            if hits is not None:
+                await hits.stop()
             app.state.rate_limits.close()
             await close_loop_acceptors()
 

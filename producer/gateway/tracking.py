@@ -11,8 +11,11 @@ never a redirect). Nothing is cached or passed on as a referrer.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
+from typing import Any
 
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -23,8 +26,9 @@ from producer.gateway.errors import ApiError
 from producer.gateway.openapi import Auth, Reply, operation
 from shared import engagement as links
 from shared.config import Settings
+from shared.db.group_commit import GroupCommit
 from shared.db.models import utcnow
-from shared.db.rls import system_scope
+from shared.db.rls import act_as_system
 
 #: A 1x1 transparent GIF.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -42,15 +46,28 @@ async def _record(request: Request, kind: links.Kind) -> links.Mark | None:
     if mark.kind != kind:
         return None
     hit = engagement.Hit(mark, request.method, request.headers.get("user-agent", ""), utcnow())
-    forwarded = await run_in_threadpool(_keep, settings, hit)
+    forwarded = await hits_writer(request.app.state, settings).call(hit)
     await receipts.publish_forwarded(settings, forwarded)
     return mark
 
 
-def _keep(settings: Settings, hit: engagement.Hit) -> list[str]:
-    # As the system: the reader is nobody we know.
-    with system_scope(settings.database_url) as session:
-        return engagement.record(session, settings, hit)
+def hits_writer(state: Any, settings: Settings) -> GroupCommit[engagement.Hit, list[str]]:
+    """The process's writer of tracking hits: the hits arriving while a batch is written are
+    kept together in the next transaction (a newsletter's opens come in bursts), each caller
+    answered once its own hit is committed."""
+    writer: GroupCommit[engagement.Hit, list[str]] | None = getattr(state, "tracking_hits", None)
+    if writer is None:
+
+        def keep(connection: Connection, hits: Sequence[engagement.Hit]) -> list[list[str]]:
+            # As the system: the reader is nobody we know. rollback_only: the writer commits.
+            with Session(bind=connection, join_transaction_mode="rollback_only") as session:
+                forwarded = engagement.record_many(session, settings, hits)
+                session.commit()
+            return forwarded
+
+        writer = GroupCommit("tracking-hits", settings.database_url, keep, before=act_as_system)
+        state.tracking_hits = writer
+    return writer
 
 
 @operation(
