@@ -10,6 +10,7 @@ PIP    := $(BIN)/python -m pip --quiet --disable-pip-version-check
 RUN_STAMP   := $(VENV)/.installed-runtime
 STAMP       := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+NODE_STAMP  := node_modules/.installed
 PYTEST_ARGS ?=
 # pytest-xdist workers for `make test`: each has its own database, virtual host and Redis
 # database, and most tests wait on I/O, so two share two cores well.
@@ -32,7 +33,17 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	@$(PIP) install -c constraints.txt -e '.[dev]'
 	@touch $(STAMP) $(RUN_STAMP)
 
-install: $(STAMP)
+install: $(STAMP) $(NODE_STAMP)
+
+# The browser tests' axe-core audit, pinned by package-lock.json; without npm those audits
+# are skipped, so a machine without Node.js still runs everything else.
+$(NODE_STAMP): package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		echo "installing the browser tests' packages into node_modules"; \
+		npm ci --no-audit --no-fund --silent && touch $(NODE_STAMP); \
+	else \
+		echo "npm not found: skipping node_modules (the axe-core accessibility tests will be skipped)"; \
+	fi
 
 # The bench extra on top of the dev install, again only when the pins or the extras change.
 $(BENCH_STAMP): $(STAMP)
@@ -77,4 +88,4 @@ bench-inbox: install
 	$(BIN)/python -m bench.inbox $(if $(QUICK),--quick,)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -189,6 +189,9 @@ class Settings:
     sse_heartbeat_ms: int = DEFAULT_SSE_HEARTBEAT_MS
     #: Browser origins allowed to call the gateway cross-origin; none (CORS closed) by default.
     cors_allowed_origins: tuple[str, ...] = ()
+    #: INBOX_FRAME_ANCESTORS: origins whose pages may frame the ``/inbox`` page; none (the page
+    #: refuses every frame) by default.
+    inbox_frame_ancestors: tuple[str, ...] = ()
     #: ``Strict-Transport-Security`` max-age in seconds; 0 sends no such header, because only
     #: the deployment knows whether clients reach us over TLS (often through a proxy).
     hsts_max_age_seconds: int = 0
@@ -419,6 +422,7 @@ class Settings:
             ),
             sse_heartbeat_ms=integer("SSE_HEARTBEAT_INTERVAL", DEFAULT_SSE_HEARTBEAT_MS, minimum=10),
             cors_allowed_origins=parse_csv(get("CORS_ALLOWED_ORIGINS", "") or ""),
+            inbox_frame_ancestors=_origins("INBOX_FRAME_ANCESTORS", get("INBOX_FRAME_ANCESTORS", "") or ""),
             hsts_max_age_seconds=integer("HSTS_MAX_AGE", "0"),
             webhooks=WebhookSettings.from_env(get),
             rate_limits=RateLimitSettings.from_env(get),
@@ -558,6 +562,28 @@ def _public_base_url(raw: str | None) -> str | None:
             f"PUBLIC_BASE_URL must be an http(s) URL such as https://notify.example.com, got {raw!r}"
         )
     return raw.strip().rstrip("/")
+
+
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated http(s) origins (scheme, host and optional port), trailing slash dropped.
+
+    They end up in a header (``Content-Security-Policy: frame-ancestors …``), where a stray
+    ``;`` or quote would add a directive or a keyword, so anything but a plain origin is refused.
+    """
+    origins = tuple(origin.rstrip("/") for origin in parse_csv(raw))
+    for origin in origins:
+        parts = urlsplit(origin)
+        plain = all(c.isalnum() or c in ":/.-" for c in origin)
+        port = parts.netloc.rpartition(":")[2] if parts.netloc.count(":") == 1 else ""
+        if (
+            not plain
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path
+            or (port != "" and not port.isdigit())
+        ):
+            raise ConfigError(f"{name} must list origins such as https://app.example.com, got {origin!r}")
+    return origins
 
 
 #: HS256 wants a key at least as long as its hash (RFC 7518, section 3.2).

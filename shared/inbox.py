@@ -185,6 +185,16 @@ def _mark(connection: Connection, which: Any) -> list[str | None]:
     return read
 
 
+def mark_unread(connection: Connection, user_id: str, ids: Sequence[str]) -> int:
+    """Mark the user's own read notifications among ``ids`` unread again (a user keeping one
+    for later); other ids match nothing. Returns how many changed. The receipts already
+    recorded stay (the message was read), and escalations cancelled by the read stay cancelled."""
+    if not ids:
+        return 0
+    which = and_(_visible(user_id), _T.c.id.in_(ids), _T.c.read_at.is_not(None))
+    return len(connection.execute(update(_T).where(which).values(read_at=None).returning(_T.c.id)).all())
+
+
 def mark_seen(connection: Connection, user_id: str, ids: Sequence[str]) -> list[str | None]:
     """Mark the user's own notifications among ``ids`` seen; other ids match nothing. Returns
     the message of each notification seen now (None for one that came from no message): one

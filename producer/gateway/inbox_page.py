@@ -1,13 +1,19 @@
-"""``GET /inbox``: a small inbox page (plain HTML, CSS and JavaScript, no build step).
+"""``GET /inbox``: a small inbox page (plain HTML, CSS and JavaScript, no build step), and
+``GET /inbox/widget.js``: the ``<kai-inbox>`` element a product drops into its own pages.
 
 The page takes the user token from its URL fragment (``/inbox#token=…``), which browsers
 never send to the server, calls ``/api/notifications`` with it, and follows the notification
 stream. The strict content security policy allows only the page's own script and calls to
-this origin: no inline script or style, no framing.
+this origin: no inline script or style. Only the origins of ``INBOX_FRAME_ANCESTORS`` may
+frame it (none by default).
+
+The widget runs in the host product's page and calls this gateway cross-origin, so it needs
+the host's origin in ``CORS_ALLOWED_ORIGINS``, not a policy of this page.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 
 from starlette.requests import Request
@@ -15,38 +21,55 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from producer.gateway.openapi import Auth, Reply, operation
+from producer.service import NotificationService
 
 STATIC = resources.files("producer.gateway") / "static"
 
 HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-        "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    ),
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",
 }
 
+POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; base-uri 'none'; form-action 'none'"
+)
 
-def _asset(name: str, media_type: str) -> Route:
+
+def content_security_policy(frame_ancestors: Sequence[str]) -> str:
+    """The page's policy; ``frame_ancestors`` are the origins that may frame it."""
+    ancestors = " ".join(frame_ancestors) or "'none'"
+    return f"{POLICY}; frame-ancestors {ancestors}"
+
+
+def _asset(name: str, media_type: str, path: str | None = None, *, of_the_page: bool = True) -> Route:
+    """``of_the_page``: a part of the /inbox page, sent with its policy; the widget's script
+    runs in other pages and keeps the gateway's default one (it is never a document)."""
     body = (STATIC / name).read_bytes()
+    summary = f"The inbox page: {name}" if of_the_page else "The <kai-inbox> element for other sites' pages"
+    what = "A static asset of the inbox page." if of_the_page else "The script that defines <kai-inbox>."
 
     @operation(
         "GET",
-        f"The inbox page: {name}",
+        summary,
         auth=Auth.PUBLIC,
-        replies=[Reply(200, "A static asset of the inbox page.", media_type=media_type.split(";")[0])],
+        replies=[Reply(200, what, media_type=media_type.split(";")[0])],
     )
-    async def serve(_request: Request) -> Response:
-        return Response(body, media_type=media_type, headers=HEADERS)
+    async def serve(request: Request) -> Response:
+        if not of_the_page:
+            return Response(body, media_type=media_type, headers=HEADERS)
+        service: NotificationService = request.app.state.service
+        policy = content_security_policy(service.settings.inbox_frame_ancestors)
+        return Response(body, media_type=media_type, headers={**HEADERS, "Content-Security-Policy": policy})
 
     serve.__name__ = f"inbox_{name.replace('.', '_')}"
-    return Route(f"/{name}" if name != "inbox.html" else "/inbox", serve, methods=["GET"])
+    return Route(path or f"/{name}", serve, methods=["GET"])
 
 
 routes = [
-    _asset("inbox.html", "text/html; charset=utf-8"),
+    _asset("inbox.html", "text/html; charset=utf-8", "/inbox"),
     _asset("inbox.js", "text/javascript"),
     _asset("inbox.css", "text/css"),
+    _asset("widget.js", "text/javascript", "/inbox/widget.js", of_the_page=False),
 ]

@@ -1,5 +1,5 @@
-"""``/api/notifications``: the caller's inbox (feed, unread count, mark seen or read, record a
-click, delete, test).
+"""``/api/notifications``: the caller's inbox (feed, unread count, mark seen, read or unread,
+record a click, delete, test).
 
 Every endpoint acts for the user of the credential (a user token, or a server key with
 ``X-User-Id``) and for nobody else. Changes that move the unread count are announced to the
@@ -169,6 +169,9 @@ async def _change(settings: Settings, user_id: str, verb: str, ids: list[str] | 
         if verb == "delete":
             deleted = inbox.soft_delete(connection, user_id, ids or [])
             return deleted, inbox.unread_count(connection, user_id), []
+        if verb == "unread":
+            marked = inbox.mark_unread(connection, user_id, ids or [])
+            return marked, inbox.unread_count(connection, user_id), []
         # Reading implies seeing: one not seen yet is seen now, with its receipt before the read.
         if ids is None:
             seen, read = inbox.mark_all_seen(connection, user_id), inbox.mark_all_read(connection, user_id)
@@ -258,6 +261,20 @@ async def mark_as_read(request: Request) -> JSONResponse:
 
 @operation(
     "POST",
+    "Mark notifications unread",
+    auth=Auth.USER,
+    body=IdsInput,
+    replies=[Reply(200, "How many changed, and the unread count after.", MarkedRead)],
+    description="For a user keeping a notification for later: each read one becomes unread "
+    "again. Its message keeps the receipts it has (it was read).",
+)
+async def mark_as_unread(request: Request) -> JSONResponse:
+    settings, user_id = _user(request)
+    return await _change(settings, user_id, "unread", await _ids(request, settings))
+
+
+@operation(
+    "POST",
     "Mark all the user's notifications read",
     auth=Auth.USER,
     replies=[Reply(200, "How many changed, and the unread count after.", MarkedRead)],
@@ -303,6 +320,7 @@ routes = [
     Route("/api/notifications/seen", mark_as_seen, methods=["POST"]),
     Route("/api/notifications/clicked", clicked, methods=["POST"]),
     Route("/api/notifications/mark-as-read", mark_as_read, methods=["POST"]),
+    Route("/api/notifications/mark-as-unread", mark_as_unread, methods=["POST"]),
     Route("/api/notifications/mark-all-as-read", mark_all_as_read, methods=["POST"]),
     Route("/api/notifications/delete", delete, methods=["POST"]),
     Route("/api/notifications/test", send_test, methods=["POST"]),

@@ -3,7 +3,9 @@
 Only the ``http.response.start`` message is touched, so streamed bodies (the notification
 stream's Server-Sent Events) pass through unbuffered. A response that sets one of these
 headers itself keeps its own value: the inbox page sends the content security policy that
-lets its script run.
+lets its script run. A response whose own policy lets some origins frame it gets no
+``X-Frame-Options: DENY``, which would refuse them all: browsers that know ``frame-ancestors``
+ignore ``X-Frame-Options`` anyway, and there is no value that names allowed framers.
 """
 
 from __future__ import annotations
@@ -42,10 +44,21 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
+                framed = _allows_framing(headers.get("Content-Security-Policy", ""))
                 for name, value in self.defaults.items():
-                    headers.setdefault(name, value)
+                    if not (framed and name == "X-Frame-Options"):
+                        headers.setdefault(name, value)
                 if is_api:
                     headers["Cache-Control"] = API_CACHE_CONTROL
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _allows_framing(policy: str) -> bool:
+    """Whether a content security policy names origins that may frame the response."""
+    for directive in policy.split(";"):
+        name, _, sources = directive.strip().partition(" ")
+        if name.lower() == "frame-ancestors":
+            return sources.split() not in ([], ["'none'"])
+    return False

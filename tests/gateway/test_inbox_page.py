@@ -1,6 +1,9 @@
 """``GET /inbox`` in a real headless Chromium: the page lists the user's notifications, shows
 the unread badge, marks what it shows seen and what is clicked read, records a followed action
-before navigating to it, and shows a notification sent through the API without a reload."""
+before navigating to it, and shows a notification sent through the API without a reload. It
+takes its token out of the address bar, loads in frames of the INBOX_FRAME_ANCESTORS origins
+only, resolves relative action links against the ``base`` its embedder gives, and passes an
+axe-core audit."""
 
 from __future__ import annotations
 
@@ -14,9 +17,9 @@ from producer.gateway.app import create_app
 from shared.channels import Channel
 from shared.config import Settings
 from tests.conftest import SERVER_KEY, Fleet
-from tests.gateway.browser import UI_TIMEOUT_MS, chromium
+from tests.gateway.browser import UI_TIMEOUT_MS, HostSite, axe_violations, chromium, load_axe
 from tests.gateway.inbox import seed, user_headers, user_token
-from tests.gateway.server import LiveServer
+from tests.gateway.server import LiveServer, free_port
 from tests.waiting import wait_until
 
 SERVER = {"Authorization": f"Bearer {SERVER_KEY}"}
@@ -172,3 +175,122 @@ def test_the_page_without_a_token_says_how_to_open_it(settings: Settings, page: 
         assert response is not None and response.status == 200
         assert "script-src 'self'" in response.headers["content-security-policy"]
         expect(page.locator("#status")).to_contain_text("#token=")
+
+
+def test_the_page_takes_the_token_out_of_the_address_bar(settings: Settings, page: Page) -> None:
+    """Given the page opened with its token in the fragment, then the address bar and the
+    history entry lose the fragment at once, and a reload still shows the inbox."""
+    seed(settings, "alice", 1)
+    with LiveServer(create_app(settings)) as server:
+        page.goto(f"{server.url}/inbox#token={user_token('alice')}")
+        expect(page.locator("#list li")).to_have_count(1, timeout=UI_TIMEOUT_MS)
+        assert page.url == f"{server.url}/inbox"
+        page.reload()
+        expect(page.locator("#list li")).to_have_count(1, timeout=UI_TIMEOUT_MS)
+        assert "token" not in page.url
+
+
+#: A page of the product that frames the inbox.
+FRAMING_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Acme</title></head>
+<body><iframe title="Notifications" src="{src}" width="600" height="400"></iframe></body></html>
+"""
+
+
+def framing_pages(gateway: str, inbox_fragment: str) -> dict[str, str]:
+    page = FRAMING_PAGE.format(src=f"{gateway}/inbox#{inbox_fragment}")
+    return {"/": page, "/billing/invoices/7": "<!doctype html><title>Invoice 7</title>"}
+
+
+def test_the_page_loads_in_a_frame_of_an_allowed_origin_only(
+    make_settings: Callable[..., Settings], fleet: Callable[..., Fleet], browser: Browser
+) -> None:
+    """Given INBOX_FRAME_ANCESTORS naming the product's origin, when the product frames the
+    inbox page, then it loads there (its answer names the origin in frame-ancestors and has no
+    X-Frame-Options), and its relative action link leads the whole window to the ``base`` the
+    product gave; framed by another origin, Chromium refuses to show it."""
+    port = free_port()
+    gateway = f"http://127.0.0.1:{port}"
+    allowed = HostSite({}, port=free_port())
+    fragment = f"token={user_token('alice')}&base={allowed.url}/billing/"
+    allowed.pages.update(framing_pages(gateway, fragment))
+    other = HostSite(framing_pages(gateway, fragment))
+    settings = make_settings(INBOX_FRAME_ANCESTORS=allowed.origin)
+    fleet(settings, [Channel.IN_APP])
+    context = browser.new_context()
+    try:
+        with LiveServer(create_app(settings), port=port) as server, allowed, other:
+            sent = httpx.post(
+                f"{server.url}/api/messages/in-app",
+                json={"userId": "alice", "title": "Invoice", "message": "ready", "actionUrl": "invoices/7"},
+                headers=SERVER,
+            )
+            assert sent.status_code == 422  # a relative path without its leading slash is refused
+            sent = httpx.post(
+                f"{server.url}/api/messages/in-app",
+                json={
+                    "userId": "alice",
+                    "title": "Invoice",
+                    "message": "ready",
+                    "actionUrl": "/billing/invoices/7",
+                },
+                headers=SERVER,
+            )
+            wait_until(lambda: unread(server, "alice") == 1, message="the notification was not delivered")
+            answer = httpx.get(f"{server.url}/inbox")
+            assert "frame-ancestors " + allowed.origin in answer.headers["content-security-policy"]
+            assert "x-frame-options" not in answer.headers
+
+            framed = context.new_page()
+            framed.goto(allowed.url + "/")
+            inbox = framed.frame_locator("iframe")
+            expect(inbox.locator("#list li")).to_have_count(1, timeout=UI_TIMEOUT_MS)
+            inbox.locator("#list li").click()
+            framed.wait_for_url(f"{allowed.url}/billing/invoices/7", timeout=UI_TIMEOUT_MS)
+            # The click and the read are two requests on their way at once: either lands first.
+            wait_until(
+                lambda: sorted(receipts(server, sent.json()["id"])) == ["clicked", "read", "seen"],
+                timeout=UI_TIMEOUT_MS / 1000,
+                message=lambda: f"receipts {receipts(server, sent.json()['id'])}",
+            )
+
+            refused = context.new_page()
+            with refused.expect_event(
+                "console", lambda m: "frame-ancestors" in m.text, timeout=UI_TIMEOUT_MS
+            ):
+                refused.goto(other.url + "/")
+            frame = refused.frames[1]
+            assert not frame.url.startswith(gateway)
+            assert refused.frame_locator("iframe").locator("#list").count() == 0
+    finally:
+        context.close()
+
+
+def test_without_the_setting_the_page_refuses_every_frame(settings: Settings) -> None:
+    """Given no INBOX_FRAME_ANCESTORS, then the page may not be framed at all."""
+    with LiveServer(create_app(settings)) as server:
+        answer = httpx.get(f"{server.url}/inbox")
+    assert answer.headers["content-security-policy"].endswith("frame-ancestors 'none'")
+    assert answer.headers["x-frame-options"] == "DENY"
+
+
+def test_the_page_passes_an_accessibility_audit(settings: Settings, browser: Browser) -> None:
+    """Given the page showing read and unread notifications, then axe-core finds no serious
+    or critical violation (colour contrast included)."""
+    ids = seed(settings, "alice", 3, type="warning")
+    context = browser.new_context()
+    load_axe(context)
+    page = context.new_page()
+    try:
+        with LiveServer(create_app(settings)) as server:
+            httpx.post(
+                f"{server.url}/api/notifications/mark-as-read",
+                json={"ids": ids[:1]},
+                headers=user_headers("alice"),
+            )
+            page.goto(f"{server.url}/inbox#token={user_token('alice')}")
+            expect(page.locator("#list li")).to_have_count(3, timeout=UI_TIMEOUT_MS)
+            expect(page.locator("#status")).to_have_text("live", timeout=UI_TIMEOUT_MS)
+            assert axe_violations(page) == []
+    finally:
+        context.close()

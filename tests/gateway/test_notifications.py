@@ -1,6 +1,6 @@
-"""``/api/notifications``: the caller's feed, unread count, mark seen, mark-as-read, clicked,
-delete and test notification, over real HTTP against the real database, and that no user ever
-reaches another user's notifications."""
+"""``/api/notifications``: the caller's feed, unread count, mark seen, mark-as-read,
+mark-as-unread, clicked, delete and test notification, over real HTTP against the real
+database, and that no user ever reaches another user's notifications."""
 
 from __future__ import annotations
 
@@ -165,6 +165,25 @@ def test_mark_as_read_ignores_unknown_ids_and_twice_is_harmless(
     assert feed(client, "alice")["items"][0]["readAt"] is not None
 
 
+def test_mark_as_unread_undoes_a_read_and_keeps_the_receipts_state(
+    settings: Settings, client: httpx.Client
+) -> None:
+    """Given two read notifications, when one is marked unread (along with an unknown id),
+    then one row changes, the count is 1, its ``readAt`` is gone and its
+    ``seenAt`` stays; marking it unread again changes nothing."""
+    ids = seed(settings, "alice", 2)
+    post(client, "alice", "mark-as-read", {"ids": ids})
+
+    first = post(client, "alice", "mark-as-unread", {"ids": [ids[0], "no-such-id"]})
+    second = post(client, "alice", "mark-as-unread", {"ids": [ids[0]]})
+
+    assert first.json() == {"updated": 1, "unreadCount": 1}
+    assert second.json() == {"updated": 0, "unreadCount": 1}
+    items = {item["id"]: item for item in feed(client, "alice")["items"]}
+    assert items[ids[0]]["readAt"] is None and items[ids[0]]["seenAt"] is not None
+    assert items[ids[1]]["readAt"] is not None
+
+
 def seen_at(client: httpx.Client, user_id: str) -> dict[str, str | None]:
     return {item["id"]: item["seenAt"] for item in feed(client, user_id, limit=100)["items"]}
 
@@ -236,7 +255,7 @@ def test_delete_is_soft_and_idempotent(settings: Settings, client: httpx.Client)
     "body",
     [{}, {"ids": "abc"}, {"ids": [1, 2]}, {"ids": [""]}, {"ids": ["x" * 65]}, {"ids": ["a"] * 1001}],
 )
-@pytest.mark.parametrize("action", ["seen", "clicked", "mark-as-read", "delete"])
+@pytest.mark.parametrize("action", ["seen", "clicked", "mark-as-read", "mark-as-unread", "delete"])
 def test_id_lists_are_validated(client: httpx.Client, action: str, body: dict[str, Any]) -> None:
     """Given a malformed id list, then the call answers 422 and names ``ids``."""
     response = post(client, "alice", action, body)
@@ -255,6 +274,7 @@ def test_no_user_reaches_another_users_notifications(settings: Settings, client:
     seen = post(client, "alice", "seen", {"ids": bob_ids})
     clicked = post(client, "alice", "clicked", {"ids": bob_ids})
     marked = post(client, "alice", "mark-as-read", {"ids": bob_ids})
+    unmarked = post(client, "alice", "mark-as-unread", {"ids": bob_ids})
     deleted = post(client, "alice", "delete", {"ids": bob_ids})
     post(client, "alice", "mark-all-as-read")
     server_view = client.get(
@@ -266,6 +286,7 @@ def test_no_user_reaches_another_users_notifications(settings: Settings, client:
     assert listed == set(alice_ids)
     assert (seen.json(), clicked.json()) == ({"updated": 0}, {"clicked": 0})
     assert marked.json() == {"updated": 0, "unreadCount": 2}
+    assert unmarked.json() == {"updated": 0, "unreadCount": 2}
     assert deleted.json() == {"deleted": 0, "unreadCount": 2}
     assert unread(client, "bob") == 3
     assert {i["id"] for i in server_view["items"]} == set(bob_ids)
@@ -283,6 +304,7 @@ def test_no_user_reaches_another_users_notifications(settings: Settings, client:
         ("POST", "/api/notifications/seen"),
         ("POST", "/api/notifications/clicked"),
         ("POST", "/api/notifications/mark-as-read"),
+        ("POST", "/api/notifications/mark-as-unread"),
         ("POST", "/api/notifications/mark-all-as-read"),
         ("POST", "/api/notifications/delete"),
         ("POST", "/api/notifications/test"),

@@ -1,5 +1,6 @@
 """Security headers on every gateway response: the defaults everywhere, ``no-store`` on the
-API, the inbox page's own policy, HSTS only when configured, and an unbuffered SSE stream."""
+API, the inbox page's own policy (framed only by INBOX_FRAME_ANCESTORS), HSTS only when
+configured, and an unbuffered SSE stream."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import httpx
 import pytest
 
 from producer.gateway.app import create_app
-from shared.config import Settings
+from shared.config import ConfigError, Settings
 from tests.conftest import SERVER_KEY
 from tests.gateway.inbox import user_headers
 from tests.gateway.server import LiveServer
@@ -61,6 +62,46 @@ def test_the_inbox_page_keeps_its_strict_policy(settings: Settings) -> None:
     assert policy["style-src"] == ["'self'"]
     assert policy["frame-ancestors"] == ["'none'"]
     assert response.headers["x-frame-options"] == "DENY"
+
+
+def test_frame_ancestors_open_the_inbox_page_to_those_origins_only(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Given INBOX_FRAME_ANCESTORS naming two origins, then /inbox may be framed by exactly
+    those (no X-Frame-Options: DENY, which would refuse them too), and every other answer,
+    the widget's script included, still refuses every frame."""
+    origins = "https://app.example.test, http://127.0.0.1:8080/"
+    with LiveServer(create_app(make_settings(INBOX_FRAME_ANCESTORS=origins))) as server:
+        page = httpx.get(f"{server.url}/inbox", timeout=10)
+        others = [
+            httpx.get(f"{server.url}{path}", timeout=10)
+            for path in ("/healthz", "/api/notifications", "/inbox/widget.js")
+        ]
+
+    policy = page.headers["content-security-policy"]
+    assert policy.endswith("frame-ancestors https://app.example.test http://127.0.0.1:8080")
+    assert "script-src 'self'" in policy
+    assert "x-frame-options" not in page.headers
+    for other in others:
+        assert other.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in other.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "*",
+        "https://app.example.test; script-src *",
+        "'self'",
+        "ftp://files.example.test",
+        "https://a.test/path",
+    ],
+)
+def test_frame_ancestors_must_be_plain_origins(value: str) -> None:
+    """Given INBOX_FRAME_ANCESTORS with anything but http(s) origins (a wildcard, a keyword,
+    a second directive, a path), then the settings refuse to load, naming the variable."""
+    with pytest.raises(ConfigError, match="INBOX_FRAME_ANCESTORS"):
+        Settings.from_env({"INBOX_FRAME_ANCESTORS": value})
 
 
 def test_hsts_is_sent_only_when_configured(make_settings: Callable[..., Settings]) -> None:

@@ -1,12 +1,23 @@
-// The embeddable inbox: lists the user's notifications, shows the unread badge, marks what it
-// shows seen and what is opened read, records a followed action, and follows the notification
-// stream. Open it as /inbox#token=<user token>; the token stays in the fragment, which
-// browsers never send to servers or put in Referer headers.
+// The inbox page: lists the user's notifications, shows the unread badge, marks what it shows
+// seen and what is opened read, records a followed action, and follows the notification
+// stream. Open it as /inbox#token=<user token>, optionally with &base=<the application's URL>
+// against which relative action links resolve (the page is framed by that application). The
+// fragment is never sent to servers or put in Referer headers, and the page takes it out of the
+// address bar and the history at once; the tab's session storage keeps it for a reload.
 (function () {
   "use strict";
+  var KEY = "kai-inbox";
   var params = new URLSearchParams(location.hash.slice(1));
+  if (params.has("token")) {
+    try { sessionStorage.setItem(KEY, params.toString()); } catch (e) { /* storage off: no reload */ }
+    history.replaceState(null, "", location.pathname + location.search);
+  } else {
+    try { params = new URLSearchParams(sessionStorage.getItem(KEY) || ""); } catch (e) { /* as above */ }
+  }
   var token = params.get("token") || "";
   var base = params.get("api") || "";
+  var linkBase = httpUrl(params.get("base")) || location.href;
+  var framed = window.top !== window.self;
   var list = document.getElementById("list");
   var badge = document.getElementById("badge");
   var statusLine = document.getElementById("status");
@@ -57,7 +68,9 @@
     time.textContent = new Date(item.createdAt).toLocaleString();
     body.append(title, message, time);
     li.append(kind, body);
+    li.tabIndex = 0;  // reachable with Tab, opened with Enter like a link
     li.addEventListener("click", function () { open(item, li); });
+    li.addEventListener("keydown", function (event) { if (event.key === "Enter") { open(item, li); } });
     shown.set(item.id, li);
     if (atTop) { list.prepend(li); } else { list.append(li); }
     empty.hidden = shown.size > 0;
@@ -77,9 +90,23 @@
     }, function () {});
   }
 
+  // The URL if it is an absolute http(s) one (anything else, javascript: above all, is not).
+  function httpUrl(raw, against) {
+    if (!raw) { return null; }
+    try {
+      var url = new URL(raw, against);
+      return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
   function open(item, li) {
-    var link = item.actionUrl && /^(\/(?!\/)|https?:\/\/)/.test(item.actionUrl) ? item.actionUrl : null;
-    var follow = function () { if (link) { location.assign(link); } };
+    var link = item.actionUrl ? httpUrl(item.actionUrl, linkBase) : null;
+    // Framed, the action belongs to the application around the page, not to the frame.
+    var follow = function () {
+      if (link && framed) { window.open(link, "_top"); } else if (link) { location.assign(link); }
+    };
     if (link) { api("/api/notifications/clicked", { ids: [item.id] }, true).catch(function () {}); }
     if (li.classList.contains("read")) { follow(); return; }
     api("/api/notifications/mark-as-read", { ids: [item.id] }).then(function (answer) {
