@@ -196,7 +196,8 @@ def _sums(connection: Connection, table: Table, query: Query) -> dict[tuple[Any,
 
 
 def _histogram(value: Any) -> dict[str, int]:
-    return dict(value) if isinstance(value, dict) else dict(json.loads(value or "{}"))
+    # PostgreSQL's driver hands each row a fresh dict: it can be added to as it is.
+    return value if isinstance(value, dict) else dict(json.loads(value or "{}"))
 
 
 def run(connection: Connection, query: Query) -> dict[str, Any]:

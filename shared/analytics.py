@@ -67,10 +67,14 @@ def latency_bucket(milliseconds: float) -> int:
     return int(math.log(milliseconds) / _LOG_RATIO)
 
 
+#: Bucket keys as stored (text) to their index, without parsing each time.
+_INDEX: dict[object, int] = {**{str(i): i for i in range(512)}, **{i: i for i in range(512)}}
+
+
 def percentiles(histogram: Mapping[str, int] | Mapping[int, int], qs: Sequence[float]) -> list[float | None]:
     """The ``qs``-quantiles (each 0 to 1, ascending) of a histogram, in milliseconds,
     interpolated geometrically inside their bucket; None for an empty one. One pass for all."""
-    buckets = sorted((int(k), n) for k, n in histogram.items() if n > 0)
+    buckets = sorted((_INDEX.get(k) or int(k), n) for k, n in histogram.items() if n > 0)
     total = sum(n for _, n in buckets)
     if total == 0:
         return [None for _ in qs]
