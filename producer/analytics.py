@@ -130,7 +130,8 @@ class Query:
         return out
 
 
-_COUNT_NAMES = {name: _camel(name) for name in COUNTERS}
+#: Rollup counter → its name in answers (``bot_opened`` → ``botOpened``).
+COUNTER_NAMES = {name: _camel(name) for name in COUNTERS}
 _HISTOGRAMS = ("time_to_deliver", "time_to_read")
 
 
@@ -161,7 +162,7 @@ class _Sum:
             }
 
         return {
-            **{shown: counts[name] for name, shown in _COUNT_NAMES.items()},
+            **{shown: counts[name] for name, shown in COUNTER_NAMES.items()},
             "rates": {name: rate(n, d) for name, (n, d) in RATES.items()},
             "timeToDeliver": latency(self.histograms["time_to_deliver"]),
             "timeToRead": latency(self.histograms["time_to_read"]),

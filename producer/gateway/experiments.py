@@ -12,20 +12,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from producer.analytics import COUNTER_NAMES
 from producer.gateway import pagination
 from producer.gateway.auth import server_settings
 from producer.gateway.bodies import parse, read_json_object
 from producer.gateway.openapi import Auth, Param, Reply, operation
 from producer.gateway.openapi.views import ExperimentList, ExperimentView, ExperimentWithResults
 from shared import experiment_stats
-from shared.db.models import COUNTERS, Experiment
+from shared.db.models import Experiment
 from shared.db.rls import system_scope
 from shared.templates import experiments
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
 
 
 def view(row: Experiment) -> dict[str, Any]:
@@ -59,7 +55,7 @@ def view_with_results(session: Session, row: Experiment) -> dict[str, Any]:
         results.append(
             {
                 "name": variant["name"],
-                "funnel": {_camel(name): funnel[name] for name in COUNTERS},
+                "funnel": {shown: funnel[name] for name, shown in COUNTER_NAMES.items()},
                 "trials": trials,
                 "successes": funnel[row.metric],
                 "rate": round(funnel[row.metric] / trials, 6) if trials else None,
