@@ -35,14 +35,14 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(STAMP) $(NODE_STAMP)
 
-# The browser tests' axe-core audit, pinned by package-lock.json; without npm those audits
-# are skipped, so a machine without Node.js still runs everything else.
+# The browser tests' axe-core audit, pinned by package-lock.json; without npm the service
+# still installs and runs, and the accessibility tests fail saying what is missing.
 $(NODE_STAMP): package.json package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 		echo "installing the browser tests' packages into node_modules"; \
 		npm ci --no-audit --no-fund --silent && touch $(NODE_STAMP); \
 	else \
-		echo "npm not found: skipping node_modules (the axe-core accessibility tests will be skipped)"; \
+		echo "npm not found: node_modules not installed (the axe-core accessibility tests will fail)"; \
 	fi
 
 # The bench extra on top of the dev install, again only when the pins or the extras change.

@@ -127,7 +127,7 @@ def load_axe(context: BrowserContext) -> None:
     """Give every page of ``context`` axe-core, before its own scripts: as an init script it is
     not subject to the page's content security policy, which refuses inline and foreign code."""
     if not AXE.exists():
-        pytest.skip("axe-core is not installed: run `make install` (it installs it with npm)")
+        pytest.fail("axe-core is not installed: run `make install` (it installs it with npm)")
     context.add_init_script(path=str(AXE))
 
 
