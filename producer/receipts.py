@@ -38,7 +38,6 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from producer.enqueue import enqueuer_for
@@ -113,26 +112,7 @@ def record(
     """Keep ``receipt``, move its message's status and forward it to the subscribed webhook
     endpoints; the forwarding messages' ids (to publish after the commit with
     :func:`publish_forwarded`). A receipt heard before changes nothing and forwards nothing."""
-    user_id = message.user_id
-    row = MessageReceipt(
-        id=str(uuid.uuid4()),
-        message_id=receipt.message_id,
-        user_id=user_id,
-        type=receipt.type,
-        code=receipt.code,
-        detail=receipt.detail,
-        provider=receipt.provider,
-        dedupe_key=receipt.dedupe_key,
-        occurred_at=receipt.occurred_at or utcnow(),
-    )
-    try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:
-        return []  # the unique dedupe_key: heard before
-    _advance(session, receipt, row.occurred_at)
-    return _forward(session, settings, row, message.channel, endpoints)
+    return record_many(session, settings, [(receipt, message)], endpoints)[0]
 
 
 def record_many(

@@ -185,6 +185,7 @@ def key_reused(key: str | None) -> IdempotencyKeyReused:
 
 
 def _row(message: NewMessage, now: datetime) -> dict[str, Any]:
+    experiment_id, variant = message.experiment
     return {
         "id": new_message_id(),
         "channel": message.channel.value,
@@ -209,8 +210,8 @@ def _row(message: NewMessage, now: datetime) -> dict[str, Any]:
         "escalation_if": message.escalation_if,
         "escalation_after": message.escalation_after,
         "rule_id": message.rule_id,
-        "experiment_id": message.experiment[0],
-        "variant": message.experiment[1],
+        "experiment_id": experiment_id,
+        "variant": variant,
         "created_at": now,
         "updated_at": now,
     }

@@ -48,19 +48,16 @@ def view(row: Experiment) -> dict[str, Any]:
 
 def view_with_results(session: Session, row: Experiment) -> dict[str, Any]:
     found = experiments.results(session, row)
-    results = []
-    for variant in row.variants:
-        funnel = found.funnels[variant["name"]]
-        trials = max(funnel["sent"], funnel[row.metric])
-        results.append(
-            {
-                "name": variant["name"],
-                "funnel": {shown: funnel[name] for name, shown in COUNTER_NAMES.items()},
-                "trials": trials,
-                "successes": funnel[row.metric],
-                "rate": round(funnel[row.metric] / trials, 6) if trials else None,
-            }
-        )
+    results = [
+        {
+            "name": name,
+            "funnel": {shown: found.funnels[name][counter] for counter, shown in COUNTER_NAMES.items()},
+            "trials": arm.trials,
+            "successes": arm.successes,
+            "rate": round(arm.successes / arm.trials, 6) if arm.trials else None,
+        }
+        for name, arm in found.arms.items()
+    ]
     comparisons = [
         {
             "variant": c.name,

@@ -227,6 +227,8 @@ def conclude(
 class Results:
     #: Per variant: every counter of the rollups.
     funnels: dict[str, dict[str, int]]
+    #: Per variant: messages sent with it, and those that reached the metric.
+    arms: dict[str, experiment_stats.Arm]
     comparisons: list[experiment_stats.Comparison]
 
 
@@ -246,11 +248,12 @@ def results(session: Session, row: Experiment) -> Results:
         trials = max(funnel["sent"], funnel[row.metric])
         return experiment_stats.Arm(name, trials, funnel[row.metric])
 
-    others = [arm(v["name"]) for v in row.variants if v["name"] != row.control]
+    arms = {v["name"]: arm(v["name"]) for v in row.variants}
+    others = [arms[name] for name in arms if name != row.control]
     comparisons = experiment_stats.compare(
-        arm(row.control), others, confidence=row.confidence, min_sample=row.min_sample
+        arms[row.control], others, confidence=row.confidence, min_sample=row.min_sample
     )
-    return Results(funnels, comparisons)
+    return Results(funnels, arms, comparisons)
 
 
 def promote_significant(settings: Settings) -> list[str]:
