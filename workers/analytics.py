@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import Any
 
 import dramatiq
-from dramatiq.middleware import Middleware
 from sqlalchemy import Connection, Table, delete, select, text, tuple_
 from sqlalchemy.dialects import sqlite
 
@@ -35,10 +34,9 @@ from shared.db.models import (
     utcnow,
 )
 from shared.db.rls import system_scope
-from shared.events.queue import EVENTS_QUEUE
 from shared.logging import get_logger
 from shared.templates import experiments
-from workers.periodic import PeriodicThread
+from workers.periodic import EventsDuty
 
 log = get_logger(__name__)
 
@@ -249,25 +247,11 @@ def fold(settings: Settings, limit: int = FOLD_BATCH) -> int:
         return fold_batch(session.connection(), limit)
 
 
-class AnalyticsFoldMiddleware(Middleware):
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._runner: PeriodicThread | None = None
+class AnalyticsFoldMiddleware(EventsDuty):
+    name = "analytics_fold"
 
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        queues: set[str] | None = worker.consumer_whitelist
-        if queues is not None and EVENTS_QUEUE not in queues:
-            return
-        interval = self.settings.scheduler_interval_ms / 1000
-        self._runner = PeriodicThread("analytics_fold", interval, self._step)
-        self._runner.start()
-
-    def _step(self) -> bool:
+    def step(self, broker: dramatiq.Broker) -> bool:
         backlog = fold(self.settings) >= FOLD_BATCH
         if not backlog:
             experiments.promote_significant(self.settings)
         return backlog
-
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
-        if self._runner is not None:
-            self._runner.stop()

@@ -6,11 +6,9 @@ together, their confirms pipelined, as the scheduler's do."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.middleware import Middleware
 
 from shared import handoff, relay
 from shared.broker import delivery_message
@@ -18,8 +16,7 @@ from shared.config import Settings
 from shared.db.models import utcnow
 from shared.db.rls import system_scope
 from shared.events import digest_close
-from shared.events.queue import EVENTS_QUEUE
-from workers.periodic import PeriodicThread
+from workers.periodic import EventsDuty
 from workers.pipelined_publisher import QueuePublisher
 
 #: Buckets closed per transaction; a backlog drains over consecutive ticks without a pause.
@@ -54,28 +51,18 @@ def purge_closed(settings: Settings) -> int:
         return digest_close.purge_closed(session, closed_before=utcnow() - KEEP_CLOSED, limit=PURGE_BATCH)
 
 
-class DigestCloseMiddleware(Middleware):
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._runner: PeriodicThread | None = None
-        self._publisher: QueuePublisher | None = None
+class DigestCloseMiddleware(EventsDuty):
+    name = "digest_close"
+    _publisher: QueuePublisher | None = None
 
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        queues: set[str] | None = worker.consumer_whitelist
-        if queues is not None and EVENTS_QUEUE not in queues:
-            return
+    def boot(self, broker: dramatiq.Broker) -> None:
         if self.settings.broker_url is not None and isinstance(broker, RabbitmqBroker):
             self._publisher = QueuePublisher(broker, self.settings.broker_url)
-        interval = self.settings.scheduler_interval_ms / 1000
-        self._runner = PeriodicThread("digest_close", interval, self._step)
-        self._runner.start()
 
-    def _step(self) -> bool:
+    def step(self, broker: dramatiq.Broker) -> bool:
         backlog = close_due(self.settings, self._publisher) >= CLOSE_BATCH
         return purge_closed(self.settings) >= PURGE_BATCH or backlog
 
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
-        if self._runner is not None:
-            self._runner.stop()
+    def shutdown(self) -> None:
         if self._publisher is not None:
             self._publisher.close()

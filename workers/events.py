@@ -11,10 +11,8 @@ the broker lost (still queued after RESCUE_AFTER) is published again by
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import dramatiq
-from dramatiq.middleware import Middleware
 
 from shared.broker import publish
 from shared.config import Settings
@@ -22,7 +20,7 @@ from shared.db.rls import system_scope
 from shared.events import processing
 from shared.events.queue import EVENTS_ACTOR, EVENTS_QUEUE, publish_event
 from shared.logging import get_logger
-from workers.periodic import PeriodicThread
+from workers.periodic import EventsDuty
 
 log = get_logger(__name__)
 
@@ -54,26 +52,13 @@ def rescue_lost(settings: Settings, broker: dramatiq.Broker) -> int:
     return len(lost)
 
 
-class EventRescueMiddleware(Middleware):
+class EventRescueMiddleware(EventsDuty):
     """In a process consuming ``events``, looks for lost events every scheduler interval."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._runner: PeriodicThread | None = None
+    name = "event_rescue"
 
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        queues: set[str] | None = worker.consumer_whitelist
-        if queues is not None and EVENTS_QUEUE not in queues:
-            return
-        interval = self.settings.scheduler_interval_ms / 1000
-        self._runner = PeriodicThread(
-            "event_rescue", interval, lambda: rescue_lost(self.settings, broker) >= RESCUE_BATCH
-        )
-        self._runner.start()
-
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
-        if self._runner is not None:
-            self._runner.stop()
+    def step(self, broker: dramatiq.Broker) -> bool:
+        return rescue_lost(self.settings, broker) >= RESCUE_BATCH
 
 
 def declare_actor(broker: dramatiq.Broker, settings: Settings) -> dramatiq.Actor[[str], None]:

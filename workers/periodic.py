@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
+import dramatiq
+from dramatiq.middleware import Middleware
+
+from shared.config import Settings
+from shared.events.queue import EVENTS_QUEUE
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -65,3 +71,39 @@ class PeriodicThread:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+
+
+class EventsDuty(Middleware):
+    """A duty of every process consuming ``events`` (the lost-event rescue, the digest closer,
+    the analytics folder): ``step`` every scheduler interval on its own thread, from the
+    worker's boot to its shutdown; processes of other queues do nothing."""
+
+    name = "events_duty"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._runner: PeriodicThread | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        queues: set[str] | None = worker.consumer_whitelist
+        if queues is not None and EVENTS_QUEUE not in queues:
+            return
+        self.boot(broker)
+        interval = self.settings.scheduler_interval_ms / 1000
+        self._runner = PeriodicThread(self.name, interval, lambda: self.step(broker))
+        self._runner.start()
+
+    def boot(self, broker: dramatiq.Broker) -> None:
+        """What the duty needs before its first step (a publisher, say)."""
+
+    def step(self, broker: dramatiq.Broker) -> bool:
+        """One round; True when it left work behind."""
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """What to release after the last step."""
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        if self._runner is not None:
+            self._runner.stop()
+            self.shutdown()
