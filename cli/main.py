@@ -90,6 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     from cli.serve import StartupBlock, bind, browsable, quiet_startup_chatter, serve
     from migrations.migrate import upgrade
     from producer.gateway.app import create_app
+    from producer.gateway.asgi import settle_heap
     from producer.gateway.serving import uvicorn_options
     from producer.starter import install_on_embedded_database
     from shared.logging import configure_logging, secret_values
@@ -104,6 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     upgrade(settings.owner_database_url)
     install_on_embedded_database(settings)  # events produce messages out of the box
     app = create_app(settings)
+    settle_heap()
     block = StartupBlock(
         base_url=browsable(args.host, args.port),
         settings=settings,

@@ -9,15 +9,15 @@ hourly one. Bounds are widened to the rollup's buckets: ``from`` down, ``to`` up
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Select, Table, select
 
 from shared import analytics
+from shared.db import histograms
 from shared.db.models import COUNTERS, AnalyticsDaily, AnalyticsHourly, utcnow
 from shared.errors import ValidationError
 
@@ -133,46 +133,67 @@ class Query:
 #: Rollup counter → its name in answers (``bot_opened`` → ``botOpened``).
 COUNTER_NAMES = {name: _camel(name) for name in COUNTERS}
 _HISTOGRAMS = ("time_to_deliver", "time_to_read")
+_LATENCY_NAMES = {"time_to_deliver": "timeToDeliver", "time_to_read": "timeToRead"}
 
 
 @dataclass
 class _Sum:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
-    #: Per histogram: bucket index (as text, as stored) → count.
-    histograms: dict[str, dict[str, int]] = field(default_factory=lambda: {h: {} for h in _HISTOGRAMS})
+    #: Per histogram: its counts packed into one integer (:mod:`shared.db.histograms`).
+    histograms: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_HISTOGRAMS, 0))
 
     def add(self, other: _Sum) -> None:
         for name, count in other.counts.items():
             self.counts[name] += count
         for name, histogram in other.histograms.items():
-            analytics.merge(self.histograms[name], histogram)
+            self.histograms[name] += histogram
+
+    def copy(self) -> _Sum:
+        return _Sum(dict(self.counts), dict(self.histograms))
 
     def view(self) -> dict[str, Any]:
+        # Plain loops, no closures or generators: a 30-day query by template shows 640 of these.
         counts = self.counts
-
-        def rate(numerator: str, denominators: Sequence[str]) -> float | None:
-            total = sum(counts[d] for d in denominators)
-            return round(counts[numerator] / total, 4) if total else None
-
-        def latency(histogram: dict[str, int]) -> dict[str, int | None]:
-            p50, p95 = analytics.percentiles(histogram, (0.5, 0.95))
-            return {
+        rates: dict[str, float | None] = {}
+        for name, (numerator, denominators) in RATES.items():
+            total = 0
+            for denominator in denominators:
+                total += counts[denominator]
+            rates[name] = round(counts[numerator] / total, 4) if total else None
+        shown: dict[str, Any] = {label: counts[name] for name, label in COUNTER_NAMES.items()}
+        shown["rates"] = rates
+        for name, label in _LATENCY_NAMES.items():
+            p50, p95 = analytics.percentiles(histograms.split(self.histograms[name]), (0.5, 0.95))
+            shown[label] = {
                 "p50Ms": None if p50 is None else round(p50),
                 "p95Ms": None if p95 is None else round(p95),
             }
+        return shown
 
-        return {
-            **{shown: counts[name] for name, shown in COUNTER_NAMES.items()},
-            "rates": {name: rate(n, d) for name, (n, d) in RATES.items()},
-            "timeToDeliver": latency(self.histograms["time_to_deliver"]),
-            "timeToRead": latency(self.histograms["time_to_read"]),
-        }
+
+def _rows(connection: Connection, statement: Select[Any]) -> Sequence[Sequence[Any]]:
+    """The rows of ``statement``, its last two columns histograms as packed integers.
+
+    On PostgreSQL through the driver's binary protocol: a day's rollup row is mostly its two
+    histograms, which the text protocol sends hex-encoded, twice their size, and decodes on
+    arrival; fetching a 30-day query's rows so took half the time (12 ms instead of 25)."""
+    if connection.dialect.name != "postgresql":
+        return connection.execute(statement).all()
+    compiled = statement.compile(dialect=connection.dialect)
+    with connection.connection.dbapi_connection.cursor(binary=True) as cursor:  # type: ignore[union-attr]
+        cursor.execute(compiled.string, compiled.params)
+        return [
+            (*row[:-2], int.from_bytes(row[-2], "little"), int.from_bytes(row[-1], "little"))
+            for row in cursor.fetchall()
+        ]
 
 
 def _sums(connection: Connection, table: Table, query: Query) -> dict[tuple[Any, ...], _Sum]:
     """Per group and rollup bucket (with an interval; per group without): the rollup rows
     added up. A 30-day query by template reads about one row per day and combination of the
-    other dimensions; adding them here costs less than expanding every histogram in SQL."""
+    other dimensions. Adding them here is cheap, each histogram being one integer (adding
+    two is one addition); letting the database group them (summing into numerics,
+    collecting the histograms into arrays) was measured slower."""
     start, end = query.span()
     where = [table.c.bucket >= start, table.c.bucket < end]
     where += [table.c[column] == value for column, value in query.filters.items()]
@@ -182,23 +203,19 @@ def _sums(connection: Connection, table: Table, query: Query) -> dict[tuple[Any,
     width = len(keyed)
     columns = [*keyed, *(table.c[name] for name in COUNTERS), *(table.c[name] for name in _HISTOGRAMS)]
     sums: dict[tuple[Any, ...], _Sum] = {}
-    for row in connection.execute(select(*columns).where(*where)).all():
+    for row in _rows(connection, select(*columns).where(*where)):
         key = tuple(row[:width])
-        counts = dict(zip(COUNTERS, row[width : width + len(COUNTERS)], strict=True))
-        histograms = dict(
-            zip(_HISTOGRAMS, (_histogram(h) for h in row[width + len(COUNTERS) :]), strict=True)
-        )
         found = sums.get(key)
         if found is None:
-            sums[key] = _Sum(counts, histograms)
-        else:
-            found.add(_Sum(counts, histograms))
+            counts = dict(zip(COUNTERS, row[width : width + len(COUNTERS)], strict=True))
+            packed = dict(zip(_HISTOGRAMS, row[width + len(COUNTERS) :], strict=True))
+            sums[key] = _Sum(counts, packed)
+            continue
+        for name, count in zip(COUNTERS, row[width : width + len(COUNTERS)], strict=True):
+            found.counts[name] += count
+        for name, histogram in zip(_HISTOGRAMS, row[width + len(COUNTERS) :], strict=True):
+            found.histograms[name] += histogram
     return sums
-
-
-def _histogram(value: Any) -> dict[str, int]:
-    # PostgreSQL's driver hands each row a fresh dict: it can be added to as it is.
-    return value if isinstance(value, dict) else dict(json.loads(value or "{}"))
 
 
 def run(connection: Connection, query: Query) -> dict[str, Any]:
@@ -210,8 +227,10 @@ def run(connection: Connection, query: Query) -> dict[str, Any]:
         group = tuple(key[:width])
         total = totals.get(group)
         if total is None:
-            totals[group] = total = _Sum()
-        total.add(found)
+            # The first of its group: the total starts as a copy, saving an addition to zero.
+            totals[group] = found.copy()
+        else:
+            total.add(found)
         if query.interval is not None:
             points = series.setdefault(group, {})
             at = query.bucket_of(key[width])

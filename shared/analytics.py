@@ -20,10 +20,12 @@ within about 10% of the true value):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from itertools import accumulate
+from typing import Any
 
 from shared.db.models import COUNTERS
 
@@ -52,8 +54,6 @@ COUNTS: dict[str, tuple[str, ...]] = {
 #: A person engaging with the message: the first of these gives its time to read.
 ENGAGING = frozenset({"read", "opened", "clicked"})
 
-K = TypeVar("K", str, int)
-
 #: Each histogram bucket is this much wider than the one before.
 RATIO = 2**0.25
 _LOG_RATIO = math.log(RATIO)
@@ -67,39 +67,41 @@ def latency_bucket(milliseconds: float) -> int:
     return int(math.log(milliseconds) / _LOG_RATIO)
 
 
-#: Bucket keys as stored (text) to their index, without parsing each time.
-_INDEX: dict[object, int] = {**{str(i): i for i in range(512)}, **{i: i for i in range(512)}}
+#: Buckets a histogram may have: the last, 159, starts at 2^39.75 ms (about 29 years) and
+#: counts anything later.
+SLOTS = 160
 
 
-def percentiles(histogram: Mapping[str, int] | Mapping[int, int], qs: Sequence[float]) -> list[float | None]:
-    """The ``qs``-quantiles (each 0 to 1, ascending) of a histogram, in milliseconds,
-    interpolated geometrically inside their bucket; None for an empty one. One pass for all."""
-    buckets = sorted((_INDEX.get(k) or int(k), n) for k, n in histogram.items() if n > 0)
-    total = sum(n for _, n in buckets)
+def bump(counts: list[int], index: int, by: int = 1) -> list[int]:
+    """Count ``by`` in bucket ``index`` of a histogram: a list of counts per bucket, as long
+    as its last non-empty bucket (what the rollups store)."""
+    index = min(index, SLOTS - 1)
+    if index >= len(counts):
+        counts.extend([0] * (index + 1 - len(counts)))
+    counts[index] += by
+    return counts
+
+
+def percentiles(counts: Sequence[int], qs: Sequence[float]) -> list[float | None]:
+    """The ``qs``-quantiles (each 0 to 1) of a histogram, in milliseconds, interpolated
+    geometrically inside their bucket; None for an empty one."""
+    cumulative = list(accumulate(counts))
+    total = cumulative[-1] if cumulative else 0
     if total == 0:
         return [None for _ in qs]
     found: list[float | None] = []
-    pending = iter(qs)
-    q = next(pending, None)
-    seen = 0
-    for index, count in buckets:
-        while q is not None and seen + count >= q * total:
-            found.append(float(RATIO ** (index + (q * total - seen) / count)))
-            q = next(pending, None)
-        seen += count
-    found += [float(RATIO ** (buckets[-1][0] + 1)) for _ in range(len(qs) - len(found))]
+    for q in qs:
+        target = q * total
+        # The bucket the target falls in; a target of zero is the first non-empty bucket's start.
+        index = bisect_left(cumulative, target if target > 0 else 1)
+        before = cumulative[index] - counts[index]
+        found.append(float(RATIO ** (index + (target - before) / counts[index])))
     return found
 
 
-def percentile(histogram: Mapping[str, int] | Mapping[int, int], q: float) -> float | None:
+def percentile(counts: Sequence[int], q: float) -> float | None:
     """The ``q``-quantile (0 to 1) of a histogram, in milliseconds."""
-    return percentiles(histogram, (q,))[0]
-
-
-def merge(into: dict[K, int], other: Mapping[K, int]) -> dict[K, int]:
-    for key, count in other.items():
-        into[key] = into.get(key, 0) + int(count)
-    return into
+    return percentiles(counts, (q,))[0]
 
 
 Key = tuple[datetime, tuple[str, ...]]
@@ -110,8 +112,8 @@ class Tally:
     """What a batch of events adds to one rollup row."""
 
     counts: dict[str, int] = field(default_factory=dict)
-    time_to_deliver: dict[str, int] = field(default_factory=dict)
-    time_to_read: dict[str, int] = field(default_factory=dict)
+    time_to_deliver: list[int] = field(default_factory=list)
+    time_to_read: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -166,9 +168,9 @@ class Fold:
             for name in new:
                 tally.counts[name] = tally.counts.get(name, 0) + 1
             if "sent" in new:
-                merge(tally.time_to_deliver, {str(latency_bucket(since)): 1})
+                bump(tally.time_to_deliver, latency_bucket(since))
             if engaged:
-                merge(tally.time_to_read, {str(latency_bucket(since)): 1})
+                bump(tally.time_to_read, latency_bucket(since))
         for name in new:
             bits |= BITS[name]
         self.counted[message_id] = bits | (ENGAGED if engaged else 0)

@@ -22,6 +22,7 @@ from producer.gateway.app import create_app
 from shared import analytics, tracking
 from shared.channels import Channel
 from shared.config import Settings
+from shared.db import histograms
 from shared.db.models import AnalyticsDaily, AnalyticsEvent, AnalyticsHourly, NotificationLog
 from shared.db.rls import system_scope
 from shared.payloads import EmailPayload, Stored
@@ -132,13 +133,13 @@ def test_each_measure_counts_once_whatever_the_order(quiet: Settings) -> None:
         assert (row["failed"], row["bounced"]) == (1, 1)
         # "opened" turned a's status "delivered": counted once, beside its "sent"
         assert row["delivered"] == 1
-        assert sum(row["time_to_deliver"].values()) == 3
-        assert sum(row["time_to_read"].values()) == 1
+        assert sum(histograms.split(row["time_to_deliver"])) == 3
+        assert sum(histograms.split(row["time_to_read"])) == 1
     assert hourly["bucket"] == START.replace(minute=0)
     assert daily["bucket"] == START.replace(hour=0, minute=0)
-    read_ms = analytics.percentile(hourly["time_to_read"], 0.5)
+    read_ms = analytics.percentile(histograms.split(hourly["time_to_read"]), 0.5)
     assert read_ms == pytest.approx(5 * 60_000, rel=0.1)
-    deliver_ms = analytics.percentile(hourly["time_to_deliver"], 0.5)
+    deliver_ms = analytics.percentile(histograms.split(hourly["time_to_deliver"]), 0.5)
     assert deliver_ms == pytest.approx(2_000, rel=0.1)
 
 
@@ -245,15 +246,24 @@ def test_a_query_off_whole_days_reads_the_hourly_rollup() -> None:
 
 def test_latency_buckets_read_back_within_ten_percent() -> None:
     for ms in (1.5, 42.0, 950.0, 61_000.0, 3_600_000.0, 86_400_000.0 * 6):
-        histogram = {str(analytics.latency_bucket(ms)): 1}
+        histogram = analytics.bump([], analytics.latency_bucket(ms))
         found = analytics.percentile(histogram, 0.5)
         assert found is not None and abs(found - ms) / ms < 0.2
-    assert analytics.percentile({}, 0.5) is None
-    many = {}
+    assert analytics.percentile([], 0.5) is None
+    assert analytics.percentile([0, 0], 0.5) is None
+    many: list[int] = []
     for ms in range(1, 1001):
-        analytics.merge(many, {str(analytics.latency_bucket(float(ms))): 1})
+        analytics.bump(many, analytics.latency_bucket(float(ms)))
     p95 = analytics.percentile(many, 0.95)
     assert p95 is not None and abs(p95 - 950) / 950 < 0.1
+    # Packed, histograms of different lengths add up bucket by bucket.
+    assert histograms.split(histograms.join([1, 2]) + histograms.join([0, 0, 0, 4])) == [1, 2, 0, 4]
+    assert histograms.split(histograms.join([1, 2, 3]) + histograms.join([1])) == [2, 2, 3]
+    assert histograms.split(histograms.join([0, 2**40, 0, 0])) == [0, 2**40]
+    assert histograms.split(0) == [] and histograms.join([]) == 0
+    # The smallest and largest: bucket 0 begins at 1 ms; the last bucket takes anything later.
+    assert analytics.percentiles([3], (0.0, 1.0)) == [1.0, analytics.RATIO]
+    assert len(analytics.bump([], 10**6)) == analytics.SLOTS
 
 
 def test_the_embedded_database_counts_the_same_way(

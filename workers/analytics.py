@@ -6,13 +6,12 @@ A batch is one transaction: the events taken, the measures marked counted per me
 the rollups raised commit together, so an event is counted exactly once even if the process
 dies mid-batch. One folder works at a time (a transaction-scoped advisory lock on PostgreSQL;
 SQLite has one writer anyway): several processes only take turns. On PostgreSQL a batch is a
-handful of statements whatever its size (ids and rows go as arrays; the rollups are raised by
-one upsert that adds the counters and merges the histograms in the database).
+handful of statements whatever its size (ids and rows go as arrays; the rollups' histograms
+are read with one statement and raised, with the counters, by one upsert).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -23,6 +22,7 @@ from sqlalchemy.dialects import sqlite
 
 from shared import analytics
 from shared.config import Settings
+from shared.db import histograms
 from shared.db.models import (
     COUNTERS,
     DIMENSIONS,
@@ -146,72 +146,86 @@ def _save_counted(connection: Connection, counted: dict[str, int], before: dict[
 
 
 _HISTOGRAMS = ("time_to_deliver", "time_to_read")
+_KEY = ("bucket", *DIMENSIONS)
+_KEY_TYPES = ("timestamptz", *("text" for _ in DIMENSIONS))
 
 
-def _raise_postgresql(
+def _stored_histograms(
     connection: Connection, table: Table, tallies: dict[analytics.Key, analytics.Tally]
-) -> None:
-    """One upsert: the rows as arrays, each counter added and each histogram merged by the
-    database (``analytics_merge``, revision 0020)."""
-    columns = ("bucket", *DIMENSIONS, *COUNTERS, *_HISTOGRAMS)
-    types = ("timestamptz", *("text" for _ in DIMENSIONS), *("bigint" for _ in COUNTERS), "text", "text")
-    values: dict[str, list[Any]] = {name: [] for name in columns}
-    for (bucket, dims), tally in tallies.items():
-        values["bucket"].append(bucket)
-        for name, value in zip(DIMENSIONS, dims, strict=True):
-            values[name].append(value)
-        for name in COUNTERS:
-            values[name].append(tally.counts.get(name, 0))
-        values["time_to_deliver"].append(json.dumps(tally.time_to_deliver))
-        values["time_to_read"].append(json.dumps(tally.time_to_read))
-    arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in zip(columns, types, strict=True))
-    selected = ", ".join((*columns[:-2], *(f"{name}::jsonb" for name in _HISTOGRAMS)))
-    added = ", ".join(
-        (
-            *(f"{name} = t.{name} + excluded.{name}" for name in COUNTERS),
-            *(f"{name} = analytics_merge(t.{name}, excluded.{name})" for name in _HISTOGRAMS),
-        )
-    )
-    key = ", ".join(("bucket", *DIMENSIONS))
-    connection.execute(
-        text(
-            f"INSERT INTO {table.name} AS t ({', '.join(columns)}) "
-            f"SELECT {selected} FROM unnest({arrays}) AS v({', '.join(columns)}) "
-            f"ON CONFLICT ({key}) DO UPDATE SET {added}"
-        ),
-        values,
-    )
+) -> dict[tuple[Any, ...], Any]:
+    """The stored histograms of the rollup rows ``tallies`` raise, for those that exist."""
+    found = [table.c[name] for name in (*_KEY, *_HISTOGRAMS)]
+    keys = [(bucket, *dims) for bucket, dims in tallies]
+    rows: list[Any] = []
+    if connection.dialect.name == "postgresql":
+        # The keys as arrays joined to the table: one statement, a handful of parameters.
+        arrays = ", ".join(f"CAST(:k{i} AS {kind}[])" for i, kind in enumerate(_KEY_TYPES))
+        statement = text(
+            f"SELECT {', '.join(f't.{name}' for name in (*_KEY, *_HISTOGRAMS))} FROM {table.name} AS t "
+            f"JOIN unnest({arrays}) AS v({', '.join(_KEY)}) USING ({', '.join(_KEY)})"
+        ).columns(*found)
+        rows += connection.execute(statement, {f"k{i}": [key[i] for key in keys] for i in range(len(_KEY))})
+    else:
+        columns = tuple_(*found[: len(_KEY)])
+        for start in range(0, len(keys), 500):
+            rows += connection.execute(select(*found).where(columns.in_(keys[start : start + 500])))
+    return {tuple(row[: len(_KEY)]): row for row in rows}
 
 
 def _raise(connection: Connection, table: Table, tallies: dict[analytics.Key, analytics.Tally]) -> None:
-    """Add ``tallies`` to their rollup rows."""
+    """Add ``tallies`` to their rollup rows: the counters by the database, the histograms
+    here (read, added, written back). The folder is the rollups' only writer (one at a time,
+    under its lock), so nothing changes them between the read and the write."""
     if not tallies:
         return
-    if connection.dialect.name == "postgresql":
-        _raise_postgresql(connection, table, tallies)
-        return
-    # SQLite: read, add and write back (the only writer).
-    columns = [table.c.bucket, *(table.c[d] for d in DIMENSIONS)]
-    keys = [(bucket, *dims) for bucket, dims in tallies]
-    existing: dict[tuple[Any, ...], Any] = {}
-    for start in range(0, len(keys), 500):
-        for row in connection.execute(select(table).where(tuple_(*columns).in_(keys[start : start + 500]))):
-            existing[(row.bucket, *(row._mapping[d] for d in DIMENSIONS))] = row
+    stored = _stored_histograms(connection, table, tallies)
     rows: list[dict[str, Any]] = []
     for (bucket, dims), tally in tallies.items():
-        old = existing.get((bucket, *dims))
-        new: dict[str, Any] = {"bucket": bucket, **dict(zip(DIMENSIONS, dims, strict=True))}
+        row: dict[str, Any] = {"bucket": bucket, **dict(zip(DIMENSIONS, dims, strict=True))}
         for name in COUNTERS:
-            new[name] = (old._mapping[name] if old is not None else 0) + tally.counts.get(name, 0)
+            row[name] = tally.counts.get(name, 0)
+        old = stored.get((bucket, *dims))
         for name in _HISTOGRAMS:
-            merged = dict(old._mapping[name]) if old is not None else {}
-            new[name] = analytics.merge(merged, getattr(tally, name))
-        rows.append(new)
+            # Packed integers (shared.db.histograms): adding them adds every bucket.
+            row[name] = (old._mapping[name] if old is not None else 0) + histograms.join(getattr(tally, name))
+        rows.append(row)
+    if connection.dialect.name == "postgresql":
+        _upsert_postgresql(connection, table, rows)
+        return
     statement = sqlite.insert(table)
-    updated = {name: statement.excluded[name] for name in (*COUNTERS, *_HISTOGRAMS)}
     connection.execute(
-        statement.on_conflict_do_update(index_elements=[c.name for c in columns], set_=updated),
+        statement.on_conflict_do_update(
+            index_elements=list(_KEY),
+            set_={
+                **{name: table.c[name] + statement.excluded[name] for name in COUNTERS},
+                **{name: statement.excluded[name] for name in _HISTOGRAMS},
+            },
+        ),
         rows,
+    )
+
+
+def _upsert_postgresql(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """One upsert of every row, its columns as arrays."""
+    columns = (*_KEY, *COUNTERS, *_HISTOGRAMS)
+    types = (*_KEY_TYPES, *("bigint" for _ in COUNTERS), *("bytea" for _ in _HISTOGRAMS))
+    values = {name: [row[name] for row in rows] for name in columns}
+    for name in _HISTOGRAMS:
+        values[name] = [histograms.to_bytes(packed) for packed in values[name]]
+    arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in zip(columns, types, strict=True))
+    added = ", ".join(
+        (
+            *(f"{name} = t.{name} + excluded.{name}" for name in COUNTERS),
+            *(f"{name} = excluded.{name}" for name in _HISTOGRAMS),
+        )
+    )
+    connection.execute(
+        text(
+            f"INSERT INTO {table.name} AS t ({', '.join(columns)}) "
+            f"SELECT * FROM unnest({arrays}) AS v({', '.join(columns)}) "
+            f"ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET {added}"
+        ),
+        values,
     )
 
 

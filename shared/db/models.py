@@ -32,6 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.db.histograms import Histogram
+
 #: Constraint names Alembic can reproduce on every backend.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -569,9 +571,10 @@ class _Rollup:
     unsubscribed: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     bot_opened: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     bot_clicked: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
-    #: ``{"<bucket index>": count}`` of milliseconds on a logarithmic scale (shared.analytics).
-    time_to_deliver: Mapped[dict[str, Any]] = mapped_column()
-    time_to_read: Mapped[dict[str, Any]] = mapped_column()
+    #: Counts per bucket of milliseconds on a logarithmic scale (shared.analytics), packed
+    #: into one integer (shared.db.histograms).
+    time_to_deliver: Mapped[int] = mapped_column(Histogram())
+    time_to_read: Mapped[int] = mapped_column(Histogram())
 
 
 class AnalyticsHourly(_Rollup, Base):
