@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # database, and most tests wait on I/O, so two share two cores well.
 TEST_PROCESSES ?= 2
 
-.PHONY: install run test lint typecheck bench bench-inbox chaos fleet-demo clean
+.PHONY: install run test lint typecheck bench bench-inbox chaos fleet-demo screenshots clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed (PYTHON=python3.x make ...)")'
@@ -86,6 +86,12 @@ fleet-demo: install
 ## The in-app inbox at scale: feed, unread count, SSE delivery and stream capacity.
 bench-inbox: install
 	$(BIN)/python -m bench.inbox $(if $(QUICK),--quick,)
+
+## Pictures of every console area and of the inbox widget, light and dark, into the folder the
+## README shows: the console's browser tests, walking a real gateway and fleet, take them.
+SCREENSHOTS ?= docs/screenshots
+screenshots: install
+	KAI_SCREENSHOTS=$(SCREENSHOTS) $(BIN)/pytest -q tests/gateway/test_console.py
 
 clean:
 	rm -rf $(VENV) var node_modules .pytest_cache .mypy_cache .ruff_cache

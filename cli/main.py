@@ -181,7 +181,8 @@ def _status(args: argparse.Namespace) -> int:
 
         print(json.dumps(notification_service.get_status(args.message_id), indent=2))
         return 0
-    from cli.fleet_status import as_dicts, fleet_status, render
+    from cli.fleet_status import as_dicts, render
+    from producer.fleet import fleet_status
 
     settings = get_settings()
     statuses = fleet_status(settings)
@@ -210,7 +211,7 @@ def _health(_args: argparse.Namespace) -> int:
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    from cli.dlq import list_dead, replay_dead
+    from producer.dead_letters import list_dead, replay_dead
 
     if args.action == "list":
         for entry in list_dead(get_settings(), args.channel, limit=args.limit):

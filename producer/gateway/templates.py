@@ -16,6 +16,7 @@ that would make partials include each other (``partial_cycle``) or nest too deep
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -25,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from producer import sms_segments
 from producer.gateway import idempotency_header, pagination
 from producer.gateway.auth import require_server, server_settings
 from producer.gateway.bodies import parse, read_json_object
@@ -268,25 +270,85 @@ async def preview_template(request: Request) -> JSONResponse:
             row = rows[0]
             data = given.data if given.data is not None else row.sample_data or {}
             compiled = store.load(session, row.key, row.channel, row.locale, row.version)
-            try:
-                rendered = engine.render(
+            rendered = refusing_render_errors(
+                lambda: engine.render(
                     compiled,
                     data,
                     strict=settings.template_strict,
                     partials=store.current_partials(session),
                     limits=RenderLimits.of(settings),
                 )
-            except RenderLimitExceeded as exc:
-                details = [{"part": None, "line": None, "message": str(exc)}]
-                raise ApiError(422, "render_limit_exceeded", str(exc), details) from None
-            except RenderError as exc:
-                raise TemplateError(str(exc), [{"part": None, "line": None, "message": str(exc)}]) from None
+            )
             return {
                 "key": row.key,
                 "channel": row.channel,
                 "locale": row.locale,
                 "version": row.version,
-                **rendered,
+                **with_segments(row.channel, rendered),
+            }
+
+    return JSONResponse(await run_in_threadpool(render))
+
+
+def refusing_render_errors(render: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``render()``, its failures as the API's answers: over budget 422, a render error 400."""
+    try:
+        return render()
+    except RenderLimitExceeded as exc:
+        details = [{"part": None, "line": None, "message": str(exc)}]
+        raise ApiError(422, "render_limit_exceeded", str(exc), details) from None
+    except RenderError as exc:
+        raise TemplateError(str(exc), [{"part": None, "line": None, "message": str(exc)}]) from None
+
+
+def with_segments(channel: str, rendered: dict[str, Any]) -> dict[str, Any]:
+    """An SMS preview says how many segments (each billed) its text takes."""
+    if channel != "sms":
+        return rendered
+    return {**rendered, "segments": sms_segments.segments(str(rendered.get("sms") or "")).view()}
+
+
+class DraftInput(store.TemplateInput):
+    """``POST /api/templates/preview``: a template as it would be saved, and data to render it
+    with (its ``sampleData`` when absent)."""
+
+    data: dict[str, Any] | None = None
+
+
+@operation(
+    "POST",
+    "Preview a template without saving it",
+    auth=Auth.SERVER,
+    body=DraftInput,
+    replies=[Reply(200, "The rendered parts, as a send would render them.", TemplatePreview)],
+    errors=(400, 422),
+    description="Checks the template exactly as saving would (400 `invalid_template` with "
+    "`details: [{part, line, message}]`) and renders it; nothing is stored. What an editor calls "
+    "as its author types. An SMS answer has `segments: {encoding, units, count}`.",
+)
+async def preview_draft(request: Request) -> JSONResponse:
+    settings = server_settings(request)
+    given = parse(DraftInput, await read_json_object(request, settings.max_payload_bytes))
+
+    def render() -> dict[str, Any]:
+        with session_scope(settings.database_url) as session:
+            rendered = refusing_render_errors(
+                lambda: store.render_draft(
+                    session,
+                    given,
+                    given.data,
+                    default_locale=settings.template_default_locale,
+                    strict=settings.template_strict,
+                    limits=RenderLimits.of(settings),
+                )
+            )
+            channel = store.normalize_channel(given.channel)
+            return {
+                "key": given.key,
+                "channel": channel,
+                "locale": given.locale or settings.template_default_locale,
+                "version": 0,
+                **with_segments(channel, rendered),
             }
 
     return JSONResponse(await run_in_threadpool(render))
@@ -295,6 +357,7 @@ async def preview_template(request: Request) -> JSONResponse:
 routes = [
     Route("/api/templates", list_templates, methods=["GET"]),
     Route("/api/templates", create_template, methods=["POST"]),
+    Route("/api/templates/preview", preview_draft, methods=["POST"]),
     Route("/api/templates/{key:str}", get_template, methods=["GET"]),
     Route("/api/templates/{key:str}", put_template, methods=["PUT"]),
     Route("/api/templates/{key:str}", patch_template, methods=["PATCH"]),

@@ -145,10 +145,10 @@ def source_of(row: MessageTemplate) -> TemplateSource:
 
 def check(
     session: Session, given: TemplateInput, channel: str, locale: str, limits: RenderLimits | None = None
-) -> None:
+) -> tuple[Compiled, dict[str, Compiled]]:
     """Refuse a template that could not render: bad syntax, unknown helper or partial, a
     required part missing or rendering empty (or over ``limits``) with the sample data.
-    Raises TemplateError."""
+    Raises TemplateError; returns the compiled template and the partials it was checked with."""
     allowed = {spec.name for spec in engine.CHANNEL_PARTS[channel]}
     stray = [name for name, text in given.parts().items() if text is not None and name not in allowed]
     if channel != "webhook" and given.payload is not None:
@@ -189,6 +189,25 @@ def check(
     for name in required:
         if not str(rendered.get(name, "")).strip():
             raise _refuse(name, None, f"{name!r} renders empty with the sample data")
+    return compiled, partials
+
+
+def render_draft(
+    session: Session,
+    given: TemplateInput,
+    data: dict[str, Any] | None,
+    *,
+    default_locale: str,
+    strict: bool,
+    limits: RenderLimits | None = None,
+) -> dict[str, Any]:
+    """Check ``given`` as :func:`save` would, without saving it, and render it with ``data``
+    (its sample data when None): a preview of a template being written."""
+    channel = normalize_channel(given.channel)
+    compiled, partials = check(session, given, channel, given.locale or default_locale, limits)
+    if data is None:
+        data = given.sample_data
+    return engine.render(compiled, data, strict=strict, partials=partials, limits=limits)
 
 
 def save(

@@ -59,6 +59,10 @@ PUBLIC = {
     ("GET", "/inbox.js"),
     ("GET", "/inbox.css"),
     ("GET", "/inbox/widget.js"),
+    # The console's page: it asks for a server key in the browser and sends it to the API.
+    ("GET", "/console"),
+    ("GET", "/console.js"),
+    ("GET", "/console.css"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/docs.js"),

@@ -566,3 +566,48 @@ class ExperimentWithResults(ExperimentView):
 class ExperimentList(View):
     items: list[ExperimentView]
     next_cursor: str | None
+
+
+class DeadLetter(View):
+    """A dead-lettered message, with what its row says of the failure (absent when the row
+    is gone)."""
+
+    id: str | None
+    actor: str | None
+    queue: str | None
+    status: str | None = None
+    recipient: str | None = None
+    attempts: int | None = None
+    last_error: str | None = None
+    error_code: str | None = None
+    failed_at: Timestamp | None = None
+
+
+class DeadLetterPage(View):
+    items: list[DeadLetter]
+    next_cursor: str | None
+
+
+class Handled(View):
+    count: int = Field(description="How many dead letters were handled.")
+
+
+class QueueView(View):
+    queue: str
+    depth: int | None = Field(description="Ready messages; null when the queue is not declared yet.")
+    consumers: int | None
+    delayed: int | None = Field(description="Messages waiting out a retry delay (the `.DQ` queue).")
+    dead_lettered: int | None = Field(description="Messages in the `.XQ` queue.")
+    recent: dict[str, int] = Field(description="Outcomes of the last minute, by status.")
+
+
+class Fleet(View):
+    broker: Literal["rabbitmq", "embedded"]
+    queues: list[QueueView]
+
+
+class MessageStory(View):
+    id: str
+    channel: str
+    payload: dict[str, Any] = Field(description="The stored payload, every credential's value masked.")
+    attempts: list[DeliveryAttempt] = Field(description="Attempts the webhook worker logged, newest first.")
