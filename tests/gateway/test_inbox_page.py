@@ -207,8 +207,9 @@ def test_the_page_loads_in_a_frame_of_an_allowed_origin_only(
 ) -> None:
     """Given INBOX_FRAME_ANCESTORS naming the product's origin, when the product frames the
     inbox page, then it loads there (its answer names the origin in frame-ancestors and has no
-    X-Frame-Options), and its relative action link leads the whole window to the ``base`` the
-    product gave; framed by another origin, Chromium refuses to show it."""
+    X-Frame-Options), a notification sent then arrives live and reading it drops the badge, and
+    its relative action link leads the whole window to the ``base`` the product gave; framed by
+    another origin, Chromium refuses to show it."""
     port = free_port()
     gateway = f"http://127.0.0.1:{port}"
     allowed = HostSite({}, port=free_port())
@@ -245,7 +246,19 @@ def test_the_page_loads_in_a_frame_of_an_allowed_origin_only(
             framed.goto(allowed.url + "/")
             inbox = framed.frame_locator("iframe")
             expect(inbox.locator("#list li")).to_have_count(1, timeout=UI_TIMEOUT_MS)
-            inbox.locator("#list li").click()
+            expect(inbox.locator("#badge")).to_have_text("1")
+            # Live in the frame: a second one arrives without a reload; reading it drops the badge.
+            receipt = httpx.post(
+                f"{server.url}/api/messages/in-app",
+                json={"userId": "alice", "title": "Receipt", "message": "paid"},
+                headers=SERVER,
+            )
+            assert receipt.status_code == 202
+            expect(inbox.locator("#list li")).to_have_count(2, timeout=UI_TIMEOUT_MS)
+            expect(inbox.locator("#badge")).to_have_text("2")
+            inbox.locator("#list li", has_text="Receipt").click()
+            expect(inbox.locator("#badge")).to_have_text("1", timeout=UI_TIMEOUT_MS)
+            inbox.locator("#list li", has_text="Invoice").click()
             framed.wait_for_url(f"{allowed.url}/billing/invoices/7", timeout=UI_TIMEOUT_MS)
             # The click and the read are two requests on their way at once: either lands first.
             wait_until(
