@@ -13,8 +13,10 @@ BENCH_STAMP := $(VENV)/.installed-bench
 NODE_STAMP  := node_modules/.installed
 PYTEST_ARGS ?=
 # pytest-xdist workers for `make test`: each has its own database, virtual host and Redis
-# database, and most tests wait on I/O, so two share two cores well.
-TEST_PROCESSES ?= 2
+# database, and most tests wait on I/O (brokers, browsers, child processes), so three keep two
+# cores busy: the whole suite took 633 s with three, 640-710 s with two before the console's
+# browser tests were added.
+TEST_PROCESSES ?= 3
 
 .PHONY: install run test lint typecheck bench bench-inbox chaos fleet-demo screenshots clean
 

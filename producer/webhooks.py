@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import pydantic
+import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -25,6 +26,7 @@ from shared.db.rls import system_scope
 from shared.db.session import session_scope
 from shared.errors import ValidationError
 from shared.tracking import create as create_message
+from shared.webhooks import circuit
 from shared.webhooks import endpoints as webhook_endpoints
 from shared.webhooks import replay as webhook_replay
 from shared.webhooks.endpoints import EndpointFields
@@ -83,7 +85,21 @@ class WebhookAdmin:
 
     def get(self, endpoint_id: str) -> dict[str, Any]:
         with session_scope(self.settings.database_url) as session:
-            return webhook_endpoints.view(webhook_endpoints.get(session, endpoint_id), self.settings)
+            view = webhook_endpoints.view(webhook_endpoints.get(session, endpoint_id), self.settings)
+        return {**view, "circuit": self._circuit(endpoint_id)}
+
+    def _circuit(self, endpoint_id: str) -> dict[str, object] | None:
+        """The endpoint's circuit breaker as the workers share it in Redis; None without Redis
+        (each worker process then keeps its own) or when Redis does not answer."""
+        if self.settings.redis_url is None:
+            return None
+        try:
+            found = circuit.read(
+                circuit.reader(self.settings.redis_url), endpoint_id, self.settings.webhooks.breaker_threshold
+            )
+        except redis.RedisError:
+            return None
+        return found.view()
 
     def create(self, body: dict[str, Any], key: IdempotencyKey | None = None) -> Created:
         """Create the endpoint; its view carries its signing secret. With ``key``, a repeat of

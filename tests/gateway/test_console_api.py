@@ -232,3 +232,31 @@ def test_the_console_page_is_served_under_its_own_policy(client: httpx.Client) -
     assert "set-cookie" not in page.headers
     for asset in ("/console.js", "/console.css"):
         assert client.get(asset).status_code == 200
+
+
+def test_an_endpoint_shows_its_circuit_breaker_as_the_workers_share_it(
+    settings: Settings, client: httpx.Client
+) -> None:
+    """The gateway reads the breaker the webhook workers keep in Redis: closed, then open
+    with the time to the probe once the threshold of failures in a row is reached."""
+    from workers.delivery.breaker import build_breaker
+
+    created = client.post("/api/webhooks/configurations", json={"url": "https://example.com/hooks"}).json()
+    path = f"/api/webhooks/configurations/{created['id']}"
+    assert client.get(path).json()["circuit"] == {
+        "state": "closed",
+        "consecutiveFailures": 0,
+        "retryInMs": None,
+    }
+
+    webhooks = settings.webhooks
+    breaker = build_breaker(
+        settings, threshold=webhooks.breaker_threshold, cooldown_ms=webhooks.breaker_cooldown_ms
+    )
+    for _ in range(webhooks.breaker_threshold):
+        breaker.record(created["id"], ok=False)
+    shown = client.get(path).json()["circuit"]
+    assert shown["state"] == "open" and shown["consecutiveFailures"] == webhooks.breaker_threshold
+    assert 0 < shown["retryInMs"] <= webhooks.breaker_cooldown_ms
+    breaker.record(created["id"], ok=True)
+    assert client.get(path).json()["circuit"]["state"] == "closed"

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 import redis
 
 from shared.config import Settings
-
-#: Redis key prefix of webhook endpoints' breaker state.
-WEBHOOK_PREFIX = "kai:webhook-breaker:"
+from shared.webhooks.circuit import WEBHOOK_PREFIX, keys
 
 
 class CircuitBreaker(abc.ABC):
@@ -95,8 +93,7 @@ class RedisBreaker(CircuitBreaker):
         self._prefix = prefix
 
     def _keys(self, key: str) -> tuple[str, str, str]:
-        base = self._prefix + key
-        return base + ":failures", base + ":open", base + ":probe"
+        return keys(self._prefix, key)
 
     def wait_ms(self, key: str) -> int:
         failures_key, open_key, probe_key = self._keys(key)

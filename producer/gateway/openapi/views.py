@@ -378,6 +378,12 @@ class Deleted(View):
     unread_count: int
 
 
+class CircuitView(View):
+    state: Literal["closed", "open", "half_open"]
+    consecutive_failures: int
+    retry_in_ms: int | None = Field(description="While open: how long until the probe may go.")
+
+
 class WebhookEndpoint(View):
     """An endpoint as the API shows it: never its secrets."""
 
@@ -403,6 +409,11 @@ class WebhookEndpoint(View):
     previous_secret_expires_at: Timestamp | None
     created_at: Timestamp | None
     updated_at: Timestamp | None
+    circuit: CircuitView | None = Field(
+        default=None,
+        description="Reading one endpoint: its circuit breaker as the workers share it in Redis "
+        "(null without REDIS_URL, when each worker keeps its own).",
+    )
 
 
 class WebhookEndpointCreated(WebhookEndpoint):

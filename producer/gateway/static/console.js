@@ -464,6 +464,8 @@
         holder.appendChild(h("div.card", {}, facts([
           ["URL", e.url], ["Description", e.description], ["Events", (e.eventTypes || []).join(", ") || "all"],
           ["Active", e.active ? "yes" : "no"], ["Failing since", when(e.failingSince)],
+          ["Circuit breaker", e.circuit ? e.circuit.state.replace("_", "-") + " (" + e.circuit.consecutiveFailures + " failures in a row" +
+            (e.circuit.state === "open" ? ", next probe in " + Math.ceil(e.circuit.retryInMs / 1000) + " s" : "") + ")" : "kept by each worker (no Redis)"],
           ["Disabled", e.disabledAt ? when(e.disabledAt) + " — " + (e.disabledReason || "") : ""],
           ["Ordered", e.ordered ? "yes" : "no"], ["Rate limit", e.rateLimitPerSecond ? e.rateLimitPerSecond + "/s" : ""],
         ]), h("div.row", {},
