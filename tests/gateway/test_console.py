@@ -311,10 +311,17 @@ def test_the_widget_is_photographed_in_both_themes(
     page_html = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Acme</title>'
         f'<script src="http://127.0.0.1:{port}/inbox/widget.js"></script></head>'
-        '<body><main style="padding:1rem 1rem 30rem 20rem"><h1>Acme</h1>'
+        '<body style="margin:0;font-family:system-ui,sans-serif;background:{bg};color:{fg}">'
+        '<main style="padding:1rem 1rem 30rem 20rem"><h1>Acme</h1>'
         '<kai-inbox theme="{theme}"></kai-inbox></main></body></html>'
     )
-    site = HostSite({f"/{theme}": page_html.replace("{theme}", theme) for theme in ("light", "dark")})
+    colours = {"light": ("#f5f6f8", "#1c2230"), "dark": ("#12151b", "#e6e9ef")}
+    site = HostSite(
+        {
+            f"/{theme}": page_html.replace("{theme}", theme).replace("{bg}", bg).replace("{fg}", fg)
+            for theme, (bg, fg) in colours.items()
+        }
+    )
     settings = make_settings(CORS_ALLOWED_ORIGINS=site.origin)
     fleet(settings, [Channel.IN_APP])
     with LiveServer(create_app(settings), port=port) as server, site:
@@ -332,4 +339,6 @@ def test_the_widget_is_photographed_in_both_themes(
             expect(page.locator("kai-inbox .badge")).to_have_text("3", timeout=UI_TIMEOUT_MS)
             page.locator("kai-inbox .bell").click()
             expect(page.locator("kai-inbox li")).to_have_count(3, timeout=UI_TIMEOUT_MS)
-            page.screenshot(path=str(shots / f"widget-{theme}.png"))
+            page.screenshot(
+                path=str(shots / f"widget-{theme}.png"), clip={"x": 0, "y": 0, "width": 720, "height": 560}
+            )
