@@ -111,12 +111,30 @@
     }));
   }
 
-  function table(headers, rows) {
-    return h("table", {},
-      h("thead", {}, h("tr", {}, headers.map(function (c) {
-        return h("th" + (c.num ? ".num" : ""), { scope: "col", text: c.label || c });
-      }))),
-      h("tbody", {}, rows));
+  function thead(headers) {
+    return h("thead", {}, h("tr", {}, headers.map(function (c) {
+      return h("th" + (c.num ? ".num" : ""), { scope: "col", text: c.label || c });
+    })));
+  }
+
+  function table(headers, rows) { return h("table", {}, thead(headers), h("tbody", {}, rows)); }
+
+  // A list of the API ({items, nextCursor}) as a table, a hundred rows at a time.
+  function paged(holder, path, headers, rowOf, emptyText) {
+    var body = h("tbody"), cursor = null;
+    var more = h("button", { type: "button", text: "Load more", hidden: true });
+    holder.appendChild(h("table", {}, thead(headers), body));
+    holder.appendChild(more);
+    function load() {
+      api("GET", path + query({ limit: 100, cursor: cursor })).then(function (page) {
+        page.items.forEach(function (item) { body.appendChild(rowOf(item)); });
+        if (!body.firstChild) { body.appendChild(h("tr", {}, h("td", { colspan: headers.length, text: emptyText }))); }
+        cursor = page.nextCursor;
+        more.hidden = !cursor;
+      }).catch(function (e) { holder.appendChild(errorBox(e)); });
+    }
+    more.addEventListener("click", load);
+    load();
   }
 
   function facts(pairs) {
@@ -297,9 +315,7 @@
     section.appendChild(form);
     section.appendChild(problem);
     section.appendChild(h("table", {},
-      h("thead", {}, h("tr", {}, ["Created", "Channel", "Status", "Recipient", "Template", "Attempts", "Last error"].map(function (c) {
-        return h(c === "Attempts" ? "th.num" : "th", { scope: "col", text: c });
-      }))), body));
+      thead(["Created", "Channel", "Status", "Recipient", "Template", { label: "Attempts", num: true }, "Last error"]), body));
     section.appendChild(more);
 
     function load(reset) {
@@ -436,17 +452,14 @@
     title(section, "Webhook endpoints");
     var holder = h("div");
     section.appendChild(holder);
-    api("GET", "/api/webhooks/configurations?limit=100").then(function (page) {
-      holder.appendChild(table(["Endpoint", "Events", "State", "Failing since", "Failures in a row"], page.items.map(function (e) {
-        var state = !e.active ? "disabled" : e.failingSince ? "failing" : "healthy";
-        return h("tr", {},
-          h("td", {}, h("a", { href: "#endpoints/" + encodeURIComponent(e.id), text: e.url }), e.description ? h("div.muted", { text: e.description }) : null),
-          h("td", { text: (e.eventTypes || []).join(", ") || "all" }),
-          h("td", {}, status(state === "healthy" ? "ok" : state === "failing" ? "warn" : "bad"), " ", state),
-          h("td", { text: when(e.failingSince) }), h("td.num", { text: e.consecutiveFailures == null ? "" : e.consecutiveFailures }));
-      })));
-      if (!page.items.length) { holder.appendChild(h("p.muted", { text: "No endpoint yet: POST /api/webhooks/configurations." })); }
-    }).catch(function (e) { holder.appendChild(errorBox(e)); });
+    paged(holder, "/api/webhooks/configurations", ["Endpoint", "Events", "State", "Failing since", { label: "Failures in a row", num: true }], function (e) {
+      var state = !e.active ? "disabled" : e.failingSince ? "failing" : "healthy";
+      return h("tr", {},
+        h("td", {}, h("a", { href: "#endpoints/" + encodeURIComponent(e.id), text: e.url }), e.description ? h("div.muted", { text: e.description }) : null),
+        h("td", { text: (e.eventTypes || []).join(", ") || "all" }),
+        h("td", {}, status(state === "healthy" ? "ok" : state === "failing" ? "warn" : "bad"), " ", state),
+        h("td", { text: when(e.failingSince) }), h("td.num", { text: e.consecutiveFailures == null ? "" : e.consecutiveFailures }));
+    }, "No endpoint yet: POST /api/webhooks/configurations.");
   }
 
   function endpoint(section, id) {
@@ -535,13 +548,11 @@
     section.appendChild(h("p", {}, h("a", { href: "#templates/", text: "New template" })));
     var holder = h("div");
     section.appendChild(holder);
-    api("GET", "/api/templates?limit=100").then(function (page) {
-      holder.appendChild(table(["Key", "Channel", "Locale", { label: "Version", num: true }, "Saved"], page.items.map(function (t) {
-        return h("tr", {},
-          h("td", {}, h("a", { href: "#templates/" + [t.key, t.channel, t.locale].map(encodeURIComponent).join("/"), text: t.key })),
-          h("td", { text: t.channel }), h("td", { text: t.locale }), h("td.num", { text: t.version }), h("td", { text: when(t.createdAt) }));
-      })));
-    }).catch(function (e) { holder.appendChild(errorBox(e)); });
+    paged(holder, "/api/templates", ["Key", "Channel", "Locale", { label: "Version", num: true }, "Saved"], function (t) {
+      return h("tr", {},
+        h("td", {}, h("a", { href: "#templates/" + [t.key, t.channel, t.locale].map(encodeURIComponent).join("/"), text: t.key })),
+        h("td", { text: t.channel }), h("td", { text: t.locale }), h("td.num", { text: t.version }), h("td", { text: when(t.createdAt) }));
+    }, "No template yet.");
   }
 
   function template(section, key, channel, locale) {
@@ -751,15 +762,13 @@
     section.appendChild(h("p", {}, h("a", { href: "#rules/", text: "New rule" })));
     var holder = h("div");
     section.appendChild(holder);
-    api("GET", "/api/rules?limit=100").then(function (page) {
-      holder.appendChild(table(["Rule", "Event type", "Channels", "Template", "Conditions", "Active"], page.items.map(function (r) {
-        return h("tr", {},
-          h("td", {}, h("a", { href: "#rules/" + encodeURIComponent(r.id), text: r.name || r.id })),
-          h("td", { text: r.eventType }), h("td", { text: (r.channels || []).join(", ") }), h("td", { text: r.templateKey || "" }),
-          h("td", {}, r.conditions && Object.keys(r.conditions).length ? h("code", { text: JSON.stringify(r.conditions) }) : h("span.muted", { text: "none" })),
-          h("td", { text: r.active === false ? "no" : "yes" }));
-      })));
-    }).catch(function (e) { holder.appendChild(errorBox(e)); });
+    paged(holder, "/api/rules", ["Rule", "Event type", "Channels", "Template", "Conditions", "Active"], function (r) {
+      return h("tr", {},
+        h("td", {}, h("a", { href: "#rules/" + encodeURIComponent(r.id), text: r.name || r.id })),
+        h("td", { text: r.eventType }), h("td", { text: (r.channels || []).join(", ") }), h("td", { text: r.templateKey || "" }),
+        h("td", {}, r.conditions && Object.keys(r.conditions).length ? h("code", { text: JSON.stringify(r.conditions) }) : h("span.muted", { text: "none" })),
+        h("td", { text: r.active === false ? "no" : "yes" }));
+    }, "No rule yet.");
   }
 
   function rule(section, id) {
