@@ -230,13 +230,20 @@ def test_a_refused_token_shows_an_error_and_no_count(
     make_settings: Callable[..., Settings], context: BrowserContext
 ) -> None:
     """Given a token the gateway refuses, then the feed shows an alert saying so and the bell
-    no count; given no token at all, the feed asks the user to sign in."""
+    no count, and the element tells the product once ("tokenexpired"); when the product
+    answers with a fresh token, the feed starts again. Given no token at all, the feed asks
+    the user to sign in."""
     page = context.new_page()
     port = free_port()
     site = host_site(f"http://127.0.0.1:{port}")
     settings = make_settings(CORS_ALLOWED_ORIGINS=site.origin)
+    seed(settings, "alice", 2)
     with LiveServer(create_app(settings), port=port), site:
         page.goto(site.url + "/")
+        page.evaluate(
+            "() => { window.expired = 0; document.querySelector('kai-inbox')"
+            ".addEventListener('tokenexpired', () => { window.expired += 1; }); }"
+        )
         bell = page.locator("kai-inbox .bell")
         bell.click()
         expect(page.locator("kai-inbox [role=alert]")).to_contain_text("Sign in")
@@ -244,6 +251,18 @@ def test_a_refused_token_shows_an_error_and_no_count(
         page.evaluate("() => { document.querySelector('kai-inbox').token = 'not-a-token'; }")
         expect(page.locator("kai-inbox [role=alert]")).to_contain_text("expired", timeout=UI_TIMEOUT_MS)
         expect(page.locator("kai-inbox .badge")).to_be_hidden()
+        assert page.evaluate("window.expired") == 1
+
+        # The product mints a fresh token when told, as its script would.
+        page.evaluate(
+            "fresh => { const inbox = document.querySelector('kai-inbox');"
+            " inbox.addEventListener('tokenexpired', () => { inbox.token = fresh; }, { once: true });"
+            " inbox.token = 'expired-too'; }",
+            user_token("alice"),
+        )
+        expect(page.locator("kai-inbox .badge")).to_have_text("2", timeout=UI_TIMEOUT_MS)
+        expect(page.locator("kai-inbox [role=alert]")).to_be_hidden()
+        assert page.evaluate("window.expired") == 2
 
 
 def test_an_origin_the_gateway_does_not_allow_gets_nothing(

@@ -9,6 +9,8 @@
 // it need not appear in the markup), base-url (what relative action links resolve against;
 // default: the page's address), theme="light|dark" (default: the reader's preference). Colours
 // come from --kai-inbox-* custom properties (see STYLE); everything else is in a shadow root.
+// When the gateway refuses the token (it expired), the element fires "tokenexpired": the
+// product's script mints another and sets element.token, and the feed starts again.
 (function () {
   "use strict";
   if (!window.customElements || window.customElements.get("kai-inbox")) { return; }
@@ -224,13 +226,23 @@
       }
       // A keepalive request outlives the page, so following an action cannot cancel it.
       if (keepalive) { init.keepalive = true; }
+      var self = this, token = this.token;
       return fetch(this.gateway + path, init).then(function (r) {
+        if (r.status === 401) { self._expired(token); }
         if (!r.ok) { throw new Error(r.status === 401 ? "Your session has expired." : "The inbox answered " + r.status + "."); }
         return r.json();
       }, function () {
         // Offline, or a gateway that does not allow this page's origin (CORS_ALLOWED_ORIGINS).
         throw new Error("The inbox could not be reached.");
       });
+    }
+
+    // The gateway refused the token: tell the host page once per token, so that it can mint
+    // another and set it (element.token = …), which starts the feed again.
+    _expired(token) {
+      if (this._expiredToken === token) { return; }
+      this._expiredToken = token;
+      this.dispatchEvent(new CustomEvent("tokenexpired", { bubbles: true, composed: true }));
     }
 
     _restart() {
