@@ -12,12 +12,9 @@ internet. Nothing may frame the console.
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
-from producer.gateway.inbox_page import HEADERS, STATIC
-from producer.gateway.openapi import Auth, Reply, operation
+from producer.gateway.static_assets import asset
 
 POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; "
@@ -26,25 +23,15 @@ POLICY = (
 
 
 def _asset(name: str, media_type: str, path: str) -> Route:
-    body = (STATIC / name).read_bytes()
-
-    @operation(
-        "GET",
-        f"The operator console: {name}",
-        auth=Auth.PUBLIC,
-        replies=[
-            Reply(
-                200,
-                "A static asset of the console (it signs in with a server key).",
-                media_type=media_type.split(";")[0],
-            )
-        ],
+    return asset(
+        name,
+        media_type,
+        path,
+        prefix="console",
+        summary=f"The operator console: {name}",
+        what="A static asset of the console (it signs in with a server key).",
+        policy=lambda _settings: POLICY,
     )
-    async def serve(request: Request) -> Response:
-        return Response(body, media_type=media_type, headers={**HEADERS, "Content-Security-Policy": POLICY})
-
-    serve.__name__ = f"console_{name.replace('.', '_')}"
-    return Route(path, serve, methods=["GET"])
 
 
 routes = [

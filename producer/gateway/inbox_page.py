@@ -14,22 +14,10 @@ the host's origin in ``CORS_ALLOWED_ORIGINS``, not a policy of this page.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib import resources
 
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
-from producer.gateway.openapi import Auth, Reply, operation
-from producer.service import NotificationService
-
-STATIC = resources.files("producer.gateway") / "static"
-
-HEADERS = {
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-cache",
-}
+from producer.gateway.static_assets import asset
 
 POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -46,25 +34,19 @@ def content_security_policy(frame_ancestors: Sequence[str]) -> str:
 def _asset(name: str, media_type: str, path: str | None = None, *, of_the_page: bool = True) -> Route:
     """``of_the_page``: a part of the /inbox page, sent with its policy; the widget's script
     runs in other pages and keeps the gateway's default one (it is never a document)."""
-    body = (STATIC / name).read_bytes()
-    summary = f"The inbox page: {name}" if of_the_page else "The <kai-inbox> element for other sites' pages"
-    what = "A static asset of the inbox page." if of_the_page else "The script that defines <kai-inbox>."
-
-    @operation(
-        "GET",
-        summary,
-        auth=Auth.PUBLIC,
-        replies=[Reply(200, what, media_type=media_type.split(";")[0])],
+    return asset(
+        name,
+        media_type,
+        path or f"/{name}",
+        prefix="inbox",
+        summary=f"The inbox page: {name}"
+        if of_the_page
+        else "The <kai-inbox> element for other sites' pages",
+        what="A static asset of the inbox page." if of_the_page else "The script that defines <kai-inbox>.",
+        policy=(lambda settings: content_security_policy(settings.inbox_frame_ancestors))
+        if of_the_page
+        else None,
     )
-    async def serve(request: Request) -> Response:
-        if not of_the_page:
-            return Response(body, media_type=media_type, headers=HEADERS)
-        service: NotificationService = request.app.state.service
-        policy = content_security_policy(service.settings.inbox_frame_ancestors)
-        return Response(body, media_type=media_type, headers={**HEADERS, "Content-Security-Policy": policy})
-
-    serve.__name__ = f"inbox_{name.replace('.', '_')}"
-    return Route(path or f"/{name}", serve, methods=["GET"])
 
 
 routes = [
