@@ -18,6 +18,7 @@ from typing import Any
 
 import pika
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from shared import tracking
 from shared.broker import amqp_url_with_defaults, get_broker, publish
@@ -64,11 +65,6 @@ def _taken(ch: Any, channel: Channel, limit: int) -> Iterator[tuple[int, bytes]]
         if method is None:
             return
         yield method.delivery_tag, body
-
-
-def depth(settings: Settings, channel: Channel) -> int:
-    with _queue(settings) as ch:
-        return int(ch.queue_declare(dlq_name(channel), passive=True).method.message_count)
 
 
 def list_dead(settings: Settings, channel: Channel, *, limit: int = 100) -> list[dict[str, Any]]:
@@ -125,23 +121,26 @@ def _each(
     return handled
 
 
+def new_round(session: Session, settings: Settings, channel: Channel, message_id: str) -> bool:
+    """Give a failed message a fresh round of its channel's attempts (the caller publishes it
+    after the commit); False when it is not failed."""
+    attempts = settings.retry_policy(channel).max_attempts
+    return tracking.reopen(
+        session, message_id, extra_attempts=attempts, from_statuses=frozenset({Status.FAILED})
+    )
+
+
 def replay_dead(
     settings: Settings, channel: Channel, *, ids: Collection[str] | None = None, limit: int = 100
 ) -> int:
     """Give dead-lettered messages a new round of attempts: those of ``ids``, or the first
     ``limit``."""
     broker = get_broker(settings)
-    policy = settings.retry_policy(channel)
 
     def replay(message_id: str | None) -> bool:
         if message_id:
             with system_scope(settings.database_url) as session:
-                tracking.reopen(
-                    session,
-                    message_id,
-                    extra_attempts=policy.max_attempts,
-                    from_statuses=frozenset({Status.FAILED}),
-                )
+                new_round(session, settings, channel, message_id)
             publish(broker, channel, message_id)
         return True  # a body without a message id has nothing to replay: it goes too
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from producer.dead_letters import new_round
 from producer.webhooks import log_view
-from shared import tracking
 from shared.broker import get_broker, publish
 from shared.channels import Channel, Status
 from shared.config import Settings
@@ -90,9 +90,6 @@ def replay(settings: Settings, message_id: str) -> str:
                 f"message {message_id} is {row.status}: only a failed {channel.value} message is replayed"
             )
         else:
-            attempts = settings.retry_policy(channel).max_attempts
-            tracking.reopen(
-                session, message_id, extra_attempts=attempts, from_statuses=frozenset({Status.FAILED})
-            )
+            new_round(session, settings, channel, message_id)
     publish(get_broker(settings), channel, message_id)
     return message_id
