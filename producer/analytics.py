@@ -183,7 +183,7 @@ def _rows(connection: Connection, statement: Select[Any]) -> Sequence[Sequence[A
     with connection.connection.dbapi_connection.cursor(binary=True) as cursor:  # type: ignore[union-attr]
         cursor.execute(compiled.string, compiled.params)
         return [
-            (*row[:-2], int.from_bytes(row[-2], "little"), int.from_bytes(row[-1], "little"))
+            (*row[:-2], histograms.from_bytes(row[-2]), histograms.from_bytes(row[-1]))
             for row in cursor.fetchall()
         ]
 

@@ -27,14 +27,13 @@ FIELD_BYTES = 8
 
 def join(counts: Sequence[int]) -> int:
     """The counts packed into one integer."""
-    return int.from_bytes(to_bytes_of(counts), "little")
+    return from_bytes(to_bytes_of(counts))
 
 
 def split(packed: int) -> list[int]:
     """The counts of a packed histogram, up to its last non-empty bucket."""
-    size = -(-packed.bit_length() // (8 * FIELD_BYTES)) * FIELD_BYTES
     counts = array("Q")
-    counts.frombytes(packed.to_bytes(size, "little"))
+    counts.frombytes(to_bytes(packed))
     if sys.byteorder == "big":
         counts.byteswap()
     return counts.tolist()
@@ -43,6 +42,11 @@ def split(packed: int) -> list[int]:
 def to_bytes(packed: int) -> bytes:
     """As PostgreSQL stores it: the little-endian bytes of whole fields."""
     return packed.to_bytes(-(-packed.bit_length() // (8 * FIELD_BYTES)) * FIELD_BYTES, "little")
+
+
+def from_bytes(stored: bytes | memoryview) -> int:
+    """What PostgreSQL stores, packed again."""
+    return int.from_bytes(stored, "little")
 
 
 def to_bytes_of(counts: Sequence[int]) -> bytes:
@@ -70,5 +74,5 @@ class Histogram(TypeDecorator[int]):
         if value is None:
             return None
         if isinstance(value, bytes | memoryview):
-            return int.from_bytes(value, "little")
+            return from_bytes(value)
         return join(json.loads(value) if isinstance(value, str) else value)

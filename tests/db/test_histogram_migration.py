@@ -62,7 +62,7 @@ def _histograms(url: str) -> list[tuple[object, ...]]:
 
     def decoded(value: object) -> object:
         if isinstance(value, bytes | memoryview):
-            return histograms.split(int.from_bytes(value, "little"))
+            return histograms.split(histograms.from_bytes(value))
         return json.loads(value) if isinstance(value, str) else value
 
     engine = create_engine(url)
