@@ -25,7 +25,6 @@ from tests.gateway.browser import (
     UI_TIMEOUT_MS,
     HostSite,
     axe_violations,
-    chromium,
     keep_on_loopback,
     load_axe,
 )
@@ -37,12 +36,6 @@ from workers.analytics import fold
 
 SERVER = {"Authorization": f"Bearer {SERVER_KEY}"}
 VIEWPORT = {"width": 1280, "height": 860}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

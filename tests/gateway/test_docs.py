@@ -14,17 +14,11 @@ from playwright.sync_api import Browser, Page, expect
 from producer.gateway.app import create_app
 from shared.config import Settings
 from tests.conftest import SERVER_KEY
-from tests.gateway.browser import UI_TIMEOUT_MS, chromium, keep_on_loopback
+from tests.gateway.browser import UI_TIMEOUT_MS, keep_on_loopback
 from tests.gateway.server import LiveServer
 
 #: The first bytes of every PNG file (https://www.w3.org/TR/png/#5PNG-file-signature).
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

@@ -17,18 +17,12 @@ from producer.gateway.app import create_app
 from shared.channels import Channel
 from shared.config import Settings
 from tests.conftest import SERVER_KEY, Fleet
-from tests.gateway.browser import UI_TIMEOUT_MS, HostSite, axe_violations, chromium, load_axe
+from tests.gateway.browser import UI_TIMEOUT_MS, HostSite, axe_violations, load_axe
 from tests.gateway.inbox import seed, user_headers, user_token
 from tests.gateway.server import LiveServer, free_port
 from tests.waiting import wait_until
 
 SERVER = {"Authorization": f"Bearer {SERVER_KEY}"}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from tests.gateway.browser import (
     UI_TIMEOUT_MS,
     HostSite,
     axe_violations,
-    chromium,
     keep_on_loopback,
     load_axe,
 )
@@ -42,12 +41,6 @@ HOST_PAGE = """<!doctype html>
 </main></body>
 </html>
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture
