@@ -198,6 +198,16 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vapid_keys(_args: argparse.Namespace) -> int:
+    """Print a new VAPID key pair for web push, as .env lines."""
+    from workers.providers.webpush import generate_vapid_keys
+
+    private, public = generate_vapid_keys()
+    print(f"VAPID_PRIVATE_KEY={private}")
+    print(f"# the public key (GET /api/push/vapid-public-key serves it to pages): {public}")
+    return 0
+
+
 def _health(_args: argparse.Namespace) -> int:
     """Exit 0 when the database, the broker and Redis answer (a probe for workers); on the
     embedded defaults only the database can be checked from another process."""
@@ -238,6 +248,18 @@ SEND_FLAGS: dict[str, tuple[tuple[str, str], ...]] = {
         ("message", "the text"),
         ("type", "info, success, warning or error"),
         ("action_url", "link opened from the notification"),
+    ),
+    "push": (
+        ("user_id", "the user whose devices receive it"),
+        ("title", "title"),
+        ("body", "the text"),
+        ("url", "link opened from the notification"),
+    ),
+    "chat": (
+        ("service", "slack or teams"),
+        ("channel", "a Slack channel or member id (the bot token)"),
+        ("webhook_url", "an incoming webhook URL (Slack or Teams)"),
+        ("text", "the text"),
     ),
 }
 
@@ -323,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=help_text)
         if name == "webhook":
             c.add_argument("--payload", type=json_value, help="the JSON body to send")
-        if name != "in-app":
+        if name not in ("in-app", "push"):
             c.add_argument("--user-id", dest="user_id", help="the user it is for (preferences apply)")
         c.add_argument(
             "--idempotency-key", dest="idempotency_key", help="the same key again enqueues nothing new"
@@ -364,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("message_id", nargs="?", metavar="ID", help="a message id: show that message")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_status)
+
+    p = sub.add_parser("vapid-keys", help="print a new VAPID key pair for web push (VAPID_PRIVATE_KEY)")
+    p.set_defaults(func=_vapid_keys)
 
     p = sub.add_parser("health", help="check the database, broker and Redis (exit 1 if any is down)")
     p.set_defaults(func=_health)

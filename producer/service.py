@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic
 
@@ -19,18 +19,22 @@ from producer import message_log, receipts, scheduling
 from producer.background import background
 from producer.enqueue import enqueuer_for
 from producer.idempotency import PYTHON_API_SCOPE, fingerprint
-from shared import netguard, tracking
+from shared import chat_targets, netguard, tracking
 from shared.channels import Channel, Status
 from shared.config import Settings, get_settings
 from shared.db.models import utcnow
 from shared.db.rls import scope_for
 from shared.db.session import session_scope
 from shared.errors import EnqueueError, IdempotencyKeyReused, NotFound, PayloadTooLarge, ValidationError
+from shared.events import contacts
 from shared.json_shape import validate_shape
 from shared.logging import get_logger
 from shared.messages import (
+    ChatDestination,
+    ChatRequest,
     EmailRequest,
     InAppRequest,
+    PushRequest,
     SmsRequest,
     WebhookRequest,
     _Request,
@@ -63,6 +67,9 @@ def validation_error(exc: pydantic.ValidationError) -> ValidationError:
     return ValidationError(summary or "invalid request", details)
 
 
+D = TypeVar("D", bound=ChatDestination)
+
+
 class NotificationService:
     """Sends messages on every channel. Each ``send_*`` returns the message id as soon as the
     message is enqueued (not delivered); ``get_status`` tells where it stands."""
@@ -88,6 +95,15 @@ class NotificationService:
     def send_in_app_notification(self, **fields: Any) -> str:
         return self.submit(Channel.IN_APP, fields)
 
+    def send_push(self, **fields: Any) -> str:
+        """A notification to every device ``user_id`` registered (browsers, Android, iOS)."""
+        return self.submit(Channel.PUSH, fields)
+
+    def send_chat(self, **fields: Any) -> str:
+        """A Slack or Microsoft Teams message (``service``): to a Slack ``channel``, a
+        ``webhook_url``, or the chat contacts of ``user_id``."""
+        return self.submit(Channel.CHAT, fields)
+
     async def asend_email(self, **fields: Any) -> str:
         return await self.asubmit(Channel.EMAIL, fields)
 
@@ -99,6 +115,12 @@ class NotificationService:
 
     async def asend_in_app_notification(self, **fields: Any) -> str:
         return await self.asubmit(Channel.IN_APP, fields)
+
+    async def asend_push(self, **fields: Any) -> str:
+        return await self.asubmit(Channel.PUSH, fields)
+
+    async def asend_chat(self, **fields: Any) -> str:
+        return await self.asubmit(Channel.CHAT, fields)
 
     def submit(
         self, channel: Channel, fields: dict[str, Any], *, idempotency_scope: str = PYTHON_API_SCOPE
@@ -179,7 +201,7 @@ class NotificationService:
     async def avalidate(self, channel: Channel, fields: dict[str, Any]) -> _Request:
         """:meth:`validate` without blocking the loop: a templated request reads its template
         from the database, so it is checked on a thread."""
-        if "template" in fields or scheduling.needs_database(fields):
+        if "template" in fields or scheduling.needs_database(fields) or _reads_contacts(channel, fields):
             return await asyncio.to_thread(self.validate, channel, fields)
         return self.validate(channel, fields)
 
@@ -197,6 +219,8 @@ class NotificationService:
             except netguard.AddressRefused as exc:
                 message = f"URL refused: {exc}"
                 raise ValidationError(message, [{"field": "url", "message": message}]) from None
+        if isinstance(request, ChatDestination):
+            request = self.chat_destination(request)
         if isinstance(request, TemplatedRequest):
             request = self.pin_template(channel, request)
         due = scheduling.due_of(settings, request)
@@ -211,6 +235,36 @@ class NotificationService:
                 [{"field": "payload", "message": "too large"}],
             )
         return request
+
+    def chat_destination(self, request: D) -> D:
+        """Check a chat message's webhook URL like a webhook's, or find the user's own chat
+        target; either way the URL is stored sealed from here on."""
+        settings = self.settings
+        url, channel = request.webhook_url, request.channel
+        sealed: str | None
+        if url is not None:
+            try:
+                netguard.check_url(url, settings.address_policy)
+            except netguard.AddressRefused as exc:
+                message = f"webhookUrl refused: {exc}"
+                raise ValidationError(message, [{"field": "webhookUrl", "message": message}]) from None
+            recipient = chat_targets.recipient(request.service, None, url, request.owner)
+            sealed = chat_targets.seal(url, settings)
+        elif channel is None:
+            user_id = str(request.owner)
+            with scope_for(settings.database_url, user_id) as session:
+                target = chat_targets.of_contact(contacts.get(session, user_id), request.service)
+            if target is None:
+                where = "a Slack member id or webhook" if request.service == "slack" else "a Teams webhook"
+                message = f"user {user_id!r} has no {where} in their contacts"
+                raise ValidationError(message, [{"field": "userId", "message": message}])
+            recipient = chat_targets.recipient(request.service, target.channel, None, user_id)
+            channel, sealed = target.channel, target.sealed_url
+        else:
+            return request
+        copy = request.model_copy(update={"channel": channel, "webhook_url": sealed})
+        copy._recipient = recipient
+        return copy
 
     def pin_template(self, channel: Channel, request: TemplatedRequest) -> TemplatedRequest:
         """Find the template version this message will render (its locale's, else the
@@ -368,12 +422,25 @@ REQUEST_MODELS: dict[Channel, type[_Request]] = {
     Channel.SMS: SmsRequest,
     Channel.WEBHOOK: WebhookRequest,
     Channel.IN_APP: InAppRequest,
+    Channel.PUSH: PushRequest,
+    Channel.CHAT: ChatRequest,
 }
 
 
+def _reads_contacts(channel: Channel, fields: dict[str, Any]) -> bool:
+    """A chat message with only a user to go by: their contacts are read."""
+    return channel is Channel.CHAT and not (
+        fields.get("channel") or fields.get("webhookUrl") or fields.get("webhook_url")
+    )
+
+
 def _recipient(channel: Channel, request: _Request, payload: Payload) -> str:
-    if channel is Channel.IN_APP:
+    if channel in (Channel.IN_APP, Channel.PUSH):
         return str(request.user_id)
+    if isinstance(request, ChatDestination):
+        return request._recipient or chat_targets.recipient(
+            request.service, request.channel, None, request.owner
+        )
     address = (
         payload.url
         if isinstance(payload, WebhookPayload | Templated) and channel is Channel.WEBHOOK

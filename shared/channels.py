@@ -12,6 +12,10 @@ class Channel(enum.StrEnum):
     SMS = "sms"
     WEBHOOK = "webhook"
     IN_APP = "in_app"
+    #: Web push, Firebase Cloud Messaging and APNs: every device the user registered.
+    PUSH = "push"
+    #: Slack and Microsoft Teams.
+    CHAT = "chat"
 
     @property
     def queue_name(self) -> str:

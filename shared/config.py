@@ -19,11 +19,13 @@ from urllib.parse import urlsplit
 
 from shared import verp
 from shared.channels import Channel
+from shared.chat_settings import ChatSettings
 from shared.envvars import parse_bool, parse_csv, parse_int
 from shared.errors import ConfigError
 from shared.gateway_settings import GatewayServerSettings
 from shared.netguard import AddressPolicy
 from shared.provider_settings import HttpSmsGateway, ProviderSettings, SmtpRelay, TwilioAccount
+from shared.push_settings import PushSettings
 from shared.ratelimit_settings import RateLimitSettings
 from shared.webhooks.settings import WebhookSettings
 
@@ -168,6 +170,8 @@ class Settings:
     sms_retry: RetryPolicy
     webhook_retry: RetryPolicy
     in_app_retry: RetryPolicy
+    push_retry: RetryPolicy
+    chat_retry: RetryPolicy
 
     max_payload_bytes: int
     broker_delay_limit_ms: int
@@ -237,6 +241,10 @@ class Settings:
     gateway_server: GatewayServerSettings = field(default_factory=GatewayServerSettings)
     #: Providers after the first of each channel (failover), and how their health is judged.
     providers: ProviderSettings = field(default_factory=ProviderSettings)
+    #: Web push (VAPID), Firebase Cloud Messaging and APNs credentials (the ``push`` channel).
+    push: PushSettings = field(default_factory=PushSettings)
+    #: Slack's bot token (the ``chat`` channel; webhook URLs need none).
+    chat: ChatSettings = field(default_factory=ChatSettings)
 
     @property
     def embedded_broker(self) -> bool:
@@ -253,6 +261,8 @@ class Settings:
             Channel.SMS: self.sms_retry,
             Channel.WEBHOOK: self.webhook_retry,
             Channel.IN_APP: self.in_app_retry,
+            Channel.PUSH: self.push_retry,
+            Channel.CHAT: self.chat_retry,
         }[channel]
 
     @property
@@ -386,6 +396,8 @@ class Settings:
             sms_retry=policy("SMS", 5, 5_000, 3_600_000),
             webhook_retry=policy("WEBHOOK", 3, 1_000, 3_600_000),
             in_app_retry=policy("IN_APP", 5, 1_000, 600_000),
+            push_retry=policy("PUSH", 5, 5_000, 3_600_000),
+            chat_retry=policy("CHAT", 5, 5_000, 3_600_000),
             max_payload_bytes=integer("MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES, minimum=1),
             broker_delay_limit_ms=integer("BROKER_DELAY_LIMIT", DEFAULT_BROKER_DELAY_LIMIT_MS),
             delivery_lease_ms=integer("DELIVERY_LEASE", DEFAULT_DELIVERY_LEASE_MS, minimum=100),
@@ -428,6 +440,8 @@ class Settings:
             rate_limits=RateLimitSettings.from_env(get),
             gateway_server=GatewayServerSettings.from_env(get),
             providers=providers,
+            push=PushSettings.from_env(get),
+            chat=ChatSettings.from_env(get),
         )
 
     def require_production_secrets(self) -> None:

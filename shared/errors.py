@@ -166,3 +166,8 @@ class NotAttempted(TemporaryDeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """Fail now: the same request would fail again."""
+
+
+class TargetGone(PermanentDeliveryError):
+    """The provider says the address no longer exists (a push subscription answered 404/410,
+    an unregistered device token, a removed chat webhook): it is pruned, not retried."""

@@ -27,7 +27,15 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from shared.payloads import EmailPayload, InAppPayload, Payload, SmsPayload, WebhookPayload
+from shared.payloads import (
+    ChatPayload,
+    EmailPayload,
+    InAppPayload,
+    Payload,
+    PushPayload,
+    SmsPayload,
+    WebhookPayload,
+)
 from shared.schedule import Due, SendAt
 
 #: RFC 5322 caps a header line at 998 characters; a subject longer than that is not an email.
@@ -37,6 +45,18 @@ SMS_BODY_MAX_CHARS = 1600
 #: Inbox items are for reading at a glance.
 IN_APP_TITLE_MAX_CHARS = 255
 IN_APP_MESSAGE_MAX_CHARS = 5000
+#: A push is a glance on a lock screen; the services cap the whole payload at 4 KiB.
+PUSH_TITLE_MAX_CHARS = 255
+PUSH_BODY_MAX_CHARS = 2000
+#: The longest a push service keeps a notification for an offline device (4 weeks).
+PUSH_MAX_TTL_SECONDS = 2_419_200
+#: Slack truncates at 40,000 characters; Teams cards are smaller still (28 KB in all).
+CHAT_TEXT_MAX_CHARS = 40_000
+#: Slack takes at most 50 blocks per message.
+SLACK_MAX_BLOCKS = 50
+#: A Slack channel (``C…``, ``G…``), direct message (``D…``) or member id (``U…``, ``W…``), or a
+#: channel name (``#alerts``).
+SLACK_CHANNEL_PATTERN = r"^(?:[CDGUW][A-Z0-9]{2,20}|#[a-z0-9][a-z0-9._-]{0,79})$"
 #: Identifiers chosen by callers.
 ID_MAX_CHARS = 255
 URL_MAX_CHARS = 2048
@@ -245,4 +265,140 @@ class InAppRequest(_Request):
     def payload(self) -> InAppPayload:
         return InAppPayload(
             title=self.title, message=self.message, type=self.type, action_url=self.action_url, data=self.data
+        )
+
+
+PushUrgency = Literal["very-low", "low", "normal", "high"]
+
+
+def check_link(value: str | None) -> str | None:
+    """A link a notification opens: a path inside the host application or an http(s) URL."""
+    if value is None or (value.startswith("/") and not value.startswith("//")):
+        return value
+    return check_http_url(value)
+
+
+class PushOptions(BaseModel):
+    """How a push travels, whatever its content (literal or from a template)."""
+
+    user_id: Identifier
+    #: Handed to the app beside the notification (as strings: FCM takes nothing else).
+    data: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    icon: str | None = Field(default=None, max_length=URL_MAX_CHARS)
+    ttl: int | None = Field(
+        default=None,
+        ge=0,
+        le=PUSH_MAX_TTL_SECONDS,
+        description="Seconds a push service keeps it for an offline device",
+    )
+    urgency: PushUrgency = "normal"
+    topic: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="A newer push with the same topic replaces this one",
+    )
+
+    @field_validator("icon")
+    @classmethod
+    def _icon(cls, value: str | None) -> str | None:
+        return check_link(value)
+
+    def string_data(self) -> dict[str, str]:
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in self.data.items()}
+
+    def options(self) -> dict[str, Any]:
+        """What a templated push keeps beside its template."""
+        out = {"ttl": self.ttl, "urgency": self.urgency, "topic": self.topic, "icon": self.icon}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+class PushRequest(_Request, PushOptions):
+    user_id: Identifier
+    title: str = Field(min_length=1, max_length=PUSH_TITLE_MAX_CHARS)
+    body: str = Field(default="", max_length=PUSH_BODY_MAX_CHARS)
+    url: str | None = Field(default=None, max_length=URL_MAX_CHARS)
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str) -> str:
+        return single_line(value, "title")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return check_link(value)
+
+    def payload(self) -> PushPayload:
+        return PushPayload(
+            title=self.title,
+            body=self.body,
+            url=self.url,
+            icon=self.icon,
+            data=self.string_data(),
+            ttl=self.ttl,
+            urgency=self.urgency,
+            topic=self.topic,
+        )
+
+
+ChatService = Literal["slack", "teams"]
+
+
+class ChatDestination(BaseModel):
+    """Where a chat message goes: a Slack channel or member (the bot token), an incoming
+    webhook URL, or, with only ``userId``, that user's own chat contacts."""
+
+    service: ChatService
+    channel: str | None = Field(default=None, pattern=SLACK_CHANNEL_PATTERN)
+    webhook_url: str | None = None
+    #: The recipient the message's row shows, once the producer found the destination.
+    _recipient: str | None = PrivateAttr(default=None)
+
+    @property
+    def owner(self) -> str | None:
+        """The user the message is for, if any (``userId`` of the request)."""
+        user_id = getattr(self, "user_id", None)
+        return None if user_id is None else str(user_id)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value)
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> Self:
+        if self.channel is not None and self.service != "slack":
+            raise ValueError("channel names a Slack channel; Teams is reached by webhookUrl")
+        if self.channel is not None and self.webhook_url is not None:
+            raise ValueError("give channel or webhookUrl, not both")
+        if self.channel is None and self.webhook_url is None and self.owner is None:
+            raise ValueError("give channel, webhookUrl, or userId (the user's chat contacts)")
+        return self
+
+
+class ChatRequest(_Request, ChatDestination):
+    text: str = Field(min_length=1, max_length=CHAT_TEXT_MAX_CHARS)
+    blocks: list[dict[str, Any]] | None = Field(default=None, max_length=SLACK_MAX_BLOCKS)
+    card: dict[str, Any] | None = Field(default=None, description="A Teams Adaptive Card")
+
+    @model_validator(mode="after")
+    def _content_fits_service(self) -> Self:
+        if self.blocks is not None and self.service != "slack":
+            raise ValueError("blocks are Slack's; Teams takes a card")
+        if self.card is not None:
+            if self.service != "teams":
+                raise ValueError("a card is Teams'; Slack takes blocks")
+            if self.card.get("type") != "AdaptiveCard" or not isinstance(self.card.get("version"), str):
+                raise ValueError('card must be an Adaptive Card: "type": "AdaptiveCard" and a "version"')
+        return self
+
+    def payload(self) -> ChatPayload:
+        return ChatPayload(
+            service=self.service,
+            text=self.text,
+            channel=self.channel,
+            webhook_url=self.webhook_url,
+            blocks=self.blocks,
+            card=self.card,
         )

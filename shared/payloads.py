@@ -84,8 +84,92 @@ class InAppPayload:
         }
 
 
+#: RFC 8030 urgencies, least to most; APNs and FCM map them onto their own priorities.
+PUSH_URGENCIES = ("very-low", "low", "normal", "high")
+
+
+@dataclass(frozen=True, slots=True)
+class PushPayload:
+    """A notification for every device the user registered (browsers, Android, iOS)."""
+
+    title: str
+    body: str
+    #: Opened when the notification is tapped.
+    url: str | None = None
+    icon: str | None = None
+    #: Passed to the app beside the notification (strings only: FCM's rule).
+    data: dict[str, str] = field(default_factory=dict)
+    #: Seconds the push service keeps it for a device that is offline; None: its default.
+    ttl: int | None = None
+    urgency: str = "normal"
+    #: A newer notification with the same topic replaces one not yet shown.
+    topic: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "body": self.body,
+            "url": self.url,
+            "icon": self.icon,
+            "data": self.data,
+            "ttl": self.ttl,
+            "urgency": self.urgency,
+            "topic": self.topic,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PushTarget:
+    """One registered device of a user, as a push provider needs it."""
+
+    id: str
+    #: ``web`` (a browser's push subscription), ``fcm`` (Android, or any Firebase app) or ``apns``.
+    kind: str
+    #: The subscription's endpoint URL (web) or the device token (fcm, apns).
+    token: str
+    #: Web push only: the browser's P-256 public key and auth secret (base64url).
+    p256dh: str | None = None
+    auth: str | None = None
+    #: The app the token belongs to (the APNs topic: its bundle id).
+    app_id: str | None = None
+
+
+#: The chat tools of the ``chat`` channel.
+CHAT_SERVICES = ("slack", "teams")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatPayload:
+    """A message to Slack or Microsoft Teams."""
+
+    service: str
+    #: The plain text: Slack's notification and fallback text; Teams' card when none is given.
+    text: str
+    #: Slack: a channel id, or a member id for a direct message (posted with the bot token).
+    channel: str | None = None
+    #: An incoming webhook (Slack) or Workflows/incoming webhook URL (Teams). Stored sealed
+    #: (:mod:`shared.webhooks.secretbox`); the worker opens it just before sending.
+    webhook_url: str | None = None
+    #: Slack Block Kit blocks.
+    blocks: list[Any] | None = None
+    #: A Teams Adaptive Card (the card object itself).
+    card: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"service": self.service, "text": self.text}
+        for key, value in (
+            ("channel", self.channel),
+            ("webhookUrl", self.webhook_url),
+            ("blocks", self.blocks),
+            ("card", self.card),
+        ):
+            if value is not None:
+                out[key] = value
+        return out
+
+
 #: The concrete content of a message on each channel, what its provider sends.
-Content = EmailPayload | SmsPayload | WebhookPayload | InAppPayload
+Content = EmailPayload | SmsPayload | WebhookPayload | InAppPayload | PushPayload | ChatPayload
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,18 +195,22 @@ class TemplateRef:
 @dataclass(frozen=True, slots=True)
 class Templated:
     """A message whose content is rendered from a template at send time. Besides the
-    template it keeps what is not part of the template: the address (email, SMS), the URL
-    (webhook) or the notification's type and data (in-app)."""
+    template it keeps what is not part of the template: the address (email, SMS; a chat
+    message's Slack channel), the URL (webhook; a chat message's sealed webhook URL), the
+    notification's type and data (in-app, push), a push's delivery options (``ttl``,
+    ``urgency``, ``topic``, ``icon``) or a chat message's service."""
 
     template: TemplateRef
     to: str | None = None
     url: str | None = None
     type: str | None = None
     data: dict[str, Any] | None = None
+    service: str | None = None
+    options: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"template": self.template.to_json()}
-        for key in ("to", "url", "type", "data"):
+        for key in ("to", "url", "type", "data", "service", "options"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -206,6 +294,8 @@ def load(channel: Channel, raw: dict[str, Any]) -> Stored:
                 url=_optional(raw, "url"),
                 type=_optional(raw, "type"),
                 data=data if isinstance(data, dict) else None,
+                service=_optional(raw, "service"),
+                options=options if isinstance(options := raw.get("options"), dict) else None,
             ),
             critical,
             transactional,
@@ -234,6 +324,10 @@ def _content(channel: Channel, raw: dict[str, Any]) -> Content:
             retry_schedule_ms=tuple(schedule),
             ordering_key=_optional(raw, "orderingKey"),
         )
+    if channel is Channel.PUSH:
+        return _push(raw)
+    if channel is Channel.CHAT:
+        return _chat(raw)
     data = raw.get("data")
     if data is None:
         data = {}
@@ -245,4 +339,45 @@ def _content(channel: Channel, raw: dict[str, Any]) -> Content:
         type=_optional(raw, "type") or "info",
         action_url=_optional(raw, "actionUrl"),
         data=data,
+    )
+
+
+def _push(raw: dict[str, Any]) -> PushPayload:
+    data = raw.get("data") or {}
+    if not isinstance(data, dict):
+        raise PayloadError("payload field 'data' must be an object")
+    ttl = raw.get("ttl")
+    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0):
+        raise PayloadError("payload field 'ttl' must be a number of seconds")
+    urgency = _optional(raw, "urgency") or "normal"
+    if urgency not in PUSH_URGENCIES:
+        raise PayloadError(f"payload field 'urgency' must be one of {', '.join(PUSH_URGENCIES)}")
+    return PushPayload(
+        title=_required(raw, "title"),
+        body=_optional(raw, "body") or "",
+        url=_optional(raw, "url"),
+        icon=_optional(raw, "icon"),
+        data={str(k): str(v) for k, v in data.items()},
+        ttl=ttl,
+        urgency=urgency,
+        topic=_optional(raw, "topic"),
+    )
+
+
+def _chat(raw: dict[str, Any]) -> ChatPayload:
+    service = _required(raw, "service")
+    if service not in CHAT_SERVICES:
+        raise PayloadError(f"payload field 'service' must be one of {', '.join(CHAT_SERVICES)}")
+    blocks, card = raw.get("blocks"), raw.get("card")
+    if blocks is not None and not isinstance(blocks, list):
+        raise PayloadError("payload field 'blocks' must be a list")
+    if card is not None and not isinstance(card, dict):
+        raise PayloadError("payload field 'card' must be an object")
+    return ChatPayload(
+        service=service,
+        text=_optional(raw, "text") or "",
+        channel=_optional(raw, "channel"),
+        webhook_url=_optional(raw, "webhookUrl"),
+        blocks=blocks,
+        card=card,
     )

@@ -26,8 +26,8 @@ from sqlalchemy.orm import Session
 from shared.channels import Channel
 from shared.db.models import UserNotificationPreference, utcnow
 
-#: Channels whose messages wait out quiet hours.
-QUIET_CHANNELS = frozenset({Channel.EMAIL, Channel.SMS})
+#: Channels whose messages wait out quiet hours: those that buzz a phone or fill a mailbox.
+QUIET_CHANNELS = frozenset({Channel.EMAIL, Channel.SMS, Channel.PUSH, Channel.CHAT})
 #: Event types one user may set switches for (a bound on a per-user JSON document).
 MAX_EVENT_PREFERENCES = 200
 TIME_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d$"
@@ -41,6 +41,8 @@ _ENABLED_COLUMNS = {
     Channel.SMS: "sms_enabled",
     Channel.IN_APP: "in_app_enabled",
     Channel.WEBHOOK: "webhook_enabled",
+    Channel.PUSH: "push_enabled",
+    Channel.CHAT: "chat_enabled",
 }
 
 
@@ -184,6 +186,8 @@ class PreferencesInput(BaseModel):
     sms_enabled: bool = True
     in_app_enabled: bool = True
     webhook_enabled: bool = True
+    push_enabled: bool = True
+    chat_enabled: bool = True
     #: ``{"order.shipped": {"sms": false}}``: per event type and channel, over the switches above.
     event_preferences: dict[str, dict[str, bool]] = Field(default_factory=dict)
     quiet_hours: QuietHours | None = None
@@ -264,6 +268,8 @@ def view(user_id: str, prefs: Preferences) -> dict[str, Any]:
         "smsEnabled": prefs.channels[Channel.SMS],
         "inAppEnabled": prefs.channels[Channel.IN_APP],
         "webhookEnabled": prefs.channels[Channel.WEBHOOK],
+        "pushEnabled": prefs.channels[Channel.PUSH],
+        "chatEnabled": prefs.channels[Channel.CHAT],
         "eventPreferences": prefs.events,
         "quietHours": quiet,
         "timezone": prefs.timezone,

@@ -62,6 +62,11 @@ DEFAULT_SMS_RECIPIENT_PER_HOUR = 10
 #: Most emails one address receives in any hour.
 DEFAULT_EMAIL_RECIPIENT_PER_HOUR = 50
 
+#: Most pushes one user's devices get in any hour: a phone that buzzes all night is uninstalled.
+DEFAULT_PUSH_RECIPIENT_PER_HOUR = 30
+#: Most chat messages one Slack/Teams destination gets in any hour from us.
+DEFAULT_CHAT_RECIPIENT_PER_HOUR = 60
+
 #: The window of the per-recipient budgets.
 RECIPIENT_WINDOW_MS = 3_600_000
 
@@ -78,6 +83,9 @@ class RateLimitSettings:
     #: SMS_RECIPIENT_LIMIT_PER_HOUR, EMAIL_RECIPIENT_LIMIT_PER_HOUR; 0 switches it off.
     sms_recipient_per_hour: int = DEFAULT_SMS_RECIPIENT_PER_HOUR
     email_recipient_per_hour: int = DEFAULT_EMAIL_RECIPIENT_PER_HOUR
+    #: PUSH_RECIPIENT_LIMIT_PER_HOUR (per user), CHAT_RECIPIENT_LIMIT_PER_HOUR (per destination).
+    push_recipient_per_hour: int = DEFAULT_PUSH_RECIPIENT_PER_HOUR
+    chat_recipient_per_hour: int = DEFAULT_CHAT_RECIPIENT_PER_HOUR
 
     @classmethod
     def from_env(cls, get: Callable[[str], str | None]) -> RateLimitSettings:
@@ -103,5 +111,11 @@ class RateLimitSettings:
             sms_recipient_per_hour=per_hour("SMS_RECIPIENT_LIMIT_PER_HOUR", DEFAULT_SMS_RECIPIENT_PER_HOUR),
             email_recipient_per_hour=per_hour(
                 "EMAIL_RECIPIENT_LIMIT_PER_HOUR", DEFAULT_EMAIL_RECIPIENT_PER_HOUR
+            ),
+            push_recipient_per_hour=per_hour(
+                "PUSH_RECIPIENT_LIMIT_PER_HOUR", DEFAULT_PUSH_RECIPIENT_PER_HOUR
+            ),
+            chat_recipient_per_hour=per_hour(
+                "CHAT_RECIPIENT_LIMIT_PER_HOUR", DEFAULT_CHAT_RECIPIENT_PER_HOUR
             ),
         )

@@ -34,7 +34,7 @@ PipelineFactory = Callable[[Settings], Pipeline]
 
 def _factories() -> dict[Channel, PipelineFactory]:
     # Imported here so a process only loads the provider libraries of channels it runs.
-    from workers import email, in_app, sms
+    from workers import chat, email, in_app, push, sms
     from workers.webhook import pipeline as webhook
 
     return {
@@ -42,6 +42,8 @@ def _factories() -> dict[Channel, PipelineFactory]:
         Channel.SMS: sms.build_pipeline,
         Channel.WEBHOOK: webhook.build_pipeline,
         Channel.IN_APP: in_app.build_pipeline,
+        Channel.PUSH: push.build_pipeline,
+        Channel.CHAT: chat.build_pipeline,
     }
 
 

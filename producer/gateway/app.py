@@ -16,6 +16,7 @@ from producer.gateway import (
     console,
     cors,
     dead_letters,
+    devices,
     events,
     experiments,
     fleet,
@@ -74,6 +75,7 @@ def create_app(settings: Settings) -> Starlette:
             *preferences.routes,
             *rules.routes,
             *events.routes,
+            *devices.routes,  # before /api/notifications/{id}
             *notifications.routes,
             *stream.routes,
             *inbox_page.routes,

@@ -92,8 +92,10 @@ async def put_contacts(request: Request) -> JSONResponse:
 
     def write() -> dict[str, Any]:
         with user_scope(settings.database_url, user_id) as session:
-            return contacts.view(contacts.put(session, user_id, given))
+            row = contacts.put(session, user_id, given, encryption_keys=keys)
+            return contacts.view(row, keys)
 
+    keys = settings.webhooks.encryption_keys
     return JSONResponse(await run_in_threadpool(write))
 
 
@@ -111,10 +113,11 @@ async def patch_contacts(request: Request) -> JSONResponse:
 
     def write() -> dict[str, Any]:
         with user_scope(settings.database_url, user_id) as session:
-            current = contacts.document(contacts.get(session, user_id, for_update=True))
+            current = contacts.document(contacts.get(session, user_id, for_update=True), keys)
             given = parse(contacts.ContactInput, merge_patch(current, patch))
-            return contacts.view(contacts.put(session, user_id, given))
+            return contacts.view(contacts.put(session, user_id, given, encryption_keys=keys), keys)
 
+    keys = settings.webhooks.encryption_keys
     return JSONResponse(await run_in_threadpool(write))
 
 
@@ -133,7 +136,7 @@ async def get_contacts(request: Request) -> JSONResponse:
             row = contacts.get(session, user_id)
             if row is None:
                 raise NotFound(f"no contacts for user {user_id}")
-            return contacts.view(row)
+            return contacts.view(row, settings.webhooks.encryption_keys)
 
     return JSONResponse(await run_in_threadpool(read))
 

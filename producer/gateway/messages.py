@@ -149,6 +149,8 @@ CHANNEL_PATHS = {
     Channel.SMS: "sms",
     Channel.WEBHOOK: "webhook",
     Channel.IN_APP: "in-app",
+    Channel.PUSH: "push",
+    Channel.CHAT: "chat",
 }
 
 routes = [

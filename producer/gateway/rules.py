@@ -62,7 +62,12 @@ async def create_rule(request: Request) -> JSONResponse:
     given = parse(rules.RuleInput, body)
 
     def create(session: Session) -> str:
-        return rules.create(session, given, default_locale=settings.template_default_locale).id
+        return rules.create(
+            session,
+            given,
+            default_locale=settings.template_default_locale,
+            encryption_keys=settings.webhooks.encryption_keys,
+        ).id
 
     def show(session: Session, rule_id: str) -> dict[str, Any]:
         return rules.view(rules.get(session, rule_id))
@@ -99,7 +104,13 @@ async def put_rule(request: Request) -> JSONResponse:
     def write() -> dict[str, Any]:
         with session_scope(settings.database_url) as session:
             row = rules.get(session, request.path_params["rule_id"], for_update=True)
-            rules.replace(session, row, given, default_locale=settings.template_default_locale)
+            rules.replace(
+                session,
+                row,
+                given,
+                default_locale=settings.template_default_locale,
+                encryption_keys=settings.webhooks.encryption_keys,
+            )
             return rules.view(row)
 
     return JSONResponse(await run_in_threadpool(write))
@@ -123,7 +134,13 @@ async def patch_rule(request: Request) -> JSONResponse:
         with session_scope(settings.database_url) as session:
             row = rules.get(session, rule_id, for_update=True)
             given = parse(rules.RuleInput, merge_patch(rules.document(row), patch))
-            rules.replace(session, row, given, default_locale=settings.template_default_locale)
+            rules.replace(
+                session,
+                row,
+                given,
+                default_locale=settings.template_default_locale,
+                encryption_keys=settings.webhooks.encryption_keys,
+            )
             return rules.view(row)
 
     return JSONResponse(await run_in_threadpool(write))

@@ -165,6 +165,8 @@ class UserNotificationPreference(Base):
     sms_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     in_app_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     webhook_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    push_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    chat_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     #: ``{"order.shipped": {"sms": false}}``
     event_preferences: Mapped[dict[str, Any]] = mapped_column(default=dict)
     quiet_hours_start: Mapped[str | None] = mapped_column(String(5))
@@ -264,6 +266,9 @@ class NotificationRule(Base):
     digest: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     #: ``{"limit": 3, "per": "1h", "then": "digest"}``
     throttle: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    #: Where its chat messages go: ``{"service": "slack", "channel": "C…"}`` or a sealed
+    #: ``webhookUrl``; None: each user's own chat contacts (revision 0024).
+    chat: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -468,8 +473,41 @@ class UserContact(Base):
     email: Mapped[str | None] = mapped_column(Text)
     phone: Mapped[str | None] = mapped_column(String(32))
     locale: Mapped[str | None] = mapped_column(String(35))
+    #: The user's Slack member id: the bot posts to them directly (revision 0024).
+    slack_user_id: Mapped[str | None] = mapped_column(String(32))
+    #: Incoming webhook URLs are credentials: stored sealed (:mod:`shared.webhooks.secretbox`).
+    slack_webhook_url: Mapped[str | None] = mapped_column(Text)
+    teams_webhook_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PushTargetRow(Base):
+    """A device of a user that push notifications reach: a browser's push subscription, or
+    an app's FCM or APNs device token (revision 0024)."""
+
+    __tablename__ = "push_targets"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255))
+    #: ``web``, ``fcm`` or ``apns``.
+    kind: Mapped[str] = mapped_column(String(8))
+    #: The subscription's endpoint URL (web) or the device token.
+    token: Mapped[str] = mapped_column(Text)
+    p256dh: Mapped[str | None] = mapped_column(Text)
+    auth: Mapped[str | None] = mapped_column(Text)
+    #: The app (bundle id / package name) the token belongs to.
+    app_id: Mapped[str | None] = mapped_column(String(255))
+    #: What the device calls itself (``Firefox on Linux``), for the user's list.
+    label: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_success_at: Mapped[datetime | None] = mapped_column()
+
+    __table_args__ = (
+        # A device belongs to whoever registered it last: registering it again moves it.
+        UniqueConstraint("kind", "token", name="uq_push_targets_kind_token"),
+        Index("ix_push_targets_user_id", "user_id", "created_at"),
+    )
 
 
 class PendingPublish(Base):

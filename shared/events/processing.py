@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from shared import tracking
+from shared import chat_targets, tracking
 from shared.channels import Channel, Status
 from shared.config import Settings
 from shared.db.models import EventLog, NotificationLog, NotificationRule, UserContact, utcnow
@@ -82,6 +82,20 @@ def _recipient(channel: Channel, event: EventLog, contact: UserContact | None) -
     return event.user_id
 
 
+def _chat_target(rule: NotificationRule, contact: UserContact | None) -> chat_targets.ChatTarget | None:
+    """The rule's own chat destination, else the user's on the rule's service (Slack unless
+    the rule says Teams), else the user's Teams webhook."""
+    own = chat_targets.of_rule(rule.chat)
+    if own is not None:
+        return own
+    service = (rule.chat or {}).get("service")
+    for name in [service] if service else ["slack", "teams"]:
+        found = chat_targets.of_contact(contact, name)
+        if found is not None:
+            return found
+    return None
+
+
 def _message(
     session: Session,
     settings: Settings,
@@ -116,11 +130,31 @@ def _message(
     ref = found or template_messages.reference(
         key, locale or settings.template_default_locale, 0, template_data(event)
     )
+    chat = _chat_target(rule, contact) if channel is Channel.CHAT else None
+    if channel is Channel.CHAT:
+        recipient = (
+            chat_targets.recipient(chat.service, chat.channel, None, event.user_id)
+            if chat is not None
+            else None
+        )
     if recipient is None and problem is None:
-        what = {Channel.EMAIL: "email address", Channel.SMS: "phone number"}.get(channel, "user")
+        what = {
+            Channel.EMAIL: "email address",
+            Channel.SMS: "phone number",
+            Channel.CHAT: "chat destination (rule chat, or Slack/Teams contacts)",
+        }.get(channel, "user")
         problem = (Status.SKIPPED, f"no {what} for user {event.user_id!r}", "no_recipient")
     if channel in (Channel.EMAIL, Channel.SMS):
         content = Templated(template=ref, to=recipient)
+    elif channel is Channel.CHAT:
+        content = Templated(
+            template=ref,
+            service=chat.service if chat else "slack",
+            to=chat.channel if chat else None,
+            url=chat.sealed_url if chat else None,
+        )
+    elif channel is Channel.PUSH:
+        content = Templated(template=ref)
     else:
         content = Templated(template=ref, type="error" if rule.critical else "info")
     due_at = utcnow() + timedelta(milliseconds=rule.delay_ms) if rule.delay_ms and problem is None else None

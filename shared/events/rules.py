@@ -9,7 +9,8 @@ emails are never tracked, e.g. receipts) and a delay.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -24,6 +25,7 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared import chat_targets
 from shared.channels import Channel
 from shared.db import keyset
 from shared.db.models import NotificationRule, utcnow
@@ -31,12 +33,37 @@ from shared.errors import NotFound, ValidationError
 from shared.events import conditions as conditions_module
 from shared.events import escalation
 from shared.events.digests import DigestInput, ThrottleInput
+from shared.messages import SLACK_CHANNEL_PATTERN, check_http_url
 from shared.templates import store as template_store
 
 #: The longest delay a rule may ask for: 30 days, in milliseconds.
 MAX_RULE_DELAY_MS = 30 * 24 * 3_600_000
 #: Channels a rule sends on. Events reach webhooks through webhook configurations instead.
-RULE_CHANNELS = (Channel.EMAIL, Channel.SMS, Channel.IN_APP)
+RULE_CHANNELS = (Channel.EMAIL, Channel.SMS, Channel.IN_APP, Channel.PUSH, Channel.CHAT)
+
+
+class RuleChat(BaseModel):
+    """Where a rule's chat messages go: a Slack channel (the bot), or a webhook URL (stored
+    sealed, shown masked); without one, each user's own chat contacts on ``service``."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    service: Literal["slack", "teams"] = "slack"
+    channel: str | None = Field(default=None, pattern=SLACK_CHANNEL_PATTERN)
+    webhook_url: str | None = None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None or value.endswith(chat_targets.MASK_SUFFIX):
+            return value  # the masked form keeps what is stored
+        return check_http_url(value)
+
+    @model_validator(mode="after")
+    def _one(self) -> RuleChat:
+        if self.channel is not None and (self.service != "slack" or self.webhook_url is not None):
+            raise ValueError("channel names a Slack channel: give it alone, with service slack")
+        return self
 
 
 class RuleInput(BaseModel):
@@ -62,8 +89,11 @@ class RuleInput(BaseModel):
     active: bool = True
     digest: DigestInput | None = Field(default=None, description="Fold events into one message per window")
     throttle: ThrottleInput | None = Field(default=None, description="At most N messages per user per period")
+    chat: RuleChat | None = Field(
+        default=None, description="Where chat messages go (else each user's contacts)"
+    )
 
-    @field_serializer("digest", "throttle")
+    @field_serializer("digest", "throttle", "chat")
     def _stored(self, value: BaseModel | None) -> dict[str, Any] | None:
         return value.model_dump(by_alias=True, exclude_none=True) if value is not None else None
 
@@ -132,10 +162,22 @@ def _check_templates(session: Session, rule: RuleInput, default_locale: str) -> 
             raise ValidationError(message, [{"field": "templateKey", "message": message}]) from None
 
 
-def create(session: Session, rule: RuleInput, *, default_locale: str) -> NotificationRule:
+def _stored(rule: RuleInput, current: dict[str, Any] | None, keys: Sequence[str]) -> dict[str, Any]:
+    fields = rule.model_dump()
+    chat = fields.get("chat")
+    if chat and chat.get("webhookUrl"):
+        stored = (current or {}).get("webhookUrl")
+        chat["webhookUrl"] = chat_targets.seal_or_keep(chat["webhookUrl"], stored, "chat.webhookUrl", keys)
+    return fields
+
+
+def create(
+    session: Session, rule: RuleInput, *, default_locale: str, encryption_keys: Sequence[str] = ()
+) -> NotificationRule:
     _check_templates(session, rule, default_locale)
     now = utcnow()
-    row = NotificationRule(id=str(uuid.uuid4()), created_at=now, updated_at=now, **rule.model_dump())
+    fields = _stored(rule, None, encryption_keys)
+    row = NotificationRule(id=str(uuid.uuid4()), created_at=now, updated_at=now, **fields)
     session.add(row)
     session.flush()
     return row
@@ -149,11 +191,18 @@ def get(session: Session, rule_id: str, *, for_update: bool = False) -> Notifica
     return row
 
 
-def replace(session: Session, row: NotificationRule, rule: RuleInput, *, default_locale: str) -> None:
+def replace(
+    session: Session,
+    row: NotificationRule,
+    rule: RuleInput,
+    *,
+    default_locale: str,
+    encryption_keys: Sequence[str] = (),
+) -> None:
     """Every field of ``row`` (as :func:`get` read it ``for_update``) from ``rule`` (fields it
     left out take their defaults)."""
     _check_templates(session, rule, default_locale)
-    for name, value in rule.model_dump().items():
+    for name, value in _stored(rule, row.chat, encryption_keys).items():
         setattr(row, name, value)
     row.updated_at = utcnow()
 
@@ -210,6 +259,15 @@ def view(row: NotificationRule) -> dict[str, Any]:
         "active": row.active,
         "digest": row.digest,
         "throttle": row.throttle,
+        "chat": _chat_view(row.chat),
         "createdAt": row.created_at.isoformat(),
         "updatedAt": row.updated_at.isoformat(),
     }
+
+
+def _chat_view(chat: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not chat or not chat.get("webhookUrl"):
+        return chat
+    # Masked without opening the seal: the scheme and host are not kept apart, so say only
+    # that a URL is stored (giving this back keeps it).
+    return {**chat, "webhookUrl": "https://(stored)" + chat_targets.MASK_SUFFIX}

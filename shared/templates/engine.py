@@ -51,6 +51,9 @@ CHANNEL_PARTS: dict[str, tuple[PartSpec, ...]] = {
     "sms": (PartSpec("sms", required=True),),
     "in_app": (PartSpec("title", required=True), PartSpec("message", required=True), PartSpec("actionUrl")),
     "webhook": (),
+    "push": (PartSpec("title", required=True), PartSpec("message", required=True), PartSpec("actionUrl")),
+    #: Chat: the plain text, and a ``payload`` with Slack ``blocks`` and/or a Teams ``card``.
+    "chat": (PartSpec("text", required=True),),
     PARTIAL: (PartSpec("text", required=True),),
 }
 

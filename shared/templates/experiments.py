@@ -50,7 +50,14 @@ log = get_logger(__name__)
 RUNNING_REFRESH_SECONDS = 5.0
 #: What an experiment may count as success; the default suits the channel.
 METRICS = ("opened", "clicked", "read", "delivered")
-DEFAULT_METRIC = {"email": "opened", "in_app": "read", "sms": "delivered", "webhook": "delivered"}
+DEFAULT_METRIC = {
+    "email": "opened",
+    "in_app": "read",
+    "sms": "delivered",
+    "webhook": "delivered",
+    "push": "delivered",
+    "chat": "delivered",
+}
 
 
 class VariantInput(BaseModel):

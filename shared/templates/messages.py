@@ -15,16 +15,21 @@ from sqlalchemy.orm import Session
 from shared.channels import Channel
 from shared.errors import RenderError
 from shared.messages import (
+    CHAT_TEXT_MAX_CHARS,
     EMAIL_SUBJECT_MAX_CHARS,
     IN_APP_MESSAGE_MAX_CHARS,
     IN_APP_TITLE_MAX_CHARS,
+    PUSH_BODY_MAX_CHARS,
+    PUSH_TITLE_MAX_CHARS,
     SMS_BODY_MAX_CHARS,
     fits_a_header,
 )
 from shared.payloads import (
+    ChatPayload,
     Content,
     EmailPayload,
     InAppPayload,
+    PushPayload,
     SmsPayload,
     Templated,
     TemplateRef,
@@ -93,6 +98,28 @@ def render_payload(
             action_url=str(rendered.get("actionUrl") or "").strip() or None,
             data=message.data or {},
         )
+    if channel is Channel.PUSH:
+        options = message.options or {}
+        return PushPayload(
+            title=_text(rendered, "title", PUSH_TITLE_MAX_CHARS, single_line=True),
+            body=_text(rendered, "message", PUSH_BODY_MAX_CHARS),
+            url=str(rendered.get("actionUrl") or "").strip() or None,
+            data={str(k): str(v) for k, v in (message.data or {}).items()},
+            icon=options.get("icon"),
+            ttl=options.get("ttl"),
+            urgency=options.get("urgency") or "normal",
+            topic=options.get("topic"),
+        )
+    if channel is Channel.CHAT:
+        extra = rendered.get("payload") or {}
+        return ChatPayload(
+            service=_address(message.service, "chat service"),
+            text=_text(rendered, "text", CHAT_TEXT_MAX_CHARS),
+            channel=message.to,
+            webhook_url=message.url,
+            blocks=extra.get("blocks"),
+            card=extra.get("card"),
+        )
     return WebhookPayload(url=_address(message.url, "URL"), body=rendered.get("payload"))
 
 
@@ -111,7 +138,7 @@ def view(row: Any) -> dict[str, Any]:
     }
     for spec in engine.CHANNEL_PARTS.get(row.channel, ()):
         body[spec.name] = source.parts.get(spec.name)
-    if row.channel == "webhook":
+    if row.channel in ("webhook", "chat"):
         body["payload"] = source.payload
     if row.channel == "email":
         body["trackOpens"] = "opens" in source.tracking

@@ -12,8 +12,10 @@ from pydantic.json_schema import SkipJsonSchema
 
 from shared.channels import Channel
 from shared.messages import (
+    ChatDestination,
     Identifier,
     InAppType,
+    PushOptions,
     _Request,
     check_http_url,
     normalize_email,
@@ -85,9 +87,24 @@ class TemplatedInAppRequest(TemplatedRequest):
         return Templated(template=ref, type=self.type)
 
 
+class TemplatedPushRequest(TemplatedRequest, PushOptions):
+    user_id: Identifier
+
+    def kept(self, ref: TemplateRef) -> Templated:
+        # The template's data renders the text; it is not handed to the app as well.
+        return Templated(template=ref, options=self.options() or None)
+
+
+class TemplatedChatRequest(TemplatedRequest, ChatDestination):
+    def kept(self, ref: TemplateRef) -> Templated:
+        return Templated(template=ref, service=self.service, to=self.channel, url=self.webhook_url)
+
+
 TEMPLATED_MODELS: dict[Channel, type[TemplatedRequest]] = {
     Channel.EMAIL: TemplatedEmailRequest,
     Channel.SMS: TemplatedSmsRequest,
     Channel.WEBHOOK: TemplatedWebhookRequest,
     Channel.IN_APP: TemplatedInAppRequest,
+    Channel.PUSH: TemplatedPushRequest,
+    Channel.CHAT: TemplatedChatRequest,
 }

@@ -37,7 +37,9 @@ KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$"
 LOCALE_PATTERN = r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$"
 #: The width of the locale columns (BCP 47 advises room for 35 characters).
 LOCALE_MAX_CHARS = 35
-CHANNELS = ("email", "sms", "in_app", "webhook", PARTIAL)
+CHANNELS = ("email", "sms", "in_app", "webhook", "push", "chat", PARTIAL)
+#: Channels whose templates may carry a JSON ``payload`` whose strings are templates.
+PAYLOAD_CHANNELS = ("webhook", "chat")
 
 #: API part name → column.
 PART_COLUMNS = {
@@ -151,7 +153,7 @@ def check(
     Raises TemplateError; returns the compiled template and the partials it was checked with."""
     allowed = {spec.name for spec in engine.CHANNEL_PARTS[channel]}
     stray = [name for name, text in given.parts().items() if text is not None and name not in allowed]
-    if channel != "webhook" and given.payload is not None:
+    if channel not in PAYLOAD_CHANNELS and given.payload is not None:
         stray.append("payload")
     if channel != "email":
         stray += [
@@ -180,6 +182,8 @@ def check(
         raise _refuse("text", None, "an email template needs a 'text' or an 'html' part (or both)")
     if channel == "webhook" and not given.payload:
         raise _refuse("payload", None, "a webhook template needs a non-empty 'payload'")
+    if channel == "chat" and given.payload is not None:
+        _check_chat_payload(given.payload)
     try:
         rendered = engine.render(compiled, given.sample_data, strict=False, partials=partials, limits=limits)
     except RenderError as exc:
@@ -190,6 +194,16 @@ def check(
         if not str(rendered.get(name, "")).strip():
             raise _refuse(name, None, f"{name!r} renders empty with the sample data")
     return compiled, partials
+
+
+def _check_chat_payload(payload: Any) -> None:
+    if not isinstance(payload, dict) or not set(payload) <= {"blocks", "card"}:
+        raise _refuse("payload", None, "a chat template's payload is an object of 'blocks' and/or 'card'")
+    if not isinstance(payload.get("blocks", []), list):
+        raise _refuse("payload", None, "'blocks' is a list of Slack Block Kit blocks")
+    card = payload.get("card")
+    if card is not None and (not isinstance(card, dict) or card.get("type") != "AdaptiveCard"):
+        raise _refuse("payload", None, "'card' is an Adaptive Card: an object whose type is AdaptiveCard")
 
 
 def render_draft(

@@ -91,6 +91,13 @@ ROWS: dict[str, Callable[[str | None], dict[str, Any]]] = {
         "occurred_at": NOW,
         "created_at": NOW,
     },
+    "push_targets": lambda user: {
+        "id": f"device-of-{user}",
+        "user_id": user,
+        "kind": "fcm",
+        "token": f"token-of-{user}",
+        "created_at": NOW,
+    },
 }
 
 #: Rows another table's rows point to, seeded first: a receipt's message.

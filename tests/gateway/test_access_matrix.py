@@ -74,6 +74,8 @@ PUBLIC = {
     # Email tracking: the token is all there is (a pixel for any, a 404 page for a bad link).
     ("GET", "/t/o/{token:str}"),
     ("GET", "/t/c/{token:str}"),
+    # Browsers need it to subscribe; it is a public key.
+    ("GET", "/api/push/vapid-public-key"),
 }
 
 #: Endpoints whose credential is in the URL (a signed link): a key or token of ours changes
@@ -86,6 +88,9 @@ SIGNED_LINKS = {
 #: Endpoints acting for a user: a user token, or a server key (naming the user with
 #: X-User-Id; without it the answer is 400, a validation error).
 USER_ENDPOINTS = {
+    ("GET", "/api/notifications/devices"),
+    ("POST", "/api/notifications/devices"),
+    ("DELETE", "/api/notifications/devices/{device_id:str}"),
     ("GET", "/api/notifications"),
     ("GET", "/api/notifications/unread-count"),
     ("POST", "/api/notifications/seen"),

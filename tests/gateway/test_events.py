@@ -117,7 +117,15 @@ def test_what_is_not_an_event_type_is_refused(client: httpx.Client, queues: Queu
 def test_contacts_are_validated_and_replaced(client: httpx.Client) -> None:
     put = client.put("/api/users/u1/contacts", json={"email": "Ann@Example.com", "phone": "+14155550100"})
     assert put.status_code == 200
-    assert put.json() == {"userId": "u1", "email": "Ann@example.com", "phone": "+14155550100", "locale": None}
+    assert put.json() == {
+        "userId": "u1",
+        "email": "Ann@example.com",
+        "phone": "+14155550100",
+        "locale": None,
+        "slackUserId": None,
+        "slackWebhookUrl": None,
+        "teamsWebhookUrl": None,
+    }
     assert client.put("/api/users/u1/contacts", json={"phone": "12"}).status_code == 422
     assert client.get("/api/users/u1/contacts").json()["phone"] == "+14155550100"
     assert client.get("/api/users/nobody/contacts").status_code == 404

@@ -29,7 +29,16 @@ VALID: dict[str, dict[str, Any]] = {
     "sms": {"to": "+14155550100", "message": "Your code is 123456"},
     "webhook": {"url": "https://example.com/hook", "payload": {"event": "order.created", "data": {"id": 1}}},
     "in-app": {"userId": "user-123", "title": "New Message", "message": "Hi", "type": "info"},
+    "push": {
+        "userId": "user-123",
+        "title": "Your order shipped",
+        "body": "It arrives Friday",
+        "url": "/orders/1",
+    },
+    "chat": {"service": "slack", "channel": "C0123ABC", "text": "Deploy 42 finished"},
 }
+
+TEAMS_CARD = {"type": "AdaptiveCard", "version": "1.4", "body": [{"type": "TextBlock", "text": "hi"}]}
 
 BIG = "x" * (256 * 1024 + 1)
 
@@ -71,6 +80,30 @@ BAD_INPUT: list[tuple[str, Any, int, str | None]] = [
         "transactional",
     ),
     ("sms", {**VALID["sms"], "transactional": 1}, 422, "transactional"),
+    ("push", {**VALID["push"], "userId": None}, 422, "userId"),
+    ("push", {"userId": "u1", "body": "no title"}, 422, "title"),
+    ("push", {**VALID["push"], "title": "two\nlines"}, 422, "title"),
+    ("push", {**VALID["push"], "urgency": "asap"}, 422, "urgency"),
+    ("push", {**VALID["push"], "ttl": 2_419_201}, 422, "ttl"),
+    ("push", {**VALID["push"], "url": "//evil.example/phish"}, 422, "url"),
+    ("push", {**VALID["push"], "data": {"nested": {"not": "flat"}}}, 422, "data"),
+    ("chat", {**VALID["chat"], "service": "irc"}, 422, "service"),
+    ("chat", {"service": "slack", "text": "nowhere to go"}, 422, None),
+    ("chat", {**VALID["chat"], "channel": "not a channel"}, 422, "channel"),
+    ("chat", {"service": "teams", "channel": "C0123ABC", "text": "Teams has no channels by id"}, 422, None),
+    ("chat", {**VALID["chat"], "webhookUrl": "https://hooks.slack.com/services/T/B/X"}, 422, None),
+    ("chat", {"service": "teams", "webhookUrl": "ftp://example.com/x", "text": "hi"}, 422, "webhookUrl"),
+    ("chat", {**VALID["chat"], "card": TEAMS_CARD}, 422, None),
+    (
+        "chat",
+        {"service": "teams", "webhookUrl": "https://example.com/w", "text": "hi", "card": {"type": "x"}},
+        422,
+        None,
+    ),
+    ("chat", {**VALID["chat"], "blocks": [{"type": "section"}] * 51}, 422, "blocks"),
+    ("chat", {**VALID["chat"], "text": ""}, 422, "text"),
+    # A user with no Slack id or webhook among their contacts: nowhere to send it.
+    ("chat", {"service": "slack", "userId": "user-without-contacts", "text": "hi"}, 422, "userId"),
     ("in-app", {**VALID["in-app"], "transactional": None}, 422, "transactional"),
 ]
 
@@ -193,7 +226,7 @@ def test_a_valid_send_is_accepted_and_waits_on_its_queue(
     body = response.json()
     assert body["status"] == "queued"
     queue = channel.replace("-", "_")
-    assert queues.depth(queue) == 1
+    assert queues.depth(queue) == 1, queues.depths()
     status = client.get(f"/api/messages/{body['id']}").json()
     assert status["status"] == "queued"
     assert status["attempts"] == 0

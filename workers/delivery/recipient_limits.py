@@ -49,6 +49,10 @@ def hourly_limit(settings: RateLimitSettings, channel: Channel) -> int:
         return settings.sms_recipient_per_hour
     if channel is Channel.EMAIL:
         return settings.email_recipient_per_hour
+    if channel is Channel.PUSH:
+        return settings.push_recipient_per_hour
+    if channel is Channel.CHAT:
+        return settings.chat_recipient_per_hour
     return 0
 
 

@@ -1,11 +1,14 @@
-"""The embedded default for email and SMS: write each message to a file instead of sending it.
+"""The embedded default for email, SMS, push and chat: write each message to a file instead of
+sending it.
 
 Used when ``EMAIL_HOST`` is unset (email) or the Twilio credentials are unset (SMS), so a
 developer can run the whole service without accounts and open what would have been sent:
 ``var/outbox/<message id>.eml`` is the exact RFC 5322 message the SMTP provider would relay
-(any mail client opens it), ``<message id>.sms.json`` holds the SMS. Files are written
-atomically, so a reader never sees half a message, and a retry of the same message simply
-replaces its file.
+(any mail client opens it), ``<message id>.sms.json`` holds the SMS,
+``<message id>.<device id>.push.json`` a push as each device would get it (with no push
+service configured) and ``<message id>.chat.json`` a Slack message for the bot (with no
+SLACK_BOT_TOKEN). Files are written atomically, so a reader never sees half a message, and a
+retry of the same message simply replaces its file.
 """
 
 from __future__ import annotations
@@ -14,18 +17,21 @@ import asyncio
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 from shared.config import Settings
 from shared.errors import PermanentDeliveryError, TemporaryDeliveryError
-from shared.payloads import EmailPayload, SmsPayload
+from shared.payloads import ChatPayload, EmailPayload, PushPayload, PushTarget, SmsPayload
 from workers.providers.base import Outgoing, SendResult
 from workers.providers.mime import build_email, to_bytes
 
 #: File name endings, so the two channels can share one directory.
 EMAIL_SUFFIX = ".eml"
 SMS_SUFFIX = ".sms.json"
+PUSH_SUFFIX = ".push.json"
+CHAT_SUFFIX = ".chat.json"
 
 #: Characters allowed in a file name taken from a message id (ids are UUIDs; anything else is
 #: replaced so an id can never name a path outside the outbox).
@@ -100,6 +106,55 @@ class OutboxSmsProvider:
         }
         data = (json.dumps(record, ensure_ascii=False, indent=2) + "\n").encode()
         return await asyncio.to_thread(_write, self._directory, _file_name(message.id, SMS_SUFFIX), data)
+
+    async def close(self) -> None:
+        pass  # nothing held open between sends
+
+
+def _json_file(record: Mapping[str, object]) -> bytes:
+    return (json.dumps(record, ensure_ascii=False, indent=2) + "\n").encode()
+
+
+class OutboxPushSender:
+    """A push to ``<outbox>/<message id>.<device id>.push.json`` per device."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._directory = settings.outbox_dir
+
+    async def send(self, message: Outgoing[PushPayload], target: PushTarget) -> SendResult:
+        record = {
+            "id": message.id,
+            "device": {"id": target.id, "kind": target.kind, "appId": target.app_id},
+            "notification": message.payload.to_json(),
+            "written_at": datetime.now(UTC).isoformat(),
+        }
+        name = _file_name(f"{message.id}.{target.id}", PUSH_SUFFIX)
+        result = await asyncio.to_thread(_write, self._directory, name, _json_file(record))
+        return SendResult(provider_message_id=result.provider_message_id, provider="outbox")
+
+    async def close(self) -> None:
+        pass  # nothing held open between sends
+
+
+class OutboxChatProvider:
+    """A Slack message for the bot to ``<outbox>/<message id>.chat.json``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._directory = settings.outbox_dir
+
+    async def send(self, message: Outgoing[ChatPayload]) -> SendResult:
+        chat = message.payload
+        record = {
+            "id": message.id,
+            "service": chat.service,
+            "channel": chat.channel,
+            "text": chat.text,
+            "blocks": chat.blocks,
+            "written_at": datetime.now(UTC).isoformat(),
+        }
+        name = _file_name(message.id, CHAT_SUFFIX)
+        result = await asyncio.to_thread(_write, self._directory, name, _json_file(record))
+        return SendResult(provider_message_id=result.provider_message_id, provider="outbox")
 
     async def close(self) -> None:
         pass  # nothing held open between sends

@@ -135,7 +135,8 @@ def build(routes: Iterable[BaseRoute], *, title: str, version: str) -> dict[str,
         "info": {
             "title": title,
             "version": version,
-            "description": "Send email, SMS, webhooks and in-app notifications; manage templates, "
+            "description": "Send email, SMS, webhooks, in-app, push (web, FCM, APNs) and chat (Slack, Teams) "
+            "notifications; manage templates, "
             "rules, webhook endpoints and users' inboxes. Errors are always "
             '`{"error": {"code", "message", "details"}}`.',
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},

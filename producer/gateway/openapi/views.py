@@ -58,7 +58,7 @@ class Queued(View):
 
 
 class BatchRequest(BaseModel):
-    """Up to 1,000 messages, each an object with its ``channel`` (email, sms, webhook, in-app)
+    """Up to 1,000 messages, each an object with its ``channel`` (email, sms, webhook, in-app, push, chat)
     beside the fields of that channel's send."""
 
     model_config = ConfigDict(extra="forbid")
@@ -237,6 +237,9 @@ class Contacts(View):
     email: str | None
     phone: str | None
     locale: str | None
+    slack_user_id: str | None
+    slack_webhook_url: str | None = Field(description="Masked: scheme and host only")
+    teams_webhook_url: str | None = Field(description="Masked: scheme and host only")
 
 
 class Template(View):
@@ -311,6 +314,7 @@ class Rule(View):
     active: bool
     digest: dict[str, Any] | None
     throttle: dict[str, Any] | None
+    chat: dict[str, Any] | None = None
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -331,6 +335,8 @@ class Preferences(View):
     sms_enabled: bool
     in_app_enabled: bool
     webhook_enabled: bool
+    push_enabled: bool
+    chat_enabled: bool
     event_preferences: dict[str, dict[str, bool]]
     quiet_hours: QuietHoursView | None
     timezone: str
@@ -622,3 +628,25 @@ class MessageStory(View):
     channel: str
     payload: dict[str, Any] = Field(description="The stored payload, every credential's value masked.")
     attempts: list[DeliveryAttempt] = Field(description="Attempts the webhook worker logged, newest first.")
+
+
+class VapidKey(View):
+    public_key: str = Field(description="The uncompressed P-256 point, base64url (applicationServerKey)")
+
+
+class Device(View):
+    """A device push notifications reach; its token or endpoint shown masked."""
+
+    id: str
+    user_id: str
+    kind: Literal["web", "fcm", "apns"]
+    token: str
+    app_id: str | None
+    label: str | None
+    created_at: Timestamp
+    last_success_at: Timestamp | None
+
+
+class DeviceList(View):
+    items: list[Device]
+    next_cursor: str | None
