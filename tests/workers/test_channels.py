@@ -21,6 +21,8 @@ from shared.config import Settings
 from shared.db.models import Notification, WebhookDeliveryLog
 from shared.db.session import get_engine, session_scope
 from tests.conftest import WEBHOOK_SECRET, Fleet, Queues, final_status
+from tests.sinks.apps import PUSH_USER, AppPeers
+from tests.sinks.slack_peer import DEFAULT_CHANNEL as SLACK_CHANNEL
 from tests.sinks.smtp_sink import SmtpSink
 from tests.sinks.twilio_sink import TwilioSink
 from tests.sinks.webhook_receiver import WebhookReceiver
@@ -36,6 +38,7 @@ class Peers:
     twilio: TwilioSink
     webhooks: WebhookReceiver
     database_url: str
+    apps: AppPeers
 
     def inbox_count(self, user_id: str) -> int:
         with session_scope(self.database_url) as session:
@@ -95,9 +98,11 @@ class Case:
     received_after_one_failure: int
     temporary_code: str
     permanent_code: str | None
+    #: Tells apart two cases of one channel (Slack and Teams).
+    name: str | None = None
 
     def __str__(self) -> str:
-        return self.channel.value
+        return self.name or self.channel.value
 
 
 CASES = [
@@ -143,6 +148,42 @@ CASES = [
         permanent_code="http_404",
     ),
     Case(
+        channel=Channel.PUSH,
+        send=lambda s: s.send_push(user_id=PUSH_USER, title="Shipped", body="Order 7 left the warehouse"),
+        received=lambda p: p.apps.pushes_received(),
+        fail_temporarily=lambda p, n: p.apps.fail_pushes(503, n),
+        fail_permanently=lambda p: p.apps.fail_pushes(400, None),
+        success_status="sent",
+        received_after_one_failure=1,
+        temporary_code="webpush_503",
+        permanent_code="webpush_400",
+    ),
+    Case(
+        channel=Channel.CHAT,
+        send=lambda s: s.send_chat(service="slack", channel=SLACK_CHANNEL, text="Deploy 42 finished"),
+        received=lambda p: len(p.apps.slack.posts),
+        fail_temporarily=lambda p, n: p.apps.slack.fail_next("service_unavailable", 503, times=n),
+        fail_permanently=lambda p: p.apps.slack.fail_next("channel_not_found", times=None),
+        success_status="delivered",
+        received_after_one_failure=1,
+        temporary_code="slack_service_unavailable",
+        permanent_code="slack_channel_not_found",
+    ),
+    Case(
+        channel=Channel.CHAT,
+        send=lambda s: s.send_chat(
+            service="teams", webhook_url=PEERS_URL["teams"], text="Deploy 42 finished"
+        ),
+        received=lambda p: len(p.apps.teams.posts),
+        fail_temporarily=lambda p, n: p.apps.teams.fail_next(503, "busy", times=n),
+        fail_permanently=lambda p: p.apps.teams.fail_next(400, "Bad payload", times=None),
+        success_status="sent",
+        received_after_one_failure=1,
+        temporary_code="teams_http_503",
+        permanent_code="teams_http_400",
+        name="chat-teams",
+    ),
+    Case(
         channel=Channel.IN_APP,
         send=lambda s: s.send_in_app_notification(user_id="user-7", title="Hello", message="World"),
         received=lambda p: p.inbox_count("user-7"),
@@ -159,15 +200,23 @@ CASES = [
 PEERS_URL: dict[str, str] = {}
 
 
+@pytest.fixture(scope="module")
+def app_peers() -> Iterator[AppPeers]:
+    with AppPeers.started() as peers:
+        yield peers
+
+
 @pytest.fixture
-def peers(database_url: str) -> Iterator[Peers]:
+def peers(database_url: str, app_peers: AppPeers) -> Iterator[Peers]:
+    app_peers.reset()
     with (
         SmtpSink() as smtp,
         TwilioSink(TWILIO_SID, TWILIO_TOKEN) as twilio,
         WebhookReceiver(WEBHOOK_SECRET) as webhooks,
     ):
         PEERS_URL["webhook"] = webhooks.url
-        p = Peers(smtp, twilio, webhooks, database_url)
+        PEERS_URL["teams"] = app_peers.teams.new_webhook()
+        p = Peers(smtp, twilio, webhooks, database_url, app_peers)
         yield p
         p.clear_inbox_faults()
 
@@ -181,11 +230,13 @@ def channel_settings(make_settings: Callable[..., Settings], peers: Peers) -> Se
         TWILIO_AUTH_TOKEN=TWILIO_TOKEN,
         TWILIO_PHONE_NUMBER="+15005550006",
         TWILIO_API_BASE=peers.twilio.base_url,
+        **peers.apps.settings(),
     )
 
 
 @pytest.fixture
-def service(channel_settings: Settings, fleet: Callable[..., Fleet]) -> NotificationService:
+def service(channel_settings: Settings, fleet: Callable[..., Fleet], peers: Peers) -> NotificationService:
+    peers.apps.register_devices(peers.database_url)
     fleet(channel_settings)
     return NotificationService(channel_settings)
 
