@@ -9,6 +9,11 @@ frame it (none by default).
 
 The widget runs in the host product's page and calls this gateway cross-origin, so it needs
 the host's origin in ``CORS_ALLOWED_ORIGINS``, not a policy of this page.
+
+``GET /inbox-sw.js`` is the page's service worker (registered with the scope ``/inbox``): it
+shows the push channel's notifications while no inbox page is open. The page's policy lets
+the page register it (``worker-src`` falls back to ``script-src 'self'``); the worker has a
+policy of its own, which lets it load the icons notifications name, wherever they are.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self'; base-uri 'none'; form-action 'none'"
 )
+
+#: The service worker's policy: it loads nothing but the icons of the notifications it shows,
+#: which the application names (http(s) URLs, often of its own origin, not this one).
+WORKER_POLICY = "default-src 'none'; img-src http: https:; frame-ancestors 'none'"
 
 
 def content_security_policy(frame_ancestors: Sequence[str]) -> str:
@@ -53,5 +62,14 @@ routes = [
     _asset("inbox.html", "text/html; charset=utf-8", "/inbox"),
     _asset("inbox.js", "text/javascript"),
     _asset("inbox.css", "text/css"),
+    asset(
+        "inbox-sw.js",
+        "text/javascript",
+        "/inbox-sw.js",
+        prefix="inbox",
+        summary="The inbox page's service worker",
+        what="The service worker that shows push notifications while no inbox page is open.",
+        policy=lambda settings: WORKER_POLICY,
+    ),
     _asset("widget.js", "text/javascript", "/inbox/widget.js", of_the_page=False),
 ]

@@ -48,5 +48,5 @@ def asset(
         headers = {**HEADERS, "Content-Security-Policy": policy(service.settings)}
         return Response(body, media_type=media_type, headers=headers)
 
-    serve.__name__ = f"{prefix}_{name.replace('.', '_')}"  # the operation's id
+    serve.__name__ = f"{prefix}_{name.replace('.', '_').replace('-', '_')}"  # the operation's id
     return Route(path, serve, methods=["GET"])

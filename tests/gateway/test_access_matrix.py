@@ -58,6 +58,7 @@ PUBLIC = {
     ("GET", "/inbox"),
     ("GET", "/inbox.js"),
     ("GET", "/inbox.css"),
+    ("GET", "/inbox-sw.js"),
     ("GET", "/inbox/widget.js"),
     # The console's page: it asks for a server key in the browser and sends it to the API.
     ("GET", "/console"),
