@@ -14,6 +14,7 @@ from bench.fleet import (
     channel_env,
     latencies_ms,
     percentile,
+    prepare,
     produce,
     send_fields,
     steady_rate,
@@ -92,6 +93,7 @@ def measure_channel(
     and its memory idle after the batch (after ``rest_s``) and at its peak."""
     channel = pool.spec.channel
     env.reset()
+    prepare(env, channel, receiver_url)
     fields = send_fields(channel, receiver_url)
     produced = produce(env, channel, fields, count=count, time_limit_s=PRODUCE_LIMIT_S)
     with pool.released():
@@ -100,6 +102,7 @@ def measure_channel(
         rest = max(pool.worker_rss(), default=0)
         peak = pool.peak_rss
         env.reset()
+        prepare(env, channel, receiver_url)
         target = max(1.0, max_rate * LATENCY_LOAD)
         paced = produce(
             env,

@@ -160,6 +160,8 @@ def scratch_env() -> Iterator[BenchEnv]:
                     "RATE_LIMIT_READ": "1000000000/min",
                     "SMS_RECIPIENT_LIMIT_PER_HOUR": "1000000000",
                     "EMAIL_RECIPIENT_LIMIT_PER_HOUR": "1000000000",
+                    "PUSH_RECIPIENT_LIMIT_PER_HOUR": "1000000000",
+                    "CHAT_RECIPIENT_LIMIT_PER_HOUR": "1000000000",
                 },
             )
             set_settings(bench.settings())

@@ -8,17 +8,26 @@ pool go and timing the middle 80% of completions (by their recorded ``sent_at`` 
 
 from __future__ import annotations
 
+import base64
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from bench.env import BenchEnv
 from bench.limits import webhook_payload
 from bench.pools import PoolSpec
 from producer.service import NotificationService
+from shared import push_targets
 from shared.channels import Channel
+from shared.db.rls import system_scope
+from shared.push_targets import SubscriptionInput, SubscriptionKeys
+from workers.providers.webpush import generate_vapid_keys
 
 #: Producer threads in the benchmark process, as an application server might run.
 PRODUCER_THREADS = 16
@@ -27,6 +36,12 @@ MIB = 1024 * 1024
 TWILIO_ACCOUNT_SID = "AC" + "0" * 32
 TWILIO_AUTH_TOKEN = "bench-twilio-token"
 TWILIO_FROM = "+14155550199"
+#: The push pool's user (one browser) and the chat pool's Slack channel (the bot's posts go
+#: to the receiver's ``/api/chat.postMessage``, which answers Slack's ``{"ok": true}``).
+PUSH_USER = "bench-push-user"
+SLACK_CHANNEL = "C0BENCH01"
+#: Generated once per run: each push is encrypted for its browser and VAPID-signed for real.
+VAPID_PRIVATE_KEY, _VAPID_PUBLIC_KEY = generate_vapid_keys()
 
 
 def send_fields(channel: Channel, receiver_url: str) -> dict[str, Any]:
@@ -42,7 +57,35 @@ def send_fields(channel: Channel, receiver_url: str) -> dict[str, Any]:
         }
     if channel is Channel.SMS:
         return {"to": "+14155550100", "message": "Your verification code is: 123456"}
+    if channel is Channel.PUSH:
+        return {
+            "user_id": PUSH_USER,
+            "title": "Your order shipped",
+            "body": "It arrives on Friday",
+            "url": "/orders/123",
+        }
+    if channel is Channel.CHAT:
+        return {"service": "slack", "channel": SLACK_CHANNEL, "text": "Deploy 42 finished"}
     return {"user_id": "user-123", "title": "New Message", "message": "You have a new message from Admin"}
+
+
+def prepare(env: BenchEnv, channel: Channel, receiver_url: str) -> None:
+    """What a channel's messages need in the database besides themselves, after a reset: the
+    push user's browser (a subscription whose push service is the receiver)."""
+    if channel is not Channel.PUSH:
+        return
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    point = key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    subscription = SubscriptionInput(
+        endpoint=f"{receiver_url}/push/bench-browser",
+        keys=SubscriptionKeys(p256dh=_b64url(point), auth=_b64url(secrets.token_bytes(16))),
+    )
+    with system_scope(env.database_url) as session:
+        push_targets.register(session, PUSH_USER, subscription)
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 #: The first retry's delay of every webhook pool (±20% jitter): short, so the retry rows
@@ -65,6 +108,10 @@ def channel_env(channel: Channel, *, receiver_url: str, smtp_port: int, threads:
             "TWILIO_PHONE_NUMBER": TWILIO_FROM,
             "TWILIO_API_BASE": receiver_url,
         }
+    if channel is Channel.PUSH:
+        return {"VAPID_PRIVATE_KEY": VAPID_PRIVATE_KEY, "VAPID_SUBJECT": "mailto:bench@kai.test"}
+    if channel is Channel.CHAT:
+        return {"SLACK_BOT_TOKEN": "xoxb-bench", "SLACK_API_BASE": f"{receiver_url}/api/"}
     return {}
 
 

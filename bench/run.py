@@ -108,7 +108,13 @@ UNITS = {
     Channel.EMAIL: "emails/s",
     Channel.SMS: "SMS/s",
     Channel.IN_APP: "in-app/s",
+    Channel.PUSH: "pushes/s",
+    Channel.CHAT: "chat messages/s",
 }
+
+
+#: Channels whose provider is an HTTP client: their rows are read against the HTTP ceiling (L2).
+HTTP_CHANNELS = (Channel.WEBHOOK, Channel.SMS, Channel.PUSH, Channel.CHAT)
 
 
 def _at_least(value: float, target: float) -> bool:
@@ -248,7 +254,7 @@ class Bench:
         results = endtoend.measure_channels(
             self.env,
             self.pools,
-            [Channel.WEBHOOK, Channel.EMAIL, Channel.SMS, Channel.IN_APP],
+            [Channel.WEBHOOK, Channel.EMAIL, Channel.SMS, Channel.IN_APP, Channel.PUSH, Channel.CHAT],
             receiver_url=self.receiver_url,
             smtp_port=self.smtp_port,
             count=self.sizes.e2e_messages,
@@ -287,7 +293,7 @@ class Bench:
             ),
         ]
         for n, (channel, r) in enumerate(results.items()):
-            key = f"5{'abcd'[n]}"
+            key = f"5{'abcdef'[n]}"
             target = E2E_TARGETS.get(channel)
             lost = r.produced.count - r.delivered
             self.rows += [
@@ -296,8 +302,8 @@ class Bench:
                     f"e2e {channel.value}, {endtoend.PROCESSES}x{endtoend.THREADS} workers",
                     r.max_rate,
                     UNITS[channel],
-                    "L2" if channel in (Channel.WEBHOOK, Channel.SMS) else "L1c",
-                    self.l2 if channel in (Channel.WEBHOOK, Channel.SMS) else self._l1_consume(),
+                    "L2" if channel in HTTP_CHANNELS else "L1c",
+                    self.l2 if channel in HTTP_CHANNELS else self._l1_consume(),
                     f">= {target:,}" if target else "",
                     _at_least(r.max_rate, target) if target else None,
                     note=f"{lost} of {r.produced.count} not delivered" if lost else "",

@@ -15,6 +15,7 @@ written by an earlier version must still load.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from shared.channels import Channel
@@ -132,6 +133,8 @@ class PushTarget:
     auth: str | None = None
     #: The app the token belongs to (the APNs topic: its bundle id).
     app_id: str | None = None
+    #: When the device last took a push (kept roughly: see :mod:`workers.push`).
+    last_success_at: datetime | None = None
 
 
 #: The chat tools of the ``chat`` channel.

@@ -189,7 +189,15 @@ def remove_endpoint(session: Session, user_id: str, endpoint: str) -> bool:
 
 def for_delivery(session: Session, user_id: str) -> list[PushTarget]:
     return [
-        PushTarget(id=r.id, kind=r.kind, token=r.token, p256dh=r.p256dh, auth=r.auth, app_id=r.app_id)
+        PushTarget(
+            id=r.id,
+            kind=r.kind,
+            token=r.token,
+            p256dh=r.p256dh,
+            auth=r.auth,
+            app_id=r.app_id,
+            last_success_at=r.last_success_at,
+        )
         for r in owned(session, user_id)
     ]
 

@@ -3,19 +3,22 @@
 The devices are read when the message is sent, not when it was accepted, so a device added
 in between gets it and one removed does not. Each device's answer is handled here, where the
 storage is: a device its push service says is gone is removed at once, a device that took it
-is marked with the time; the message's own result follows from all of them
-(:func:`workers.providers.push.summarize`).
+is marked with the time (at most once an hour: a write per push would double the channel's
+database work for a figure read by people); the message's own result follows from all of
+them (:func:`workers.providers.push.summarize`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from typing import Any
 
 from shared import push_targets
 from shared.channels import Channel
 from shared.config import Settings
+from shared.db.models import utcnow
 from shared.db.rls import system_scope
 from shared.errors import DeliveryError, PermanentDeliveryError
 from shared.logging import get_logger
@@ -27,6 +30,9 @@ from workers.providers.base import FailedDispatch, SendResult
 from workers.providers.push import DeviceOutcome, PushDevices, summarize
 
 log = get_logger(__name__)
+
+#: How stale a device's ``last_success_at`` may get before a push that reached it renews it.
+SUCCESS_MARK_INTERVAL = timedelta(hours=1)
 
 
 class PushPipeline(Pipeline):
@@ -61,7 +67,13 @@ class PushPipeline(Pipeline):
 
     def _remember(self, delivery: Delivery, outcomes: list[DeviceOutcome]) -> None:
         gone = [o.target.id for o in outcomes if o.gone]
-        took = [o.target.id for o in outcomes if isinstance(o.result, SendResult)]
+        stale = utcnow() - SUCCESS_MARK_INTERVAL
+        took = [
+            o.target.id
+            for o in outcomes
+            if isinstance(o.result, SendResult)
+            and (o.target.last_success_at is None or o.target.last_success_at < stale)
+        ]
         if not (gone or took):
             return
         with system_scope(self.settings.database_url) as session:
