@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 
 from producer.service import NotificationService
 from shared.channels import Channel
-from tests.chaos.stack import Peers
+from tests.chaos.stack import USERS, Peers
+from tests.sinks.slack_peer import DEFAULT_CHANNEL as SLACK_CHANNEL
 
 #: Producer threads (the API blocks on the broker's confirm, so concurrency needs threads).
 PRODUCERS = 8
 #: Channels in the mix, in turn.
 MIX = (Channel.EMAIL, Channel.SMS, Channel.WEBHOOK, Channel.IN_APP)
+#: Every channel: the worker-kill scenario's mix.
+FULL_MIX = (*MIX, Channel.PUSH, Channel.CHAT)
 
 
 @dataclass
@@ -25,6 +28,8 @@ class Accepted:
 
     ids: dict[str, Channel] = field(default_factory=dict)
     sms_bodies: dict[str, str] = field(default_factory=dict)
+    #: The text that identifies each push and chat message at its peer.
+    bodies: dict[str, str] = field(default_factory=dict)
     #: Sends the producer refused, by exception (not accepted: the caller retries).
     refused: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -33,8 +38,16 @@ class Accepted:
 class Load:
     """Sends ``count`` messages at ``rate`` per second from a few threads; ``join`` waits."""
 
-    def __init__(self, service: NotificationService, peers: Peers, count: int, rate: float) -> None:
+    def __init__(
+        self,
+        service: NotificationService,
+        peers: Peers,
+        count: int,
+        rate: float,
+        mix: tuple[Channel, ...] = MIX,
+    ) -> None:
         self.service = service
+        self.mix = mix
         self.peers = peers
         self.count = count
         self.rate = rate
@@ -70,7 +83,7 @@ class Load:
             self._send(n)
 
     def _send(self, n: int) -> None:
-        channel = MIX[n % len(MIX)]
+        channel = self.mix[n % len(self.mix)]
         body = f"chaos {secrets.token_hex(8)}"
         assert self.peers.webhooks is not None
         # A refused send is retried as a caller would: the id it finally returns is accepted.
@@ -84,6 +97,12 @@ class Load:
                     message_id = self.service.send_sms(to=f"+1415555{n % 10000:04d}", message=body)
                 elif channel is Channel.WEBHOOK:
                     message_id = self.service.send_webhook(url=self.peers.webhooks.url, payload={"n": n})
+                elif channel is Channel.PUSH:
+                    message_id = self.service.send_push(
+                        user_id=f"user-{n % USERS}", title=f"Chaos {n}", body=body
+                    )
+                elif channel is Channel.CHAT:
+                    message_id = self.service.send_chat(service="slack", channel=SLACK_CHANNEL, text=body)
                 else:
                     message_id = self.service.send_in_app_notification(
                         user_id=f"user-{n % 50}", title=f"Chaos {n}", message=body
@@ -97,11 +116,14 @@ class Load:
                 self.accepted.ids[message_id] = channel
                 if channel is Channel.SMS:
                     self.accepted.sms_bodies[message_id] = body
+                if channel in (Channel.PUSH, Channel.CHAT):
+                    self.accepted.bodies[message_id] = body
             return
 
 
 def sink_copies(peers: Peers, accepted: Accepted) -> dict[str, int]:
-    """How many copies of each accepted email, SMS and webhook its peer accepted."""
+    """How many copies of each accepted email, SMS, webhook, push and chat message its peer
+    accepted."""
     assert peers.webhooks is not None
     emails = Counter(
         str(m["Message-ID"]).strip("<>").split("@")[0].removeprefix("kai.")
@@ -109,6 +131,8 @@ def sink_copies(peers: Peers, accepted: Accepted) -> dict[str, int]:
         for m in relay.messages
     )
     bodies = Counter(r.body for account in (peers.twilio, peers.twilio_backup) for r in account.requests)
+    pushes = Counter(str(d.payload.get("body")) for d in peers.push.deliveries)
+    posts = Counter(p.text for p in peers.slack.posts)
     copies: dict[str, int] = {}
     for message_id, channel in accepted.ids.items():
         if channel is Channel.EMAIL:
@@ -117,4 +141,8 @@ def sink_copies(peers: Peers, accepted: Accepted) -> dict[str, int]:
             copies[message_id] = bodies[accepted.sms_bodies[message_id]]
         elif channel is Channel.WEBHOOK:
             copies[message_id] = peers.webhooks.count(message_id)
+        elif channel is Channel.PUSH:
+            copies[message_id] = pushes[accepted.bodies[message_id]]
+        elif channel is Channel.CHAT:
+            copies[message_id] = posts[accepted.bodies[message_id]]
     return copies

@@ -22,7 +22,7 @@ from shared.broker import amqp_url_with_defaults, get_broker, publish
 from shared.channels import Channel
 from shared.db.models import utcnow
 from shared.db.rls import system_scope
-from tests.chaos.load import MIX, Accepted, Load, sink_copies
+from tests.chaos.load import FULL_MIX, MIX, Accepted, Load, sink_copies
 from tests.chaos.pools import Fleet
 from tests.chaos.stack import Stack
 from tests.chaos.tally import Result, tally, wait_drained
@@ -99,10 +99,11 @@ def _finish(
 
 
 def worker_kills(run: Run) -> Result:
-    """1. SIGKILL a random worker process of each pool in turn; supervisors restart pools."""
+    """1. SIGKILL a random worker process of each pool in turn; supervisors restart pools. The
+    load goes to every channel, push and chat included."""
     restarts_before = run.fleet.restarts
     programmed = _programmed(run)
-    load = Load(run.service, run.stack.peers, run.messages, run.rate).start()
+    load = Load(run.service, run.stack.peers, run.messages, run.rate, mix=FULL_MIX).start()
     pools = list(run.fleet.pools.values())
     kills = 0
     turn = itertools.cycle(pools)

@@ -20,11 +20,16 @@ from urllib.parse import quote
 import psycopg
 
 from migrations.migrate import upgrade
+from shared.db.rls import system_scope
 from shared.db.session import dispose_all
+from shared.push_targets import SubscriptionInput, register
 from tests.chaos.services import Postgres, RabbitMQ, Redis
+from tests.sinks.push_service import PushService
+from tests.sinks.slack_peer import SlackPeer
 from tests.sinks.smtp_sink import SmtpSink
 from tests.sinks.twilio_sink import TwilioSink
 from tests.sinks.webhook_receiver import WebhookReceiver
+from workers.providers.webpush import generate_vapid_keys
 
 AMQP_ADDRESS = "127.0.0.1:5672"
 TWILIO_SID = "AC" + "c" * 32
@@ -38,6 +43,10 @@ LEASE_MS = 3000
 MAX_RETRIES = 8
 #: First retry delay (ms), doubled per attempt.
 RETRY_DELAY_MS = 100
+#: The users the load's in-app messages and pushes go to; each has one browser subscribed.
+USERS = 50
+#: The channels whose retry settings the stack scales down.
+CHANNELS = ("EMAIL", "SMS", "WEBHOOK", "IN_APP", "PUSH", "CHAT")
 #: Per-request timeout for webhooks (ms); the "slow receiver" fault answers slower than this.
 WEBHOOK_TIMEOUT_MS = 2000
 
@@ -52,14 +61,25 @@ class Peers:
         default_factory=lambda: TwilioSink(BACKUP_TWILIO_SID, BACKUP_TWILIO_TOKEN)
     )
     webhooks: WebhookReceiver | None = None
+    #: The users' browsers' push service, and Slack for the chat channel.
+    push: PushService = field(default_factory=PushService)
+    slack: SlackPeer = field(default_factory=SlackPeer)
+    vapid: tuple[str, str] = field(default_factory=generate_vapid_keys)
 
     def start(self, webhook_secret: str) -> None:
-        for peer in (self.smtp, self.twilio, self.smtp_backup, self.twilio_backup):
+        for peer in (self.smtp, self.twilio, self.smtp_backup, self.twilio_backup, self.push, self.slack):
             peer.start()
         self.webhooks = WebhookReceiver(webhook_secret).start()
 
+    def subscribe_users(self, database_url: str) -> None:
+        """One browser per user of the load, for its pushes."""
+        with system_scope(database_url) as session:
+            for n in range(USERS):
+                subscription = self.push.subscribe(application_server_key=self.vapid[1])
+                register(session, f"user-{n}", SubscriptionInput.model_validate(subscription.as_json()))
+
     def stop(self) -> None:
-        for peer in (self.smtp, self.twilio, self.smtp_backup, self.twilio_backup):
+        for peer in (self.smtp, self.twilio, self.smtp_backup, self.twilio_backup, self.push, self.slack):
             peer.stop()
         if self.webhooks is not None:
             self.webhooks.stop()
@@ -98,6 +118,7 @@ class Stack:
             self._made_vhost = True
             rabbitmqctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
         self.peers.start(self.webhook_secret)
+        self.peers.subscribe_users(self.database_url)
 
     def stop(self) -> None:
         self.peers.stop()
@@ -112,8 +133,8 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
-        retries = {f"{c}_MAX_RETRIES": str(MAX_RETRIES) for c in ("EMAIL", "SMS", "WEBHOOK", "IN_APP")}
-        delays = {f"{c}_RETRY_DELAY": str(RETRY_DELAY_MS) for c in ("EMAIL", "SMS", "WEBHOOK", "IN_APP")}
+        retries = {f"{c}_MAX_RETRIES": str(MAX_RETRIES) for c in CHANNELS}
+        delays = {f"{c}_RETRY_DELAY": str(RETRY_DELAY_MS) for c in CHANNELS}
         return {
             "DATABASE_URL": self.database_url,
             "BROKER_URL": self.broker_url,
@@ -131,6 +152,15 @@ class Stack:
             "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
             "TWILIO_PHONE_NUMBER": "+15005550006",
             "TWILIO_API_BASE": self.peers.twilio.base_url,
+            "VAPID_PRIVATE_KEY": self.peers.vapid[0],
+            "VAPID_SUBJECT": "mailto:chaos@kai.test",
+            "PUSH_TIMEOUT": "3000",
+            "SLACK_BOT_TOKEN": self.peers.slack.token,
+            "SLACK_API_BASE": self.peers.slack.api_base,
+            "CHAT_TIMEOUT": "3000",
+            # The load sends each user and the one Slack channel far more than a person gets.
+            "PUSH_RECIPIENT_LIMIT_PER_HOUR": "0",
+            "CHAT_RECIPIENT_LIMIT_PER_HOUR": "0",
             "EMAIL_PROVIDER_NAME": "relay-a",
             "EMAIL_FALLBACK_PROVIDERS": json.dumps(
                 [
