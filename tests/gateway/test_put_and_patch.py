@@ -149,7 +149,15 @@ def test_contacts_put_replaces_and_patch_merges(client: httpx.Client) -> None:
     assert (first["email"], first["phone"]) == ("Ann@example.com", None)
     assert (second["email"], second["phone"]) == ("Ann@example.com", "+14155550100")
     assert (cleared["email"], cleared["phone"]) == (None, "+14155550100")
-    assert replaced == {"userId": "u1", "email": None, "phone": None, "locale": "fr"}
+    assert replaced == {
+        "userId": "u1",
+        "email": None,
+        "phone": None,
+        "locale": "fr",
+        "slackUserId": None,
+        "slackWebhookUrl": None,
+        "teamsWebhookUrl": None,
+    }
     assert refused(patch(client, path, {"phone": "12"})) == ["phone"]
 
 
