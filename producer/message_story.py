@@ -30,7 +30,11 @@ from shared.webhooks import replay as webhook_replay
 from shared.webhooks.headers import masked
 
 #: Keys whose values are credentials wherever they appear in a payload.
-SECRET_KEY = re.compile(r"secret|token|passw|authori[sz]ation|api[-_]?key|credential|cookie|signature", re.I)
+SECRET_KEY = re.compile(
+    # webhookUrl: a chat message's Slack or Teams webhook, whose URL is the credential.
+    r"secret|token|passw|authori[sz]ation|api[-_]?key|credential|cookie|signature|webhook[-_]?url",
+    re.I,
+)
 #: The most attempts a story shows, newest first.
 MAX_ATTEMPTS = 100
 

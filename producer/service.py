@@ -255,7 +255,7 @@ class NotificationService:
             with scope_for(settings.database_url, user_id) as session:
                 target = chat_targets.of_contact(contacts.get(session, user_id), request.service)
             if target is None:
-                where = "a Slack member id or webhook" if request.service == "slack" else "a Teams webhook"
+                where = "Slack member id or webhook" if request.service == "slack" else "Teams webhook"
                 message = f"user {user_id!r} has no {where} in their contacts"
                 raise ValidationError(message, [{"field": "userId", "message": message}])
             recipient = chat_targets.recipient(request.service, target.channel, None, user_id)

@@ -183,6 +183,11 @@ def test_a_chat_message_to_a_user_goes_where_their_contacts_say(client: httpx.Cl
     assert "secret-part" not in str(teams_view)
     story = client.get(f"/api/messages/{teams['id']}/story").json()
     assert "secret-part" not in str(story)
+    direct = client.post(
+        "/api/messages/chat", json={"service": "teams", "webhookUrl": TEAMS_HOOK, "text": "hi"}
+    )
+    assert direct.status_code == 202
+    assert "secret-part" not in str(client.get(f"/api/messages/{direct.json()['id']}/story").json())
 
 
 def test_a_rules_chat_webhook_is_sealed_and_masked(client: httpx.Client) -> None:

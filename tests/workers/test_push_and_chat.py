@@ -18,9 +18,10 @@ from sqlalchemy import select
 from producer.events import EventNotificationService
 from producer.service import NotificationService
 from shared.config import Settings
-from shared.db.models import NotificationLog, PushTargetRow, UserNotificationPreference
+from shared.db.models import NotificationLog, PushTargetRow, UserContact, UserNotificationPreference
 from shared.db.rls import system_scope, user_scope
 from shared.db.session import session_scope
+from shared.errors import ValidationError
 from shared.events import contacts, rules
 from shared.preferences import PreferencesInput, replace
 from shared.templates import store
@@ -312,3 +313,24 @@ def test_a_removed_webhook_fails_the_message_for_good(apps: AppPeers, service: N
 
     assert (view["status"], view["errorCode"], view["attempts"]) == ("failed", "chat_webhook_gone", 1)
     assert hook.split("/")[-1] not in view["lastError"]
+
+
+def test_a_removed_webhook_leaves_the_users_contacts(
+    apps: AppPeers, service: NotificationService, app_settings: Settings
+) -> None:
+    """Given a user whose Teams webhook was removed, the message to them fails for good and the
+    webhook leaves their contacts: the next message to them is refused at the door."""
+    hook = apps.teams.new_webhook()
+    with user_scope(app_settings.database_url, "ann") as session:
+        given = contacts.ContactInput(teamsWebhookUrl=hook)
+        contacts.put(session, "ann", given, encryption_keys=app_settings.webhooks.encryption_keys)
+    apps.teams.remove_webhook(hook, status=404)
+
+    view = final_status(service, service.send_chat(service="teams", user_id="ann", text="Anyone?"))
+
+    assert (view["status"], view["errorCode"]) == ("failed", "chat_webhook_gone")
+    with system_scope(app_settings.database_url) as session:
+        row = session.get(UserContact, "ann")
+        assert row is not None and row.teams_webhook_url is None
+    with pytest.raises(ValidationError, match="has no Teams webhook"):
+        service.send_chat(service="teams", user_id="ann", text="Again?")
