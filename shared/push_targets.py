@@ -16,12 +16,12 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, cast
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -187,35 +187,47 @@ def remove_endpoint(session: Session, user_id: str, endpoint: str) -> bool:
     return bool(deleted.rowcount)  # type: ignore[attr-defined]
 
 
-def for_delivery(session: Session, user_id: str) -> list[PushTarget]:
-    return [
-        PushTarget(
-            id=r.id,
-            kind=r.kind,
-            token=r.token,
-            p256dh=r.p256dh,
-            auth=r.auth,
-            app_id=r.app_id,
-            last_success_at=r.last_success_at,
+_TABLE = cast(Table, PushTargetRow.__table__)
+_OF_USERS = (
+    select(_TABLE)
+    .where(_TABLE.c.user_id.in_(bindparam("users", expanding=True)))
+    .order_by(_TABLE.c.created_at, _TABLE.c.id)
+)
+
+
+def for_users(connection: Connection, user_ids: Sequence[str]) -> dict[str, list[PushTarget]]:
+    """Every device of each of ``user_ids``, oldest first, in one statement (the push pool
+    reads the devices of all the messages in flight together)."""
+    found: dict[str, list[PushTarget]] = {user: [] for user in user_ids}
+    for r in connection.execute(_OF_USERS, {"users": list(set(user_ids))}):
+        found.setdefault(r.user_id, []).append(
+            PushTarget(
+                id=r.id,
+                kind=r.kind,
+                token=r.token,
+                p256dh=r.p256dh,
+                auth=r.auth,
+                app_id=r.app_id,
+                last_success_at=r.last_success_at,
+            )
         )
-        for r in owned(session, user_id)
-    ]
+    return found
 
 
-def prune(session: Session, target_ids: Iterable[str]) -> int:
+def prune(connection: Connection | Session, target_ids: Iterable[str]) -> int:
     ids = list(target_ids)
     if not ids:
         return 0
-    deleted = session.execute(delete(PushTargetRow).where(PushTargetRow.id.in_(ids)))
+    deleted = connection.execute(delete(_TABLE).where(_TABLE.c.id.in_(ids)))
     return int(deleted.rowcount)  # type: ignore[attr-defined]
 
 
-def mark_success(session: Session, target_ids: Sequence[str], when: datetime | None = None) -> None:
+def mark_success(
+    connection: Connection | Session, target_ids: Sequence[str], when: datetime | None = None
+) -> None:
     if target_ids:
-        session.execute(
-            update(PushTargetRow)
-            .where(PushTargetRow.id.in_(list(target_ids)))
-            .values(last_success_at=when or utcnow())
+        connection.execute(
+            update(_TABLE).where(_TABLE.c.id.in_(list(target_ids))).values(last_success_at=when or utcnow())
         )
 
 
