@@ -45,7 +45,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 from slack_sdk.webhook.webhook_response import WebhookResponse
 
-from shared import netguard
 from shared.config import Settings
 from shared.errors import (
     ConfigError,
@@ -56,6 +55,7 @@ from shared.errors import (
 )
 from shared.messages import check_http_url
 from shared.payloads import ChatPayload
+from workers.providers import chat_errors
 from workers.providers.base import Outgoing, SendResult
 from workers.providers.http import GuardedResolver, _check_literal, parse_retry_after
 
@@ -254,40 +254,14 @@ def classify_webhook(
     return TemporaryDeliveryError(said, code=code)
 
 
-def _reason(exc: BaseException) -> str:
-    """What a transport failure was, without its text: aiohttp writes the request URL into
-    some of its errors (a response it could not parse, an invalid URL)."""
-    os_error = getattr(exc, "os_error", None)
-    if isinstance(os_error, OSError) and os_error.strerror:
-        return os_error.strerror
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return type(exc).__name__
-
-
 def webhook_transport_error(exc: BaseException, host: str) -> DeliveryError:
     """A webhook request that got no answer, named by the host alone."""
-    if isinstance(exc, DeliveryError):
-        return exc
-    if isinstance(exc, netguard.AddressRefused):
-        # Its text names the host and the address, which is what an operator needs.
-        return PermanentDeliveryError(f"Slack webhook address refused: {exc}", code="chat_address_refused")
     if isinstance(exc, WebhookRedirected):
         return TemporaryDeliveryError(
             f"Slack webhook at {host} answered HTTP {exc.status}, a redirect, which is not followed",
             code=f"slack_http_{exc.status}",
         )
-    if isinstance(exc, TimeoutError):
-        return TemporaryDeliveryError(f"Slack webhook at {host} did not answer in time", code="slack_timeout")
-    if isinstance(exc, aiohttp.InvalidURL):
-        return PermanentDeliveryError(f"Slack webhook URL for {host} is invalid", code="chat_invalid_url")
-    if isinstance(exc, aiohttp.ClientError | OSError):
-        return TemporaryDeliveryError(
-            f"Slack webhook at {host} unreachable: {_reason(exc)}", code="slack_connection"
-        )
-    return TemporaryDeliveryError(
-        f"Slack webhook at {host} failed unexpectedly: {type(exc).__name__}", code="slack_error"
-    )
+    return chat_errors.webhook_transport_error(exc, host, "Slack")
 
 
 async def _refuse_redirect(

@@ -34,11 +34,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from shared import netguard
 from shared.config import Settings
 from shared.errors import DeliveryError, PermanentDeliveryError, TargetGone, TemporaryDeliveryError
 from shared.messages import check_http_url
 from shared.payloads import ChatPayload
+from workers.providers import chat_errors
 from workers.providers.base import Outgoing, SendResult
 from workers.providers.http import GuardedResolver, _check_literal, parse_retry_after
 
@@ -163,35 +163,9 @@ def classify(status: int, answer: str, url: str, retry_after: str | None = None)
     return _by_status(status, said, parse_retry_after(retry_after))
 
 
-def _reason(exc: BaseException) -> str:
-    """What a transport failure was, without its text: aiohttp writes the request URL into
-    some of its errors (a response it could not parse, an invalid URL)."""
-    os_error = getattr(exc, "os_error", None)
-    if isinstance(os_error, OSError) and os_error.strerror:
-        return os_error.strerror
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return type(exc).__name__
-
-
 def transport_error(exc: BaseException, host: str) -> DeliveryError:
     """A request that got no (complete) answer, named by the host alone."""
-    if isinstance(exc, DeliveryError):
-        return exc
-    if isinstance(exc, netguard.AddressRefused):
-        # Its text names the host and the address, which is what an operator needs.
-        return PermanentDeliveryError(f"Teams webhook address refused: {exc}", code="chat_address_refused")
-    if isinstance(exc, TimeoutError):
-        return TemporaryDeliveryError(f"Teams webhook at {host} did not answer in time", code="teams_timeout")
-    if isinstance(exc, aiohttp.InvalidURL):
-        return PermanentDeliveryError(f"Teams webhook URL for {host} is invalid", code="chat_invalid_url")
-    if isinstance(exc, aiohttp.ClientError | OSError):
-        return TemporaryDeliveryError(
-            f"Teams webhook at {host} unreachable: {_reason(exc)}", code="teams_connection"
-        )
-    return TemporaryDeliveryError(
-        f"Teams webhook at {host} failed unexpectedly: {type(exc).__name__}", code="teams_error"
-    )
+    return chat_errors.webhook_transport_error(exc, host, "Teams")
 
 
 async def _read_answer(response: aiohttp.ClientResponse) -> bytes:
