@@ -7,11 +7,11 @@
 
   var KEY_STORE = "kai-console-key";
   var THEME_STORE = "kai-console-theme";
-  var CHANNELS = ["email", "sms", "webhook", "in_app"];
+  var CHANNELS = ["email", "sms", "webhook", "in_app", "push", "chat"];
   var STATUSES = ["scheduled", "queued", "processing", "sent", "delivered", "failed", "skipped", "canceled"];
   var PARTS = {
     email: ["subject", "text", "html"], sms: ["sms"], in_app: ["title", "message", "actionUrl"],
-    webhook: ["payload"], partial: ["text"],
+    webhook: ["payload"], push: ["title", "message", "actionUrl"], chat: ["text", "payload"], partial: ["text"],
   };
   var FLEET_REFRESH_MS = 5000;
   var PREVIEW_DELAY_MS = 250;
@@ -561,7 +561,7 @@
     section.appendChild(h("p", {}, h("a", { href: "#templates", text: "← All templates" })));
     var inputs = {
       key: h("input", { name: "key", value: key, readOnly: !creating, required: true }),
-      channel: select("channel", ["email", "sms", "in_app", "webhook", "partial"], channel),
+      channel: select("channel", ["email", "sms", "in_app", "push", "chat", "webhook", "partial"], channel),
       locale: h("input", { name: "locale", value: locale, placeholder: "default locale" }),
       sampleData: h("textarea.code", { name: "sampleData", text: "{}" }),
     };
@@ -743,9 +743,13 @@
         h("p.muted", { id: "sms-segments", text: (rendered.sms || "").length + " characters · " + (segments.count || 0) + " segment" +
           (segments.count === 1 ? "" : "s") + (segments.encoding ? " (" + segments.encoding + ")" : "") }));
     }
-    if (channel === "in_app") {
+    if (channel === "in_app" || channel === "push") {
       return h("div.inapp", {}, h("strong", { text: rendered.title || "" }), h("p", { text: rendered.message || "" }),
         rendered.actionUrl ? h("p.muted", { text: "Opens " + rendered.actionUrl }) : null);
+    }
+    if (channel === "chat") {
+      return h("div", {}, h("p.sms", { text: rendered.text || "" }),
+        rendered.payload ? json(rendered.payload) : null);
     }
     return json(rendered.payload !== undefined ? rendered.payload : rendered);
   }
