@@ -65,7 +65,7 @@ def send_fields(channel: Channel, receiver_url: str) -> dict[str, Any]:
             "url": "/orders/123",
         }
     if channel is Channel.CHAT:
-        return {"service": "slack", "channel": SLACK_CHANNEL, "text": "Deploy 42 finished"}
+        return {"service": "slack", "to": SLACK_CHANNEL, "text": "Deploy 42 finished"}
     return {"user_id": "user-123", "title": "New Message", "message": "You have a new message from Admin"}
 
 

@@ -257,7 +257,7 @@ SEND_FLAGS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "chat": (
         ("service", "slack or teams"),
-        ("channel", "a Slack channel or member id (the bot token)"),
+        ("to", "a Slack channel or member id (the bot token)"),
         ("webhook_url", "an incoming webhook URL (Slack or Teams)"),
         ("text", "the text"),
     ),

@@ -240,7 +240,7 @@ class NotificationService:
         """Check a chat message's webhook URL like a webhook's, or find the user's own chat
         target; either way the URL is stored sealed from here on."""
         settings = self.settings
-        url, channel = request.webhook_url, request.channel
+        url, channel = request.webhook_url, request.to
         sealed: str | None
         if url is not None:
             try:
@@ -262,7 +262,7 @@ class NotificationService:
             channel, sealed = target.channel, target.sealed_url
         else:
             return request
-        copy = request.model_copy(update={"channel": channel, "webhook_url": sealed})
+        copy = request.model_copy(update={"to": channel, "webhook_url": sealed})
         copy._recipient = recipient
         return copy
 
@@ -430,7 +430,7 @@ REQUEST_MODELS: dict[Channel, type[_Request]] = {
 def _reads_contacts(channel: Channel, fields: dict[str, Any]) -> bool:
     """A chat message with only a user to go by: their contacts are read."""
     return channel is Channel.CHAT and not (
-        fields.get("channel") or fields.get("webhookUrl") or fields.get("webhook_url")
+        fields.get("to") or fields.get("webhookUrl") or fields.get("webhook_url")
     )
 
 
@@ -438,9 +438,7 @@ def _recipient(channel: Channel, request: _Request, payload: Payload) -> str:
     if channel in (Channel.IN_APP, Channel.PUSH):
         return str(request.user_id)
     if isinstance(request, ChatDestination):
-        return request._recipient or chat_targets.recipient(
-            request.service, request.channel, None, request.owner
-        )
+        return request._recipient or chat_targets.recipient(request.service, request.to, None, request.owner)
     address = (
         payload.url
         if isinstance(payload, WebhookPayload | Templated) and channel is Channel.WEBHOOK

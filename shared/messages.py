@@ -346,11 +346,12 @@ ChatService = Literal["slack", "teams"]
 
 
 class ChatDestination(BaseModel):
-    """Where a chat message goes: a Slack channel or member (the bot token), an incoming
-    webhook URL, or, with only ``userId``, that user's own chat contacts."""
+    """Where a chat message goes: ``to`` a Slack channel or member (the bot token), an
+    incoming webhook URL, or, with only ``userId``, that user's own chat contacts. (Not
+    ``channel``: in a batch that names the message's channel.)"""
 
     service: ChatService
-    channel: str | None = Field(default=None, pattern=SLACK_CHANNEL_PATTERN)
+    to: str | None = Field(default=None, pattern=SLACK_CHANNEL_PATTERN)
     webhook_url: str | None = None
     #: The recipient the message's row shows, once the producer found the destination.
     _recipient: str | None = PrivateAttr(default=None)
@@ -368,12 +369,12 @@ class ChatDestination(BaseModel):
 
     @model_validator(mode="after")
     def _one_destination(self) -> Self:
-        if self.channel is not None and self.service != "slack":
-            raise ValueError("channel names a Slack channel; Teams is reached by webhookUrl")
-        if self.channel is not None and self.webhook_url is not None:
-            raise ValueError("give channel or webhookUrl, not both")
-        if self.channel is None and self.webhook_url is None and self.owner is None:
-            raise ValueError("give channel, webhookUrl, or userId (the user's chat contacts)")
+        if self.to is not None and self.service != "slack":
+            raise ValueError("to names a Slack channel or member; Teams is reached by webhookUrl")
+        if self.to is not None and self.webhook_url is not None:
+            raise ValueError("give to or webhookUrl, not both")
+        if self.to is None and self.webhook_url is None and self.owner is None:
+            raise ValueError("give to (a Slack channel), webhookUrl, or userId (the user's chat contacts)")
         return self
 
 
@@ -397,7 +398,7 @@ class ChatRequest(_Request, ChatDestination):
         return ChatPayload(
             service=self.service,
             text=self.text,
-            channel=self.channel,
+            channel=self.to,
             webhook_url=self.webhook_url,
             blocks=self.blocks,
             card=self.card,

@@ -97,7 +97,7 @@ class TemplatedPushRequest(TemplatedRequest, PushOptions):
 
 class TemplatedChatRequest(TemplatedRequest, ChatDestination):
     def kept(self, ref: TemplateRef) -> Templated:
-        return Templated(template=ref, service=self.service, to=self.channel, url=self.webhook_url)
+        return Templated(template=ref, service=self.service, to=self.to, url=self.webhook_url)
 
 
 TEMPLATED_MODELS: dict[Channel, type[TemplatedRequest]] = {

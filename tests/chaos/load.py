@@ -102,7 +102,7 @@ class Load:
                         user_id=f"user-{n % USERS}", title=f"Chaos {n}", body=body
                     )
                 elif channel is Channel.CHAT:
-                    message_id = self.service.send_chat(service="slack", channel=SLACK_CHANNEL, text=body)
+                    message_id = self.service.send_chat(service="slack", to=SLACK_CHANNEL, text=body)
                 else:
                     message_id = self.service.send_in_app_notification(
                         user_id=f"user-{n % 50}", title=f"Chaos {n}", message=body

@@ -53,6 +53,9 @@ def test_good_items_are_enqueued_and_bad_ones_answered_each(
         item("email", text=BIG),
         {"channel": "carrier-pigeon", "to": "x"},
         item("sms"),
+        item("push"),
+        item("chat"),
+        item("push", urgency="asap"),
     ]
 
     response = client.post("/api/messages/batch", json={"messages": batch})
@@ -60,7 +63,7 @@ def test_good_items_are_enqueued_and_bad_ones_answered_each(
     assert response.status_code == 202
     results = response.json()["results"]
     assert len(results) == len(batch)
-    good = [0, 2, 4, 7]
+    good = [0, 2, 4, 7, 8, 9]
     for index, result in enumerate(results):
         if index in good:
             assert result["status"] == "queued" and isinstance(result["id"], str)
@@ -70,12 +73,15 @@ def test_good_items_are_enqueued_and_bad_ones_answered_each(
     assert results[1]["error"]["details"][0]["field"] == "to"
     assert results[3]["error"]["details"][0]["field"] == "channel"
     assert results[5]["error"]["code"] == "payload_too_large"
+    assert results[10]["error"]["details"][0]["field"] == "urgency"
     assert stored_ids(settings) == {results[i]["id"] for i in good}
-    assert queues.depths(["email", "sms", "webhook", "in_app"]) == {
+    assert queues.depths(["email", "sms", "webhook", "in_app", "push", "chat"]) == {
         "email": 1,
         "sms": 1,
         "webhook": 1,
         "in_app": 1,
+        "push": 1,
+        "chat": 1,
     }
 
 

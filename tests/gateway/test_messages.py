@@ -35,7 +35,7 @@ VALID: dict[str, dict[str, Any]] = {
         "body": "It arrives Friday",
         "url": "/orders/1",
     },
-    "chat": {"service": "slack", "channel": "C0123ABC", "text": "Deploy 42 finished"},
+    "chat": {"service": "slack", "to": "C0123ABC", "text": "Deploy 42 finished"},
 }
 
 TEAMS_CARD = {"type": "AdaptiveCard", "version": "1.4", "body": [{"type": "TextBlock", "text": "hi"}]}
@@ -89,8 +89,8 @@ BAD_INPUT: list[tuple[str, Any, int, str | None]] = [
     ("push", {**VALID["push"], "data": {"nested": {"not": "flat"}}}, 422, "data"),
     ("chat", {**VALID["chat"], "service": "irc"}, 422, "service"),
     ("chat", {"service": "slack", "text": "nowhere to go"}, 422, None),
-    ("chat", {**VALID["chat"], "channel": "not a channel"}, 422, "channel"),
-    ("chat", {"service": "teams", "channel": "C0123ABC", "text": "Teams has no channels by id"}, 422, None),
+    ("chat", {**VALID["chat"], "to": "not a channel"}, 422, "to"),
+    ("chat", {"service": "teams", "to": "C0123ABC", "text": "Teams has no channels by id"}, 422, None),
     ("chat", {**VALID["chat"], "webhookUrl": "https://hooks.slack.com/services/T/B/X"}, 422, None),
     ("chat", {"service": "teams", "webhookUrl": "ftp://example.com/x", "text": "hi"}, 422, "webhookUrl"),
     ("chat", {**VALID["chat"], "card": TEAMS_CARD}, 422, None),

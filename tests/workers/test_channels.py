@@ -160,7 +160,7 @@ CASES = [
     ),
     Case(
         channel=Channel.CHAT,
-        send=lambda s: s.send_chat(service="slack", channel=SLACK_CHANNEL, text="Deploy 42 finished"),
+        send=lambda s: s.send_chat(service="slack", to=SLACK_CHANNEL, text="Deploy 42 finished"),
         received=lambda p: len(p.apps.slack.posts),
         fail_temporarily=lambda p, n: p.apps.slack.fail_next("service_unavailable", 503, times=n),
         fail_permanently=lambda p: p.apps.slack.fail_next("channel_not_found", times=None),

@@ -179,7 +179,7 @@ def test_quiet_hours_hold_push_and_chat(
 
     held = [
         service.send_push(user_id=PUSH_USER, title="At night"),
-        service.send_chat(service="slack", channel=SLACK_CHANNEL, user_id=PUSH_USER, text="At night"),
+        service.send_chat(service="slack", to=SLACK_CHANNEL, user_id=PUSH_USER, text="At night"),
     ]
 
     def deferred() -> bool:
@@ -247,7 +247,7 @@ def test_a_templated_chat_message_renders_slack_blocks_and_a_teams_card(
     )
     teams_hook = apps.teams.new_webhook()
 
-    service.send_chat(service="slack", channel=SLACK_CHANNEL, template="deploy.done", data={"version": "42"})
+    service.send_chat(service="slack", to=SLACK_CHANNEL, template="deploy.done", data={"version": "42"})
     service.send_chat(service="teams", webhook_url=teams_hook, template="deploy.done", data={"version": "43"})
 
     (slack,) = apps.slack.wait_for(1)
@@ -299,7 +299,7 @@ def test_slacks_retry_after_is_honoured(apps: AppPeers, service: NotificationSer
     apps.slack.rate_limit_next(retry_after=1)
     started = time.monotonic()
 
-    view = final_status(service, service.send_chat(service="slack", channel=SLACK_CHANNEL, text="Busy"))
+    view = final_status(service, service.send_chat(service="slack", to=SLACK_CHANNEL, text="Busy"))
 
     assert (view["status"], view["attempts"]) == ("delivered", 2)
     assert time.monotonic() - started >= 1.0
