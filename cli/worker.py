@@ -7,7 +7,12 @@ import argparse
 import os
 import sys
 
+from cli import boot_watchdog
 from shared.config import get_settings
+
+#: How long Dramatiq's main process waits for a worker process to boot (its default is 30 s;
+#: ours boot in one to three).
+WORKER_BOOT_TIMEOUT_MS = 10_000
 
 
 def run_pool(args: argparse.Namespace) -> int:
@@ -29,6 +34,8 @@ def run_pool(args: argparse.Namespace) -> int:
         str(args.processes),
         "--threads",
         str(args.threads),
+        "--worker-fork-timeout",
+        str(WORKER_BOOT_TIMEOUT_MS),
         "--queues",
         *queues,
     ]
@@ -39,6 +46,9 @@ def run_pool(args: argparse.Namespace) -> int:
     import workers.actors  # noqa: F401
 
     sys.argv = argv
+    # A worker killed during the pool's start-up can leave Dramatiq's main process blocked
+    # for good (cli/boot_watchdog.py): past its own wait for booting workers, end the pool.
+    boot_watchdog.watch(stuck_after_s=2 * WORKER_BOOT_TIMEOUT_MS / 1000)
     code: int = dramatiq_main()  # type: ignore[no-untyped-call]
     return code
 
