@@ -153,11 +153,6 @@ def register(session: Session, user_id: str, given: SubscriptionInput | DeviceIn
     return row
 
 
-def owned(session: Session, user_id: str) -> list[PushTargetRow]:
-    query = select(PushTargetRow).where(PushTargetRow.user_id == user_id)
-    return list(session.scalars(query.order_by(PushTargetRow.created_at, PushTargetRow.id)))
-
-
 #: The order devices are listed in: oldest first, by columns no update changes.
 LISTED = keyset.Keyset((PushTargetRow.created_at, PushTargetRow.id))
 
@@ -175,16 +170,6 @@ def remove(session: Session, user_id: str, target_id: str) -> None:
     )
     if not deleted.rowcount:  # type: ignore[attr-defined]
         raise NotFound(f"user {user_id!r} has no device {target_id!r}")
-
-
-def remove_endpoint(session: Session, user_id: str, endpoint: str) -> bool:
-    """Forget a browser subscription by its endpoint (the page unsubscribed)."""
-    deleted = session.execute(
-        delete(PushTargetRow).where(
-            PushTargetRow.kind == "web", PushTargetRow.token == endpoint, PushTargetRow.user_id == user_id
-        )
-    )
-    return bool(deleted.rowcount)  # type: ignore[attr-defined]
 
 
 _TABLE = cast(Table, PushTargetRow.__table__)

@@ -34,6 +34,5 @@ class ChatProvider:
         raise PermanentDeliveryError(f"unknown chat service {chat.service!r}", code="chat_invalid")
 
     async def close(self) -> None:
-        await self.slack.close()
-        await self.teams.close()
-        await self.bot.close()
+        for provider in {id(p): p for p in (self.slack, self.teams, self.bot)}.values():
+            await provider.close()

@@ -147,8 +147,9 @@ class GuardedResolver(AbstractResolver):
         pass
 
 
-def _check_literal(url: str, policy: netguard.AddressPolicy) -> None:
-    """aiohttp connects to a literal address without asking the resolver: check it here."""
+def check_literal(url: str, policy: netguard.AddressPolicy, what: str = "webhooks") -> None:
+    """aiohttp connects to a literal address without asking the resolver: check it here.
+    ``what`` names the URLs in the refusal (webhooks, push endpoints)."""
     host = urlsplit(url).hostname or ""
     try:
         address = ipaddress.ip_address(host)
@@ -157,9 +158,30 @@ def _check_literal(url: str, policy: netguard.AddressPolicy) -> None:
     why = policy.reason(address)
     if why is not None:
         raise netguard.AddressRefused(
-            f"{address} is {why}; webhooks may only reach public addresses "
+            f"{address} is {why}; {what} may only reach public addresses "
             "(see WEBHOOK_ALLOW_PRIVATE_NETWORKS and WEBHOOK_ALLOWED_SUBNETS)"
         )
+
+
+def guarded_session(
+    policy: netguard.AddressPolicy,
+    *,
+    timeout_s: float,
+    limit: int = MAX_CONNECTIONS,
+    auto_decompress: bool = False,
+    trace_configs: list[aiohttp.TraceConfig] | None = None,
+) -> aiohttp.ClientSession:
+    """A pooled session for URLs someone else chose (webhooks, push endpoints, chat webhooks):
+    every address it connects to passes ``policy`` (:class:`GuardedResolver`; literal
+    addresses go through :func:`check_literal`), one deadline covers each whole request
+    whatever the peer does, and no cookie one host sets travels to another."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, limit_per_host=0, resolver=GuardedResolver(policy)),
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=auto_decompress,
+        trace_configs=trace_configs,
+    )
 
 
 class _Timings:
@@ -278,7 +300,7 @@ class WebhookProvider:
         # keeps every single read short (one header byte a second) still meets this deadline.
         deadline = asyncio.get_running_loop().time() + self._timeout_s
         try:
-            _check_literal(url, self._policy)
+            check_literal(url, self._policy)
             async with asyncio.timeout_at(deadline):
                 response = await self._client().post(
                     url,
@@ -325,16 +347,8 @@ class WebhookProvider:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session_loop is not loop:
             self._session_loop = loop
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=MAX_CONNECTIONS, limit_per_host=0, resolver=GuardedResolver(self._policy)
-                ),
-                # One deadline for the whole attempt, whatever the receiver does.
-                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
-                # Cookies set by one receiver must never travel to another.
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                trace_configs=[_trace_config()],
+            self._session = guarded_session(
+                self._policy, timeout_s=self._timeout_s, trace_configs=[_trace_config()]
             )
         return self._session
 

@@ -57,7 +57,7 @@ from shared.messages import check_http_url
 from shared.payloads import ChatPayload
 from workers.providers import chat_errors
 from workers.providers.base import Outgoing, SendResult
-from workers.providers.http import GuardedResolver, _check_literal, parse_retry_after
+from workers.providers.http import check_literal, guarded_session, parse_retry_after
 
 #: Connections the process may hold open at once, per session: far above the rate Slack lets
 #: one app post at, so a message never waits for a connection.
@@ -348,7 +348,7 @@ class SlackProvider:
         raise failure
 
     async def _webhook_answer(self, url: str, text: str, blocks: list[Any] | None) -> WebhookResponse:
-        _check_literal(url, self._policy)
+        check_literal(url, self._policy)
         client = AsyncWebhookClient(
             url,
             timeout=self._sdk_timeout,
@@ -403,10 +403,11 @@ class SlackProvider:
         if clients.hooks is None:
             refuse_redirects = aiohttp.TraceConfig()
             refuse_redirects.on_request_redirect.append(_refuse_redirect)
-            clients.hooks = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, resolver=GuardedResolver(self._policy)),
-                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
-                cookie_jar=aiohttp.DummyCookieJar(),
+            clients.hooks = guarded_session(
+                self._policy,
+                timeout_s=self._timeout_s,
+                limit=MAX_CONNECTIONS,
+                auto_decompress=True,
                 trace_configs=[refuse_redirects],
             )
         return clients.hooks

@@ -40,7 +40,7 @@ from shared.messages import check_http_url
 from shared.payloads import ChatPayload
 from workers.providers import chat_errors
 from workers.providers.base import Outgoing, SendResult
-from workers.providers.http import GuardedResolver, _check_literal, parse_retry_after
+from workers.providers.http import check_literal, guarded_session, parse_retry_after
 
 #: The attachment content type of an Adaptive Card.
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
@@ -224,7 +224,7 @@ class TeamsProvider:
 
     async def _post(self, url: str, body: bytes) -> tuple[int, str, str | None]:
         """The status, the start of the answer and its Retry-After."""
-        _check_literal(url, self._policy)
+        check_literal(url, self._policy)
         async with (
             asyncio.timeout(self._timeout_s),
             self._client().post(url, data=body, headers=HEADERS, allow_redirects=False) as response,
@@ -241,13 +241,7 @@ class TeamsProvider:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session_loop is not loop:
             self._session_loop = loop
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, resolver=GuardedResolver(self._policy)),
-                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
-                # Cookies set by one webhook's host must never travel to another.
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-            )
+            self._session = guarded_session(self._policy, timeout_s=self._timeout_s, limit=MAX_CONNECTIONS)
         return self._session
 
     async def close(self) -> None:

@@ -44,7 +44,6 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import ipaddress
 import json
 import re
 import time
@@ -73,7 +72,7 @@ from shared.messages import PUSH_MAX_TTL_SECONDS, check_http_url
 from shared.payloads import PUSH_URGENCIES, PushPayload, PushTarget
 from shared.push_settings import load_vapid_private_key
 from workers.providers.base import Outgoing, SendResult
-from workers.providers.http import GuardedResolver, parse_retry_after
+from workers.providers.http import check_literal, guarded_session, parse_retry_after
 
 PROVIDER_NAME = "webpush"
 
@@ -355,21 +354,6 @@ def _transport_error(exc: BaseException, origin: str) -> DeliveryError:
     return TemporaryDeliveryError(f"push service {origin} unreachable: {reason}", code="webpush_connection")
 
 
-def _check_literal(endpoint: str, policy: netguard.AddressPolicy) -> None:
-    """aiohttp connects to a literal address without asking the resolver: check it here."""
-    host = urlsplit(endpoint).hostname or ""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return
-    why = policy.reason(address)
-    if why is not None:
-        raise netguard.AddressRefused(
-            f"{address} is {why}; push endpoints may only reach public addresses "
-            "(see WEBHOOK_ALLOW_PRIVATE_NETWORKS and WEBHOOK_ALLOWED_SUBNETS)"
-        )
-
-
 async def _read_excerpt(response: aiohttp.ClientResponse, deadline: float) -> str:
     """Up to ERROR_EXCERPT_BYTES of an error answer; what does not arrive by the deadline is
     not waited for (the status already decides)."""
@@ -417,7 +401,7 @@ class WebPushProvider:
         # Enforced by the event loop around the whole attempt, whatever the service does.
         deadline = asyncio.get_running_loop().time() + self._timeout_s
         try:
-            _check_literal(subscription.endpoint, self._policy)
+            check_literal(subscription.endpoint, self._policy, "push endpoints")
             async with asyncio.timeout_at(deadline):
                 response = await self._client().post(
                     subscription.endpoint, data=body, headers=headers, allow_redirects=False
@@ -448,15 +432,7 @@ class WebPushProvider:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session_loop is not loop:
             self._session_loop = loop
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=MAX_CONNECTIONS, limit_per_host=0, resolver=GuardedResolver(self._policy)
-                ),
-                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
-                # Nothing one push service sets may travel to another.
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-            )
+            self._session = guarded_session(self._policy, timeout_s=self._timeout_s)
         return self._session
 
     async def close(self) -> None:
