@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.sinks.faults import take_next
-from tests.sinks.http_server import QuietServer, ServerThread
+from tests.sinks.http_server import HttpSink, QuietServer
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -263,15 +263,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(200, document)
 
 
-class _Server(QuietServer):
-    # Room for a burst of connections at once: the stdlib's backlog of 5 would leave the
-    # rest of a burst to TCP's one-second SYN retry.
-    request_queue_size = 128
-
-
-class FcmPeer:
+class FcmPeer(HttpSink):
     """FCM's HTTP v1 API and its token endpoint on 127.0.0.1. Use as a context manager or
     call start()/stop()."""
+
+    handler = _Handler
 
     def __init__(self, project_id: str = "kai-test-project") -> None:
         self.project_id = project_id
@@ -290,28 +286,6 @@ class FcmPeer:
         self.assertions: list[dict[str, Any]] = []
         #: (status, FCM error code or status) of every refused send, in order.
         self.refusals: list[tuple[int, str]] = []
-        self._runner: ServerThread | None = None
-
-    def start(self) -> FcmPeer:
-        self._runner = ServerThread(_Server(_Handler, self))
-        self._runner.start()
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            self._runner.stop()
-            self._runner = None
-
-    def __enter__(self) -> FcmPeer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        assert self._runner is not None, "start the peer first"
-        return self._runner.base_url
 
     @property
     def token_uri(self) -> str:

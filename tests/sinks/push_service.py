@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tests.sinks.faults import take_next
-from tests.sinks.http_server import QuietServer, ServerThread
+from tests.sinks.http_server import HttpSink, QuietServer
 from tests.waiting import await_until
 
 #: The encrypted body the big push services take at most.
@@ -288,14 +288,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(201, headers={"Location": delivered.location})
 
 
-class _Server(QuietServer):
-    # Pushes arrive in bursts (many in flight at once): a backlog of 5 (the default) makes the kernel drop
-    # connection attempts, which the client retries only a second later.
-    request_queue_size = 128
-
-
-class PushService:
+class PushService(HttpSink):
     """A push service on 127.0.0.1. Use as a context manager or call start()/stop()."""
+
+    handler = _Handler
 
     def __init__(self, *, max_body: int = DEFAULT_MAX_BODY) -> None:
         #: Bodies larger than this are refused with 413.
@@ -307,25 +303,12 @@ class PushService:
         self._deliveries: list[Delivered] = []
         self._rejections: list[Rejection] = []
         self._faults: list[_Fault] = []
-        self._runner: ServerThread | None = None
         self._origin: str | None = None
 
     def start(self) -> PushService:
-        self._runner = ServerThread(_Server(_Handler, self))
-        self._origin = self._runner.base_url
-        self._runner.start()
+        super().start()
+        self._origin = self.base_url
         return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            self._runner.stop()
-            self._runner = None
-
-    def __enter__(self) -> PushService:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     @property
     def origin(self) -> str:

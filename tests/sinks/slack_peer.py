@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from tests.sinks.faults import take_next
-from tests.sinks.http_server import QuietServer, ServerThread
+from tests.sinks.http_server import HttpSink, QuietServer
 
 #: Block types chat.postMessage and webhooks take.
 BLOCK_TYPES = frozenset({"section", "header", "divider", "context", "actions", "image", "rich_text", "input"})
@@ -146,12 +146,6 @@ def _new_ts() -> str:
     """A message timestamp as Slack writes them: epoch seconds and six digits."""
     now = time.time()
     return f"{int(now)}.{int((now % 1) * 1_000_000):06d}"
-
-
-class _Server(QuietServer):
-    #: socketserver listens with a backlog of 5: more clients connecting at once than that
-    #: have their SYN dropped and retried a second later, which is not what is being tested.
-    request_queue_size = 128
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -318,9 +312,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._text(200, "ok")
 
 
-class SlackPeer:
+class SlackPeer(HttpSink):
     """Slack's Web API and incoming webhooks on 127.0.0.1. Use as a context manager or call
     start()/stop()."""
+
+    handler = _Handler
 
     def __init__(
         self,
@@ -346,29 +342,10 @@ class SlackPeer:
         self._webhooks: dict[str, _Webhook] = {}
         #: Set to wake requests waiting out ``delay`` (at reset and stop).
         self._wake = threading.Event()
-        self._runner: ServerThread | None = None
-
-    def start(self) -> SlackPeer:
-        self._runner = ServerThread(_Server(_Handler, self))
-        self._runner.start()
-        return self
 
     def stop(self) -> None:
-        self._wake.set()
-        if self._runner is not None:
-            self._runner.stop()
-            self._runner = None
-
-    def __enter__(self) -> SlackPeer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        assert self._runner is not None, "start the peer first"
-        return self._runner.base_url
+        self._wake.set()  # requests waiting out a delay end now
+        super().stop()
 
     @property
     def api_base(self) -> str:

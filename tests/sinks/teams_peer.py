@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.sinks.faults import take_next
-from tests.sinks.http_server import QuietServer, ServerThread
+from tests.sinks.http_server import HttpSink, QuietServer
 
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 CARD_VERSIONS = frozenset({"1.0", "1.1", "1.2", "1.3", "1.4", "1.5"})
@@ -172,12 +172,6 @@ def check_message(message: Any) -> dict[str, Any]:
     return checked
 
 
-class _Server(QuietServer):
-    #: socketserver listens with a backlog of 5: more clients connecting at once than that
-    #: have their SYN dropped and retried a second later, which is not what is being tested.
-    request_queue_size = 128
-
-
 class _Handler(BaseHTTPRequestHandler):
     server: QuietServer
 
@@ -240,8 +234,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(400, body, {"Content-Type": "text/plain"})
 
 
-class TeamsPeer:
+class TeamsPeer(HttpSink):
     """Teams' inbound webhooks on 127.0.0.1. Use as a context manager or call start()/stop()."""
+
+    handler = _Handler
 
     def __init__(self) -> None:
         #: Seconds each request waits before it is answered (timeout tests).
@@ -254,29 +250,10 @@ class TeamsPeer:
         self._webhooks: dict[str, _Webhook] = {}
         #: Set to wake requests waiting out ``delay`` (at reset and stop).
         self._wake = threading.Event()
-        self._runner: ServerThread | None = None
-
-    def start(self) -> TeamsPeer:
-        self._runner = ServerThread(_Server(_Handler, self))
-        self._runner.start()
-        return self
 
     def stop(self) -> None:
-        self._wake.set()
-        if self._runner is not None:
-            self._runner.stop()
-            self._runner = None
-
-    def __enter__(self) -> TeamsPeer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        assert self._runner is not None, "start the peer first"
-        return self._runner.base_url
+        self._wake.set()  # requests waiting out a delay end now
+        super().stop()
 
     def reset(self) -> None:
         """Forget posts, faults, counters and the delay, and hang up on requests still waiting

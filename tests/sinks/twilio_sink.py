@@ -27,7 +27,7 @@ import httpx
 from twilio.request_validator import RequestValidator
 
 from tests.sinks.faults import take_next
-from tests.sinks.http_server import QuietServer, ServerThread
+from tests.sinks.http_server import HttpSink, QuietServer
 
 API_VERSION = "2010-04-01"
 ERROR_DOCS = "https://www.twilio.com/docs/errors/"
@@ -129,8 +129,10 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
 
-class TwilioSink:
+class TwilioSink(HttpSink):
     """The Messages API on 127.0.0.1. Use as a context manager or call start()/stop()."""
+
+    handler = _Handler
 
     def __init__(self, account_sid: str, auth_token: str) -> None:
         self.account_sid = account_sid
@@ -140,30 +142,8 @@ class TwilioSink:
         self._cond = threading.Condition()
         self._requests: list[SmsRequest] = []
         self._faults: list[_Fault] = []
-        self._runner: ServerThread | None = None
         #: Requests refused for bad credentials.
         self.unauthorized = 0
-
-    def start(self) -> TwilioSink:
-        self._runner = ServerThread(QuietServer(_Handler, self))
-        self._runner.start()
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            self._runner.stop()
-            self._runner = None
-
-    def __enter__(self) -> TwilioSink:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        assert self._runner is not None, "start the sink first"
-        return self._runner.base_url
 
     def fail_next(
         self, status: int = 500, code: int = 20500, message: str = "Internal Server Error", *, times: int = 1

@@ -20,7 +20,7 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
-from tests.sinks.http_server import QuietServer, ServerThread
+from tests.sinks.http_server import HttpSink, QuietServer
 
 #: An answer status meaning: close the connection without answering.
 DROP = 0
@@ -82,8 +82,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(answer.body)
 
 
-class WebhookReceiver:
+class WebhookReceiver(HttpSink):
     """Use as a context manager or call start()/stop(). Answers 200 unless told otherwise."""
+
+    handler = _Handler
 
     def __init__(self, secret: str | None = None) -> None:
         self._verifier = None if secret is None else Webhook(secret)
@@ -97,28 +99,10 @@ class WebhookReceiver:
         self._deliveries: list[Delivery] = []
         self._answers: list[_Answer] = []
         self._ids: Counter[str] = Counter()
-        self._runner: ServerThread | None = None
-
-    def start(self) -> WebhookReceiver:
-        self._runner = ServerThread(QuietServer(_Handler, self))
-        self._runner.start()
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            self._runner.stop()
-            self._runner = None
-
-    def __enter__(self) -> WebhookReceiver:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
-        assert self._runner is not None, "start the receiver first"
-        return self._runner.base_url + "/hooks"
+        return self.base_url + "/hooks"
 
     def set_secret(self, secret: str) -> None:
         """Verify with this secret from now on (an endpoint's secret is known only once the
