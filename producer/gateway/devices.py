@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from producer.gateway import pagination
-from producer.gateway.auth import require_server, require_user
+from producer.gateway.auth import app_settings, require_server, require_user
 from producer.gateway.bodies import parse, read_json_object
 from producer.gateway.errors import ApiError
 from producer.gateway.openapi import Auth, Reply, operation
@@ -34,11 +34,6 @@ from shared.errors import NotFound, ValidationError
 
 #: What a cursor of a device list holds: the last device's (createdAt, id).
 CURSOR = (pagination.moment, pagination.text)
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.service.settings
-    return settings
 
 
 def _given(
@@ -94,7 +89,7 @@ async def _remove(settings: Settings, user_id: str, device_id: str) -> Response:
     errors=(404,),
 )
 async def vapid_public_key(request: Request) -> JSONResponse:
-    key = _settings(request).push.vapid_public_key()
+    key = app_settings(request).push.vapid_public_key()
     if key is None:
         raise ApiError(404, "not_configured", "web push is not configured (VAPID_PRIVATE_KEY)")
     return JSONResponse({"publicKey": key}, headers={"Cache-Control": "public, max-age=300"})
@@ -114,7 +109,7 @@ DEVICE_BODY = (
     replies=[Reply(200, "Oldest first; tokens shown masked.", DeviceList)],
 )
 async def my_devices(request: Request) -> JSONResponse:
-    settings = _settings(request)
+    settings = app_settings(request)
     user_id = str(require_user(request, settings).user_id)
     return await _list(request, settings, user_id)
 
@@ -128,7 +123,7 @@ async def my_devices(request: Request) -> JSONResponse:
     description=DEVICE_BODY,
 )
 async def register_my_device(request: Request) -> JSONResponse:
-    settings = _settings(request)
+    settings = app_settings(request)
     user_id = str(require_user(request, settings).user_id)
     return await _register(request, settings, user_id)
 
@@ -137,7 +132,7 @@ async def register_my_device(request: Request) -> JSONResponse:
     "DELETE", "Forget a device of the caller", auth=Auth.USER, replies=[Reply(204, "Removed.")], errors=(404,)
 )
 async def remove_my_device(request: Request) -> Response:
-    settings = _settings(request)
+    settings = app_settings(request)
     user_id = str(require_user(request, settings).user_id)
     return await _remove(settings, user_id, request.path_params["device_id"])
 
@@ -158,7 +153,7 @@ def _path_user(request: Request, settings: Settings) -> str:
     replies=[Reply(200, "Oldest first; tokens shown masked.", DeviceList)],
 )
 async def user_devices(request: Request) -> JSONResponse:
-    settings = _settings(request)
+    settings = app_settings(request)
     return await _list(request, settings, _path_user(request, settings))
 
 
@@ -171,7 +166,7 @@ async def user_devices(request: Request) -> JSONResponse:
     description=DEVICE_BODY,
 )
 async def register_user_device(request: Request) -> JSONResponse:
-    settings = _settings(request)
+    settings = app_settings(request)
     return await _register(request, settings, _path_user(request, settings))
 
 
@@ -179,7 +174,7 @@ async def register_user_device(request: Request) -> JSONResponse:
     "DELETE", "Forget a device of a user", auth=Auth.SERVER, replies=[Reply(204, "Removed.")], errors=(404,)
 )
 async def remove_user_device(request: Request) -> Response:
-    settings = _settings(request)
+    settings = app_settings(request)
     return await _remove(settings, _path_user(request, settings), request.path_params["device_id"])
 
 
