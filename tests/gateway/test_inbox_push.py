@@ -155,25 +155,34 @@ def stubbed_page(context: BrowserContext, subscription: Subscription) -> Page:
 
 
 def deliver_push(context: BrowserContext, page: Page, origin: str, scope: str, data: str) -> None:
-    """Hand ``data`` to the service worker of ``scope`` as a push message, through DevTools."""
+    """Hand ``data`` to the service worker of ``scope`` as a push message, through DevTools,
+    once a version of that registration is activated: ``serviceWorker.ready`` resolves while
+    the worker is still activating, and a push dispatched then may go nowhere."""
     session = context.new_cdp_session(page)
     registrations: list[str] = []
+    activated: set[str] = set()
 
-    def updated(event: dict[str, Any]) -> None:
+    def registered(event: dict[str, Any]) -> None:
         for registration in event["registrations"]:
             if registration["scopeURL"] == scope and not registration["isDeleted"]:
                 registrations.append(registration["registrationId"])
 
-    session.on("ServiceWorker.workerRegistrationUpdated", updated)
+    def versions(event: dict[str, Any]) -> None:
+        for version in event["versions"]:
+            if version["status"] == "activated":
+                activated.add(version["registrationId"])
+
+    session.on("ServiceWorker.workerRegistrationUpdated", registered)
+    session.on("ServiceWorker.workerVersionUpdated", versions)
     session.send("ServiceWorker.enable")
     for _ in range(UI_TIMEOUT_MS // 50):
-        if registrations:
+        if any(registration in activated for registration in registrations):
             break
         page.wait_for_timeout(50)  # lets the session's events arrive
-    assert registrations, f"no service worker registration for {scope}"
+    ready = [registration for registration in registrations if registration in activated]
+    assert ready, f"no activated service worker for {scope}: registrations {registrations}"
     session.send(
-        "ServiceWorker.deliverPushMessage",
-        {"origin": origin, "registrationId": registrations[0], "data": data},
+        "ServiceWorker.deliverPushMessage", {"origin": origin, "registrationId": ready[0], "data": data}
     )
 
 
