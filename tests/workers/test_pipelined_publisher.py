@@ -1,15 +1,17 @@
 """The scheduler's pipelined publisher against the real RabbitMQ: a burst arrives whole and
-confirmed, a queue that does not exist refuses, and a connection the broker closed while
-idle is replaced before the next burst."""
+confirmed, in order and in a few large writes, a queue that does not exist refuses, and a
+connection the broker closed while idle is replaced before the next burst."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
 
 import pika
 import pytest
+from pika.adapters.utils.io_services_utils import _AsyncTransportBase
 from pika.spec import Basic
 
 from shared.errors import EnqueueError
@@ -106,3 +108,39 @@ def test_answers_out_of_order_count_only_the_answered_prefix(broker_url: str) ->
     answer(publisher, 6)
     answer(publisher, 9, multiple=True)  # up to 9, all at once
     assert publisher._answered == 9 and not publisher._answered_above
+
+
+def queued_bodies(broker_url: str) -> list[bytes]:
+    """The bodies on the test queue, in its order, taken off it."""
+    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+    bodies: list[bytes] = []
+    try:
+        channel = connection.channel()
+        while True:
+            method, _, body = channel.basic_get(QUEUE, auto_ack=True)
+            if method is None:
+                return bodies
+            bodies.append(body)
+    finally:
+        connection.close()
+
+
+def test_a_burst_goes_to_the_socket_in_a_few_large_writes_in_order(
+    publisher: PipelinedPublisher, broker_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given a burst of 3,000, then pika's transport sends it in a handful of system calls
+    (one per few hundred publishes, not one per publish: each gives the GIL up), and the
+    queue holds the messages in the order they were given."""
+    sends: list[int] = []
+    send = _AsyncTransportBase._sigint_safe_send
+
+    def counted(sock: socket.socket, data: bytes) -> int:
+        sends.append(len(data))
+        return send(sock, data)
+
+    monkeypatch.setattr(_AsyncTransportBase, "_sigint_safe_send", staticmethod(counted))
+    bodies = [f"message {n}".encode() for n in range(3_000)]
+    publisher.publish([(QUEUE, body) for body in bodies])
+
+    assert 0 < len(sends) <= 30
+    assert queued_bodies(broker_url) == bodies
