@@ -17,12 +17,16 @@ their due time, keeps them in memory and publishes them when the time comes. Rea
 writing 10,000 rows takes seconds; publishing them is all that is left for their second. A
 scheduler that dies holding some leaves their markers, which any scheduler's relay publishes
 ``PUBLISH_RELAY_AFTER`` past their time; one that stops gives them back as ``scheduled``.
+While a burst is being published, the deliveries of the process wait for it (at most
+``BURST_HOLD_S``): the sends due now go to the broker before this process starts more work.
 """
 
 from __future__ import annotations
 
 import heapq
+import threading
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -49,6 +53,8 @@ BATCH_SIZE = 500
 #: Scheduled sends taken ahead per transaction, and the most one scheduler holds at a time.
 STAGE_BATCH = 1_000
 STAGE_LIMIT = 50_000
+#: The longest a delivery of this process waits for a burst of due sends to be published.
+BURST_HOLD_S = 2.0
 
 
 class Scheduler:
@@ -69,6 +75,11 @@ class Scheduler:
         #: After a failed release, the next try waits for this (not a busy loop while the
         #: broker is away).
         self._retry_at = utcnow()
+        #: Clear while a burst of due sends is being published (see ``hold_for_burst``).
+        self._no_burst = threading.Event()
+        self._no_burst.set()
+        #: Removes the markers of released sends as the broker confirms them.
+        self._settler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scheduler-settle")
         self._runner = PeriodicThread("scheduler", self.interval, self.step, self.until_next)
         #: Used by the scheduler's thread only, on RabbitMQ.
         self._publisher: QueuePublisher | None = None
@@ -142,30 +153,52 @@ class Scheduler:
 
     def release(self) -> int:
         """Publish the staged sends whose time has come in one burst (its bodies encoded when
-        they were taken), their markers removed a few hundred at a time as the broker confirms
-        them, so the first are settled while the rest are still on their way; returns how
-        many. Those not confirmed when the broker fails go back to the heap."""
+        they were taken); returns how many. As the broker confirms them, a few hundred at a
+        time, their markers are removed on the settling thread, so the first are settled
+        while the rest are still on their way and the publishing thread never waits for the
+        database. Those not confirmed when the broker fails go back to the heap."""
         ready = self._ready(STAGE_LIMIT)
         if not ready:
             return 0
-        settled = 0
+        confirmed = 0
+        settling: list[Future[None]] = []
 
-        def confirmed(upto: int) -> None:
-            nonlocal settled
-            with system_scope(self.settings.database_url) as session:
-                relay.published(session.connection(), [s.id for s, _ in ready[settled:upto]])
-            settled = upto
+        def settle(upto: int) -> None:
+            nonlocal confirmed
+            ids = [s.id for s, _ in ready[confirmed:upto]]
+            confirmed = upto
+            settling.append(self._settler.submit(self._settle, ids))
 
         assert self._publisher is not None  # nothing is staged without RabbitMQ
+        self._no_burst.clear()
         try:
-            self._publisher.publish_encoded([(s.channel.queue_name, body) for s, body in ready], confirmed)
+            self._publisher.publish_encoded([(s.channel.queue_name, body) for s, body in ready], settle)
         except Exception:
-            for item in ready[settled:]:  # their markers stay: the relay has them if this never works
+            for item in ready[confirmed:]:  # their markers stay: the relay has them if this never works
                 heapq.heappush(self._staged, item)
             self._retry_at = utcnow() + timedelta(seconds=self.interval)
             raise
+        finally:
+            self._no_burst.set()
+            for done in settling:
+                failed = done.exception()  # waits for it
+                if failed is not None:  # the relay publishes these again: a duplicate the claim sees
+                    log.error("scheduler.settle_failed", exc_info=failed)
         log.info("scheduler.released", count=len(ready))
         return len(ready)
+
+    def hold_for_burst(self, timeout: float = BURST_HOLD_S) -> bool:
+        """Returns once no burst is being published, or after ``timeout``. A delivery thread
+        calls it before it starts a message: the delivery threads of a busy process hold the
+        GIL most of the time, and the publishing thread, which gives it up at every socket
+        call, waited for it long enough to spread 5,000 due sends over two seconds. A burst
+        takes a few hundred milliseconds; deliveries already started are not held. False
+        when the burst was still going at ``timeout``."""
+        return self._no_burst.wait(timeout)
+
+    def _settle(self, ids: list[str]) -> None:
+        with system_scope(self.settings.database_url) as session:
+            relay.published(session.connection(), ids)
 
     def _ready(self, limit: int) -> list[tuple[tracking.Staged, bytes]]:
         """Up to ``limit`` staged sends now due, taken off the heap."""
@@ -211,6 +244,7 @@ class Scheduler:
             log.exception("scheduler.unstage_failed")
         if self._publisher is not None:
             self._publisher.close()
+        self._settler.shutdown()
 
 
 def _broker_message(pending: relay.Pending) -> dramatiq.Message[None]:
@@ -231,6 +265,10 @@ class SchedulerMiddleware(Middleware):
         channels = [c for c in Channel if queues is None or c.queue_name in queues]
         self.scheduler = Scheduler(self.settings, broker, channels)
         self.scheduler.start()
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        if self.scheduler is not None:
+            self.scheduler.hold_for_burst()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         if self.scheduler is not None:

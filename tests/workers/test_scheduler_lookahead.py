@@ -1,12 +1,15 @@
 """Scheduled sends taken ahead of their time (SCHEDULER_LOOKAHEAD) on the real broker and
 workers: queued early with a relay marker dated at their time, published when due and not
 before, still cancelable until a worker takes them; given back when their scheduler stops,
-and published by the relay when their scheduler died holding them."""
+and published by the relay when their scheduler died holding them; the deliveries of the
+scheduler's process wait while a burst of them is published."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from dramatiq.brokers.stub import StubBroker
@@ -23,7 +26,7 @@ from tests.conftest import Fleet, Queues, final_status
 from tests.sinks.webhook_receiver import WebhookReceiver
 from tests.test_tracking import row
 from tests.waiting import wait_until
-from workers.scheduler import Scheduler
+from workers.scheduler import Scheduler, SchedulerMiddleware
 
 
 @pytest.fixture
@@ -177,3 +180,44 @@ def test_without_a_broker_url_nothing_is_taken_ahead(make_settings: Callable[...
     scheduler = Scheduler(settings, StubBroker(), [Channel.IN_APP])
     assert settings.embedded_broker
     assert scheduler.lookahead == timedelta(0)
+
+
+def test_deliveries_of_the_process_wait_while_a_burst_is_published(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given sends taken ahead and due, when the scheduler publishes them, then a delivery
+    thread of its process that starts a message meanwhile waits until the broker confirmed
+    the burst, and one starting after it does not wait."""
+    settings = make_settings(SCHEDULER_LOOKAHEAD="60000")
+    service = NotificationService(settings)
+    at = utcnow() + timedelta(seconds=2)
+    item = {"channel": "in_app", "user_id": "u1", "title": "t", "message": "m", "send_at": at}
+    service.send_many([item] * 50)
+    middleware = SchedulerMiddleware(settings)
+    scheduler = middleware.scheduler = Scheduler(settings, get_broker(settings), [Channel.IN_APP])
+    assert scheduler._publisher is not None
+    publish = scheduler._publisher.publish_encoded
+    published = threading.Event()
+    seen_when_let_through: list[bool] = []
+
+    def delivery() -> None:
+        middleware.before_process_message(scheduler.broker, None)
+        seen_when_let_through.append(published.is_set())
+
+    def publish_while_a_delivery_starts(*args: Any, **kwargs: Any) -> None:
+        assert not scheduler.hold_for_burst(timeout=0)
+        started.start()
+        publish(*args, **kwargs)
+        published.set()
+
+    started = threading.Thread(target=delivery)
+    monkeypatch.setattr(scheduler._publisher, "publish_encoded", publish_while_a_delivery_starts)
+    try:
+        assert scheduler.stage() == 50
+        wait_until(lambda: utcnow() >= at, timeout=3, message="the time never came")
+        assert scheduler.release() == 50
+        started.join(timeout=10)
+    finally:
+        scheduler.stop()
+    assert seen_when_let_through == [True]
+    assert scheduler.hold_for_burst(timeout=0)
