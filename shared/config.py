@@ -182,8 +182,9 @@ class Settings:
     #: PUBLISH_RELAY_AFTER: how long an accepted row may wait for its confirmed publish before
     #: the scheduler publishes it (the accepting process died in between).
     publish_relay_after_ms: int = DEFAULT_PUBLISH_RELAY_AFTER_MS
-    #: SCHEDULER_LOOKAHEAD: how far ahead of their time a scheduler takes scheduled sends, to
-    #: publish them when due without reading the database then (0: at their time only).
+    #: SCHEDULER_LOOKAHEAD: how far ahead of their time a scheduler takes scheduled sends and
+    #: parked messages, to publish them when due without reading the database then (0: at
+    #: the first tick after their time).
     scheduler_lookahead_ms: int = DEFAULT_SCHEDULER_LOOKAHEAD_MS
     #: SCHEDULE_MAX_AHEAD: the latest a send may be scheduled, from now.
     schedule_max_ahead_ms: int = DEFAULT_SCHEDULE_MAX_AHEAD_MS

@@ -780,27 +780,40 @@ def take_due(
 
 @dataclass(frozen=True, slots=True, order=True)
 class Staged:
-    """A scheduled send taken ahead of its time: published when ``due`` (ordered by it)."""
+    """A scheduled send or a parked message (a retry, or a rule's delayed send) taken ahead of
+    its time: published when ``due`` (ordered by it). ``parked`` and ``attempts`` say what
+    it was when taken, for giving it back."""
 
     due: datetime
     id: str
     channel: Channel
+    parked: bool = False
+    attempts: int = 0
+
+
+#: What a scheduler may take ahead: scheduled sends (not escalation steps, whose condition
+#: is checked when due) and messages parked in the database until their time.
+_PARKED = and_(NotificationLog.status == Status.QUEUED.value, NotificationLog.due_at.is_not(None))
+_STAGEABLE = or_(
+    and_(NotificationLog.status == Status.SCHEDULED.value, NotificationLog.escalation_of.is_(None)),
+    _PARKED,
+)
 
 
 def stage_scheduled(
     session: Session, *, channels: list[Channel], until: datetime, limit: int
 ) -> list[Staged]:
-    """Scheduled sends due by ``until``, taken by one scheduler ahead of their time so that a
-    burst due in the same second costs only its publish when the second comes. They are
-    ``queued`` from now (a cancel still ends them until a worker takes one) with their due
-    time as ``next_attempt_at``; the caller writes their relay markers in the same
-    transaction. Escalation steps are left alone: their condition is checked when due."""
+    """Scheduled sends and parked messages due by ``until``, taken by one scheduler ahead of
+    their time so that a burst due in the same second costs only its publish when the second
+    comes, and each goes out at its time rather than at the scheduler's next tick. They are
+    ``queued`` from now (a cancel still ends a scheduled send until a worker takes it) with
+    their due time as ``next_attempt_at``; the caller writes their relay markers in the same
+    transaction."""
     rows = session.execute(
-        select(NotificationLog.id)
+        select(NotificationLog.id, NotificationLog.status)
         .where(
             NotificationLog.channel.in_([c.value for c in channels]),
-            NotificationLog.status == Status.SCHEDULED.value,
-            NotificationLog.escalation_of.is_(None),
+            _STAGEABLE,
             NotificationLog.due_at <= until,
         )
         .order_by(NotificationLog.due_at)
@@ -809,14 +822,12 @@ def stage_scheduled(
     ).all()
     if not rows:
         return []
+    parked = {r.id for r in rows if r.status == Status.QUEUED.value}
     now = utcnow()
     taken = session.execute(
         update(NotificationLog)
-        .where(
-            NotificationLog.id.in_([r.id for r in rows]),
-            # Again, for SQLite, which has no row locks: a cancel may have come in between.
-            NotificationLog.status == Status.SCHEDULED.value,
-        )
+        # The clause again, for SQLite, which has no row locks: a cancel may have come in between.
+        .where(NotificationLog.id.in_([r.id for r in rows]), _STAGEABLE)
         .values(
             status=Status.QUEUED.value,
             next_attempt_at=NotificationLog.due_at,
@@ -824,27 +835,39 @@ def stage_scheduled(
             locked_until=now,
             updated_at=now,
         )
-        .returning(NotificationLog.id, NotificationLog.channel, NotificationLog.next_attempt_at)
-        .execution_options(synchronize_session=False)
-    ).all()
-    return [Staged(r.next_attempt_at, r.id, Channel(r.channel)) for r in taken]
-
-
-def unstage(session: Session, message_ids: Sequence[str]) -> int:
-    """Give staged sends that were never published back to ``scheduled`` (a scheduler
-    stopping): any scheduler takes them again. Those canceled or taken meanwhile stay as
-    they are. Returns how many went back."""
-    if not message_ids:
-        return 0
-    rows = session.execute(
-        update(NotificationLog)
-        .where(
-            NotificationLog.id.in_(list(message_ids)),
-            NotificationLog.status == Status.QUEUED.value,
-            NotificationLog.attempts == 0,
+        .returning(
+            NotificationLog.id,
+            NotificationLog.channel,
+            NotificationLog.next_attempt_at,
+            NotificationLog.attempts,
         )
-        .values(status=Status.SCHEDULED.value, due_at=NotificationLog.next_attempt_at, updated_at=utcnow())
-        .returning(NotificationLog.id)
         .execution_options(synchronize_session=False)
     ).all()
-    return len(rows)
+    return [Staged(r.next_attempt_at, r.id, Channel(r.channel), r.id in parked, r.attempts) for r in taken]
+
+
+def unstage(session: Session, staged: Sequence[Staged]) -> int:
+    """Give what a scheduler took ahead and never published back (it is stopping), for any
+    scheduler to take again: scheduled sends as ``scheduled``, the others parked again. Those
+    canceled or taken by a worker meanwhile (their attempts moved on) stay as they are.
+    Returns how many went back."""
+    groups: dict[tuple[bool, int], list[str]] = {}
+    for s in staged:
+        groups.setdefault((s.parked, s.attempts), []).append(s.id)
+    back = 0
+    for (parked, attempts), ids in groups.items():
+        status = Status.QUEUED if parked else Status.SCHEDULED
+        rows = session.execute(
+            update(NotificationLog)
+            .where(
+                NotificationLog.id.in_(ids),
+                NotificationLog.status == Status.QUEUED.value,
+                NotificationLog.due_at.is_(None),
+                NotificationLog.attempts == attempts,
+            )
+            .values(status=status.value, due_at=NotificationLog.next_attempt_at, updated_at=utcnow())
+            .returning(NotificationLog.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        back += len(rows)
+    return back

@@ -11,9 +11,10 @@ A tick's rows go to RabbitMQ together, their confirms pipelined
 (:class:`~workers.pipelined_publisher.PipelinedPublisher`): a burst of scheduled sends due
 the same second costs a round trip per tick, not one per message.
 
-Scheduled sends are taken ahead of their time (``SCHEDULER_LOOKAHEAD``, with RabbitMQ): each
-scheduler moves those due within the lookahead to ``queued`` with a relay marker dated at
-their due time, keeps them in memory and publishes them when the time comes. Reading and
+Scheduled sends and parked messages are taken ahead of their time (``SCHEDULER_LOOKAHEAD``,
+with RabbitMQ): each scheduler moves those due within the lookahead to ``queued`` with a
+relay marker dated at their due time, keeps them in memory and publishes them when the time
+comes, not at its next tick. Reading and
 writing 10,000 rows takes seconds; publishing them is all that is left for their second. A
 scheduler that dies holding some leaves their markers, which any scheduler's relay publishes
 ``PUBLISH_RELAY_AFTER`` past their time; one that stops gives them back as ``scheduled``.
@@ -216,9 +217,8 @@ class Scheduler:
         if not staged:
             return
         with system_scope(self.settings.database_url) as session:
-            ids = [s.id for s, _ in staged]
-            back = tracking.unstage(session, ids)
-            relay.published(session.connection(), ids)
+            back = tracking.unstage(session, [s for s, _ in staged])
+            relay.published(session.connection(), [s.id for s, _ in staged])
         log.info("scheduler.unstaged", count=back)
 
     def relay(self) -> int:

@@ -1,6 +1,7 @@
 """Scheduled sends taken ahead of their time (SCHEDULER_LOOKAHEAD) on the real broker and
 workers: queued early with a relay marker dated at their time, published when due and not
-before, still cancelable until a worker takes them; given back when their scheduler stops,
+before, still cancelable until a worker takes them; parked retries and delayed sends taken
+ahead the same way; given back when their scheduler stops,
 and published by the relay when their scheduler died holding them; the deliveries of the
 scheduler's process wait while a burst of them is published."""
 
@@ -13,15 +14,17 @@ from typing import Any
 
 import pytest
 from dramatiq.brokers.stub import StubBroker
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from producer.service import NotificationService
+from shared import tracking
 from shared.broker import get_broker
 from shared.channels import Channel
 from shared.config import Settings
-from shared.db.models import PendingPublish, utcnow
+from shared.db.models import NotificationLog, PendingPublish, utcnow
 from shared.db.rls import system_scope
 from shared.errors import NotScheduled
+from shared.payloads import InAppPayload, Stored
 from tests.conftest import Fleet, Queues, final_status
 from tests.sinks.webhook_receiver import WebhookReceiver
 from tests.test_tracking import row
@@ -119,6 +122,75 @@ def test_a_stopping_scheduler_gives_back_what_it_took_ahead(make_settings: Calla
     for n, message_id in enumerate(ids):
         back = row(settings.database_url, message_id)
         assert (back.status, back.due_at) == ("scheduled", at + timedelta(seconds=n))
+        assert marker(settings, message_id) is None
+
+
+def parked_in_app(settings: Settings, at: datetime, *, attempts: int) -> str:
+    """An in-app message parked in the database until ``at`` after ``attempts`` attempts: a
+    rule's delayed send (0) or a long retry (1 and more)."""
+    with system_scope(settings.database_url) as session:
+        message_id, _ = tracking.create(
+            session,
+            tracking.NewMessage(
+                channel=Channel.IN_APP,
+                recipient="u1",
+                user_id="u1",
+                payload=Stored(InAppPayload(title="t", message="m")),
+                max_attempts=5,
+                due_at=at,
+            ),
+        )
+        session.execute(
+            update(NotificationLog).where(NotificationLog.id == message_id).values(attempts=attempts)
+        )
+    return message_id
+
+
+def test_parked_messages_are_taken_ahead_and_published_at_their_time(
+    make_settings: Callable[..., Settings], queues: Queues
+) -> None:
+    """Given a parked retry and a rule's delayed send due in a few seconds and a scheduler
+    whose ticks are a minute apart, then it takes both ahead (relay markers dated at their
+    time) and publishes them when due, dated then, not at its next tick."""
+    settings = make_settings(SCHEDULER_LOOKAHEAD="60000", SCHEDULER_INTERVAL="60000")
+    at = utcnow() + timedelta(seconds=2)
+    ids = {parked_in_app(settings, at, attempts=1), parked_in_app(settings, at, attempts=0)}
+    scheduler = Scheduler(settings, get_broker(settings), [Channel.IN_APP])
+    try:
+        assert scheduler.stage() == 2
+        for message_id in ids:
+            taken = row(settings.database_url, message_id)
+            assert (taken.status, taken.due_at, taken.next_attempt_at) == ("queued", None, at)
+            assert marker(settings, message_id) == at
+        assert scheduler.release() == 0  # not yet due
+        wait_until(lambda: utcnow() >= at, timeout=3, message="the time never came")
+
+        assert scheduler.release() == 2
+    finally:
+        scheduler.stop()
+    published = queues.take(Channel.IN_APP.queue_name)
+    assert {m.message_id for m in published} == ids
+    assert {m.message_timestamp for m in published} == {int(at.timestamp() * 1000)}
+    assert all(marker(settings, message_id) is None for message_id in ids)
+
+
+def test_a_stopping_scheduler_parks_again_the_parked_messages_it_took(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Given a scheduler holding a parked retry and a rule's delayed send it took ahead, when
+    it stops, then both are parked again as they were (``queued``, due at their time, their
+    attempts unchanged), with no relay marker left."""
+    settings = make_settings(SCHEDULER_LOOKAHEAD="60000")
+    at = utcnow() + timedelta(seconds=30)
+    retry, delayed = parked_in_app(settings, at, attempts=2), parked_in_app(settings, at, attempts=0)
+    scheduler = Scheduler(settings, get_broker(settings), [Channel.IN_APP])
+    assert scheduler.stage() == 2
+
+    scheduler.stop()
+
+    for message_id, attempts in ((retry, 2), (delayed, 0)):
+        back = row(settings.database_url, message_id)
+        assert (back.status, back.due_at, back.attempts) == ("queued", at, attempts)
         assert marker(settings, message_id) is None
 
 
