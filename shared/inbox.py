@@ -173,6 +173,16 @@ def mark_all_read(connection: Connection, user_id: str) -> list[str | None]:
     return _mark(connection, _visible(user_id))
 
 
+def mark_all_seen_and_read(connection: Connection, user_id: str) -> tuple[list[str | None], list[str | None]]:
+    """Mark every notification of the user's seen, then read ("mark all as read"): the
+    messages seen now and those read now. The read takes only what is seen by then: under
+    read committed each statement sees what was committed before it, so a notification
+    delivered between the two would otherwise be read without ever having been seen (no
+    ``seen`` receipt); now it is left unseen and unread, as the user has not seen it."""
+    seen = _see(connection, _visible(user_id))
+    return seen, _mark(connection, and_(_visible(user_id), _T.c.seen_at.is_not(None)))
+
+
 def _mark(connection: Connection, which: Any) -> list[str | None]:
     """Mark the unread notifications matching ``which`` read (and seen, if they were not yet),
     and cancel at once the pending escalation steps that waited on them being read (in the
@@ -202,11 +212,6 @@ def mark_seen(connection: Connection, user_id: str, ids: Sequence[str]) -> list[
     if not ids:
         return []
     return _see(connection, and_(_visible(user_id), _T.c.id.in_(ids)))
-
-
-def mark_all_seen(connection: Connection, user_id: str) -> list[str | None]:
-    """:func:`mark_seen` for every notification of the user's."""
-    return _see(connection, _visible(user_id))
 
 
 def _see(connection: Connection, which: Any) -> list[str | None]:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import Connection
 from standardwebhooks import Webhook
 
 from producer.gateway.app import create_app
 from producer.service import NotificationService
+from shared import inbox
 from shared.channels import Channel
 from shared.config import Settings
 from tests.conftest import SERVER_KEY, Fleet, final_status
@@ -123,6 +126,31 @@ def test_mark_all_read_records_each_unread_message_and_nothing_for_another_user(
     assert receipts(world, first) == [SEEN, READ]
     assert receipts(world, second) == [SEEN, READ]
     assert receipts(world, others) == []
+
+
+def test_a_notification_delivered_while_all_are_marked_read_stays_unseen_and_unread(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given a notification delivered after "mark all as read" marked the others seen and
+    before it marks them read (each statement sees what was committed before it), then it is
+    neither seen nor read: no receipt, still counted unread; the others get both."""
+    first, _ = delivered(world, "ann", "One")
+    late: list[str] = []
+    see = inbox._see
+
+    def see_then_deliver(connection: Connection, which: Any) -> list[str | None]:
+        seen = see(connection, which)
+        if not late:
+            late.append(world.service.send_in_app_notification(user_id="ann", title="Late", message="Hi"))
+            assert final_status(world.service, late[0])["status"] == "delivered"  # its row committed
+        return seen
+
+    monkeypatch.setattr(inbox, "_see", see_then_deliver)
+    answer = world.gateway.post("/api/notifications/mark-all-as-read", headers=user_headers("ann"))
+
+    assert answer.json() == {"updated": 1, "unreadCount": 1}
+    assert receipts(world, first) == [SEEN, READ]
+    assert receipts(world, late[0]) == []
 
 
 def test_a_read_is_forwarded_to_endpoints_subscribed_to_message_read(world: World) -> None:

@@ -174,7 +174,7 @@ async def _change(settings: Settings, user_id: str, verb: str, ids: list[str] | 
             return marked, inbox.unread_count(connection, user_id), []
         # Reading implies seeing: one not seen yet is seen now, with its receipt before the read.
         if ids is None:
-            seen, read = inbox.mark_all_seen(connection, user_id), inbox.mark_all_read(connection, user_id)
+            seen, read = inbox.mark_all_seen_and_read(connection, user_id)
         else:
             seen, read = inbox.mark_seen(connection, user_id, ids), inbox.mark_read(connection, user_id, ids)
         count = inbox.unread_count(connection, user_id)
